@@ -1,0 +1,707 @@
+"""gptload benchmark: one command.
+
+    python bench/run.py            # full run (manual; a few minutes)
+    python bench/run.py --smoke    # a few hundred requests per target, well under a minute (CI)
+
+Starts its own fake upstream (bench/fake_upstream.py), then measures three targets on 127.0.0.1:
+  direct    wrk -> fake upstream
+  baseline  wrk -> bench/baseline.py (functions-framework + requests, no key pool) -> fake
+  proxy     wrk -> `python main.py` (embedded SQLite store) -> fake
+  proxy-fs  the proxy with STORE=firestore against the Firestore emulator, when gcloud and the emulator exist
+and prints a markdown table, also written to bench/results/latest.md (raw numbers in bench/results/latest.json).
+See bench/README.md for what every figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+HOST = "127.0.0.1"
+MODEL_PATH = "/v1beta/models/gemini-2.5-flash:generateContent"
+STREAM_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+BODY = b'{"contents":[{"role":"user","parts":[{"text":"Say hello in five words."}]}]}'
+PROXY_KEY = "bench-proxy-key-123"
+AUTH_KEY = "bench-admin-secret-0123456789"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------------------------- settings
+@dataclass
+class Settings:
+    smoke: bool
+    threads: int
+    c_high: int = 32
+    phase_seconds: int = 10
+    warmup_seconds: int = 2
+    soak_requests: int = 10_000
+    streams: int = 20
+    chunks: int = 10
+    interval_ms: float = 50.0
+    wrk_threads: int = 2
+
+    @classmethod
+    def make(cls, smoke: bool, threads: int) -> "Settings":
+        s = cls(smoke=smoke, threads=threads, wrk_threads=max(1, min(2, os.cpu_count() or 1)))
+        if smoke:
+            s.phase_seconds, s.warmup_seconds, s.soak_requests = 2, 1, 150
+            s.streams, s.chunks, s.interval_ms = 3, 5, 20.0
+        return s
+
+
+# ----------------------------------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Server:
+    """A server process we started (in its own session, so we can stop it and only it)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, cwd: Path, logdir: Path):
+        self.name = name
+        self.logpath = logdir / f"{name}.log"
+        self._log = open(self.logpath, "ab")
+        full_env = {**os.environ, **env}
+        self.t_start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, env=full_env, cwd=str(cwd), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.logpath.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of pid and all its live descendants (the gunicorn arbiter and its worker)."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS of the worker(s): the descendants when there are any (gunicorn), else the process itself."""
+    procs = descendants(pid) or [pid]
+    total_kb = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024.0
+
+
+# ----------------------------------------------------------------------------------------------- HTTP helpers
+def http_call(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+              timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wait_until(fn, timeout: float, interval: float = 0.005, server: Server | None = None):
+    """Poll fn() until it returns a truthy value; return (value, seconds since server start or call)."""
+    t0 = server.t_start if server else time.perf_counter()
+    deadline = time.perf_counter() + timeout
+    last_exc = None
+    while time.perf_counter() < deadline:
+        if server and not server.alive():
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
+        try:
+            v = fn()
+            if v:
+                return v, time.perf_counter() - t0
+        except (OSError, http.client.HTTPException) as e:
+            last_exc = e
+        time.sleep(interval)
+    raise TimeoutError(f"not ready after {timeout}s ({last_exc}){chr(10) + server.tail() if server else ''}")
+
+
+# ----------------------------------------------------------------------------------------------- wrk
+def wrk(url: str, connections: int, seconds: int, api_key: str | None, threads: int, cap_per_thread: int = 0) -> dict:
+    env = {**os.environ, "BENCH_API_KEY": api_key or "", "BENCH_MAX_REQUESTS": str(cap_per_thread)}
+    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, int(seconds))}s",
+            "--timeout", "30s", "-s", str(BENCH / "wrk_post.lua"), url]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            r = json.loads(line[len("BENCH_JSON "):])
+            r["errors"] = sum(r[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+            return r
+    raise RuntimeError(f"wrk printed no summary (rc={out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+
+def wrk_count(url: str, n: int, connections: int, api_key: str | None, threads: int, rps_hint: float) -> dict:
+    """Send about n requests (never fewer than n - a few) in one or more wrk runs; sums the counts."""
+    done_req = errors = 0
+    t0 = time.perf_counter()
+    for _ in range(20):
+        remaining = n - done_req
+        if remaining <= 0:
+            break
+        secs = math.ceil(remaining / max(rps_hint, 1.0) * 1.05 + 0.2)
+        cap = math.ceil(remaining / min(threads, connections))
+        r = wrk(url, connections, min(secs, 600), api_key, threads, cap_per_thread=cap)
+        done_req += r["requests"]
+        errors += r["errors"]
+        if r["requests"] == 0:
+            break
+        rps_hint = r["rps"] or rps_hint
+    return {"requests": done_req, "errors": errors, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------------------------- streaming client
+def stream_once(port: int, path: str, headers: dict, timeout: float = 30.0) -> dict:
+    """One streamed call on a fresh connection; the arrival time of each SSE event (seconds after send)."""
+    hdrs = {"Host": f"{HOST}:{port}", "Content-Type": "application/json", "Content-Length": str(len(BODY)),
+            "Connection": "close", **headers}
+    req = f"POST {path} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs.items()) + b"\r\n" + BODY
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw = b""
+    head = None
+    chunked = False
+    body = b""
+    pos = 0  # parse position in raw (after the head)
+    events: list[float] = []
+    first_byte = None
+    status = 0
+    try:
+        t0 = time.perf_counter()
+        s.sendall(req)
+        while True:
+            data = s.recv(65536)
+            t = time.perf_counter() - t0
+            if not data:
+                break
+            if first_byte is None:
+                first_byte = t
+            raw += data
+            if head is None:
+                i = raw.find(b"\r\n\r\n")
+                if i < 0:
+                    continue
+                head = raw[:i].decode("latin-1")
+                status = int(head.split(" ", 2)[1])
+                chunked = "transfer-encoding: chunked" in head.lower()
+                pos = i + 4
+            if chunked:
+                while True:
+                    j = raw.find(b"\r\n", pos)
+                    if j < 0:
+                        break
+                    size = int(raw[pos:j].split(b";")[0] or b"0", 16)
+                    if size == 0:
+                        pos = len(raw)
+                        break
+                    if len(raw) < j + 2 + size + 2:
+                        break
+                    body += raw[j + 2 : j + 2 + size]
+                    pos = j + 2 + size + 2
+            else:
+                body += raw[pos:]
+                pos = len(raw)
+            n_events = body.replace(b"\r\n", b"\n").count(b"\n\n")
+            while len(events) < n_events:
+                events.append(t)
+    finally:
+        s.close()
+    return {"status": status, "first_byte": first_byte, "events": events}
+
+
+def stream_runs(port: int, path: str, headers: dict, n: int, chunks: int) -> dict:
+    runs = [stream_once(port, path, headers) for _ in range(n)]
+    ok = [r for r in runs if r["status"] == 200 and len(r["events"]) == chunks]
+    return {"runs": runs, "ok": len(ok), "n": n}
+
+
+def stream_summary(res: dict, ref: list[float] | None) -> dict:
+    ok = [r for r in res["runs"] if r["status"] == 200 and r["events"]]
+    if not ok:
+        return {"ttfb_p50_ms": None, "first_event_p50_ms": None, "worst_extra_ms": None, "ok": 0, "n": res["n"]}
+    out = {
+        "ttfb_p50_ms": statistics.median(r["first_byte"] for r in ok) * 1000,
+        "first_event_p50_ms": statistics.median(r["events"][0] for r in ok) * 1000,
+        "ok": res["ok"],
+        "n": res["n"],
+        "worst_extra_ms": None,
+    }
+    if ref:
+        worst = max(r["events"][i] - ref[i] for r in ok for i in range(min(len(r["events"]), len(ref))))
+        out["worst_extra_ms"] = worst * 1000
+    return out
+
+
+def stream_reference(res: dict) -> list[float]:
+    ok = [r for r in res["runs"] if r["status"] == 200 and r["events"]]
+    n = min(len(r["events"]) for r in ok)
+    return [statistics.median(r["events"][i] for r in ok) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------- one target
+@dataclass
+class Target:
+    name: str
+    port: int
+    prefix: str = ""  # path prefix before /v1beta/...
+    api_key: str | None = None
+    server: Server | None = None  # process whose CPU/RSS we measure
+    cold_start_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{self.prefix}{path}"
+
+
+def measure(t: Target, st: Settings, stream_ref: list[float] | None, store_counter=None) -> dict:
+    gen_url = t.url(MODEL_PATH)
+    res: dict = {"name": t.name}
+    log(f"{t.name}: warm-up {st.warmup_seconds}s")
+    wrk(gen_url, 4, st.warmup_seconds, t.api_key, st.wrk_threads)
+
+    log(f"{t.name}: concurrency 1 for {st.phase_seconds}s")
+    res["c1"] = wrk(gen_url, 1, st.phase_seconds, t.api_key, 1)
+    log(f"{t.name}: concurrency {st.c_high} for {st.phase_seconds}s")
+    res["c32"] = wrk(gen_url, st.c_high, st.phase_seconds, t.api_key, st.wrk_threads)
+
+    pid = t.server.pid if t.server else None
+    cpu0 = cpu_seconds(pid) if pid else None
+    sc0 = store_counter.snapshot() if store_counter else None
+    log(f"{t.name}: soak {st.soak_requests} requests at concurrency {st.c_high} (x2)")
+    s1 = wrk_count(gen_url, st.soak_requests, st.c_high, t.api_key, st.wrk_threads, res["c32"]["rps"])
+    rss1 = rss_mib(pid) if pid else None
+    s2 = wrk_count(gen_url, st.soak_requests, st.c_high, t.api_key, st.wrk_threads, res["c32"]["rps"])
+    rss2 = rss_mib(pid) if pid else None
+    cpu1 = cpu_seconds(pid) if pid else None
+    soak_n = s1["requests"] + s2["requests"]
+    res["soak"] = {"requests_1": s1["requests"], "requests_2": s2["requests"], "errors": s1["errors"] + s2["errors"],
+                   "rss1_mib": rss1, "rss2_mib": rss2,
+                   "cpu_s_per_1k": (cpu1 - cpu0) / soak_n * 1000 if pid and soak_n else None}
+    if store_counter:
+        sc1 = store_counter.snapshot()
+        res["store"] = {k: (sc1[k] - sc0[k]) / soak_n * 1000 for k in sc1} if soak_n else None
+
+    log(f"{t.name}: {st.streams} streamed calls of {st.chunks} chunks")
+    hdrs = {"x-goog-api-key": t.api_key} if t.api_key else {}
+    sres = stream_runs(t.port, t.prefix + STREAM_PATH, hdrs, st.streams, st.chunks)
+    res["stream_raw"] = sres
+    res["stream"] = stream_summary(sres, stream_ref)
+    res["cold_start_s"] = t.cold_start_s
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- proxy set-up
+def fake_keys(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + "_-"
+    return ["AIza" + "".join(rnd.choice(alphabet) for _ in range(35)) for _ in range(n)]
+
+
+def admin(port: int, method: str, path: str, payload: dict) -> tuple[int, dict]:
+    status, body = http_call(port, method, path, json.dumps(payload).encode(),
+                             {"Authorization": f"Bearer {AUTH_KEY}", "Content-Type": "application/json"})
+    try:
+        return status, json.loads(body or b"{}")
+    except ValueError:
+        return status, {"raw": body[:300].decode(errors="replace")}
+
+
+def setup_group(port: int, fake_port: int) -> None:
+    st, b = admin(port, "POST", "/api/groups", {
+        "name": "bench", "upstreams": [{"url": f"http://{HOST}:{fake_port}", "weight": 1}], "proxy_keys": [PROXY_KEY]})
+    if st not in (200, 201, 409):
+        raise RuntimeError(f"creating the group failed: {st} {b}")
+    st, b = admin(port, "POST", "/api/groups/bench/keys", {"keys": "\n".join(fake_keys(20))})
+    if st != 200:
+        raise RuntimeError(f"adding keys failed: {st} {b}")
+
+
+def proxied_ok(port: int) -> bool:
+    status, _ = http_call(port, "POST", "/proxy/bench" + MODEL_PATH, BODY,
+                          {"x-goog-api-key": PROXY_KEY, "Content-Type": "application/json"}, timeout=5)
+    return status == 200
+
+
+def start_proxy(name: str, st: Settings, env_extra: dict, data_dir: Path, fake_port: int, logdir: Path) -> Target:
+    """Start the proxy once to configure it, stop it, start it again and time process start -> first proxied 200."""
+    main_py = ROOT / "main.py"
+    if not main_py.exists():
+        raise FileNotFoundError(f"{main_py} does not exist yet")
+    env = {"AUTH_KEY": AUTH_KEY, "DATA_DIR": str(data_dir), "THREADS": str(st.threads), "WORKERS": "1", **env_extra}
+    port = free_port()
+    srv = Server(f"{name}-setup", [sys.executable, str(main_py)], {**env, "PORT": str(port)}, ROOT, logdir)
+    try:
+        wait_until(lambda: http_call(port, "GET", "/health", timeout=2)[0] == 200, 60, 0.05, srv)
+        setup_group(port, fake_port)
+        wait_until(lambda: proxied_ok(port), 30, 0.05, srv)
+    finally:
+        srv.stop()
+    port = free_port()
+    srv = Server(name, [sys.executable, str(main_py)], {**env, "PORT": str(port)}, ROOT, logdir)
+    try:
+        _, cold = wait_until(lambda: proxied_ok(port), 60, 0.005, srv)
+    except Exception:
+        srv.stop()
+        raise
+    return Target(name, port, prefix="/proxy/bench", api_key=PROXY_KEY, server=srv, cold_start_s=cold)
+
+
+def start_baseline(st: Settings, fake_port: int, logdir: Path) -> Target:
+    port = free_port()
+    ff = shutil.which("functions-framework")
+    argv = ([ff] if ff else [sys.executable, "-m", "functions_framework"]) + [
+        "--target", "handler", "--source", str(BENCH / "baseline.py"), "--host", HOST, "--port", str(port)]
+    env = {"UPSTREAM": f"http://{HOST}:{fake_port}", "THREADS": str(st.threads), "WORKERS": "1"}
+    srv = Server("baseline", argv, env, ROOT, logdir)
+
+    def ok() -> bool:
+        return http_call(port, "POST", MODEL_PATH, BODY, {"Content-Type": "application/json"}, timeout=5)[0] == 200
+
+    try:
+        _, cold = wait_until(ok, 60, 0.005, srv)
+    except Exception:
+        srv.stop()
+        raise
+    return Target("baseline", port, server=srv, cold_start_s=cold)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def fmt(v, nd=1) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{nd}f}"
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+ROWS = [
+    # (label, extractor(res, direct_res), decimals)
+    ("throughput c=1 (req/s)", lambda r, d: r["c1"]["rps"], 0),
+    ("latency c=1 p50 (ms)", lambda r, d: r["c1"]["p50_us"] / 1000, 2),
+    ("latency c=1 p99 (ms)", lambda r, d: r["c1"]["p99_us"] / 1000, 2),
+    ("throughput c=32 (req/s)", lambda r, d: r["c32"]["rps"], 0),
+    ("latency c=32 p50 (ms)", lambda r, d: r["c32"]["p50_us"] / 1000, 2),
+    ("latency c=32 p99 (ms)", lambda r, d: r["c32"]["p99_us"] / 1000, 2),
+    ("added latency over direct c=1 p50 (ms)", lambda r, d: None if r is d else (r["c1"]["p50_us"] - d["c1"]["p50_us"]) / 1000, 2),
+    ("added latency over direct c=1 p99 (ms)", lambda r, d: None if r is d else (r["c1"]["p99_us"] - d["c1"]["p99_us"]) / 1000, 2),
+    ("CPU s of the server per 1,000 requests", lambda r, d: r["soak"]["cpu_s_per_1k"], 3),
+    ("RSS after soak 1 (MiB)", lambda r, d: r["soak"]["rss1_mib"], 1),
+    ("RSS after soak 2 (MiB)", lambda r, d: r["soak"]["rss2_mib"], 1),
+    ("RSS growth over soak 2 (MiB)", lambda r, d: None if r["soak"]["rss1_mib"] is None else r["soak"]["rss2_mib"] - r["soak"]["rss1_mib"], 1),
+    ("cold start: process start to first 200 (ms)", lambda r, d: None if r["cold_start_s"] is None else r["cold_start_s"] * 1000, 0),
+    ("stream: time to first byte p50 (ms)", lambda r, d: r["stream"]["ttfb_p50_ms"], 2),
+    ("stream: first SSE event p50 (ms)", lambda r, d: r["stream"]["first_event_p50_ms"], 2),
+    ("stream: worst extra delay of a chunk vs direct (ms)", lambda r, d: None if r is d else r["stream"]["worst_extra_ms"], 2),
+    ("Firestore reads per 1,000 requests", lambda r, d: (r.get("store") or {}).get("reads"), 1),
+    ("Firestore writes per 1,000 requests", lambda r, d: (r.get("store") or {}).get("writes"), 1),
+    ("errors (non-2xx, socket) in all load phases", lambda r, d: r["c1"]["errors"] + r["c32"]["errors"] + r["soak"]["errors"], 0),
+]
+ROW_LABELS = [r[0] for r in ROWS]
+
+
+def grows(r) -> str:
+    s = r["soak"]
+    if s["rss1_mib"] is None:
+        return "n/a"
+    g = s["rss2_mib"] - s["rss1_mib"]
+    return "yes" if g > max(2.0, 0.05 * s["rss1_mib"]) else "no"
+
+
+def report(results: dict, notes: list[str], st: Settings, machine: dict) -> str:
+    cols = [c for c in ("direct", "baseline", "proxy", "proxy-fs") if c in results]
+    d = results["direct"]
+    header = ["metric", *cols] + (["proxy/baseline"] if {"proxy", "baseline"} <= set(cols) else []) + \
+             (["proxy-fs/baseline"] if {"proxy-fs", "baseline"} <= set(cols) else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for label, fn, nd in ROWS:
+        vals = {}
+        for c in cols:
+            try:
+                vals[c] = fn(results[c], d)
+            except (KeyError, TypeError):
+                vals[c] = None
+        row = [label] + [fmt(vals[c], nd) for c in cols]
+        if "proxy/baseline" in header:
+            row.append(ratio(vals.get("proxy"), vals.get("baseline")))
+        if "proxy-fs/baseline" in header:
+            row.append(ratio(vals.get("proxy-fs"), vals.get("baseline")))
+        lines.append("| " + " | ".join(row) + " |")
+    grow_row = ["RSS keeps growing over soak 2?"] + [grows(results[c]) for c in cols] + [""] * (len(header) - len(cols) - 1)
+    lines.append("| " + " | ".join(grow_row) + " |")
+    soak = results["direct"]["soak"]
+    mode = "smoke run (CI: checks the harness, the numbers mean little)" if st.smoke else "full run"
+    head = [
+        f"# gptload benchmark: {mode}",
+        "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['mem']}; Python {machine['python']}; "
+        f"{machine['wrk']}; functions-framework {machine['ff']}, gunicorn {machine['gunicorn']}",
+        f"- servers: functions-framework gunicorn gthread, WORKERS=1, THREADS={st.threads}; all on {HOST} "
+        f"(load generator, fake upstream and server share the {machine['nproc']} CPUs)",
+        f"- load: wrk, POST generateContent ({len(BODY)} B body); {st.phase_seconds}s per concurrency phase after "
+        f"{st.warmup_seconds}s warm-up; soak 1 and soak 2 = {st.soak_requests:,} requests each at c={st.c_high} "
+        f"(direct actually sent {soak['requests_1']:,} + {soak['requests_2']:,})",
+        f"- streaming: {st.streams} sequential streamGenerateContent?alt=sse calls, fake sends {st.chunks} events "
+        f"{st.interval_ms:g} ms apart",
+        "",
+    ]
+    tail = ["", *[f"- {n}" for n in notes]] if notes else []
+    return "\n".join(head + lines + tail) + "\n"
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    except OSError:
+        pass
+
+    def version(mod):
+        try:
+            from importlib.metadata import version as v
+            return v(mod)
+        except Exception:
+            return "?"
+
+    wrk_v = "wrk"
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5)
+        wrk_v = (out.stdout or out.stderr).splitlines()[0].split(" [")[0]
+    except Exception:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem": mem, "python": platform.python_version(), "wrk": wrk_v,
+            "ff": version("functions-framework"), "gunicorn": version("gunicorn")}
+
+
+# ----------------------------------------------------------------------------------------------- sanity
+def sanity(results: dict, st: Settings, fake_stats: dict) -> list[str]:
+    problems = []
+    for name, r in results.items():
+        for ph in ("c1", "c32"):
+            if r[ph]["requests"] <= 0:
+                problems.append(f"{name}: no request completed at {ph}")
+            elif r[ph]["errors"] > 0.01 * r[ph]["requests"]:
+                problems.append(f"{name}: {r[ph]['errors']} errors in {r[ph]['requests']} requests at {ph}")
+        s = r["soak"]
+        n = s["requests_1"] + s["requests_2"]
+        if n < 1.8 * st.soak_requests:
+            problems.append(f"{name}: soak sent only {n} requests")
+        if s["errors"] > 0.01 * max(n, 1):
+            problems.append(f"{name}: {s['errors']} errors in the soak")
+        if r["stream"]["ok"] != r["stream"]["n"]:
+            problems.append(f"{name}: only {r['stream']['ok']}/{r['stream']['n']} streams complete")
+    if fake_stats.get("requests", 0) and fake_stats.get("with_key", 0) < fake_stats["requests"] * 0.9:
+        problems.append(f"fake upstream saw requests without an API key: {fake_stats}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a few hundred requests per target; for CI")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)),
+                    help="gthread THREADS for baseline and proxy (default 8 = functions-framework's 4 x CPUs here)")
+    ap.add_argument("--targets", default="direct,baseline,proxy,proxy-fs",
+                    help="comma list of direct,baseline,proxy,proxy-fs (direct always runs: it is the reference)")
+    ap.add_argument("--no-firestore", action="store_true", help="skip the STORE=firestore run")
+    ap.add_argument("--out", default=None,
+                    help="markdown report (default bench/results/latest.md, or bench/results/smoke.md with --smoke)")
+    args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(RESULTS / ("smoke.md" if args.smoke else "latest.md"))
+
+    if not shutil.which("wrk"):
+        print("bench: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    st = Settings.make(args.smoke, args.threads)
+    wanted = set(args.targets.split(",")) | {"direct"}
+    if args.no_firestore:
+        wanted.discard("proxy-fs")
+    notes: list[str] = []
+    results: dict = {}
+    work = Path(tempfile.mkdtemp(prefix="gptload-bench-"))
+    logdir = work / "logs"
+    logdir.mkdir()
+    servers: list[Server] = []
+    failed = False
+    t_begin = time.perf_counter()
+    try:
+        fake_port = free_port()
+        fake = Server("fake-upstream", [sys.executable, str(BENCH / "fake_upstream.py"), "--host", HOST, "--port",
+                                        str(fake_port), "--chunks", str(st.chunks), "--interval-ms", str(st.interval_ms)],
+                      {}, ROOT, logdir)
+        servers.append(fake)
+        wait_until(lambda: http_call(fake_port, "GET", "/health", timeout=2)[0] == 200, 20, 0.02, fake)
+
+        direct = Target("direct", fake_port, api_key="AIza" + "D" * 35, server=fake)
+        results["direct"] = measure(direct, st, None)
+        ref = stream_reference(results["direct"]["stream_raw"])
+
+        if "baseline" in wanted:
+            t = start_baseline(st, fake_port, logdir)
+            servers.append(t.server)
+            results["baseline"] = measure(t, st, ref)
+            t.server.stop()
+
+        if "proxy" in wanted:
+            try:
+                t = start_proxy("proxy", st, {}, work / "data-sqlite", fake_port, logdir)
+                servers.append(t.server)
+                results["proxy"] = measure(t, st, ref)
+                t.server.stop()
+            except Exception as e:  # the proxy is what we are here for: a failure to run it fails the bench
+                failed = True
+                notes.append(f"proxy (embedded store) could not run: {e}".replace("\n", " / ")[:800])
+                log(notes[-1])
+
+        if "proxy-fs" in wanted:
+            from firestore_run import FirestoreUnavailable, firestore_env  # noqa: E402  (bench/ is on sys.path)
+
+            try:
+                with firestore_env(logdir) as (env_extra, counter):
+                    t = start_proxy("proxy-fs", st, env_extra, work / "data-fs", fake_port, logdir)
+                    servers.append(t.server)
+                    try:
+                        results["proxy-fs"] = measure(t, st, ref, store_counter=counter)
+                    finally:
+                        t.server.stop()
+                    tot = counter.snapshot()
+                    notes.append("Firestore, whole proxy-fs run incl. set-up, cold start and shutdown: "
+                                 f"{tot['reads']:,} reads, {tot['writes']:,} writes, {tot['rpcs']:,} RPCs "
+                                 f"({', '.join(f'{k} {v:,}' for k, v in sorted(counter.by_method.items()))}); "
+                                 "per-1,000 rows count the two soaks only")
+            except FirestoreUnavailable as e:
+                notes.append(f"Firestore run skipped: {e}")
+                log(notes[-1])
+            except Exception as e:
+                notes.append(f"Firestore run failed: {e}".replace("\n", " / ")[:800])
+                log(notes[-1])
+                if os.environ.get("BENCH_REQUIRE_FIRESTORE"):
+                    failed = True
+
+        fake_stats = json.loads(http_call(fake_port, "GET", "/__stats")[1])
+    finally:
+        for s in reversed(servers):
+            s.stop()
+
+    problems = sanity(results, st, fake_stats)
+    notes += [f"PROBLEM: {p}" for p in problems]
+    notes.append(f"fake upstream served {fake_stats['requests']:,} requests; bench took "
+                 f"{time.perf_counter() - t_begin:.0f}s; server logs in {logdir}")
+    md = report(results, notes, st, machine_info())
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    raw = {k: {kk: vv for kk, vv in v.items() if kk != "stream_raw"} for k, v in results.items()}
+    out.with_suffix(".json").write_text(json.dumps({"settings": st.__dict__, "results": raw}, indent=1))
+    return 1 if (failed or problems) else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(BENCH))
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Admin operations on groups, keys and settings: validation and orchestration of store, vault and pool.
+
+Framework-free; ``web.admin_api`` maps HTTP onto these methods. Every method that changes what the proxy serves
+reloads this instance's pool at once; other instances catch up through the store's version marker.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from gptload import settings as settings_schema
+from gptload.cipher import fingerprint
+from gptload.errors import GroupNotFound, ValidationFailed
+from gptload.keypool.keytext import mask, parse_keys
+from gptload.models import KEY_STATUSES, Group, KeyRecord, KeyState, Upstream
+from gptload.pool import KeyPool
+from gptload.store.base import Store
+from gptload.vault.base import Vault
+
+GROUP_NAME = re.compile(r"^[a-z0-9_-]{1,100}$")
+DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
+_GROUP_FIELDS = {"name", "display_name", "description", "upstreams", "proxy_keys", "test_model", "settings", "sort"}
+
+
+class Admin:
+    def __init__(self, store: Store, vault: Vault, pool: KeyPool) -> None:
+        self._store = store
+        self._vault = vault
+        self._pool = pool
+        self._salt = store.salt()
+
+    # -- groups ---------------------------------------------------------------------------------------------
+    def create_group(self, payload: Any) -> dict[str, Any]:
+        fields = _group_fields(payload, creating=True)
+        now = time.time()
+        group = Group.from_dict({**fields, "created_at": now, "updated_at": now})
+        self._store.create_group(group)
+        self._pool.reload()
+        return self.group_dict(group)
+
+    def update_group(self, name: str, payload: Any) -> dict[str, Any]:
+        current = self._require(name)
+        fields = _group_fields(payload, creating=False)
+        if "name" in fields and fields["name"] != name:
+            raise ValidationFailed("a group cannot be renamed", details={"fields": {"name": "cannot change"}})
+        merged = {**current.to_dict(), **fields, "updated_at": time.time()}
+        group = Group.from_dict(merged)
+        self._store.update_group(group)
+        self._pool.reload()
+        return self.group_dict(group)
+
+    def delete_group(self, name: str) -> dict[str, Any]:
+        self._require(name)
+        deleted = self._store.delete_group(name)
+        self._vault.drop_group(name)
+        self._pool.reload()
+        return {"deleted": name, "keys_deleted": deleted}
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [self.group_dict(g) for g in self._store.list_groups()]
+
+    def get_group(self, name: str) -> dict[str, Any]:
+        return self.group_dict(self._require(name))
+
+    def group_dict(self, group: Group) -> dict[str, Any]:
+        now = time.time()
+        counts = dict.fromkeys(KEY_STATUSES, 0)
+        records = self._store.list_keys(group.name)
+        for r in records:
+            counts[r.state.display_status(now)] += 1
+        counts["total"] = len(records)
+        return {**group.to_dict(), "key_counts": counts}
+
+    def _require(self, name: str) -> Group:
+        group = self._store.get_group(name)
+        if group is None:
+            raise GroupNotFound(f"no group named {name!r}")
+        return group
+
+    # -- keys -----------------------------------------------------------------------------------------------
+    def add_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        self._require(name)
+        text = _field(payload, "keys", str)
+        parsed = parse_keys(text)
+        now = time.time()
+        by_id = {fingerprint(self._salt, k): k for k in parsed.valid}
+        existing = {r.id for r in self._store.list_keys(name)}
+        fresh = {i: k for i, k in by_id.items() if i not in existing}
+        added: list[str] = []
+        if fresh:
+            ciphertexts = self._vault.add(name, fresh)
+            records = [KeyRecord(id=i, group=name, masked=mask(k), state=KeyState(), created_at=now) for i, k in fresh.items()]
+            added = self._store.add_keys(name, records, ciphertexts)
+            self._pool.reload()
+        return {
+            "added": len(added),
+            "duplicate": len(parsed.valid) - len(added) + parsed.duplicates_in_text,
+            "rejected": len(parsed.rejected),
+            "rejected_samples": list(parsed.rejected[:5]),
+        }
+
+    def list_keys(self, name: str, status: str | None, page: int, page_size: int) -> dict[str, Any]:
+        self._require(name)
+        if status and status not in KEY_STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(KEY_STATUSES)}")
+        if page < 1 or not 1 <= page_size <= 500:
+            raise ValidationFailed("page must be >= 1 and page_size between 1 and 500")
+        now = time.time()
+        rows = [r.to_public(now) for r in self._store.list_keys(name)]
+        if status:
+            rows = [r for r in rows if r["status"] == status]
+        start = (page - 1) * page_size
+        return {"keys": rows[start : start + page_size], "total": len(rows), "page": page, "page_size": page_size}
+
+    def delete_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        self._require(name)
+        ids = self._ids_from(payload)
+        deleted = self._store.delete_keys(name, ids)
+        self._vault.remove(name, ids)
+        self._pool.reload()
+        return {"deleted": deleted}
+
+    def restore_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        self._require(name)
+        ids = None
+        if isinstance(payload, dict) and ("ids" in payload or "keys" in payload):
+            ids = self._ids_from(payload)
+        restored = self._store.restore_keys(name, ids)
+        self._pool.reload()
+        return {"restored": restored}
+
+    def _ids_from(self, payload: Any) -> list[str]:
+        if not isinstance(payload, dict):
+            raise ValidationFailed("body must be a JSON object with 'ids' or 'keys'")
+        if "ids" in payload:
+            ids = payload["ids"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValidationFailed("ids must be a list of key ids", details={"fields": {"ids": "list of strings"}})
+            return ids
+        if "keys" in payload:
+            parsed = parse_keys(_field(payload, "keys", str))
+            return [fingerprint(self._salt, k) for k in parsed.valid]
+        raise ValidationFailed("body must name 'ids' or 'keys'")
+
+    # -- settings -------------------------------------------------------------------------------------------
+    def get_settings(self) -> dict[str, Any]:
+        return {
+            "settings": settings_schema.effective(self._store.get_settings()),
+            "schema": [s.to_dict() for s in settings_schema.SCHEMA],
+        }
+
+    def put_settings(self, payload: Any) -> dict[str, Any]:
+        clean = settings_schema.validate(payload)
+        self._store.put_settings(clean)
+        self._pool.reload()
+        return self.get_settings()
+
+
+def _field(payload: Any, name: str, kind: type) -> Any:
+    if not isinstance(payload, dict) or not isinstance(payload.get(name), kind):
+        raise ValidationFailed(f"'{name}' is required", details={"fields": {name: f"required {kind.__name__}"}})
+    return payload[name]
+
+
+def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ValidationFailed("body must be a JSON object")
+    errors: dict[str, str] = {}
+    unknown = set(payload) - _GROUP_FIELDS
+    for name in unknown:
+        errors[name] = "unknown field"
+    out: dict[str, Any] = {}
+    if creating or "name" in payload:
+        name = payload.get("name")
+        if not isinstance(name, str) or not GROUP_NAME.match(name):
+            errors["name"] = "must match ^[a-z0-9_-]{1,100}$"
+        else:
+            out["name"] = name
+    for text in ("display_name", "description", "test_model"):
+        if text in payload:
+            value = payload[text]
+            if not isinstance(value, str) or len(value) > (2000 if text == "description" else 200):
+                errors[text] = "must be a short string"
+            else:
+                out[text] = value.strip()
+    if "upstreams" in payload or creating:
+        raw = payload.get("upstreams", [{"url": DEFAULT_UPSTREAM, "weight": 1}])
+        upstreams = _upstreams(raw)
+        if upstreams is None:
+            errors["upstreams"] = "must be a non-empty list of {url: http(s) URL, weight: 1..1000}"
+        else:
+            out["upstreams"] = [u.to_dict() for u in upstreams]
+    if "proxy_keys" in payload or creating:
+        keys = payload.get("proxy_keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) and 8 <= len(k.strip()) <= 256 for k in keys):
+            errors["proxy_keys"] = "must be a list of strings of 8 to 256 characters"
+        elif any(k.strip().startswith("AIza") for k in keys):
+            errors["proxy_keys"] = "looks like a real Gemini key; proxy keys must be your own secrets"
+        else:
+            out["proxy_keys"] = list(dict.fromkeys(k.strip() for k in keys))
+    if "settings" in payload:
+        try:
+            out["settings"] = settings_schema.validate(payload["settings"] or {}, for_group=True)
+        except ValidationFailed as exc:
+            errors["settings"] = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items())
+    if "sort" in payload:
+        if isinstance(payload["sort"], bool) or not isinstance(payload["sort"], int):
+            errors["sort"] = "must be an integer"
+        else:
+            out["sort"] = payload["sort"]
+    if errors:
+        raise ValidationFailed("invalid group", details={"fields": errors})
+    return out
+
+
+def _upstreams(raw: Any) -> list[Upstream] | None:
+    if not isinstance(raw, list) or not raw or len(raw) > 50:
+        return None
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("url"), str):
+            return None
+        url = item["url"].strip().rstrip("/")
+        parts = urlsplit(url)
+        weight = item.get("weight", 1)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            return None
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+            return None
+        out.append(Upstream(url, weight))
+    return out
+

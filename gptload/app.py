@@ -1,0 +1,63 @@
+"""Composition root: ``build_services(config)`` wires store, vault, pool and proxy together. No I/O at import."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import requests
+
+from gptload.admin import Admin
+from gptload.cipher import Cipher, load_master_key
+from gptload.config import Config
+from gptload.pool import KeyPool
+from gptload.proxy.affinity import AffinityMap
+from gptload.proxy.forwarder import Forwarder, make_session
+from gptload.store import open_store
+from gptload.store.base import Store
+from gptload.usage import UsageBuffer
+from gptload.vault import open_vault
+from gptload.vault.base import Vault
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    vault: Vault
+    pool: KeyPool
+    affinity: AffinityMap
+    usage: UsageBuffer
+    forwarder: Forwarder
+    admin: Admin
+    session: requests.Session
+    started_at: float
+
+    def shutdown(self) -> None:
+        """Flush what is buffered and release clients; safe to call twice."""
+        self.usage.flush()
+        self.session.close()
+        self.store.close()
+
+
+def build_services(config: Config, *, store: Store | None = None, vault: Vault | None = None,
+                   session: requests.Session | None = None) -> Services:
+    """Create every long-lived object once per process. Tests pass fakes for ``store``, ``vault``, ``session``."""
+    store = store or open_store(config)
+    cipher = None
+    if config.vault == "store" and vault is None:
+        cipher = Cipher(load_master_key(config.encryption_key, config.data_dir))
+    vault = vault or open_vault(config, store, cipher)
+    pool = KeyPool(
+        store,
+        vault,
+        refresh_seconds=config.state_refresh_seconds,
+        background_refresh=config.store != "sqlite",
+    )
+    pool.reload()
+    affinity = AffinityMap(store)
+    usage = UsageBuffer(store)
+    session = session or make_session(config.threads * 2)
+    forwarder = Forwarder(pool, affinity, usage, session)
+    return Services(config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool), session,
+                    time.time())

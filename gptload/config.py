@@ -1,0 +1,110 @@
+"""Process configuration, read once from the environment into a frozen dataclass.
+
+Only deployment facts live here (where state is, how to reach it, the admin secret). Everything a user tunes at
+runtime (retries, thresholds, timeouts...) is a *setting* stored in the store; see ``gptload.settings``.
+Nothing outside this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gptload.errors import ConfigError
+
+STORES = ("sqlite", "firestore")
+VAULTS = ("store", "secretmanager")
+MIN_PASSPHRASE = 32
+
+
+@dataclass(frozen=True)
+class Config:
+    auth_key: str = field(repr=False)
+    port: int = 8080
+    data_dir: str = "./data"
+    encryption_key: str | None = field(default=None, repr=False)
+    store: str = "sqlite"
+    vault: str = "store"
+    google_cloud_project: str | None = None
+    firestore_database: str = "(default)"
+    secret_prefix: str = "gptload"
+    state_refresh_seconds: float = 5.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    threads: int = 8
+    allowed_origins: tuple[str, ...] = ()
+    maintenance_interval_seconds: float = 60.0
+    oidc_audience: str | None = None
+    oidc_service_account: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build the config from ``env`` (default ``os.environ``); raise ConfigError with a clear message."""
+        env = os.environ if env is None else env
+        auth_key = env.get("AUTH_KEY", "").strip()
+        if not auth_key:
+            raise ConfigError(
+                "AUTH_KEY is not set. It is the admin password of the admin API and console; "
+                "start with e.g. AUTH_KEY=$(python -c 'import secrets;print(secrets.token_urlsafe(24))')"
+            )
+        if len(auth_key) < 8:
+            raise ConfigError("AUTH_KEY must be at least 8 characters long")
+        encryption_key = env.get("ENCRYPTION_KEY") or None
+        if encryption_key is not None and len(encryption_key) < MIN_PASSPHRASE:
+            raise ConfigError(f"ENCRYPTION_KEY must be a passphrase of at least {MIN_PASSPHRASE} characters")
+        store = env.get("STORE", "sqlite").lower()
+        if store not in STORES:
+            raise ConfigError(f"STORE must be one of {', '.join(STORES)}, not {store!r}")
+        vault = env.get("VAULT", "store").lower()
+        if vault not in VAULTS:
+            raise ConfigError(f"VAULT must be one of {', '.join(VAULTS)}, not {vault!r}")
+        project = env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT") or None
+        if (store == "firestore" or vault == "secretmanager") and not project:
+            raise ConfigError("GOOGLE_CLOUD_PROJECT is required with STORE=firestore or VAULT=secretmanager")
+        if store == "firestore" and vault == "store" and not encryption_key:
+            raise ConfigError("ENCRYPTION_KEY is required with STORE=firestore and VAULT=store")
+        origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        return cls(
+            auth_key=auth_key,
+            port=_int(env, "PORT", 8080, 1, 65535),
+            data_dir=env.get("DATA_DIR", "./data"),
+            encryption_key=encryption_key,
+            store=store,
+            vault=vault,
+            google_cloud_project=project,
+            firestore_database=env.get("FIRESTORE_DATABASE", "(default)"),
+            secret_prefix=env.get("SECRET_PREFIX", "gptload"),
+            state_refresh_seconds=_float(env, "STATE_REFRESH_SECONDS", 5.0, 0.0, 300.0),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024, 2**31),
+            threads=_int(env, "THREADS", 8, 1, 1000),
+            allowed_origins=origins,
+            maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
+            oidc_audience=env.get("OIDC_AUDIENCE") or None,
+            oidc_service_account=env.get("OIDC_SERVICE_ACCOUNT") or None,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return value

@@ -1,0 +1,128 @@
+"""The one error tree of gptload; turned into HTTP in exactly one place (``web.responses``).
+
+::
+
+    GptloadError                      500 INTERNAL
+    ├── ConfigError                   (startup only; never reaches HTTP)
+    ├── BadRequest                    400 BAD_REQUEST
+    │   ├── InvalidJson               400 INVALID_JSON
+    │   ├── ValidationFailed          400 VALIDATION_FAILED
+    │   └── BodyTooLarge              413 BODY_TOO_LARGE
+    ├── Unauthorized                  401 UNAUTHORIZED
+    │   └── InvalidProxyKey           401 INVALID_PROXY_KEY
+    ├── NotFound                      404 NOT_FOUND
+    │   ├── GroupNotFound             404 GROUP_NOT_FOUND
+    │   └── RouteNotFound             404 ROUTE_NOT_FOUND
+    ├── MethodNotAllowed              405 METHOD_NOT_ALLOWED
+    ├── Conflict                      409 CONFLICT
+    │   └── GroupExists               409 GROUP_EXISTS
+    ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
+    ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
+    └── StoreUnavailable              503 STORE_UNAVAILABLE
+
+Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
+and must never contain a real API key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GptloadError(Exception):
+    """Base of every error gptload raises on purpose."""
+
+    status: int = 500
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class ConfigError(GptloadError):
+    """The environment does not describe a runnable service; raised at startup."""
+
+    code = "CONFIG_ERROR"
+
+
+class BadRequest(GptloadError):
+    status = 400
+    code = "BAD_REQUEST"
+
+
+class InvalidJson(BadRequest):
+    code = "INVALID_JSON"
+
+
+class ValidationFailed(BadRequest):
+    code = "VALIDATION_FAILED"
+
+
+class BodyTooLarge(BadRequest):
+    status = 413
+    code = "BODY_TOO_LARGE"
+
+
+class Unauthorized(GptloadError):
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class InvalidProxyKey(Unauthorized):
+    code = "INVALID_PROXY_KEY"
+
+
+class NotFound(GptloadError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class GroupNotFound(NotFound):
+    code = "GROUP_NOT_FOUND"
+
+
+class RouteNotFound(NotFound):
+    code = "ROUTE_NOT_FOUND"
+
+
+class MethodNotAllowed(GptloadError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Conflict(GptloadError):
+    status = 409
+    code = "CONFLICT"
+
+
+class GroupExists(Conflict):
+    code = "GROUP_EXISTS"
+
+
+class NoKeysAvailable(GptloadError):
+    """No key of the group can serve this model right now (all invalid, cooling or already tried)."""
+
+    status = 503
+    code = "NO_KEYS_AVAILABLE"
+
+
+class UpstreamUnreachable(GptloadError):
+    """Every attempt failed before an HTTP answer arrived (connect error, timeout)."""
+
+    status = 502
+    code = "UPSTREAM_UNREACHABLE"
+
+
+class StoreUnavailable(GptloadError):
+    """The state store could not be reached; adapters raise this ``from`` their SDK's exception."""
+
+    status = 503
+    code = "STORE_UNAVAILABLE"

@@ -1,0 +1,84 @@
+"""The key state machine: ``transition(state, verdict, model, now, policy) -> KeyState``. Pure.
+
+::
+
+    active ──KEY_INVALID──────────────────────────────▶ invalid
+    active ──TRANSIENT (failure_count reaches threshold)▶ invalid
+    active ──QUOTA_* ──▶ cooling(model, until)  ──time passes──▶ active
+    any    ──SUCCESS──▶ failure_count = 0, the model's cooldown dropped
+    invalid ──restore / successful validation──▶ active (cooldowns cleared, counters reset)
+
+Cooling is per key *and model*: a per-day quota on gemini-2.5-pro leaves the key serving gemini-2.5-flash.
+``QUOTA_BARE`` cools briefly and never counts toward the threshold; ``REQUEST_ERROR`` changes nothing.
+Store adapters run this function inside their per-key transaction, so every backend applies the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from gptload.keypool.classify import Kind, Verdict
+from gptload.keypool.keytext import scrub
+from gptload.models import ACTIVE, ANY_MODEL, INVALID, CoolDown, KeyState
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+
+
+@dataclass(frozen=True)
+class Policy:
+    blacklist_threshold: int = 3
+    bare_429_cooldown_seconds: float = 10.0
+    default_quota_cooldown_seconds: float = 60.0
+
+
+def next_daily_reset(now: float) -> float:
+    """Gemini's per-day quotas reset at midnight Pacific time; return that instant after ``now``."""
+    local = datetime.fromtimestamp(now, PACIFIC)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=PACIFIC) + timedelta(days=1)
+    return midnight.timestamp()
+
+
+def changes_state(state: KeyState, verdict: Verdict, model: str, now: float) -> bool:
+    """True when ``transition`` would produce a different state; lets callers skip a write on the hot path."""
+    if verdict.kind is Kind.REQUEST_ERROR:
+        return False
+    if verdict.kind is Kind.SUCCESS:
+        return state.failure_count > 0 or any(c.model == model for c in state.cooldowns)
+    return True
+
+
+def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy: Policy) -> KeyState:
+    """Apply one attempt's verdict to a key's state. ``model`` is the model the request named ("" if none)."""
+    live = tuple(c for c in state.cooldowns if c.until > now)
+    kind = verdict.kind
+    if kind is Kind.REQUEST_ERROR:
+        return state
+    if kind is Kind.SUCCESS:
+        return replace(state, failure_count=0, cooldowns=tuple(c for c in live if c.model != model))
+    if kind is Kind.KEY_INVALID:
+        return replace(state, status=INVALID, cooldowns=(), last_error=scrub(verdict.reason))
+    if kind is Kind.TRANSIENT:
+        failures = state.failure_count + 1
+        status = INVALID if failures >= policy.blacklist_threshold else state.status
+        return replace(state, status=status, failure_count=failures, cooldowns=live, last_error=scrub(verdict.reason))
+    # quota verdicts: cool the model down
+    target = verdict.model or model or ANY_MODEL
+    if kind is Kind.QUOTA_DAY:
+        until = next_daily_reset(now)
+    elif kind is Kind.QUOTA_MINUTE:
+        until = now + (verdict.retry_delay if verdict.retry_delay is not None else policy.default_quota_cooldown_seconds)
+    else:
+        until = now + policy.bare_429_cooldown_seconds
+    others = tuple(c for c in live if c.model != target)
+    existing = next((c for c in live if c.model == target), None)
+    if existing is not None and existing.until > until:
+        until = existing.until
+    cooldown = CoolDown(model=target, until=until, reason=scrub(verdict.reason))
+    return replace(state, cooldowns=(*others, cooldown), last_error=scrub(verdict.reason))
+
+
+def restored(state: KeyState) -> KeyState:
+    """The state after an admin restore or a successful validation."""
+    return KeyState(status=ACTIVE)

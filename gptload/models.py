@@ -1,0 +1,150 @@
+"""Plain dataclasses shared by every layer. No I/O, no SDK imports.
+
+Times are Unix epoch seconds (float) throughout; adapters convert at their boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+ACTIVE = "active"
+COOLING = "cooling"
+INVALID = "invalid"
+KEY_STATUSES = (ACTIVE, COOLING, INVALID)
+ANY_MODEL = "*"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    url: str
+    weight: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named pool of real keys behind ``/proxy/{name}/...``."""
+
+    name: str
+    upstreams: tuple[Upstream, ...]
+    display_name: str = ""
+    description: str = ""
+    proxy_keys: tuple[str, ...] = ()
+    test_model: str = "gemini-2.5-flash"
+    settings: dict[str, Any] = field(default_factory=dict)
+    sort: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "upstreams": [u.to_dict() for u in self.upstreams],
+            "proxy_keys": list(self.proxy_keys),
+            "test_model": self.test_model,
+            "settings": dict(self.settings),
+            "sort": self.sort,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Group:
+        return cls(
+            name=d["name"],
+            upstreams=tuple(Upstream(u["url"], int(u.get("weight", 1))) for u in d.get("upstreams", [])),
+            display_name=d.get("display_name", ""),
+            description=d.get("description", ""),
+            proxy_keys=tuple(d.get("proxy_keys", ())),
+            test_model=d.get("test_model") or "gemini-2.5-flash",
+            settings=dict(d.get("settings") or {}),
+            sort=int(d.get("sort", 0)),
+            created_at=float(d.get("created_at", 0.0)),
+            updated_at=float(d.get("updated_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class CoolDown:
+    """A key may not serve ``model`` (or any model when ``ANY_MODEL``) before ``until``."""
+
+    model: str
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """The part of a key that the state machine reads and writes (see ``keypool.state``)."""
+
+    status: str = ACTIVE  # ACTIVE or INVALID; COOLING is derived from ``cooldowns``
+    cooldowns: tuple[CoolDown, ...] = ()
+    failure_count: int = 0
+    last_error: str = ""
+
+    def live_cooldowns(self, now: float) -> tuple[CoolDown, ...]:
+        return tuple(c for c in self.cooldowns if c.until > now)
+
+    def display_status(self, now: float) -> str:
+        if self.status == INVALID:
+            return INVALID
+        return COOLING if self.live_cooldowns(now) else ACTIVE
+
+    def can_serve(self, model: str, now: float) -> bool:
+        if self.status == INVALID:
+            return False
+        for c in self.cooldowns:
+            if c.until > now and (c.model == ANY_MODEL or c.model == model):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A stored key without its secret. ``id`` is a fingerprint (HMAC) prefix, stable across instances."""
+
+    id: str
+    group: str
+    masked: str
+    state: KeyState = KeyState()
+    request_count: int = 0
+    failure_total: int = 0
+    last_used_at: float = 0.0
+    created_at: float = 0.0
+    notes: str = ""
+
+    def with_state(self, state: KeyState) -> KeyRecord:
+        return replace(self, state=state)
+
+    def to_public(self, now: float) -> dict[str, Any]:
+        """The admin view of a key: masked, never the secret."""
+        return {
+            "id": self.id,
+            "key": self.masked,
+            "status": self.state.display_status(now),
+            "cooldowns": [
+                {"model": c.model, "until": c.until, "reason": c.reason} for c in self.state.live_cooldowns(now)
+            ],
+            "failure_count": self.state.failure_count,
+            "failure_total": self.failure_total,
+            "request_count": self.request_count,
+            "last_used_at": self.last_used_at or None,
+            "last_error": self.state.last_error,
+            "created_at": self.created_at,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One finished upstream attempt, buffered and flushed in batches."""
+
+    group: str
+    key_id: str
+    at: float
+    success: bool

@@ -1,0 +1,203 @@
+"""The per-instance key pool: a cached view of groups, keys and settings, plus the I/O around the pure core.
+
+Hot path contract: ``view``, ``authorize``, ``acquire`` touch no store in steady state. The cache is checked
+against ``store.version()`` at most every ``refresh_seconds``; with ``background_refresh`` (serverless stores) the
+check runs in a helper thread while requests keep using the current view (stale-while-revalidate), so the
+staleness bound is ``refresh_seconds`` plus one store round trip. ``report`` writes to the store only when a
+key's state actually changes (a failure, a cooldown, or the first success after failures).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gptload.cipher import digest
+from gptload.errors import GroupNotFound, StoreUnavailable
+from gptload.keypool.balancer import Balancer
+from gptload.keypool.classify import Verdict
+from gptload.keypool.rotation import Rotation
+from gptload.keypool.state import Policy, changes_state, transition
+from gptload.models import Group, KeyState
+from gptload.settings import Settings
+from gptload.store.base import Store
+from gptload.vault.base import Vault
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LiveKey:
+    """A key as one instance sees it. ``state`` is replaced (never mutated) when it changes."""
+
+    id: str
+    group: str
+    secret: str = field(repr=False)
+    state: KeyState
+
+    def can_serve(self, model: str, now: float) -> bool:
+        return self.state.can_serve(model, now)
+
+
+@dataclass(eq=False)
+class GroupView:
+    group: Group
+    settings: Settings
+    keys: tuple[LiveKey, ...]
+    by_id: dict[str, LiveKey]
+    rotation: Rotation
+    balancer: Balancer
+    proxy_digests: frozenset[bytes]
+
+    @property
+    def name(self) -> str:
+        return self.group.name
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(s.blacklist_threshold, s.bare_429_cooldown_seconds, s.default_quota_cooldown_seconds)
+
+
+class KeyPool:
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        *,
+        refresh_seconds: float = 5.0,
+        background_refresh: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._vault = vault
+        self._refresh_seconds = refresh_seconds
+        self._background = background_refresh
+        self._clock = clock
+        self._salt = store.salt()
+        self._views: dict[str, GroupView] = {}
+        self._settings: Settings = Settings()
+        self._global_digests: frozenset[bytes] = frozenset()
+        self._version: str | None = None
+        self._checked_at = float("-inf")
+        self._reload_lock = threading.Lock()
+        self._refreshing = False
+
+    # -- cache ----------------------------------------------------------------------------------------------
+    def reload(self, *, force: bool = True) -> None:
+        """Rebuild the view from the store (synchronously). Used at start, after admin writes, and by refresh."""
+        with self._reload_lock:
+            self._checked_at = time.monotonic()
+            version = self._store.version()
+            if not force and version == self._version:
+                return
+            system = self._store.get_settings()
+            views: dict[str, GroupView] = {}
+            for group in self._store.list_groups():
+                views[group.name] = self._build_view(group, system)
+            self._settings = Settings.resolve(system)
+            self._global_digests = frozenset(digest(self._salt, k) for k in self._settings.proxy_keys)
+            self._views = views
+            self._version = version
+
+    def _build_view(self, group: Group, system: dict) -> GroupView:
+        records = self._store.list_keys(group.name)
+        secrets = self._vault.load(group.name)
+        keys = tuple(
+            LiveKey(r.id, group.name, secrets[r.id], r.state) for r in records if r.id in secrets
+        )
+        previous = self._views.get(group.name)
+        return GroupView(
+            group=group,
+            settings=Settings.resolve(system, group.settings),
+            keys=keys,
+            by_id={k.id: k for k in keys},
+            rotation=previous.rotation if previous else Rotation(),
+            balancer=Balancer([(u.url, u.weight) for u in group.upstreams]),
+            proxy_digests=frozenset(digest(self._salt, k) for k in group.proxy_keys),
+        )
+
+    def _ensure_fresh(self) -> None:
+        if self._version is None:
+            self.reload()
+            return
+        if time.monotonic() - self._checked_at < self._refresh_seconds:
+            return
+        if not self._background:
+            self._refresh_quietly()
+            return
+        with self._reload_lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+            self._checked_at = time.monotonic()
+        threading.Thread(target=self._refresh_quietly, name="gptload-refresh", daemon=True).start()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.reload(force=False)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, serving from cache: %s", exc)
+        finally:
+            self._refreshing = False
+
+    @property
+    def settings(self) -> Settings:
+        self._ensure_fresh()
+        return self._settings
+
+    # -- hot path -------------------------------------------------------------------------------------------
+    def view(self, name: str) -> GroupView:
+        self._ensure_fresh()
+        view = self._views.get(name)
+        if view is None:
+            raise GroupNotFound(f"no group named {name!r}")
+        return view
+
+    def authorize(self, view: GroupView, presented: str | None) -> bool:
+        """Is ``presented`` one of the group's or the global proxy keys? Compared as HMAC digests, in constant time."""
+        if not presented:
+            return False
+        d = digest(self._salt, presented)
+        ok = False
+        for known in (*view.proxy_digests, *self._global_digests):
+            ok |= hmac.compare_digest(d, known)
+        return ok
+
+    def acquire(self, view: GroupView, model: str, exclude: set[str]) -> LiveKey | None:
+        return view.rotation.pick(view.keys, model, self._clock(), exclude)
+
+    def key_by_id(self, view: GroupView, key_id: str) -> LiveKey | None:
+        return view.by_id.get(key_id)
+
+    def retry_after(self, view: GroupView, model: str) -> float | None:
+        """Seconds until the first cooling key can serve ``model`` again (None if no key will by itself)."""
+        now = self._clock()
+        soonest: float | None = None
+        for key in view.keys:
+            if key.state.status != "active":
+                continue
+            blocking = [c.until for c in key.state.live_cooldowns(now) if c.model in (model, "*")]
+            if blocking:
+                until = max(blocking)
+                soonest = until if soonest is None else min(soonest, until)
+        return None if soonest is None else max(0.0, soonest - now)
+
+    def report(self, view: GroupView, key: LiveKey, verdict: Verdict, model: str) -> None:
+        """Apply an attempt's verdict: locally at once, then in the store when the state changes."""
+        now = self._clock()
+        if not changes_state(key.state, verdict, model, now):
+            return
+        policy = view.policy
+        key.state = transition(key.state, verdict, model, now, policy)
+        try:
+            record = self._store.apply_verdict(view.name, key.id, verdict, model, now, policy)
+        except StoreUnavailable as exc:
+            log.warning("could not persist the state of key %s: %s", key.id, exc)
+            return
+        if record is not None:
+            key.state = record.state

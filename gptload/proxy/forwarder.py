@@ -1,0 +1,227 @@
+"""The retry loop: pick a key, send, classify, retry on another key, relay the answer as it arrives.
+
+Rules (ARCHITECTURE.md, "Key state and error policy"):
+- at most ``1 + max_retries`` attempts, each on a key this request has not tried, body replayed byte for byte;
+- an answer is retried only when ``classify`` says so, and never once bytes reached the client;
+- requests naming a resource (file, cache, batch, operation, upload session) go to the key that created it, once;
+- when every attempt failed on an upstream answer, the last answer is passed through unchanged; when none got an
+  answer, ``UpstreamUnreachable``; when no key could even be tried, ``NoKeysAvailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from gptload.errors import NoKeysAvailable, UpstreamUnreachable
+from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
+from gptload.models import UsageEvent
+from gptload.pool import GroupView, KeyPool, LiveKey
+from gptload.proxy import rewrite
+from gptload.proxy.affinity import AffinityMap
+from gptload.store.base import RESOURCE, UPLOAD, Binding
+from gptload.usage import UsageBuffer
+
+log = logging.getLogger(__name__)
+_MAX_CAPTURE = 2 * 1024 * 1024
+_NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
+_UPLOAD_TTL = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """A proxied request, framework-free. ``path`` is the upstream path without a leading slash."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    public_base: str
+    content_type: str = ""
+
+
+@dataclass
+class ProxyResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: Iterator[bytes] | bytes = b""
+    streamed: bool = False
+    attempts: int = 1
+    key_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def make_session(pool_size: int) -> requests.Session:
+    """One session per process; the connection pool sized to the server's threads (requests' default is 10)."""
+    session = requests.Session()
+    session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class Forwarder:
+    def __init__(self, pool: KeyPool, affinity: AffinityMap, usage: UsageBuffer, session: requests.Session) -> None:
+        self._pool = pool
+        self._affinity = affinity
+        self._usage = usage
+        self._session = session
+
+    def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
+        settings = view.settings
+        model = rewrite.model_of(req.path, req.body, req.content_type)
+        openai = rewrite.is_openai(req.path)
+        pinned, target = self._pinned_key(view, req, upload)
+        attempts = 1 if pinned is not None else 1 + settings.max_retries
+        streaming = ":streamGenerateContent" in req.path or "alt=sse" in req.query or b'"stream":true' in req.body.replace(b" ", b"")
+        timeout = (
+            settings.connect_timeout_seconds,
+            settings.stream_idle_timeout_seconds if streaming else settings.request_timeout_seconds,
+        )
+        tried: set[str] = set()
+        last_answer: ProxyResponse | None = None
+        last_exc: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            key = pinned or self._pool.acquire(view, model, tried)
+            if key is None:
+                break
+            tried.add(key.id)
+            base = target or view.balancer.next()
+            url = upload.target if upload is not None else _join(base, req.path, rewrite.strip_key_from_query(req.query))
+            headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
+            try:
+                resp = self._session.request(
+                    req.method, url, headers=headers, data=req.body or None, stream=True,
+                    timeout=timeout, allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                self._record(view, key, network_error(exc), model)
+                last_exc = exc
+                log.info("attempt %d on key %s of %s: %s", attempt, key.id, view.name, type(exc).__name__)
+                continue
+            if resp.status_code >= 400:
+                answer, verdict = self._error_answer(resp)
+                answer.attempts, answer.key_id = attempt, key.id
+                self._record(view, key, verdict, model)
+                if verdict.retryable and pinned is None:
+                    last_answer = answer
+                    log.info("attempt %d on key %s of %s: %s, retrying", attempt, key.id, view.name, verdict.kind.value)
+                    continue
+                return answer
+            self._record(view, key, SUCCESS, model)
+            return self._success(view, req, resp, key, base, attempt)
+        if last_answer is not None:
+            return last_answer
+        if last_exc is not None:
+            raise UpstreamUnreachable(f"no upstream answer after {len(tried)} attempt(s): {type(last_exc).__name__}")
+        retry_after = self._pool.retry_after(view, model)
+        raise NoKeysAvailable(
+            f"no key of group {view.name!r} can serve {model or 'this request'} now"
+            + (f"; the first comes back in {retry_after:.0f} s" if retry_after is not None else ""),
+            details={"retry_after": round(retry_after, 1)} if retry_after is not None else None,
+        )
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+    def _pinned_key(
+        self, view: GroupView, req: IncomingRequest, upload: Binding | None
+    ) -> tuple[LiveKey | None, str | None]:
+        if upload is not None:
+            return self._pool.key_by_id(view, upload.key_id), None
+        for name in rewrite.resources_named(req.path, req.body):
+            binding = self._affinity.lookup(RESOURCE, name)
+            if binding is not None and binding.group == view.name:
+                key = self._pool.key_by_id(view, binding.key_id)
+                if key is not None:
+                    upstreams = {u.url for u in view.group.upstreams}
+                    return key, binding.target if binding.target in upstreams else None
+        return None, None
+
+    def _record(self, view: GroupView, key: LiveKey, verdict: Verdict, model: str) -> None:
+        self._pool.report(view, key, verdict, model)
+        self._usage.add(UsageEvent(view.name, key.id, time.time(), verdict is SUCCESS))
+
+    @staticmethod
+    def _error_answer(resp: requests.Response) -> tuple[ProxyResponse, Verdict]:
+        try:
+            body = resp.content  # decoded: an error body is small and must be read to be classified
+        except requests.RequestException as exc:
+            resp.close()
+            return ProxyResponse(resp.status_code, [], b""), network_error(exc)
+        resp.close()
+        headers = [(n, v) for n, v in rewrite.downstream_headers(resp.raw.headers.items(), keep_length=False)
+                   if n.lower() != "content-encoding"]
+        return ProxyResponse(resp.status_code, headers, body), classify(resp.status_code, body)
+
+    def _success(
+        self, view: GroupView, req: IncomingRequest, resp: requests.Response, key: LiveKey, base: str, attempt: int
+    ) -> ProxyResponse:
+        raw_headers = list(resp.raw.headers.items())
+        upload_url = resp.headers.get("x-goog-upload-url")
+        headers = rewrite.downstream_headers(raw_headers, keep_length=True)
+        if upload_url:
+            upload_id = rewrite.upload_id_of(upload_url.partition("?")[2])
+            if upload_id:
+                self._affinity.bind(Binding(UPLOAD, upload_id, view.name, key.id, rewrite.strip_key_from_url(upload_url),
+                                            time.time() + _UPLOAD_TTL))
+            public = view.settings.app_url or req.public_base
+            headers.append(("X-Goog-Upload-URL", rewrite.proxied_upload_url(upload_url, public, view.name)))
+        if self._captures(req, resp):
+            try:
+                body = resp.content
+            finally:
+                resp.close()
+            ttl = view.settings.affinity_ttl_hours * 3600
+            for name in rewrite.resources_created(body):
+                self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
+            headers = [(n, v) for n, v in headers if n.lower() not in ("content-encoding", "content-length")]
+            return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
+        return ProxyResponse(resp.status_code, headers, _relay(resp, self, view, key), streamed=True,
+                             attempts=attempt, key_id=key.id)
+
+    @staticmethod
+    def _captures(req: IncomingRequest, resp: requests.Response) -> bool:
+        """Buffer a success only when it may name a resource created by this key (small JSON, not generation)."""
+        if req.method != "POST" or any(s in req.path for s in _NO_CAPTURE) or rewrite.is_openai(req.path):
+            return False
+        if "json" not in resp.headers.get("content-type", ""):
+            return False
+        length = resp.headers.get("content-length")
+        return length is None or (length.isdigit() and int(length) <= _MAX_CAPTURE)
+
+    def mid_stream_failure(self, view: GroupView, key: LiveKey, exc: BaseException) -> None:
+        self._pool.report(view, key, network_error(exc), "")
+
+
+def _join(base: str, path: str, query: str) -> str:
+    url = f"{base.rstrip('/')}/{path.lstrip('/')}"
+    return f"{url}?{query}" if query else url
+
+
+def _relay(resp: requests.Response, forwarder: Forwarder, view: GroupView, key: LiveKey) -> Iterator[bytes]:
+    """Yield upstream bytes as they arrive, still encoded (gzip passes through). Closing this generator (the
+    client went away) closes the upstream response. An upstream failure mid-stream is re-raised so the server
+    aborts the connection: the client must see a broken stream, not a clean but truncated one."""
+    raw = resp.raw
+    try:
+        if raw.chunked and raw.supports_chunked_reads():
+            for chunk in raw.read_chunked(decode_content=False):
+                if chunk:
+                    yield chunk
+        else:
+            while chunk := raw.read1(65536, decode_content=False):
+                yield chunk
+    except GeneratorExit:
+        raise
+    except Exception as exc:
+        log.warning("upstream stream of key %s in %s broke: %s", key.id, view.name, type(exc).__name__)
+        forwarder.mid_stream_failure(view, key, exc)
+        raise
+    finally:
+        resp.close()

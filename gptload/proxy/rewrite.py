@@ -1,0 +1,165 @@
+"""What goes upstream and what comes back: credential handling, header filtering, model and resource extraction.
+
+Framework-free: works on plain strings, bytes and header lists so it can be unit tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# RFC 9110 hop-by-hop headers plus the ones a proxy must recompute itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+CREDENTIAL_HEADERS = frozenset({"x-goog-api-key", "authorization", "x-api-key"})
+# Never forwarded upstream: credentials, cookies of the console's origin, and this hop's forwarding metadata.
+_DROP_UPSTREAM = HOP_BY_HOP | CREDENTIAL_HEADERS | {"cookie", "forwarded", "x-forwarded-for", "x-forwarded-host",
+                                                     "x-forwarded-proto", "x-real-ip", "accept-encoding"}
+_DROP_DOWNSTREAM = HOP_BY_HOP | {"set-cookie", "x-goog-upload-url"}
+
+_MODEL_IN_PATH = re.compile(r"(?:^|/)(?:tunedModels|models)/([^/:?]+)")
+_RESOURCE_IN_PATH = re.compile(r"(?:^|/)((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)")
+_FILE_URI = re.compile(rb'"file_?[uU]ri"\s*:\s*"[^"]*?/(files/[A-Za-z0-9_-]+)"')
+_CACHED_CONTENT = re.compile(rb'"cached_?[cC]ontent"\s*:\s*"(cachedContents/[A-Za-z0-9_-]+)"')
+_RESOURCE_NAME = re.compile(r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$")
+MAX_SCAN_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProxyKey:
+    value: str | None
+    source: str  # "query", "x-goog-api-key", "authorization", "x-api-key" or ""
+
+
+def find_proxy_key(query_string: str, headers: Iterable[tuple[str, str]]) -> ProxyKey:
+    """The proxy key in order of precedence: x-goog-api-key, Authorization Bearer, X-Api-Key, ?key=."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "x-goog-api-key":
+            found.setdefault("x-goog-api-key", value.strip())
+        elif lname == "authorization" and value[:7].lower() == "bearer ":
+            found.setdefault("authorization", value[7:].strip())
+        elif lname == "x-api-key":
+            found.setdefault("x-api-key", value.strip())
+    for source in ("x-goog-api-key", "authorization", "x-api-key"):
+        if found.get(source):
+            return ProxyKey(found[source], source)
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name == "key" and value:
+            return ProxyKey(value, "query")
+    return ProxyKey(None, "")
+
+
+def strip_key_from_query(query_string: str) -> str:
+    """Remove every ``key=`` parameter, keeping the rest byte for byte (``$alt=json;enum-encoding=int`` stays)."""
+    if "key" not in query_string:
+        return query_string
+    kept = [part for part in query_string.split("&") if part and unquote(part.split("=", 1)[0]) != "key"]
+    return "&".join(kept)
+
+
+def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai: bool) -> list[tuple[str, str]]:
+    """Client headers minus hop-by-hop and credentials, plus the real key. Accept-Encoding is pinned to the
+    client's own (or identity) so that requests does not add one the client never asked for."""
+    out: list[tuple[str, str]] = []
+    accept_encoding = "identity"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "accept-encoding":
+            accept_encoding = value
+        if lname not in _DROP_UPSTREAM:
+            out.append((name, value))
+    out.append(("Accept-Encoding", accept_encoding))
+    out.append(("Authorization", f"Bearer {secret}") if openai else ("x-goog-api-key", secret))
+    return out
+
+
+def downstream_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool) -> list[tuple[str, str]]:
+    out = [(n, v) for n, v in headers if n.lower() not in _DROP_DOWNSTREAM]
+    if keep_length:
+        out += [(n, v) for n, v in headers if n.lower() == "content-length"]
+    return out
+
+
+def is_openai(path: str) -> bool:
+    return "/openai/" in f"/{path}"
+
+
+def model_of(path: str, body: bytes, content_type: str) -> str:
+    """The model a request names: in the path (``models/gemini-2.5-flash:generateContent``) or, on the
+    OpenAI-compatible layer, in the JSON body's ``model``. "" when none."""
+    match = _MODEL_IN_PATH.search(path)
+    if match:
+        return unquote(match.group(1))
+    if is_openai(path) and body and "json" in content_type and len(body) <= MAX_SCAN_BYTES:
+        try:
+            value = json.loads(body).get("model", "")
+        except (ValueError, AttributeError):
+            return ""
+        if isinstance(value, str):
+            return value.removeprefix("models/")
+    return ""
+
+
+def resources_named(path: str, body: bytes) -> list[str]:
+    """Resource names (``files/abc``, ``cachedContents/x``...) a request refers to, path first."""
+    names = [m.group(1) for m in _RESOURCE_IN_PATH.finditer(path)]
+    if body and len(body) <= MAX_SCAN_BYTES and (b"ile" in body or b"ached" in body):
+        names += [m.group(1).decode() for m in _FILE_URI.finditer(body)]
+        names += [m.group(1).decode() for m in _CACHED_CONTENT.finditer(body)]
+    return names
+
+
+def resources_created(body: bytes) -> list[str]:
+    """Resource names in a successful JSON answer: ``{"name": "cachedContents/x"}``, ``{"file": {"name": ...}}``,
+    ``{"name": "models/veo/operations/y"}``, ``{"name": "batches/z"}``."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    found: list[str] = []
+    for candidate in (doc, doc.get("file"), doc.get("metadata"), doc.get("response")):
+        if isinstance(candidate, dict) and isinstance(candidate.get("name"), str):
+            match = _RESOURCE_NAME.match(candidate["name"])
+            if match:
+                found.append(match.group(1))
+    return found
+
+
+def upload_id_of(query_string: str) -> str | None:
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name == "upload_id" and value:
+            return value
+    return None
+
+
+def proxied_upload_url(upstream_url: str, public_base: str, group: str) -> str:
+    """Rewrite Google's ``X-Goog-Upload-URL`` to this proxy's own URL, without any ``key=``."""
+    parts = urlsplit(upstream_url)
+    query = strip_key_from_query(parts.query)
+    return f"{public_base.rstrip('/')}/proxy/{group}{parts.path}" + (f"?{query}" if query else "")
+
+
+def strip_key_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    query = strip_key_from_query(parts.query)
+    return parts._replace(query=query).geturl()

@@ -1,0 +1,141 @@
+"""Runtime settings: one schema, validated on write, stored system-wide with per-group overrides.
+
+The schema is the single source for validation, defaults, the admin API's schema endpoint and the console's forms.
+``Settings`` is the resolved, typed view a request uses (system values overlaid with the group's overrides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gptload.errors import ValidationFailed
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    type: type
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    group_overridable: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": {int: "integer", float: "number", bool: "boolean", str: "string", list: "string_list"}[self.type],
+            "default": self.default,
+            "description": self.description,
+            "min": self.min,
+            "max": self.max,
+            "group_overridable": self.group_overridable,
+        }
+
+
+SCHEMA: tuple[Spec, ...] = (
+    Spec("max_retries", int, 3, "Extra attempts on other keys after a retryable failure.", 0, 20),
+    Spec("blacklist_threshold", int, 3, "Consecutive transient failures that disable a key.", 1, 100),
+    Spec("request_timeout_seconds", float, 600.0, "Whole-request timeout for non-streamed upstream calls.", 1, 3600),
+    Spec("connect_timeout_seconds", float, 10.0, "Timeout for connecting to the upstream.", 0.1, 120),
+    Spec("stream_idle_timeout_seconds", float, 120.0, "Longest silence allowed between streamed chunks.", 1, 3600),
+    Spec("bare_429_cooldown_seconds", float, 10.0, "Cooldown after a 429 without quota details.", 0, 3600),
+    Spec("default_quota_cooldown_seconds", float, 60.0, "Cooldown after a per-minute 429 without RetryInfo.", 1, 3600),
+    Spec("key_validation_interval_minutes", int, 60, "How often invalid keys are re-validated.", 1, 10080),
+    Spec("key_validation_concurrency", int, 10, "Parallel validation requests.", 1, 100),
+    Spec("key_validation_timeout_seconds", float, 20.0, "Timeout of one validation request.", 1, 300),
+    Spec("request_log_retention_days", int, 7, "Days request logs are kept.", 1, 365, group_overridable=False),
+    Spec("enable_request_body_logging", bool, False, "Store request bodies in request logs.", group_overridable=False),
+    Spec("log_failures_only", bool, False, "Record request logs only for failed attempts.", group_overridable=False),
+    Spec("affinity_ttl_hours", float, 48.0, "How long a created file/cache/batch stays bound to its key.", 1, 720),
+    Spec("app_url", str, "", "Public base URL of this proxy (for upload URLs); empty: taken from the request.",
+         group_overridable=False),
+    Spec("proxy_keys", list, [], "Global proxy keys accepted by every group.", group_overridable=False),
+)
+BY_NAME: dict[str, Spec] = {s.name: s for s in SCHEMA}
+
+
+def validate(values: Mapping[str, Any], *, for_group: bool = False) -> dict[str, Any]:
+    """Return ``values`` coerced to the schema's types; raise ValidationFailed naming every bad entry."""
+    if not isinstance(values, Mapping):
+        raise ValidationFailed("settings must be a JSON object")
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    for name, raw in values.items():
+        spec = BY_NAME.get(name)
+        if spec is None:
+            errors[name] = "unknown setting"
+            continue
+        if for_group and not spec.group_overridable:
+            errors[name] = "cannot be overridden per group"
+            continue
+        try:
+            clean[name] = _coerce(spec, raw)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise ValidationFailed("invalid settings", details={"fields": errors})
+    return clean
+
+
+def _coerce(spec: Spec, raw: Any) -> Any:
+    if spec.type is bool:
+        if not isinstance(raw, bool):
+            raise ValueError("must be true or false")
+        return raw
+    if spec.type is str:
+        if not isinstance(raw, str) or len(raw) > 2048:
+            raise ValueError("must be a string of at most 2048 characters")
+        return raw.strip()
+    if spec.type is list:
+        if not isinstance(raw, list) or not all(isinstance(x, str) and 8 <= len(x.strip()) <= 256 for x in raw):
+            raise ValueError("must be a list of strings of 8 to 256 characters")
+        return [x.strip() for x in raw]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ValueError(f"must be a {'whole number' if spec.type is int else 'number'}")
+    if spec.type is int and float(raw) != int(raw):
+        raise ValueError("must be a whole number")
+    value = spec.type(raw)
+    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        raise ValueError(f"must be between {spec.min:g} and {spec.max:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one group: defaults < system values < group overrides."""
+
+    max_retries: int = 3
+    blacklist_threshold: int = 3
+    request_timeout_seconds: float = 600.0
+    connect_timeout_seconds: float = 10.0
+    stream_idle_timeout_seconds: float = 120.0
+    bare_429_cooldown_seconds: float = 10.0
+    default_quota_cooldown_seconds: float = 60.0
+    key_validation_interval_minutes: int = 60
+    key_validation_concurrency: int = 10
+    key_validation_timeout_seconds: float = 20.0
+    request_log_retention_days: int = 7
+    enable_request_body_logging: bool = False
+    log_failures_only: bool = False
+    affinity_ttl_hours: float = 48.0
+    app_url: str = ""
+    proxy_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
+        merged = {s.name: s.default for s in SCHEMA}
+        merged.update({k: v for k, v in system.items() if k in BY_NAME})
+        if group:
+            merged.update({k: v for k, v in group.items() if k in BY_NAME and BY_NAME[k].group_overridable})
+        merged["proxy_keys"] = tuple(merged["proxy_keys"])
+        return cls(**merged)
+
+
+def effective(system: Mapping[str, Any]) -> dict[str, Any]:
+    """System settings with defaults filled in, as the admin API shows them."""
+    out = {s.name: s.default for s in SCHEMA}
+    out.update({k: v for k, v in system.items() if k in BY_NAME})
+    return out

@@ -1,0 +1,107 @@
+"""The Store port: everything gptload persists, as narrow as its callers need.
+
+Contract shared by every adapter (checked by ``tests/contract``):
+
+- Adapters raise only ``gptload.errors`` types; SDK exceptions are translated at the boundary
+  (``raise StoreUnavailable(...) from exc``).
+- ``version()`` returns an opaque token that changes whenever something an instance caches changes: settings,
+  groups, the key set of a group, a key's status or cooldowns. Usage counters do not change it.
+- ``apply_verdict`` and ``restore_keys`` are read-modify-write on the key's own record, atomic per key, and apply
+  ``keypool.state.transition`` (never their own rules).
+- ``add_keys`` is idempotent per key id: a key already in the group is reported as a duplicate, never doubled.
+- Real keys never reach the store in clear: ``put_secrets`` takes ciphertext from the store vault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gptload.keypool.classify import Verdict
+from gptload.keypool.state import Policy
+from gptload.models import Group, KeyRecord, UsageEvent
+
+RESOURCE = "resource"
+UPLOAD = "upload"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Resource affinity: ``name`` (``files/abc``, an upload id...) must be served by ``key_id`` of ``group``."""
+
+    kind: str  # RESOURCE or UPLOAD
+    name: str
+    group: str
+    key_id: str
+    target: str  # the upstream URL the resource lives behind (uploads: the real upload URL)
+    expires_at: float
+
+
+class Store(Protocol):
+    kind: str
+
+    def close(self) -> None: ...
+
+    # -- meta -----------------------------------------------------------------------------------------------
+    def version(self) -> str: ...
+
+    def salt(self) -> bytes:
+        """The per-deployment fingerprint salt, created on first use and then never changed."""
+        ...
+
+    # -- settings -------------------------------------------------------------------------------------------
+    def get_settings(self) -> dict[str, Any]: ...
+
+    def put_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge validated ``values`` into the system settings; return all stored values."""
+        ...
+
+    # -- groups ---------------------------------------------------------------------------------------------
+    def list_groups(self) -> list[Group]: ...
+
+    def get_group(self, name: str) -> Group | None: ...
+
+    def create_group(self, group: Group) -> None:
+        """Raise GroupExists when the name is taken."""
+        ...
+
+    def update_group(self, group: Group) -> None:
+        """Raise GroupNotFound when absent."""
+        ...
+
+    def delete_group(self, name: str) -> int:
+        """Delete the group, its keys and their secrets; return the number of keys deleted."""
+        ...
+
+    # -- keys -----------------------------------------------------------------------------------------------
+    def list_keys(self, group: str) -> list[KeyRecord]: ...
+
+    def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
+        """Insert keys not yet in the group (with their ciphertext, if any); return the ids actually added."""
+        ...
+
+    def delete_keys(self, group: str, ids: list[str]) -> int: ...
+
+    def apply_verdict(
+        self, group: str, key_id: str, verdict: Verdict, model: str, now: float, policy: Policy
+    ) -> KeyRecord | None:
+        """Atomically run ``transition`` on the stored state; return the new record (None if the key is gone)."""
+        ...
+
+    def restore_keys(self, group: str, ids: list[str] | None) -> int:
+        """Reset keys (all invalid or cooling ones when ``ids`` is None) to active; return how many changed."""
+        ...
+
+    def record_usage(self, events: list[UsageEvent]) -> None:
+        """Add a batch of finished attempts to per-key counters (request_count, failure_total, last_used_at)."""
+        ...
+
+    # -- secrets (store vault) ------------------------------------------------------------------------------
+    def get_secrets(self, group: str) -> dict[str, bytes]: ...
+
+    # -- affinity -------------------------------------------------------------------------------------------
+    def put_binding(self, binding: Binding) -> None: ...
+
+    def get_binding(self, kind: str, name: str, now: float) -> Binding | None:
+        """The live binding, or None when absent or expired."""
+        ...

@@ -1,0 +1,368 @@
+"""SQLite adapter of the Store port: the embedded default (``STORE=sqlite``, file ``DATA_DIR/gptload.db``).
+
+Concurrency: one connection per thread, WAL journal, ``busy_timeout`` and ``BEGIN IMMEDIATE`` for every write so
+writers queue instead of failing with "database is locked" (tested with 64 concurrent writers). Schema changes are
+numbered migrations applied in order and recorded in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
+from gptload.keypool.classify import Verdict
+from gptload.keypool.state import Policy, restored, transition
+from gptload.models import ACTIVE, INVALID, CoolDown, Group, KeyRecord, KeyState, UsageEvent
+from gptload.store.base import Binding
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+    CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE groups (
+        name TEXT PRIMARY KEY, data TEXT NOT NULL, sort INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE keys (
+        group_name TEXT NOT NULL, id TEXT NOT NULL, masked TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active', cooldowns TEXT NOT NULL DEFAULT '[]',
+        failure_count INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        request_count INTEGER NOT NULL DEFAULT 0, failure_total INTEGER NOT NULL DEFAULT 0,
+        last_used_at REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL, notes TEXT NOT NULL DEFAULT '',
+        secret BLOB,
+        PRIMARY KEY (group_name, id)
+    );
+    CREATE TABLE bindings (
+        kind TEXT NOT NULL, name TEXT NOT NULL, group_name TEXT NOT NULL, key_id TEXT NOT NULL,
+        target TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (kind, name)
+    );
+    CREATE INDEX bindings_expiry ON bindings (expires_at);
+    """,
+)
+
+_KEY_COLUMNS = (
+    "group_name, id, masked, status, cooldowns, failure_count, last_error, request_count, failure_total, "
+    "last_used_at, created_at, notes"
+)
+
+
+class SqliteStore:
+    kind = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._salt: bytes | None = None
+        self._migrate()
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open the SQLite store: {exc}") from exc
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front, so concurrent writers queue on busy_timeout."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store busy: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            cur = self._conn().execute(sql, args)
+            return cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO meta (k, v) VALUES ('version', '1') "
+            "ON CONFLICT(k) DO UPDATE SET v = CAST(CAST(v AS INTEGER) + 1 AS TEXT)"
+        )
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read("PRAGMA user_version")[0][0])
+
+    # -- meta -----------------------------------------------------------------------------------------------
+    def version(self) -> str:
+        rows = self._read("SELECT v FROM meta WHERE k = 'version'")
+        return rows[0][0] if rows else "0"
+
+    def salt(self) -> bytes:
+        if self._salt is None:
+            with self._write() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta (k, v) VALUES ('salt', ?)", (secrets.token_hex(32),))
+                self._salt = bytes.fromhex(conn.execute("SELECT v FROM meta WHERE k = 'salt'").fetchone()[0])
+        return self._salt
+
+    # -- settings -------------------------------------------------------------------------------------------
+    def get_settings(self) -> dict[str, Any]:
+        return {name: json.loads(value) for name, value in self._read("SELECT name, value FROM settings")}
+
+    def put_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+            self._bump(conn)
+        return self.get_settings()
+
+    # -- groups ---------------------------------------------------------------------------------------------
+    def list_groups(self) -> list[Group]:
+        rows = self._read("SELECT data FROM groups ORDER BY sort, name")
+        return [Group.from_dict(json.loads(r[0])) for r in rows]
+
+    def get_group(self, name: str) -> Group | None:
+        rows = self._read("SELECT data FROM groups WHERE name = ?", (name,))
+        return Group.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def create_group(self, group: Group) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM groups WHERE name = ?", (group.name,)).fetchone():
+                raise GroupExists(f"a group named {group.name!r} already exists")
+            conn.execute(
+                "INSERT INTO groups (name, data, sort, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (group.name, json.dumps(group.to_dict()), group.sort, group.created_at, group.updated_at),
+            )
+            self._bump(conn)
+
+    def update_group(self, group: Group) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE groups SET data = ?, sort = ?, updated_at = ? WHERE name = ?",
+                (json.dumps(group.to_dict()), group.sort, group.updated_at, group.name),
+            )
+            if cur.rowcount == 0:
+                raise GroupNotFound(f"no group named {group.name!r}")
+            self._bump(conn)
+
+    def delete_group(self, name: str) -> int:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM groups WHERE name = ?", (name,)).rowcount == 0:
+                raise GroupNotFound(f"no group named {name!r}")
+            deleted = conn.execute("DELETE FROM keys WHERE group_name = ?", (name,)).rowcount
+            conn.execute("DELETE FROM bindings WHERE group_name = ?", (name,))
+            self._bump(conn)
+        return deleted
+
+    # -- keys -----------------------------------------------------------------------------------------------
+    def list_keys(self, group: str) -> list[KeyRecord]:
+        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? ORDER BY created_at, id", (group,))
+        return [_record(r) for r in rows]
+
+    def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
+        added: list[str] = []
+        with self._write() as conn:
+            if not conn.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone():
+                raise GroupNotFound(f"no group named {group!r}")
+            for r in records:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO keys (group_name, id, masked, status, created_at, notes, secret) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (group, r.id, r.masked, r.state.status, r.created_at, r.notes, secrets.get(r.id)),
+                )
+                if cur.rowcount:
+                    added.append(r.id)
+            if added:
+                self._bump(conn)
+        return added
+
+    def delete_keys(self, group: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        with self._write() as conn:
+            deleted = 0
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                deleted += conn.execute(
+                    f"DELETE FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
+                ).rowcount
+            if deleted:
+                self._bump(conn)
+        return deleted
+
+    def apply_verdict(
+        self, group: str, key_id: str, verdict: Verdict, model: str, now: float, policy: Policy
+    ) -> KeyRecord | None:
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND id = ?", (group, key_id)
+            ).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            new = transition(record.state, verdict, model, now, policy)
+            if new == record.state:
+                return record
+            self._write_state(conn, group, key_id, new)
+            if new.status != record.state.status or new.cooldowns != record.state.cooldowns:
+                self._bump(conn)
+        return record.with_state(new)
+
+    def restore_keys(self, group: str, ids: list[str] | None) -> int:
+        changed = 0
+        with self._write() as conn:
+            if ids is None:
+                rows = conn.execute(
+                    f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND (status = ? OR cooldowns != '[]')",
+                    (group, INVALID),
+                ).fetchall()
+            else:
+                rows = []
+                for chunk in _chunks(ids, 500):
+                    marks = ",".join("?" * len(chunk))
+                    rows += conn.execute(
+                        f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
+                    ).fetchall()
+            for row in rows:
+                record = _record(row)
+                new = restored(record.state)
+                if new != record.state:
+                    self._write_state(conn, group, record.id, new)
+                    changed += 1
+            if changed:
+                self._bump(conn)
+        return changed
+
+    @staticmethod
+    def _write_state(conn: sqlite3.Connection, group: str, key_id: str, state: KeyState) -> None:
+        conn.execute(
+            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ? WHERE group_name = ? AND id = ?",
+            (state.status, _dump_cooldowns(state.cooldowns), state.failure_count, state.last_error, group, key_id),
+        )
+
+    def record_usage(self, events: list[UsageEvent]) -> None:
+        if not events:
+            return
+        totals: dict[tuple[str, str], list[float]] = {}
+        for e in events:
+            t = totals.setdefault((e.group, e.key_id), [0, 0, 0.0])
+            t[0] += 1
+            t[1] += 0 if e.success else 1
+            t[2] = max(t[2], e.at)
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE keys SET request_count = request_count + ?, failure_total = failure_total + ?, "
+                "last_used_at = MAX(last_used_at, ?) WHERE group_name = ? AND id = ?",
+                [(int(c), int(f), at, g, k) for (g, k), (c, f, at) in totals.items()],
+            )
+
+    # -- secrets --------------------------------------------------------------------------------------------
+    def get_secrets(self, group: str) -> dict[str, bytes]:
+        rows = self._read("SELECT id, secret FROM keys WHERE group_name = ? AND secret IS NOT NULL", (group,))
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    # -- affinity -------------------------------------------------------------------------------------------
+    def put_binding(self, binding: Binding) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO bindings (kind, name, group_name, key_id, target, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(kind, name) DO UPDATE SET group_name = excluded.group_name, key_id = excluded.key_id, "
+                "target = excluded.target, expires_at = excluded.expires_at",
+                (binding.kind, binding.name, binding.group, binding.key_id, binding.target, binding.expires_at),
+            )
+
+    def get_binding(self, kind: str, name: str, now: float) -> Binding | None:
+        rows = self._read(
+            "SELECT kind, name, group_name, key_id, target, expires_at FROM bindings "
+            "WHERE kind = ? AND name = ? AND expires_at > ?",
+            (kind, name, now),
+        )
+        return Binding(*rows[0]) if rows else None
+
+    def purge_expired(self, now: float) -> int:
+        """Delete expired bindings (SQLite has no TTL); run by the maintenance task."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
+
+
+def _record(row: tuple[Any, ...]) -> KeyRecord:
+    (group, key_id, masked, status, cooldowns, failures, last_error, requests, failure_total, last_used, created, notes) = row
+    state = KeyState(
+        status=status if status in (ACTIVE, INVALID) else ACTIVE,
+        cooldowns=tuple(CoolDown(c["model"], float(c["until"]), c.get("reason", "")) for c in json.loads(cooldowns)),
+        failure_count=int(failures),
+        last_error=last_error,
+    )
+    return KeyRecord(
+        id=key_id,
+        group=group,
+        masked=masked,
+        state=state,
+        request_count=int(requests),
+        failure_total=int(failure_total),
+        last_used_at=float(last_used),
+        created_at=float(created),
+        notes=notes,
+    )
+
+
+def _dump_cooldowns(cooldowns: tuple[CoolDown, ...]) -> str:
+    return json.dumps([{"model": c.model, "until": c.until, "reason": c.reason} for c in cooldowns])
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

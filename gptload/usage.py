@@ -1,0 +1,86 @@
+"""Buffered usage counters: finished attempts are kept in memory and written to the store in batches.
+
+The buffer never blocks a request: flushing happens from request tails when the buffer is big or old enough
+(only one thread flushes at a time; others skip), on shutdown, and from the maintenance task. When the store is
+unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from gptload.errors import StoreUnavailable
+from gptload.models import UsageEvent
+from gptload.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class UsageBuffer:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_size: int = 500,
+        flush_seconds: float = 5.0,
+        max_events: int = 50_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._flush_size = flush_size
+        self._flush_seconds = flush_seconds
+        self._max = max_events
+        self._clock = clock
+        self._events: list[UsageEvent] = []
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._last_flush = clock()
+        self.dropped = 0
+
+    def add(self, event: UsageEvent) -> None:
+        with self._lock:
+            if len(self._events) >= self._max:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("usage buffer full (%d events): dropped %d so far", self._max, self.dropped)
+                return
+            self._events.append(event)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def due(self) -> bool:
+        return len(self._events) >= self._flush_size or (
+            bool(self._events) and self._clock() - self._last_flush >= self._flush_seconds
+        )
+
+    def maybe_flush(self) -> None:
+        """Called from request tails: flush if due and nobody else is flushing. Never raises."""
+        if self.due():
+            self.flush(blocking=False)
+
+    def flush(self, *, blocking: bool = True) -> int:
+        """Write buffered events; return how many were written (0 when the store is unavailable)."""
+        if not self._flushing.acquire(blocking=blocking):
+            return 0
+        try:
+            with self._lock:
+                batch, self._events = self._events, []
+            self._last_flush = self._clock()
+            if not batch:
+                return 0
+            try:
+                self._store.record_usage(batch)
+            except StoreUnavailable as exc:
+                log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
+                with self._lock:
+                    room = max(0, self._max - len(self._events))
+                    self.dropped += max(0, len(batch) - room)
+                    self._events[:0] = batch[:room]
+                return 0
+            return len(batch)
+        finally:
+            self._flushing.release()

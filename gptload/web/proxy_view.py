@@ -1,0 +1,80 @@
+"""``ANY /proxy/{group}/{path}``: authenticate the proxy key, read the body once, forward, stream back."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from werkzeug.datastructures import Headers
+from werkzeug.wrappers import Request, Response
+
+from gptload.app import Services
+from gptload.errors import BodyTooLarge, InvalidProxyKey
+from gptload.proxy import rewrite
+from gptload.proxy.forwarder import IncomingRequest, ProxyResponse
+from gptload.store.base import UPLOAD
+
+_PROXY_PREFIX = "/proxy/"
+
+
+def proxy(services: Services, request: Request, group: str) -> Response:
+    pool = services.pool
+    view = pool.view(group)
+    path, query = _raw_target(request, group)
+    headers = list(request.headers.items())
+    upload = None
+    if path.startswith("upload/"):
+        upload_id = rewrite.upload_id_of(query)
+        if upload_id:
+            binding = services.affinity.lookup(UPLOAD, upload_id)
+            if binding is not None and binding.group == view.name:
+                upload = binding  # the unguessable upload_id is the capability, as it is at Google
+    if upload is None and not pool.authorize(view, rewrite.find_proxy_key(query, headers).value):
+        raise InvalidProxyKey("missing or unknown proxy key for this group")
+    incoming = IncomingRequest(
+        method=request.method,
+        path=path,
+        query=query,
+        headers=headers,
+        body=_read_body(request, services.config.max_body_bytes),
+        public_base=_public_base(request),
+        content_type=request.headers.get("Content-Type", ""),
+    )
+    answer = services.forwarder.forward(view, incoming, upload)
+    response = _to_response(answer)
+    response.call_on_close(services.usage.maybe_flush)
+    return response
+
+
+def _raw_target(request: Request, group: str) -> tuple[str, str]:
+    """Upstream path and query exactly as the client encoded them (gunicorn's RAW_URI), minus /proxy/{group}/."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if raw:
+        raw_path, _, query = raw.partition("?")
+    else:
+        raw_path, query = quote(request.path, safe="/:@!$&'()*+,;=-._~"), request.query_string.decode("latin-1")
+    prefix = f"{_PROXY_PREFIX}{group}/"
+    path = raw_path[len(prefix):] if raw_path.startswith(prefix) else raw_path.split("/", 3)[-1]
+    return path, query
+
+
+def _read_body(request: Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit}")
+    data = request.stream.read(limit + 1) if length is None else request.get_data(cache=False)
+    if len(data) > limit:
+        raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+    return data
+
+
+def _public_base(request: Request) -> str:
+    proto = (request.headers.get("X-Forwarded-Proto") or request.scheme).split(",")[0].strip()
+    host = (request.headers.get("X-Forwarded-Host") or request.host).split(",")[0].strip()
+    return f"{proto}://{host}"
+
+
+def _to_response(answer: ProxyResponse) -> Response:
+    headers = Headers(answer.headers)
+    if not answer.streamed and "Content-Type" not in headers:
+        headers["Content-Type"] = "application/json"
+    return Response(answer.body, status=answer.status, headers=headers, direct_passthrough=answer.streamed)

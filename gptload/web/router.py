@@ -1,0 +1,146 @@
+"""The dispatcher inside the one function: a werkzeug ``Map`` (not a nested Flask app, which breaks streaming).
+
+``Router(services)(request) -> Response``. Every ``GptloadError`` becomes JSON here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed as WzMethodNotAllowed, NotFound as WzNotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from gptload import __version__
+from gptload.app import Services
+from gptload.errors import GptloadError, InvalidJson, MethodNotAllowed, RouteNotFound, ValidationFailed
+from gptload.web.auth import AdminAuth
+from gptload.web.proxy_view import proxy
+from gptload.web.responses import error_response, internal_error, json_response
+
+UI_DIR = Path(__file__).resolve().parents[2] / "admin_ui"
+_ADMIN_BODY_LIMIT = 8 * 1024 * 1024
+
+Handler = Callable[..., Any]
+
+
+class Router:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.auth = AdminAuth(services.config.auth_key)
+        admin = services.admin
+        self._admin: dict[str, Handler] = {
+            "groups.list": lambda r: {"groups": admin.list_groups()},
+            "groups.create": lambda r: (admin.create_group(_json(r)), 201),
+            "groups.get": lambda r, name: admin.get_group(name),
+            "groups.update": lambda r, name: admin.update_group(name, _json(r)),
+            "groups.delete": lambda r, name: admin.delete_group(name),
+            "keys.add": lambda r, name: admin.add_keys(name, _json(r)),
+            "keys.list": lambda r, name: admin.list_keys(
+                name, r.args.get("status") or None, _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
+            ),
+            "keys.delete": lambda r, name: admin.delete_keys(name, _json(r)),
+            "keys.restore": lambda r, name: admin.restore_keys(name, _json(r, default={})),
+            "settings.get": lambda r: admin.get_settings(),
+            "settings.put": lambda r: admin.put_settings(_json(r)),
+        }
+        self.map = Map(
+            [
+                Rule("/health", endpoint="health", methods=["GET", "HEAD"]),
+                Rule("/proxy/<group>/<path:path>", endpoint="proxy"),
+                Rule("/api/groups", endpoint="groups.list", methods=["GET"]),
+                Rule("/api/groups", endpoint="groups.create", methods=["POST"]),
+                Rule("/api/groups/<name>", endpoint="groups.get", methods=["GET"]),
+                Rule("/api/groups/<name>", endpoint="groups.update", methods=["PUT"]),
+                Rule("/api/groups/<name>", endpoint="groups.delete", methods=["DELETE"]),
+                Rule("/api/groups/<name>/keys", endpoint="keys.add", methods=["POST"]),
+                Rule("/api/groups/<name>/keys", endpoint="keys.list", methods=["GET"]),
+                Rule("/api/groups/<name>/keys", endpoint="keys.delete", methods=["DELETE"]),
+                Rule("/api/groups/<name>/keys/restore", endpoint="keys.restore", methods=["POST"]),
+                Rule("/api/settings", endpoint="settings.get", methods=["GET"]),
+                Rule("/api/settings", endpoint="settings.put", methods=["PUT"]),
+                Rule("/", endpoint="ui", methods=["GET", "HEAD"]),
+                Rule("/<path:asset>", endpoint="ui", methods=["GET", "HEAD"]),
+            ],
+            strict_slashes=False,
+        )
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            if request.path.startswith("/api/") and request.method == "OPTIONS":
+                return self._cors(request, Response(status=204))
+            adapter = self.map.bind_to_environ(request.environ)
+            try:
+                endpoint, args = adapter.match()
+            except WzMethodNotAllowed:
+                raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}") from None
+            except (WzNotFound, HTTPException):
+                raise RouteNotFound(f"no route for {request.path}") from None
+            if endpoint == "proxy":
+                return proxy(self.services, request, args["group"])
+            if endpoint == "health":
+                return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
+            if endpoint == "ui":
+                return self._ui(args.get("asset", "index.html"))
+            self.auth.check(request.headers.get("Authorization"))
+            result = self._admin[endpoint](request, **args)
+            status = 200
+            if isinstance(result, tuple):
+                result, status = result
+            return self._cors(request, json_response(result, status))
+        except GptloadError as err:
+            return self._cors(request, error_response(err))
+        except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+            return internal_error(exc)
+
+    def _cors(self, request: Request, response: Response) -> Response:
+        origin = request.headers.get("Origin", "").rstrip("/")
+        if origin and origin in self.services.config.allowed_origins and request.path.startswith("/api/"):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    def _ui(self, asset: str) -> Response:
+        if asset.startswith("api/") or asset.startswith("proxy/"):
+            raise RouteNotFound(f"no route for /{asset}")
+        path = (UI_DIR / asset).resolve()
+        if not path.is_relative_to(UI_DIR) or not path.is_file():
+            raise RouteNotFound(f"no route for /{asset}")
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix == ".js":
+            mime = "text/javascript"
+        response = Response(path.read_bytes(), mimetype=mime)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _json(request: Request, default: Any = None) -> Any:
+    if request.content_length and request.content_length > _ADMIN_BODY_LIMIT:
+        raise ValidationFailed("request body too large for the admin API")
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if default is not None:
+            return default
+        raise InvalidJson("request body must be JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an integer") from None

@@ -1,0 +1,69 @@
+"""Entry point.
+
+- Cloud Run functions / Cloud Run: functions-framework serves ``handler(request)`` (``--target handler``).
+- Laptop: ``python main.py`` serves the same handler with the same server (gunicorn gthread through
+  functions-framework), on the embedded SQLite store, on ``PORT`` (default 8080).
+
+Services are built once per process, on first use (or right after the worker starts, locally), never at import.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+
+from gptload.config import Config
+from gptload.errors import ConfigError
+
+_router = None
+_lock = threading.Lock()
+log = logging.getLogger("gptload")
+
+
+def _get_router():
+    global _router
+    if _router is None:
+        with _lock:
+            if _router is None:
+                from gptload.app import build_services
+                from gptload.maintenance import start_embedded_timer
+                from gptload.web.router import Router
+
+                services = build_services(Config.from_env())
+                atexit.register(services.shutdown)
+                start_embedded_timer(services)
+                _router = Router(services)
+    return _router
+
+
+def handler(request):
+    """The HTTP function: every path of the service goes through here."""
+    return _get_router()(request)
+
+
+def _serve() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"gptload: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    os.environ.setdefault("THREADS", str(config.threads))
+    from functions_framework import create_app
+    from functions_framework._http import create_server
+
+    app = create_app("handler", __file__)
+    module = sys.modules["main"]
+
+    def warm(worker) -> None:  # build services in the worker process, not before the fork
+        module._get_router()
+        log.info("gptload listening on http://0.0.0.0:%d (store=%s, vault=%s)", config.port, config.store, config.vault)
+
+    create_server(app, False, post_worker_init=warm).run("0.0.0.0", config.port)
+
+
+if __name__ == "__main__":
+    _serve()
