@@ -45,12 +45,12 @@ def handler(request):
 
 
 def _serve() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = Config.from_env()
     except ConfigError as exc:
         print(f"gptload: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("THREADS", str(config.threads))
     from functions_framework import create_app
     from functions_framework._http import create_server
@@ -60,9 +60,15 @@ def _serve() -> None:
 
     def warm(worker) -> None:  # build services in the worker process, not before the fork
         module._get_router()
-        log.info("gptload listening on http://0.0.0.0:%d (store=%s, vault=%s)", config.port, config.store, config.vault)
+        log.info(
+            "gptload listening on http://%s:%d (store=%s, vault=%s)",
+            config.host,
+            config.port,
+            config.store,
+            config.vault,
+        )
 
-    create_server(app, False, post_worker_init=warm).run("0.0.0.0", config.port)
+    create_server(app, False, post_worker_init=warm).run(config.host, config.port)
 
 
 if __name__ == "__main__":

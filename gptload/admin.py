@@ -92,7 +92,9 @@ class Admin:
         added: list[str] = []
         if fresh:
             ciphertexts = self._vault.add(name, fresh)
-            records = [KeyRecord(id=i, group=name, masked=mask(k), state=KeyState(), created_at=now) for i, k in fresh.items()]
+            records = [
+                KeyRecord(id=i, group=name, masked=mask(k), state=KeyState(), created_at=now) for i, k in fresh.items()
+            ]
             added = self._store.add_keys(name, records, ciphertexts)
             self._pool.reload()
         return {
@@ -232,4 +234,3 @@ def _upstreams(raw: Any) -> list[Upstream] | None:
             return None
         out.append(Upstream(url, weight))
     return out
-

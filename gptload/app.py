@@ -40,8 +40,9 @@ class Services:
         self.store.close()
 
 
-def build_services(config: Config, *, store: Store | None = None, vault: Vault | None = None,
-                   session: requests.Session | None = None) -> Services:
+def build_services(
+    config: Config, *, store: Store | None = None, vault: Vault | None = None, session: requests.Session | None = None
+) -> Services:
     """Create every long-lived object once per process. Tests pass fakes for ``store``, ``vault``, ``session``."""
     store = store or open_store(config)
     cipher = None
@@ -59,5 +60,6 @@ def build_services(config: Config, *, store: Store | None = None, vault: Vault |
     usage = UsageBuffer(store)
     session = session or make_session(config.threads * 2)
     forwarder = Forwarder(pool, affinity, usage, session)
-    return Services(config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool), session,
-                    time.time())
+    return Services(
+        config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool), session, time.time()
+    )

@@ -22,6 +22,8 @@ MIN_PASSPHRASE = 32
 class Config:
     auth_key: str = field(repr=False)
     port: int = 8080
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
     data_dir: str = "./data"
     encryption_key: str | None = field(default=None, repr=False)
     store: str = "sqlite"
@@ -67,6 +69,8 @@ class Config:
         return cls(
             auth_key=auth_key,
             port=_int(env, "PORT", 8080, 1, 65535),
+            host=env.get("HOST", "127.0.0.1"),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
             data_dir=env.get("DATA_DIR", "./data"),
             encryption_key=encryption_key,
             store=store,

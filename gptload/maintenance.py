@@ -37,7 +37,7 @@ def start_embedded_timer(services: Services) -> threading.Thread | None:
             time.sleep(interval)
             try:
                 run_maintenance(services)
-            except Exception:  # noqa: BLE001 - a timer must survive a bad round
+            except Exception:
                 log.exception("maintenance round failed")
 
     thread = threading.Thread(target=loop, name="gptload-maintenance", daemon=True)

@@ -50,8 +50,13 @@ SCHEMA: tuple[Spec, ...] = (
     Spec("enable_request_body_logging", bool, False, "Store request bodies in request logs.", group_overridable=False),
     Spec("log_failures_only", bool, False, "Record request logs only for failed attempts.", group_overridable=False),
     Spec("affinity_ttl_hours", float, 48.0, "How long a created file/cache/batch stays bound to its key.", 1, 720),
-    Spec("app_url", str, "", "Public base URL of this proxy (for upload URLs); empty: taken from the request.",
-         group_overridable=False),
+    Spec(
+        "app_url",
+        str,
+        "",
+        "Public base URL of this proxy (for upload URLs); empty: taken from the request.",
+        group_overridable=False,
+    ),
     Spec("proxy_keys", list, [], "Global proxy keys accepted by every group.", group_overridable=False),
 )
 BY_NAME: dict[str, Spec] = {s.name: s for s in SCHEMA}

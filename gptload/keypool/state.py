@@ -68,7 +68,9 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
     if kind is Kind.QUOTA_DAY:
         until = next_daily_reset(now)
     elif kind is Kind.QUOTA_MINUTE:
-        until = now + (verdict.retry_delay if verdict.retry_delay is not None else policy.default_quota_cooldown_seconds)
+        until = now + (
+            verdict.retry_delay if verdict.retry_delay is not None else policy.default_quota_cooldown_seconds
+        )
     else:
         until = now + policy.bare_429_cooldown_seconds
     others = tuple(c for c in live if c.model != target)

@@ -80,7 +80,11 @@ class Forwarder:
         openai = rewrite.is_openai(req.path)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
-        streaming = ":streamGenerateContent" in req.path or "alt=sse" in req.query or b'"stream":true' in req.body.replace(b" ", b"")
+        streaming = (
+            ":streamGenerateContent" in req.path
+            or "alt=sse" in req.query
+            or b'"stream":true' in req.body.replace(b" ", b"")
+        )
         timeout = (
             settings.connect_timeout_seconds,
             settings.stream_idle_timeout_seconds if streaming else settings.request_timeout_seconds,
@@ -94,12 +98,19 @@ class Forwarder:
                 break
             tried.add(key.id)
             base = target or view.balancer.next()
-            url = upload.target if upload is not None else _join(base, req.path, rewrite.strip_key_from_query(req.query))
+            url = (
+                upload.target if upload is not None else _join(base, req.path, rewrite.strip_key_from_query(req.query))
+            )
             headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
             try:
                 resp = self._session.request(
-                    req.method, url, headers=headers, data=req.body or None, stream=True,
-                    timeout=timeout, allow_redirects=False,
+                    req.method,
+                    url,
+                    headers=headers,
+                    data=req.body or None,
+                    stream=True,
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
             except requests.RequestException as exc:
                 self._record(view, key, network_error(exc), model)
@@ -155,8 +166,11 @@ class Forwarder:
             resp.close()
             return ProxyResponse(resp.status_code, [], b""), network_error(exc)
         resp.close()
-        headers = [(n, v) for n, v in rewrite.downstream_headers(resp.raw.headers.items(), keep_length=False)
-                   if n.lower() != "content-encoding"]
+        headers = [
+            (n, v)
+            for n, v in rewrite.downstream_headers(resp.raw.headers.items(), keep_length=False)
+            if n.lower() != "content-encoding"
+        ]
         return ProxyResponse(resp.status_code, headers, body), classify(resp.status_code, body)
 
     def _success(
@@ -168,8 +182,16 @@ class Forwarder:
         if upload_url:
             upload_id = rewrite.upload_id_of(upload_url.partition("?")[2])
             if upload_id:
-                self._affinity.bind(Binding(UPLOAD, upload_id, view.name, key.id, rewrite.strip_key_from_url(upload_url),
-                                            time.time() + _UPLOAD_TTL))
+                self._affinity.bind(
+                    Binding(
+                        UPLOAD,
+                        upload_id,
+                        view.name,
+                        key.id,
+                        rewrite.strip_key_from_url(upload_url),
+                        time.time() + _UPLOAD_TTL,
+                    )
+                )
             public = view.settings.app_url or req.public_base
             headers.append(("X-Goog-Upload-URL", rewrite.proxied_upload_url(upload_url, public, view.name)))
         if self._captures(req, resp):
@@ -182,8 +204,9 @@ class Forwarder:
                 self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
             headers = [(n, v) for n, v in headers if n.lower() not in ("content-encoding", "content-length")]
             return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
-        return ProxyResponse(resp.status_code, headers, _relay(resp, self, view, key), streamed=True,
-                             attempts=attempt, key_id=key.id)
+        return ProxyResponse(
+            resp.status_code, headers, _relay(resp, self, view, key), streamed=True, attempts=attempt, key_id=key.id
+        )
 
     @staticmethod
     def _captures(req: IncomingRequest, resp: requests.Response) -> bool:

@@ -29,15 +29,28 @@ HOP_BY_HOP = frozenset(
 )
 CREDENTIAL_HEADERS = frozenset({"x-goog-api-key", "authorization", "x-api-key"})
 # Never forwarded upstream: credentials, cookies of the console's origin, and this hop's forwarding metadata.
-_DROP_UPSTREAM = HOP_BY_HOP | CREDENTIAL_HEADERS | {"cookie", "forwarded", "x-forwarded-for", "x-forwarded-host",
-                                                     "x-forwarded-proto", "x-real-ip", "accept-encoding"}
+_DROP_UPSTREAM = (
+    HOP_BY_HOP
+    | CREDENTIAL_HEADERS
+    | {
+        "cookie",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "accept-encoding",
+    }
+)
 _DROP_DOWNSTREAM = HOP_BY_HOP | {"set-cookie", "x-goog-upload-url"}
 
 _MODEL_IN_PATH = re.compile(r"(?:^|/)(?:tunedModels|models)/([^/:?]+)")
 _RESOURCE_IN_PATH = re.compile(r"(?:^|/)((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)")
 _FILE_URI = re.compile(rb'"file_?[uU]ri"\s*:\s*"[^"]*?/(files/[A-Za-z0-9_-]+)"')
 _CACHED_CONTENT = re.compile(rb'"cached_?[cC]ontent"\s*:\s*"(cachedContents/[A-Za-z0-9_-]+)"')
-_RESOURCE_NAME = re.compile(r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$")
+_RESOURCE_NAME = re.compile(
+    r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$"
+)
 MAX_SCAN_BYTES = 4 * 1024 * 1024
 
 

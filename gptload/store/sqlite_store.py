@@ -163,7 +163,8 @@ class SqliteStore:
     def put_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 [(k, json.dumps(v)) for k, v in values.items()],
             )
             self._bump(conn)
@@ -289,7 +290,8 @@ class SqliteStore:
     @staticmethod
     def _write_state(conn: sqlite3.Connection, group: str, key_id: str, state: KeyState) -> None:
         conn.execute(
-            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ? WHERE group_name = ? AND id = ?",
+            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ? "
+            "WHERE group_name = ? AND id = ?",
             (state.status, _dump_cooldowns(state.cooldowns), state.failure_count, state.last_error, group, key_id),
         )
 
@@ -339,7 +341,20 @@ class SqliteStore:
 
 
 def _record(row: tuple[Any, ...]) -> KeyRecord:
-    (group, key_id, masked, status, cooldowns, failures, last_error, requests, failure_total, last_used, created, notes) = row
+    (
+        group,
+        key_id,
+        masked,
+        status,
+        cooldowns,
+        failures,
+        last_error,
+        requests,
+        failure_total,
+        last_used,
+        created,
+        notes,
+    ) = row
     state = KeyState(
         status=status if status in (ACTIVE, INVALID) else ACTIVE,
         cooldowns=tuple(CoolDown(c["model"], float(c["until"]), c.get("reason", "")) for c in json.loads(cooldowns)),

@@ -53,7 +53,7 @@ def _raw_target(request: Request, group: str) -> tuple[str, str]:
     else:
         raw_path, query = quote(request.path, safe="/:@!$&'()*+,;=-._~"), request.query_string.decode("latin-1")
     prefix = f"{_PROXY_PREFIX}{group}/"
-    path = raw_path[len(prefix):] if raw_path.startswith(prefix) else raw_path.split("/", 3)[-1]
+    path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else raw_path.split("/", 3)[-1]
     return path, query
 
 

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from werkzeug.exceptions import HTTPException, MethodNotAllowed as WzMethodNotAllowed, NotFound as WzNotFound
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
+from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
