@@ -18,6 +18,7 @@ from gptload.keypool.keytext import mask, parse_keys
 from gptload.models import KEY_STATUSES, Group, KeyRecord, KeyState, Upstream
 from gptload.pool import KeyPool
 from gptload.store.base import Store
+from gptload.usage import UsageBuffer
 from gptload.vault.base import Vault
 
 GROUP_NAME = re.compile(r"^[a-z0-9_-]{1,100}$")
@@ -26,10 +27,11 @@ _GROUP_FIELDS = {"name", "display_name", "description", "upstreams", "proxy_keys
 
 
 class Admin:
-    def __init__(self, store: Store, vault: Vault, pool: KeyPool) -> None:
+    def __init__(self, store: Store, vault: Vault, pool: KeyPool, usage: UsageBuffer) -> None:
         self._store = store
         self._vault = vault
         self._pool = pool
+        self._usage = usage
         self._salt = store.salt()
 
     # -- groups ---------------------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Admin:
             raise ValidationFailed(f"status must be one of {', '.join(KEY_STATUSES)}")
         if page < 1 or not 1 <= page_size <= 500:
             raise ValidationFailed("page must be >= 1 and page_size between 1 and 500")
+        self._usage.flush()  # so that counters include this instance's latest requests
         now = time.time()
         rows = [r.to_public(now) for r in self._store.list_keys(name)]
         if status:

@@ -61,5 +61,5 @@ def build_services(
     session = session or make_session(config.threads * 2)
     forwarder = Forwarder(pool, affinity, usage, session)
     return Services(
-        config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool), session, time.time()
+        config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool, usage), session, time.time()
     )

@@ -30,8 +30,11 @@ def sqlite_store(tmp_path):
 
 def _firestore_store():
     host = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    require(bool(host), "FIRESTORE_EMULATOR_HOST is not set (start: gcloud emulators firestore start "
-                        "--host-port=127.0.0.1:8085); .ci/run starts it")
+    require(
+        bool(host),
+        "FIRESTORE_EMULATOR_HOST is not set (start: gcloud emulators firestore start "
+        "--host-port=127.0.0.1:8085); .ci/run starts it",
+    )
     from tests.firestore_support import fresh_firestore_store
 
     return fresh_firestore_store(host)

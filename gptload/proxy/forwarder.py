@@ -61,6 +61,7 @@ def make_session(pool_size: int) -> requests.Session:
     """One session per process; the connection pool sized to the server's threads (requests' default is 10)."""
     session = requests.Session()
     session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
+    session.headers.clear()  # forward the client's headers, not requests' defaults
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

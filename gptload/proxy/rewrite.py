@@ -88,19 +88,23 @@ def strip_key_from_query(query_string: str) -> str:
     return "&".join(kept)
 
 
-def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai: bool) -> list[tuple[str, str]]:
-    """Client headers minus hop-by-hop and credentials, plus the real key. Accept-Encoding is pinned to the
-    client's own (or identity) so that requests does not add one the client never asked for."""
-    out: list[tuple[str, str]] = []
+def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai: bool) -> dict[str, str]:
+    """Client headers minus hop-by-hop and credentials, plus the real key (repeated headers joined with ", ",
+    as RFC 9110 allows). Accept-Encoding is pinned to the client's own (or identity) so that no encoding the
+    client never asked for comes back."""
+    out: dict[str, str] = {}
     accept_encoding = "identity"
     for name, value in headers:
         lname = name.lower()
         if lname == "accept-encoding":
             accept_encoding = value
-        if lname not in _DROP_UPSTREAM:
-            out.append((name, value))
-    out.append(("Accept-Encoding", accept_encoding))
-    out.append(("Authorization", f"Bearer {secret}") if openai else ("x-goog-api-key", secret))
+        elif lname not in _DROP_UPSTREAM:
+            out[name] = f"{out[name]}, {value}" if name in out else value
+    out["Accept-Encoding"] = accept_encoding
+    if openai:
+        out["Authorization"] = f"Bearer {secret}"
+    else:
+        out["x-goog-api-key"] = secret
     return out
 
 

@@ -22,8 +22,10 @@ def group(name="g1", **kw) -> Group:
 
 
 def records(group_name: str, n: int, start: int = 0) -> list[KeyRecord]:
-    return [KeyRecord(id=f"k{i:04d}", group=group_name, masked=f"AIza...{i:04d}", created_at=NOW + i)
-            for i in range(start, start + n)]
+    return [
+        KeyRecord(id=f"k{i:04d}", group=group_name, masked=f"AIza...{i:04d}", created_at=NOW + i)
+        for i in range(start, start + n)
+    ]
 
 
 def test_salt_is_stable_and_long(store):
@@ -101,8 +103,14 @@ def test_apply_verdict_runs_the_state_machine(store):
     store.create_group(group())
     store.add_keys("g1", records("g1", 2), {})
     v0 = store.version()
-    rec = store.apply_verdict("g1", "k0000", Verdict(Kind.QUOTA_MINUTE, "429 PerMinute", 26.0, "gemini-2.5-flash"),
-                              "gemini-2.5-flash", NOW, POLICY)
+    rec = store.apply_verdict(
+        "g1",
+        "k0000",
+        Verdict(Kind.QUOTA_MINUTE, "429 PerMinute", 26.0, "gemini-2.5-flash"),
+        "gemini-2.5-flash",
+        NOW,
+        POLICY,
+    )
     assert rec.state.cooldowns[0].model == "gemini-2.5-flash"
     assert rec.state.cooldowns[0].until == NOW + 26
     assert store.version() != v0
@@ -173,8 +181,13 @@ def test_record_usage_adds_up(store):
     store.create_group(group())
     store.add_keys("g1", records("g1", 2), {})
     v = store.version()
-    store.record_usage([UsageEvent("g1", "k0000", NOW + 5, True), UsageEvent("g1", "k0000", NOW + 9, False),
-                        UsageEvent("g1", "k0001", NOW + 1, True)])
+    store.record_usage(
+        [
+            UsageEvent("g1", "k0000", NOW + 5, True),
+            UsageEvent("g1", "k0000", NOW + 9, False),
+            UsageEvent("g1", "k0001", NOW + 1, True),
+        ]
+    )
     store.record_usage([UsageEvent("g1", "k0000", NOW + 7, True)])
     keys = {k.id: k for k in store.list_keys("g1")}
     assert keys["k0000"].request_count == 3 and keys["k0000"].failure_total == 1

@@ -1,0 +1,158 @@
+"""End-to-end harness: the real server (``python main.py``: gunicorn gthread via functions-framework) in a
+subprocess, a fake Gemini upstream on a real socket, and helpers to create groups through the admin API.
+
+The server is shared by the tests of a session (each test makes its own group with its own keys); tests that
+need their own process (restart, settings) start one with ``start_server``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fakes.fake_gemini import FakeGemini
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTH_KEY = "e2e-admin-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    # -- admin API helpers ----------------------------------------------------------------------------------
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        headers.setdefault("Authorization", f"Bearer {AUTH_KEY}")
+        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
+
+    def make_group(self, upstream: str, keys: list[str], settings: dict | None = None, name: str | None = None):
+        name = name or f"g-{uuid.uuid4().hex[:10]}"
+        proxy_key = f"pk-{uuid.uuid4().hex}"
+        r = self.api(
+            "POST",
+            "/api/groups",
+            json={
+                "name": name,
+                "upstreams": [{"url": upstream, "weight": 1}],
+                "proxy_keys": [proxy_key],
+                "settings": settings or {},
+            },
+        )
+        assert r.status_code == 201, r.text
+        r = self.api("POST", f"/api/groups/{name}/keys", json={"keys": "\n".join(keys)})
+        assert r.status_code == 200 and r.json()["added"] == len(keys), r.text
+        return Group(self, name, proxy_key, keys)
+
+
+@dataclass
+class Group:
+    server: Server
+    name: str
+    proxy_key: str
+    keys: list[str]
+
+    @property
+    def base(self) -> str:
+        return f"{self.server.url}/proxy/{self.name}"
+
+    def key_rows(self) -> list[dict]:
+        r = self.server.api("GET", f"/api/groups/{self.name}/keys?page_size=500")
+        assert r.status_code == 200, r.text
+        return r.json()["keys"]
+
+    def row_of(self, secret: str) -> dict:
+        masked = f"{secret[:4]}...{secret[-4:]}"
+        (row,) = [r for r in self.key_rows() if r["key"] == masked]
+        return row
+
+
+def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path | None = None) -> Server:
+    port = free_port()
+    data_dir = data_dir or tmp_path / f"data-{port}"
+    log_path = tmp_path / f"server-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE", "VAULT", "GOOGLE_CLOUD", "FIRESTORE"))}
+    env.update(
+        {
+            "AUTH_KEY": AUTH_KEY,
+            "PORT": str(port),
+            "DATA_DIR": str(data_dir),
+            "THREADS": "16",
+            "MAINTENANCE_INTERVAL_SECONDS": "0",
+            "STATE_REFRESH_SECONDS": "0.5",
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra_env or {})
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log_path, env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+        try:
+            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def fake_session():
+    with FakeGemini(n_keys=0) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_session):
+    fake_session.reset()
+    return fake_session
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("e2e"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def group(server, fake):
+    """A fresh group of three real keys known to the fake upstream."""
+    keys = [fake.add_key() for _ in range(3)]
+    return server.make_group(fake.url, keys)

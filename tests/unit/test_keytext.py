@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from gptload.keypool.keytext import mask, parse_keys, scrub
+
+K1 = "AIza" + "A" * 35
+K2 = "AIza" + "b1_-" * 8 + "xyz"
+K3 = "AIza" + "C" * 35
+
+
+def test_splits_on_every_separator_and_dedupes():
+    parsed = parse_keys(f"{K1}\n{K2}, {K3};{K1}\t\r\n  {K2}")
+    assert parsed.valid == (K1, K2, K3)
+    assert parsed.duplicates_in_text == 2
+    assert parsed.rejected == ()
+
+
+def test_rejects_malformed_keys_and_shows_them_masked():
+    too_short = "AIza123"
+    wrong_prefix = "BIza" + "A" * 35
+    bad_char = "AIza" + "A" * 34 + "!"
+    parsed = parse_keys(f"{too_short} {wrong_prefix} {bad_char} {K1}")
+    assert parsed.valid == (K1,)
+    assert len(parsed.rejected) == 3
+    assert wrong_prefix not in parsed.rejected and bad_char not in parsed.rejected
+
+
+def test_mask_and_scrub():
+    assert mask(K1) == "AIza...AAAA"
+    assert mask("short") == "*****"
+    assert scrub(f"key {K1} and {K2}.") == f"key {mask(K1)} and {mask(K2)}."
+    assert parse_keys("").valid == ()

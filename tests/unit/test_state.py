@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from gptload.keypool.classify import SUCCESS, Kind, Verdict
+from gptload.keypool.state import PACIFIC, Policy, changes_state, next_daily_reset, restored, transition
+from gptload.models import ACTIVE, ANY_MODEL, COOLING, INVALID, CoolDown, KeyState
+
+P = Policy(blacklist_threshold=3, bare_429_cooldown_seconds=10, default_quota_cooldown_seconds=60)
+NOW = datetime(2026, 3, 10, 15, 30, tzinfo=PACIFIC).timestamp()
+
+
+def test_invalid_key_is_disabled_at_once():
+    s = transition(KeyState(), Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"), "m", NOW, P)
+    assert s.status == INVALID and s.last_error == "400 API_KEY_INVALID"
+    assert s.display_status(NOW) == INVALID and not s.can_serve("m", NOW)
+
+
+def test_per_minute_quota_cools_only_that_model_for_the_retry_delay():
+    s = transition(KeyState(), Verdict(Kind.QUOTA_MINUTE, "429", 26.0, "gemini-2.5-flash"), "gemini-2.5-flash", NOW, P)
+    assert s.status == ACTIVE and s.display_status(NOW) == COOLING
+    assert not s.can_serve("gemini-2.5-flash", NOW + 25.9)
+    assert s.can_serve("gemini-2.5-flash", NOW + 26)
+    assert s.can_serve("gemini-2.5-pro", NOW)
+    assert s.failure_count == 0
+
+
+def test_per_minute_quota_without_delay_uses_the_default():
+    s = transition(KeyState(), Verdict(Kind.QUOTA_MINUTE, "429"), "m", NOW, P)
+    assert s.cooldowns == (CoolDown("m", NOW + 60, "429"),)
+
+
+def test_per_day_quota_lasts_until_midnight_pacific():
+    s = transition(KeyState(), Verdict(Kind.QUOTA_DAY, "429 day", None, "gemini-2.5-pro"), "gemini-2.5-pro", NOW, P)
+    midnight = datetime(2026, 3, 11, 0, 0, tzinfo=PACIFIC).timestamp()
+    assert s.cooldowns[0].until == midnight
+    assert s.can_serve("gemini-2.5-flash", NOW)
+
+
+def test_daily_reset_across_dst_change():
+    before_dst = datetime(2026, 3, 7, 23, 0, tzinfo=PACIFIC).timestamp()  # DST starts 2026-03-08
+    assert next_daily_reset(before_dst) == datetime(2026, 3, 8, 0, 0, tzinfo=PACIFIC).timestamp()
+    day = datetime(2026, 3, 8, 12, 0, tzinfo=PACIFIC).timestamp()
+    assert next_daily_reset(day) - datetime(2026, 3, 8, 0, 0, tzinfo=PACIFIC).timestamp() == 23 * 3600
+
+
+def test_bare_429_is_short_and_never_counted():
+    s = KeyState()
+    for _ in range(5):
+        s = transition(s, Verdict(Kind.QUOTA_BARE, "429"), "m", NOW, P)
+    assert s.status == ACTIVE and s.failure_count == 0
+    assert s.cooldowns == (CoolDown("m", NOW + 10, "429"),)
+
+
+def test_a_quota_without_any_model_blocks_every_model():
+    s = transition(KeyState(), Verdict(Kind.QUOTA_BARE, "429"), "", NOW, P)
+    assert s.cooldowns[0].model == ANY_MODEL
+    assert not s.can_serve("anything", NOW)
+
+
+def test_longer_cooldown_is_not_shortened():
+    s = transition(KeyState(), Verdict(Kind.QUOTA_DAY, "day"), "m", NOW, P)
+    s2 = transition(s, Verdict(Kind.QUOTA_BARE, "bare"), "m", NOW, P)
+    assert s2.cooldowns[0].until == s.cooldowns[0].until
+
+
+def test_transient_failures_reach_the_threshold_and_success_resets():
+    t = Verdict(Kind.TRANSIENT, "503 UNAVAILABLE")
+    s = transition(transition(KeyState(), t, "m", NOW, P), t, "m", NOW, P)
+    assert s.failure_count == 2 and s.status == ACTIVE
+    s = transition(s, SUCCESS, "m", NOW, P)
+    assert s.failure_count == 0
+    for _ in range(3):
+        s = transition(s, t, "m", NOW, P)
+    assert s.status == INVALID and s.failure_count == 3
+
+
+def test_request_errors_change_nothing():
+    s = KeyState(failure_count=2)
+    assert transition(s, Verdict(Kind.REQUEST_ERROR, "400"), "m", NOW, P) is s
+    assert not changes_state(s, Verdict(Kind.REQUEST_ERROR, "400"), "m", NOW)
+
+
+def test_success_drops_only_the_served_models_cooldown_and_expired_ones():
+    s = KeyState(cooldowns=(CoolDown("a", NOW + 5, "x"), CoolDown("b", NOW + 5, "x"), CoolDown("c", NOW - 1, "x")))
+    assert transition(s, SUCCESS, "a", NOW, P).cooldowns == (CoolDown("b", NOW + 5, "x"),)
+
+
+def test_changes_state_skips_steady_success():
+    assert not changes_state(KeyState(), SUCCESS, "m", NOW)
+    assert changes_state(KeyState(failure_count=1), SUCCESS, "m", NOW)
+    assert changes_state(KeyState(), Verdict(Kind.TRANSIENT), "m", NOW)
+
+
+def test_restore_clears_everything():
+    s = KeyState(status=INVALID, cooldowns=(CoolDown("a", NOW + 5, "x"),), failure_count=4, last_error="e")
+    assert restored(s) == KeyState()
+
+
+def test_last_error_never_holds_a_key():
+    secret = "AIza" + "x" * 35
+    s = transition(KeyState(), Verdict(Kind.KEY_INVALID, f"403 Consumer api_key:{secret} suspended"), "m", NOW, P)
+    assert secret not in s.last_error and "AIza...xxxx" in s.last_error
