@@ -125,7 +125,7 @@ def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path |
         try:
             if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.05)
     server.stop()

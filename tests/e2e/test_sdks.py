@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from urllib.parse import unquote
 
@@ -46,7 +47,7 @@ def test_genai_stream_chunks_arrive_spaced_as_sent(group, fake):
         texts.append(chunk.text)
     assert "".join(texts) == "echo: one two three four"
     assert len(arrivals) == 4
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # Buffering would deliver everything at once (gaps ~0); relaying keeps the 0.25 s pacing.
     assert all(g > 0.15 for g in gaps), gaps
     sent = fake.requests[-1].chunk_times
