@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from gptload.proxy import rewrite
+
+
+def test_proxy_key_sources_in_precedence_order():
+    assert rewrite.find_proxy_key("key=q", [("x-goog-api-key", "h")]).value == "h"
+    assert rewrite.find_proxy_key("key=q", [("Authorization", "Bearer b")]) == rewrite.ProxyKey("b", "authorization")
+    assert rewrite.find_proxy_key("key=q", [("X-Api-Key", "x")]).value == "x"
+    assert rewrite.find_proxy_key("alt=sse&key=q", []) == rewrite.ProxyKey("q", "query")
+    assert rewrite.find_proxy_key("", [("Authorization", "Basic zzz")]).value is None
+
+
+def test_strip_key_keeps_the_rest_verbatim():
+    assert (
+        rewrite.strip_key_from_query("%24alt=json%3Benum-encoding%3Dint&key=abc") == "%24alt=json%3Benum-encoding%3Dint"
+    )
+    assert rewrite.strip_key_from_query("key=a&alt=sse&key=b&monkey=1") == "alt=sse&monkey=1"
+    assert rewrite.strip_key_from_query("alt=sse") == "alt=sse"
+
+
+def test_upstream_headers_drop_credentials_and_hop_by_hop():
+    out = rewrite.upstream_headers(
+        [
+            ("Host", "proxy"),
+            ("Connection", "keep-alive"),
+            ("x-goog-api-key", "pk"),
+            ("Authorization", "Bearer pk"),
+            ("X-Api-Key", "pk"),
+            ("Cookie", "c"),
+            ("Content-Type", "application/json"),
+            ("X-Goog-Upload-Command", "start"),
+            ("Content-Length", "10"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        "AIzaREAL",
+        openai=False,
+    )
+    assert out == {
+        "Content-Type": "application/json",
+        "X-Goog-Upload-Command": "start",
+        "Accept-Encoding": "gzip",
+        "x-goog-api-key": "AIzaREAL",
+    }
+    oa = rewrite.upstream_headers([("Authorization", "Bearer pk")], "AIzaREAL", openai=True)
+    assert oa == {"Accept-Encoding": "identity", "Authorization": "Bearer AIzaREAL"}
+
+
+def test_model_extraction():
+    assert rewrite.model_of("v1beta/models/gemini-2.5-flash:generateContent", b"", "") == "gemini-2.5-flash"
+    assert rewrite.model_of("v1/tunedModels/my-tune:generateContent", b"", "") == "my-tune"
+    assert (
+        rewrite.model_of("v1beta/openai/chat/completions", b'{"model": "models/gemini-2.5-pro"}', "application/json")
+        == "gemini-2.5-pro"
+    )
+    assert rewrite.model_of("v1beta/files", b"", "") == ""
+
+
+def test_resources_named_and_created():
+    body = b'{"contents":[{"parts":[{"fileData":{"fileUri":"https://x/v1beta/files/abc-123"}}]}],"cachedContent":"cachedContents/c1"}'
+    assert rewrite.resources_named("v1beta/models/m:generateContent", body) == ["files/abc-123", "cachedContents/c1"]
+    assert rewrite.resources_named("v1beta/files/xyz", b"") == ["files/xyz"]
+    assert rewrite.resources_named("v1beta/models/veo/operations/op1", b"") == ["operations/op1"]
+    assert rewrite.resources_named("v1beta/models/m:generateContent", b'{"text": "see files/abc"}') == []
+    assert rewrite.resources_created(b'{"file": {"name": "files/f1"}}') == ["files/f1"]
+    assert rewrite.resources_created(b'{"name": "models/veo-2/operations/o9"}') == ["operations/o9"]
+    assert rewrite.resources_created(b'{"name": "batches/b1"}') == ["batches/b1"]
+    assert rewrite.resources_created(b"[1]") == [] and rewrite.resources_created(b"x") == []
+
+
+def test_upload_url_is_rewritten_to_the_proxy_without_a_key():
+    url = "https://generativelanguage.googleapis.com/upload/v1beta/files?key=AIzaREAL&upload_id=U1&upload_protocol=resumable"
+    out = rewrite.proxied_upload_url(url, "https://proxy.example/", "g1")
+    assert out == "https://proxy.example/proxy/g1/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"
+    assert rewrite.upload_id_of("upload_id=U1&upload_protocol=resumable") == "U1"
+    assert "AIzaREAL" not in rewrite.strip_key_from_url(url)
