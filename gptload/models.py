@@ -117,6 +117,7 @@ class KeyRecord:
     last_used_at: float = 0.0
     created_at: float = 0.0
     notes: str = ""
+    total_tokens: int = 0
 
     def with_state(self, state: KeyState) -> KeyRecord:
         return replace(self, state=state)
@@ -133,6 +134,7 @@ class KeyRecord:
             "failure_count": self.state.failure_count,
             "failure_total": self.failure_total,
             "request_count": self.request_count,
+            "total_tokens": self.total_tokens,
             "last_used_at": self.last_used_at or None,
             "last_error": self.state.last_error,
             "created_at": self.created_at,
@@ -142,9 +144,73 @@ class KeyRecord:
 
 @dataclass(frozen=True)
 class UsageEvent:
-    """One finished upstream attempt, buffered and flushed in batches."""
+    """One finished upstream attempt, buffered and flushed in batches: key counters, hourly statistics and
+    (when ``logged``) a request-log row. ``final`` marks the attempt whose answer the client got."""
 
     group: str
     key_id: str
     at: float
     success: bool
+    status_code: int = 0
+    model: str = ""
+    method: str = ""
+    path: str = ""
+    stream: bool = False
+    duration_ms: int = 0
+    attempt: int = 1
+    final: bool = True
+    key_masked: str = ""
+    source_ip: str = ""
+    user_agent: str = ""
+    error: str = ""
+    upstream: str = ""
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+    request_body: str | None = None
+    logged: bool = True
+    id: str = ""
+
+    def log_row(self) -> dict[str, Any]:
+        """The request-log view of this attempt (never a real key: ``key_masked`` only)."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "group": self.group,
+            "key_id": self.key_id,
+            "key": self.key_masked,
+            "model": self.model,
+            "method": self.method,
+            "path": self.path,
+            "status_code": self.status_code,
+            "success": self.success,
+            "stream": self.stream,
+            "duration_ms": self.duration_ms,
+            "attempt": self.attempt,
+            "final": self.final,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+            "error": self.error,
+            "upstream": self.upstream,
+            "prompt_tokens": self.prompt_tokens,
+            "candidates_tokens": self.candidates_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Filters of the request-log list; ``None`` means "any"."""
+
+    group: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    status_code: int | None = None
+    success: bool | None = None
+    stream: bool | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None
+
+
+LOG_FIELDS = tuple(UsageEvent("", "", 0.0, True).log_row())

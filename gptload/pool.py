@@ -38,6 +38,7 @@ class LiveKey:
     group: str
     secret: str = field(repr=False)
     state: KeyState
+    masked: str = ""
 
     def can_serve(self, model: str, now: float) -> bool:
         return self.state.can_serve(model, now)
@@ -107,7 +108,7 @@ class KeyPool:
     def _build_view(self, group: Group, system: dict) -> GroupView:
         records = self._store.list_keys(group.name)
         secrets = self._vault.load(group.name)
-        keys = tuple(LiveKey(r.id, group.name, secrets[r.id], r.state) for r in records if r.id in secrets)
+        keys = tuple(LiveKey(r.id, group.name, secrets[r.id], r.state, r.masked) for r in records if r.id in secrets)
         previous = self._views.get(group.name)
         return GroupView(
             group=group,

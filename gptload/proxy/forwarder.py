@@ -11,19 +11,22 @@ Rules (ARCHITECTURE.md, "Key state and error policy"):
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from gptload.errors import NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
+from gptload.keypool.keytext import scrub
 from gptload.models import UsageEvent
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import rewrite
 from gptload.proxy.affinity import AffinityMap
+from gptload.proxy.tokens import NO_TOKENS, TokenCounts, TokenTap
 from gptload.store.base import RESOURCE, UPLOAD, Binding
 from gptload.usage import UsageBuffer
 
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 _MAX_CAPTURE = 2 * 1024 * 1024
 _NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
 _UPLOAD_TTL = 7 * 24 * 3600.0
+_BODY_LOG_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class IncomingRequest:
     body: bytes
     public_base: str
     content_type: str = ""
+    source_ip: str = ""
+    user_agent: str = ""
 
 
 @dataclass
@@ -77,65 +83,72 @@ class Forwarder:
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
-        model = rewrite.model_of(req.path, req.body, req.content_type)
+        trace = _Trace(view, req, rewrite.model_of(req.path, req.body, req.content_type))
         openai = rewrite.is_openai(req.path)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
-        streaming = (
-            ":streamGenerateContent" in req.path
-            or "alt=sse" in req.query
-            or b'"stream":true' in req.body.replace(b" ", b"")
-        )
         timeout = (
             settings.connect_timeout_seconds,
-            settings.stream_idle_timeout_seconds if streaming else settings.request_timeout_seconds,
+            settings.stream_idle_timeout_seconds if trace.stream else settings.request_timeout_seconds,
         )
         tried: set[str] = set()
         last_answer: ProxyResponse | None = None
         last_exc: Exception | None = None
-        for attempt in range(1, attempts + 1):
-            key = pinned or self._pool.acquire(view, model, tried)
-            if key is None:
-                break
-            tried.add(key.id)
-            base = target or view.balancer.next()
-            url = (
-                upload.target if upload is not None else _join(base, req.path, rewrite.strip_key_from_query(req.query))
-            )
-            headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
-            try:
-                resp = self._session.request(
-                    req.method,
-                    url,
-                    headers=headers,
-                    data=req.body or None,
-                    stream=True,
-                    timeout=timeout,
-                    allow_redirects=False,
+        try:
+            for attempt in range(1, attempts + 1):
+                key = pinned or self._pool.acquire(view, trace.model, tried)
+                if key is None:
+                    break
+                tried.add(key.id)
+                base = target or view.balancer.next()
+                url = (
+                    upload.target
+                    if upload is not None
+                    else _join(base, req.path, rewrite.strip_key_from_query(req.query))
                 )
-            except requests.RequestException as exc:
-                self._record(view, key, network_error(exc), model)
-                last_exc = exc
-                log.info("attempt %d on key %s of %s: %s", attempt, key.id, view.name, type(exc).__name__)
-                continue
-            if resp.status_code >= 400:
-                answer, verdict = self._error_answer(resp)
-                answer.attempts, answer.key_id = attempt, key.id
-                self._record(view, key, verdict, model)
-                if verdict.retryable and pinned is None:
-                    last_answer = answer
-                    log.info("attempt %d on key %s of %s: %s, retrying", attempt, key.id, view.name, verdict.kind.value)
+                headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
+                started = time.monotonic()
+                try:
+                    resp = self._session.request(
+                        req.method,
+                        url,
+                        headers=headers,
+                        data=req.body or None,
+                        stream=True,
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
+                except requests.RequestException as exc:
+                    verdict = network_error(exc)
+                    self._pool.report(view, key, verdict, trace.model)
+                    trace.failed(key, attempt, 0, verdict.reason, started, base)
+                    last_exc = exc
+                    log.info("attempt %d on key %s of %s: %s", attempt, key.id, view.name, type(exc).__name__)
                     continue
-                return answer
-            self._record(view, key, SUCCESS, model)
-            return self._success(view, req, resp, key, base, attempt)
+                if resp.status_code >= 400:
+                    answer, verdict = self._error_answer(resp)
+                    answer.attempts, answer.key_id = attempt, key.id
+                    self._pool.report(view, key, verdict, trace.model)
+                    trace.failed(key, attempt, resp.status_code, verdict.reason, started, base)
+                    if verdict.retryable and pinned is None:
+                        last_answer = answer
+                        log.info(
+                            "attempt %d on key %s of %s: %s, retrying", attempt, key.id, view.name, verdict.kind.value
+                        )
+                        continue
+                    return answer
+                self._pool.report(view, key, SUCCESS, trace.model)
+                trace.answered = True
+                return self._success(view, req, resp, key, base, attempt, trace, started)
+        finally:
+            trace.flush_failures(self._usage)
         if last_answer is not None:
             return last_answer
         if last_exc is not None:
             raise UpstreamUnreachable(f"no upstream answer after {len(tried)} attempt(s): {type(last_exc).__name__}")
-        retry_after = self._pool.retry_after(view, model)
+        retry_after = self._pool.retry_after(view, trace.model)
         raise NoKeysAvailable(
-            f"no key of group {view.name!r} can serve {model or 'this request'} now"
+            f"no key of group {view.name!r} can serve {trace.model or 'this request'} now"
             + (f"; the first comes back in {retry_after:.0f} s" if retry_after is not None else ""),
             details={"retry_after": round(retry_after, 1)} if retry_after is not None else None,
         )
@@ -155,10 +168,6 @@ class Forwarder:
                     return key, binding.target if binding.target in upstreams else None
         return None, None
 
-    def _record(self, view: GroupView, key: LiveKey, verdict: Verdict, model: str) -> None:
-        self._pool.report(view, key, verdict, model)
-        self._usage.add(UsageEvent(view.name, key.id, time.time(), verdict is SUCCESS))
-
     @staticmethod
     def _error_answer(resp: requests.Response) -> tuple[ProxyResponse, Verdict]:
         try:
@@ -175,7 +184,15 @@ class Forwarder:
         return ProxyResponse(resp.status_code, headers, body), classify(resp.status_code, body)
 
     def _success(
-        self, view: GroupView, req: IncomingRequest, resp: requests.Response, key: LiveKey, base: str, attempt: int
+        self,
+        view: GroupView,
+        req: IncomingRequest,
+        resp: requests.Response,
+        key: LiveKey,
+        base: str,
+        attempt: int,
+        trace: _Trace,
+        started: float,
     ) -> ProxyResponse:
         raw_headers = list(resp.raw.headers.items())
         upload_url = resp.headers.get("x-goog-upload-url")
@@ -204,9 +221,16 @@ class Forwarder:
             for name in rewrite.resources_created(body):
                 self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
             headers = [(n, v) for n, v in headers if n.lower() not in ("content-encoding", "content-length")]
+            self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base))
             return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
+        tap = TokenTap(resp.headers.get("content-encoding", "")) if trace.counts_tokens else None
         return ProxyResponse(
-            resp.status_code, headers, _relay(resp, self, view, key), streamed=True, attempts=attempt, key_id=key.id
+            resp.status_code,
+            headers,
+            self._relay(resp, view, key, tap, trace, attempt, started, base),
+            streamed=True,
+            attempts=attempt,
+            key_id=key.id,
         )
 
     @staticmethod
@@ -219,33 +243,131 @@ class Forwarder:
         length = resp.headers.get("content-length")
         return length is None or (length.isdigit() and int(length) <= _MAX_CAPTURE)
 
-    def mid_stream_failure(self, view: GroupView, key: LiveKey, exc: BaseException) -> None:
-        self._pool.report(view, key, network_error(exc), "")
+    def _relay(
+        self,
+        resp: requests.Response,
+        view: GroupView,
+        key: LiveKey,
+        tap: TokenTap | None,
+        trace: _Trace,
+        attempt: int,
+        started: float,
+        base: str,
+    ) -> Iterator[bytes]:
+        """Yield upstream bytes as they arrive, still encoded (gzip passes through). Closing this generator (the
+        client went away) closes the upstream response, with no penalty to the key. An upstream failure
+        mid-stream is re-raised so the server aborts the connection: the client must see a broken stream, not a
+        clean but truncated one; it counts as a transient failure of the key."""
+        raw = resp.raw
+        error = ""
+        try:
+            if raw.chunked and raw.supports_chunked_reads():
+                chunks = raw.read_chunked(decode_content=False)
+            else:
+                chunks = iter(lambda: raw.read1(65536, decode_content=False), b"")
+            for chunk in chunks:
+                if chunk:
+                    if tap is not None:
+                        tap.feed(chunk)
+                    yield chunk
+        except GeneratorExit:
+            error = "client closed the connection"
+            raise
+        except Exception as exc:
+            error = f"upstream stream broke: {type(exc).__name__}"
+            log.warning("upstream stream of key %s in %s broke: %s", key.id, view.name, type(exc).__name__)
+            self._pool.report(view, key, network_error(exc), "")
+            raise
+        finally:
+            resp.close()
+            tokens = tap.counts() if tap is not None else NO_TOKENS
+            self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, tokens, error))
+
+
+class _Trace:
+    """Per-request bookkeeping that turns attempts into usage events (request-log rows and statistics)."""
+
+    def __init__(self, view: GroupView, req: IncomingRequest, model: str) -> None:
+        self.view = view
+        self.req = req
+        self.model = model
+        self.stream = (
+            ":streamGenerateContent" in req.path
+            or "alt=sse" in req.query
+            or b'"stream":true' in req.body.replace(b" ", b"")
+        )
+        self.counts_tokens = any(s in req.path for s in (":generateContent", ":streamGenerateContent")) or (
+            rewrite.is_openai(req.path) and "completions" in req.path
+        )
+        self.failures: list[UsageEvent] = []
+        self.answered = False  # a successful attempt is being relayed
+
+    def _event(
+        self,
+        key: LiveKey,
+        attempt: int,
+        status: int,
+        success: bool,
+        error: str,
+        started: float,
+        upstream: str,
+        tokens: TokenCounts = NO_TOKENS,
+        final: bool = True,
+    ) -> UsageEvent:
+        s = self.view.settings
+        body = None
+        if s.enable_request_body_logging and self.req.body:
+            body = scrub(self.req.body[:_BODY_LOG_LIMIT].decode("utf-8", "replace"))
+        return UsageEvent(
+            group=self.view.name,
+            key_id=key.id,
+            at=time.time(),
+            success=success,
+            status_code=status,
+            model=self.model,
+            method=self.req.method,
+            path="/" + self.req.path.split("?", 1)[0],
+            stream=self.stream,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            attempt=attempt,
+            final=final,
+            key_masked=key.masked,
+            source_ip=self.req.source_ip,
+            user_agent=self.req.user_agent[:300],
+            error=scrub(error)[:1000],
+            upstream=upstream,
+            prompt_tokens=tokens.prompt,
+            candidates_tokens=tokens.candidates,
+            total_tokens=tokens.total,
+            request_body=body,
+            logged=not (success and s.log_failures_only),
+            id=secrets.token_hex(8),
+        )
+
+    def failed(self, key: LiveKey, attempt: int, status: int, reason: str, started: float, upstream: str) -> None:
+        self.failures.append(self._event(key, attempt, status, False, reason, started, upstream, final=False))
+
+    def succeeded(
+        self,
+        key: LiveKey,
+        attempt: int,
+        status: int,
+        started: float,
+        upstream: str,
+        tokens: TokenCounts = NO_TOKENS,
+        error: str = "",
+    ) -> UsageEvent:
+        return self._event(key, attempt, status, True, error, started, upstream, tokens)
+
+    def flush_failures(self, usage: UsageBuffer) -> None:
+        """Push failed attempts; the last one is final unless a success followed it."""
+        if self.failures and not self.answered:
+            self.failures[-1] = replace(self.failures[-1], final=True)
+        for event in self.failures:
+            usage.add(event)
+        self.failures = []
 
 
 def _join(base: str, path: str, query: str) -> str:
     url = f"{base.rstrip('/')}/{path.lstrip('/')}"
     return f"{url}?{query}" if query else url
-
-
-def _relay(resp: requests.Response, forwarder: Forwarder, view: GroupView, key: LiveKey) -> Iterator[bytes]:
-    """Yield upstream bytes as they arrive, still encoded (gzip passes through). Closing this generator (the
-    client went away) closes the upstream response. An upstream failure mid-stream is re-raised so the server
-    aborts the connection: the client must see a broken stream, not a clean but truncated one."""
-    raw = resp.raw
-    try:
-        if raw.chunked and raw.supports_chunked_reads():
-            for chunk in raw.read_chunked(decode_content=False):
-                if chunk:
-                    yield chunk
-        else:
-            while chunk := raw.read1(65536, decode_content=False):
-                yield chunk
-    except GeneratorExit:
-        raise
-    except Exception as exc:
-        log.warning("upstream stream of key %s in %s broke: %s", key.id, view.name, type(exc).__name__)
-        forwarder.mid_stream_failure(view, key, exc)
-        raise
-    finally:
-        resp.close()

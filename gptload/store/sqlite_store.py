@@ -12,6 +12,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
-from gptload.models import ACTIVE, INVALID, CoolDown, Group, KeyRecord, KeyState, UsageEvent
+from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
 from gptload.store.base import Binding
 
 MIGRATIONS: tuple[str, ...] = (
@@ -47,11 +48,42 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX bindings_expiry ON bindings (expires_at);
     """,
+    # 2: request logs, statistics, tasks, per-key tokens
+    """
+    CREATE TABLE request_logs (
+        id TEXT PRIMARY KEY, at REAL NOT NULL, group_name TEXT NOT NULL, key_id TEXT NOT NULL,
+        key_masked TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
+        status_code INTEGER NOT NULL, success INTEGER NOT NULL, stream INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL, attempt INTEGER NOT NULL, final INTEGER NOT NULL,
+        source_ip TEXT NOT NULL, user_agent TEXT NOT NULL, error TEXT NOT NULL, upstream TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL, candidates_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
+        request_body TEXT
+    );
+    CREATE INDEX request_logs_at ON request_logs (at);
+    CREATE INDEX request_logs_group_at ON request_logs (group_name, at);
+    CREATE TABLE stats_hourly (
+        group_name TEXT NOT NULL, hour REAL NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0, prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        candidates_tokens INTEGER NOT NULL DEFAULT 0, total_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_name, hour)
+    );
+    CREATE TABLE stats_minute (
+        group_name TEXT NOT NULL, minute REAL NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_name, minute)
+    );
+    CREATE TABLE tasks (id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL);
+    ALTER TABLE keys ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
 )
+_LOG_COLUMNS = (
+    "id, at, group_name, key_id, key_masked, model, method, path, status_code, success, stream, duration_ms, "
+    "attempt, final, source_ip, user_agent, error, upstream, prompt_tokens, candidates_tokens, total_tokens"
+)
+_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
 
 _KEY_COLUMNS = (
     "group_name, id, masked, status, cooldowns, failure_count, last_error, request_count, failure_total, "
-    "last_used_at, created_at, notes"
+    "last_used_at, created_at, notes, total_tokens"
 )
 
 
@@ -298,18 +330,141 @@ class SqliteStore:
     def record_usage(self, events: list[UsageEvent]) -> None:
         if not events:
             return
-        totals: dict[tuple[str, str], list[float]] = {}
+        keys: dict[tuple[str, str], list[float]] = {}
+        hours: dict[tuple[str, float], list[int]] = {}
+        minutes: dict[tuple[str, float], int] = {}
         for e in events:
-            t = totals.setdefault((e.group, e.key_id), [0, 0, 0.0])
-            t[0] += 1
-            t[1] += 0 if e.success else 1
-            t[2] = max(t[2], e.at)
+            k = keys.setdefault((e.group, e.key_id), [0, 0, 0.0, 0])
+            k[0] += 1
+            k[1] += 0 if e.success else 1
+            k[2] = max(k[2], e.at)
+            k[3] += e.total_tokens
+            if e.final:
+                h = hours.setdefault((e.group, hour_of(e.at)), [0, 0, 0, 0, 0])
+                for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):
+                    h[i] += v
+                slot = (e.group, e.at - e.at % 60)
+                minutes[slot] = minutes.get(slot, 0) + 1
+        logs = [e for e in events if e.logged]
         with self._write() as conn:
             conn.executemany(
                 "UPDATE keys SET request_count = request_count + ?, failure_total = failure_total + ?, "
-                "last_used_at = MAX(last_used_at, ?) WHERE group_name = ? AND id = ?",
-                [(int(c), int(f), at, g, k) for (g, k), (c, f, at) in totals.items()],
+                "last_used_at = MAX(last_used_at, ?), total_tokens = total_tokens + ? WHERE group_name = ? AND id = ?",
+                [(int(c), int(f), at, int(t), g, k) for (g, k), (c, f, at, t) in keys.items()],
             )
+            conn.executemany(
+                "INSERT INTO stats_hourly (group_name, hour, requests, failures, prompt_tokens, candidates_tokens, "
+                "total_tokens) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(group_name, hour) DO UPDATE SET "
+                "requests = requests + excluded.requests, failures = failures + excluded.failures, "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "candidates_tokens = candidates_tokens + excluded.candidates_tokens, "
+                "total_tokens = total_tokens + excluded.total_tokens",
+                [(g, hr, *v) for (g, hr), v in hours.items()],
+            )
+            conn.executemany(
+                "INSERT INTO stats_minute (group_name, minute, requests) VALUES (?, ?, ?) "
+                "ON CONFLICT(group_name, minute) DO UPDATE SET requests = requests + excluded.requests",
+                [(g, m, n) for (g, m), n in minutes.items()],
+            )
+            conn.executemany(
+                f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 22)})",
+                [
+                    (
+                        e.id or secrets.token_hex(8),
+                        e.at,
+                        e.group,
+                        e.key_id,
+                        e.key_masked,
+                        e.model,
+                        e.method,
+                        e.path,
+                        e.status_code,
+                        int(e.success),
+                        int(e.stream),
+                        e.duration_ms,
+                        e.attempt,
+                        int(e.final),
+                        e.source_ip,
+                        e.user_agent,
+                        e.error,
+                        e.upstream,
+                        e.prompt_tokens,
+                        e.candidates_tokens,
+                        e.total_tokens,
+                        e.request_body,
+                    )
+                    for e in logs
+                ],
+            )
+
+    # -- request logs and statistics ------------------------------------------------------------------------
+    def query_logs(self, query: LogQuery, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        where, args = _log_filter(query)
+        total = self._read(f"SELECT COUNT(*) FROM request_logs{where}", tuple(args))[0][0]
+        rows = self._read(
+            f"SELECT {_LOG_COLUMNS} FROM request_logs{where} ORDER BY at DESC, id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [_log(r) for r in rows], int(total)
+
+    def get_log(self, log_id: str) -> dict[str, Any] | None:
+        rows = self._read(f"SELECT {_LOG_COLUMNS}, request_body FROM request_logs WHERE id = ?", (log_id,))
+        if not rows:
+            return None
+        return {**_log(rows[0][:-1]), "request_body": rows[0][-1]}
+
+    def purge_logs(self, before: float) -> int:
+        with self._write() as conn:
+            deleted = conn.execute("DELETE FROM request_logs WHERE at < ?", (before,)).rowcount
+            conn.execute("DELETE FROM stats_minute WHERE minute < ?", (before,))
+        return deleted
+
+    def hourly_stats(self, group: str | None, since: float) -> list[dict[str, Any]]:
+        """Buckets at or after ``since``, summed over groups unless ``group`` is given, oldest first."""
+        fields = ", ".join(f"SUM({f})" for f in _STAT_FIELDS)
+        if group is None:
+            rows = self._read(
+                f"SELECT hour, {fields} FROM stats_hourly WHERE hour >= ? GROUP BY hour ORDER BY hour", (since,)
+            )
+        else:
+            rows = self._read(
+                f"SELECT hour, {fields} FROM stats_hourly WHERE group_name = ? AND hour >= ? GROUP BY hour "
+                "ORDER BY hour",
+                (group, since),
+            )
+        return [{"hour": r[0], **{f: int(v or 0) for f, v in zip(_STAT_FIELDS, r[1:], strict=True)}} for r in rows]
+
+    def group_totals(self, since: float) -> dict[str, dict[str, int]]:
+        fields = ", ".join(f"SUM({f})" for f in _STAT_FIELDS)
+        rows = self._read(
+            f"SELECT group_name, {fields} FROM stats_hourly WHERE hour >= ? GROUP BY group_name", (since,)
+        )
+        return {r[0]: {f: int(v or 0) for f, v in zip(_STAT_FIELDS, r[1:], strict=True)} for r in rows}
+
+    def requests_since(self, since: float) -> int:
+        rows = self._read("SELECT SUM(requests) FROM stats_minute WHERE minute >= ?", (since,))
+        return int(rows[0][0] or 0)
+
+    # -- notes and tasks ------------------------------------------------------------------------------------
+    def set_key_notes(self, group: str, key_id: str, notes: str) -> KeyRecord | None:
+        with self._write() as conn:
+            conn.execute("UPDATE keys SET notes = ? WHERE group_name = ? AND id = ?", (notes, group, key_id))
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND id = ?", (group, key_id)
+            ).fetchone()
+        return _record(row) if row else None
+
+    def put_task(self, task: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO tasks (id, data, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                (task["id"], json.dumps(task), time.time()),
+            )
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT data FROM tasks WHERE id = ?", (task_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     # -- secrets --------------------------------------------------------------------------------------------
     def get_secrets(self, group: str) -> dict[str, bytes]:
@@ -354,6 +509,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         last_used,
         created,
         notes,
+        tokens,
     ) = row
     state = KeyState(
         status=status if status in (ACTIVE, INVALID) else ACTIVE,
@@ -371,7 +527,47 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         last_used_at=float(last_used),
         created_at=float(created),
         notes=notes,
+        total_tokens=int(tokens),
     )
+
+
+def hour_of(at: float) -> float:
+    return at - at % 3600
+
+
+def _log(row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(LOG_FIELDS, row, strict=True))
+    for flag in ("success", "stream", "final"):
+        out[flag] = bool(out[flag])
+    return out
+
+
+def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        ("group_name", q.group),
+        ("key_id", q.key_id),
+        ("model", q.model),
+        ("status_code", q.status_code),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    for column, flag in (("success", q.success), ("stream", q.stream)):
+        if flag is not None:
+            clauses.append(f"{column} = ?")
+            args.append(int(flag))
+    if q.since is not None:
+        clauses.append("at >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        clauses.append("at < ?")
+        args.append(q.until)
+    if q.text:
+        clauses.append("instr(lower(error), lower(?)) > 0")
+        args.append(q.text)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def _dump_cooldowns(cooldowns: tuple[CoolDown, ...]) -> str:

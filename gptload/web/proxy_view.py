@@ -38,6 +38,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         body=_read_body(request, services.config.max_body_bytes),
         public_base=_public_base(request),
         content_type=request.headers.get("Content-Type", ""),
+        source_ip=(request.headers.get("X-Forwarded-For") or request.remote_addr or "").split(",")[0].strip(),
+        user_agent=request.headers.get("User-Agent", ""),
     )
     answer = services.forwarder.forward(view, incoming, upload)
     response = _to_response(answer)
