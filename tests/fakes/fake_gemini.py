@@ -87,8 +87,8 @@ class Reply:
     status/body/headers: what to send (body: dict/list -> pretty JSON like Google, str/bytes -> raw).
     delay: seconds to wait before answering (the request is recorded first).
     normal=True: do the normal behaviour (optionally after ``delay``) instead of sending ``body``.
-    reset_after_chunks=N: normal behaviour, but for a streamed answer the TCP connection is reset (RST)
-        after N chunks have been sent (N=0: right after the response headers).
+    reset_after_chunks=N: normal behaviour, but for a streamed answer the connection is aborted after N chunks
+        have been sent (N=0: right after the response headers); how: FakeGemini.abort_mode ("close" | "rst").
     drop=True: close the connection without any response at all.
     """
 
@@ -297,7 +297,7 @@ class RecordedRequest:
     client_address: tuple = ()
     effective_key: Optional[str] = None   # for upload chunks: the key that started the session
     status: Optional[int] = None    # status the fake answered with (None if dropped)
-    chunk_times: list = field(default_factory=list)   # monotonic send time of each streamed chunk
+    chunk_times: list = field(default_factory=list)   # time.monotonic() just before each chunk is written
     chunks: list = field(default_factory=list)        # bytes of each streamed chunk (payload, pre-gzip)
     completed_at: Optional[float] = None
     scripted: bool = False
@@ -516,7 +516,11 @@ class FakeGemini:
         self.stream_chunks: int = 3
         self.stream_interval: float = 0.0          # seconds between chunks
         self.stream_first_delay: float = 0.0       # seconds before the first chunk
-        self.reset_mid_stream_after: Optional[int] = None   # RST the connection after N chunks (all streams)
+        self.reset_mid_stream_after: Optional[int] = None   # abort the connection after N chunks (all streams)
+        # how a connection is aborted (Reply.drop, reset_after_chunks, reset_mid_stream_after):
+        #   "close": FIN without the final 0-chunk (client reliably reads what was sent, then sees a truncated body)
+        #   "rst":   TCP RST (SO_LINGER 0) - like a real reset, but the client may lose bytes it had not read yet
+        self.abort_mode: str = "close"
         self.usage_in_every_chunk: bool = True     # Google puts promptTokenCount/totalTokenCount in every chunk
         # other knobs
         self.gzip: bool = False                    # gzip responses when the client sends Accept-Encoding: gzip
@@ -597,6 +601,7 @@ class FakeGemini:
             self.models = copy.deepcopy(MODELS)
         self.stream_chunks, self.stream_interval, self.stream_first_delay = 3, 0.0, 0.0
         self.reset_mid_stream_after = None
+        self.abort_mode = "close"
         self.usage_in_every_chunk = True
         self.gzip = False
         self.openai_error_style = "list"
@@ -831,13 +836,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_reply(reply)
 
     def _rst(self) -> None:
-        """Abort the connection with a TCP RST."""
+        """Abort the connection mid-response (see FakeGemini.abort_mode)."""
         try:
             self.wfile.flush()
         except OSError:
             pass
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if self.fake.abort_mode == "rst":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                self.connection.shutdown(socket.SHUT_WR)
             self.connection.close()
         except OSError:
             pass
@@ -867,10 +875,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if wait > 0:
                 time.sleep(wait)
             data = comp.compress(piece) + comp.flush(zlib.Z_SYNC_FLUSH) if comp else piece
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
+            # recorded just before the write, so a client's receive time is always >= this
             self.req.chunk_times.append(time.monotonic())
             self.req.chunks.append(piece)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
             if reset_after is not None and i + 1 >= reset_after:
                 self._rst()
         if comp:

@@ -19,10 +19,10 @@ from tests.fakes.fake_gemini import FakeGemini, Reply, errors, make_key
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+import openai  # noqa: E402
 from google import genai  # noqa: E402
 from google.genai import errors as genai_errors  # noqa: E402
 from google.genai import types  # noqa: E402
-import openai  # noqa: E402
 from openai import OpenAI  # noqa: E402
 
 MODEL = "gemini-2.5-flash"
@@ -40,13 +40,14 @@ def fake(server):
     return server
 
 
-_clients: list = []   # google-genai closes its HTTP client when the Client object is garbage-collected
+_clients: dict = {}   # kept alive: google-genai closes its HTTP client when the Client is garbage-collected
 
 
 def gclient(fake, key=None, **http):
-    c = genai.Client(api_key=key or fake.keys[0], http_options=types.HttpOptions(base_url=fake.url, **http))
-    _clients.append(c)
-    return c
+    ck = (fake.url, key or fake.keys[0], tuple(sorted(http.items())))
+    if ck not in _clients:
+        _clients[ck] = genai.Client(api_key=ck[1], http_options=types.HttpOptions(base_url=fake.url, **http))
+    return _clients[ck]
 
 
 def oclient(fake, key=None):
@@ -115,9 +116,13 @@ def test_genai_v1beta(fake):
 
 
 def test_genai_stream_chunks_arrive_spaced(fake):
+    fake.stream_chunks = 4
+    c = gclient(fake)
+    list(c.models.generate_content_stream(model=MODEL, contents="warm up"))   # one-time SDK set-up cost
+    fake.reset()
     fake.stream_chunks, fake.stream_interval = 4, 0.08
     recv, texts = [], []
-    for ch in gclient(fake).models.generate_content_stream(model=MODEL, contents="stream me please"):
+    for ch in c.models.generate_content_stream(model=MODEL, contents="stream me please"):
         recv.append(time.monotonic())
         texts.append(ch.text)
     assert "".join(texts) == "echo: stream me please"
@@ -146,7 +151,7 @@ def test_genai_count_tokens_embed_list(fake):
     e1 = c.models.embed_content(model="text-embedding-004", contents="a",
                                 config=types.EmbedContentConfig(output_dimensionality=8))
     assert len(e1.embeddings[0].values) == 8
-    assert e.embeddings[0].values[:8] != e1.embeddings[0].values  # different model dims but deterministic values
+    assert e.embeddings[0].values[:8] == e1.embeddings[0].values   # deterministic: derived from the text only
     models = list(c.models.list())
     names = [m.name for m in models]
     assert {"models/gemini-2.5-flash", "models/gemini-2.5-pro", "models/text-embedding-004",
@@ -197,11 +202,14 @@ def test_genai_files_upload_then_generate_and_affinity(fake):
 
 
 def test_genai_follows_upload_url_verbatim(fake):
-    """google-genai 3.6.1 sends chunks to X-Goog-Upload-URL as is (no base_url host substitution)."""
-    fake.public_url = fake.url + "/elsewhere"
-    with pytest.raises(Exception):
-        gclient(fake).files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})
-    assert fake.requests[1].path == "/elsewhere/upload/v1/files"
+    """google-genai 3.6.1 sends the chunks to X-Goog-Upload-URL exactly as given: it does not substitute the
+    base_url host (the fake hands out a URL naming it as "localhost" while base_url says 127.0.0.1)."""
+    fake.public_url = f"http://localhost:{fake.port}"
+    f = gclient(fake).files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})
+    start, chunk = fake.requests
+    assert start.headers["Host"] == f"127.0.0.1:{fake.port}"
+    assert chunk.headers["Host"] == f"localhost:{fake.port}" and chunk.path == "/upload/v1/files"
+    assert f.uri == f"http://localhost:{fake.port}/v1beta/files/{f.name[6:]}"
 
 
 def test_resumable_upload_curl_style_multi_chunk(fake):
@@ -368,6 +376,11 @@ def test_reply_delay_drop_and_reset_mid_stream(fake):
     fake.reset_mid_stream_after = None
     assert len(list(gclient(fake, k).models.generate_content_stream(model=MODEL, contents="abc"))) == 5
 
+    fake.abort_mode = "rst"     # a real TCP RST: the client may lose already-sent bytes, so only the error is sure
+    fake.script(k, [Reply.stream_reset(after_chunks=1)])
+    with pytest.raises(Exception):
+        list(gclient(fake, k).models.generate_content_stream(model=MODEL, contents="abc"))
+
 
 # -------------------------------------------------------------------------------------------- wire formats
 
@@ -446,7 +459,9 @@ def test_openai_chat_nonstream_stream_models(fake):
     assert req.path == "/v1beta/openai/chat/completions" and req.key_source == "bearer"
     assert req.headers["authorization"] == f"Bearer {fake.keys[0]}" and req.model == MODEL
 
-    fake.stream_chunks, fake.stream_interval = 3, 0.05
+    fake.stream_chunks = 3
+    list(oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "warm"}], stream=True))
+    fake.stream_interval = 0.08                       # (the first stream pays the SDK's one-time set-up cost)
     recv, parts, usage = [], [], None
     for ch in oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "stream oai"}],
                                          stream=True):
