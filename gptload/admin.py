@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 from gptload import settings as settings_schema
 from gptload.cipher import fingerprint
-from gptload.errors import GroupNotFound, ValidationFailed
-from gptload.keypool.keytext import mask, parse_keys
-from gptload.models import KEY_STATUSES, Group, KeyRecord, KeyState, Upstream
+from gptload.errors import GroupNotFound, NotFound, ValidationFailed
+from gptload.keypool.keytext import mask, parse_keys, scrub
+from gptload.models import INVALID, KEY_STATUSES, Group, KeyRecord, KeyState, Upstream
 from gptload.pool import KeyPool
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
@@ -75,6 +75,44 @@ class Admin:
             counts[r.state.display_status(now)] += 1
         counts["total"] = len(records)
         return {**group.to_dict(), "key_counts": counts}
+
+    def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
+        """Copy settings and upstreams (and keys, with ``with_keys``) into a new group; proxy keys only if given."""
+        source = self._require(name)
+        if not isinstance(payload, dict):
+            raise ValidationFailed("body must be a JSON object")
+        fields = _group_fields(
+            {"name": payload.get("name"), "proxy_keys": payload.get("proxy_keys", [])}, creating=True
+        )
+        now = time.time()
+        copy = Group.from_dict({**source.to_dict(), **fields, "created_at": now, "updated_at": now})
+        self._store.create_group(copy)
+        if payload.get("with_keys"):
+            secrets = self._vault.load(name)
+            records = [r for r in self._store.list_keys(name) if r.id in secrets]
+            fresh = {r.id: secrets[r.id] for r in records}
+            ciphertexts = self._vault.add(copy.name, fresh)
+            self._store.add_keys(
+                copy.name,
+                [KeyRecord(id=r.id, group=copy.name, masked=r.masked, created_at=now, notes=r.notes) for r in records],
+                ciphertexts,
+            )
+        self._pool.reload()
+        return self.group_dict(copy)
+
+    def reorder(self, payload: Any) -> dict[str, Any]:
+        names = payload.get("names") if isinstance(payload, dict) else None
+        groups = {g.name: g for g in self._store.list_groups()}
+        if not isinstance(names, list) or sorted(names) != sorted(groups):
+            raise ValidationFailed("names must list every group exactly once")
+        now = time.time()
+        for position, name in enumerate(names):
+            if groups[name].sort != position:
+                self._store.update_group(
+                    Group.from_dict({**groups[name].to_dict(), "sort": position, "updated_at": now})
+                )
+        self._pool.reload()
+        return {"groups": self.list_groups()}
 
     def _require(self, name: str) -> Group:
         group = self._store.get_group(name)
@@ -136,6 +174,38 @@ class Admin:
         restored = self._store.restore_keys(name, ids)
         self._pool.reload()
         return {"restored": restored}
+
+    def export_keys(self, name: str, status: str) -> str:
+        """The group's real keys as text, one per line. The only place real keys leave the service."""
+        self._require(name)
+        if status not in ("all", *KEY_STATUSES):
+            raise ValidationFailed("status must be all, active, cooling or invalid")
+        now = time.time()
+        secrets = self._vault.load(name)
+        lines = [
+            secrets[r.id]
+            for r in self._store.list_keys(name)
+            if r.id in secrets and (status == "all" or r.state.display_status(now) == status)
+        ]
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def clear_invalid(self, name: str) -> dict[str, Any]:
+        self._require(name)
+        ids = [r.id for r in self._store.list_keys(name) if r.state.status == INVALID]
+        deleted = self._store.delete_keys(name, ids)
+        self._vault.remove(name, ids)
+        self._pool.reload()
+        return {"deleted": deleted}
+
+    def set_notes(self, name: str, key_id: str, payload: Any) -> dict[str, Any]:
+        self._require(name)
+        notes = _field(payload, "notes", str)
+        if len(notes) > 500:
+            raise ValidationFailed("notes must be at most 500 characters", details={"fields": {"notes": "too long"}})
+        record = self._store.set_key_notes(name, key_id, scrub(notes.strip()))
+        if record is None:
+            raise NotFound(f"no key {key_id!r} in group {name!r}")
+        return record.to_public(time.time())
 
     def _ids_from(self, payload: Any) -> list[str]:
         if not isinstance(payload, dict):

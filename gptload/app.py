@@ -10,12 +10,14 @@ import requests
 from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
+from gptload.insights import Insights
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder, make_session
 from gptload.store import open_store
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
+from gptload.validation import Validator
 from gptload.vault import open_vault
 from gptload.vault.base import Vault
 
@@ -30,6 +32,8 @@ class Services:
     usage: UsageBuffer
     forwarder: Forwarder
     admin: Admin
+    insights: Insights
+    validator: Validator
     session: requests.Session
     started_at: float
 
@@ -61,5 +65,16 @@ def build_services(
     session = session or make_session(config.threads * 2)
     forwarder = Forwarder(pool, affinity, usage, session)
     return Services(
-        config, store, vault, pool, affinity, usage, forwarder, Admin(store, vault, pool, usage), session, time.time()
+        config=config,
+        store=store,
+        vault=vault,
+        pool=pool,
+        affinity=affinity,
+        usage=usage,
+        forwarder=forwarder,
+        admin=Admin(store, vault, pool, usage),
+        insights=Insights(store, pool, usage),
+        validator=Validator(store, pool, session),
+        session=session,
+        started_at=time.time(),
     )

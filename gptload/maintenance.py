@@ -1,7 +1,12 @@
-"""Periodic upkeep: flush buffered usage, purge expired affinity records.
+"""Periodic upkeep, one round at a time:
 
-Serverless deployments call it through the scheduled task endpoint; the embedded mode runs it on a timer
-thread (``start_embedded_timer``), since a laptop process has its CPU all the time.
+1. flush this instance's buffered usage (stats, request logs);
+2. re-validate, per group at most every ``key_validation_interval_minutes``, the keys that are invalid and the
+   keys whose cooldowns have ended (with the same probe as the console's validation);
+3. trim request logs past ``request_log_retention_days`` and expired affinity records where the store has no TTL.
+
+Serverless deployments call it through ``POST /api/tasks/run`` (Cloud Scheduler with an OIDC token); the embedded
+mode runs it on a timer thread (``start_embedded_timer``), since a laptop process has its CPU all the time.
 """
 
 from __future__ import annotations
@@ -11,18 +16,35 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from gptload.models import INVALID
+
 if TYPE_CHECKING:
     from gptload.app import Services
 
 log = logging.getLogger(__name__)
+DAY = 86400.0
 
 
-def run_maintenance(services: Services) -> dict[str, Any]:
+def run_maintenance(services: Services, now: float | None = None) -> dict[str, Any]:
     """One round of upkeep; returns what it did."""
-    report: dict[str, Any] = {"usage_flushed": services.usage.flush()}
+    now = now or time.time()
+    report: dict[str, Any] = {"usage_flushed": services.usage.flush(), "validated": {}}
+    for view in services.pool.views():
+        marker_id = f"maintenance:{view.name}"
+        marker = services.store.get_task(marker_id) or {}
+        if now - float(marker.get("last_validation_at", 0)) < view.settings.key_validation_interval_minutes * 60:
+            continue
+        due = [
+            k for k in view.keys if k.state.status == INVALID or (k.state.cooldowns and not k.state.live_cooldowns(now))
+        ]
+        if due:
+            report["validated"][view.name] = services.validator.validate(view, due)
+        services.store.put_task({"id": marker_id, "kind": "maintenance", "last_validation_at": now})
+    retention = services.pool.settings.request_log_retention_days
+    report["logs_purged"] = services.store.purge_logs(now - retention * DAY)
     purge = getattr(services.store, "purge_expired", None)
     if purge is not None:
-        report["bindings_purged"] = purge(time.time())
+        report["bindings_purged"] = purge(now)
     return report
 
 

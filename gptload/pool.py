@@ -149,6 +149,11 @@ class KeyPool:
         self._ensure_fresh()
         return self._settings
 
+    def views(self) -> list[GroupView]:
+        """Every group's cached view, in the groups' display order."""
+        self._ensure_fresh()
+        return sorted(self._views.values(), key=lambda v: (v.group.sort, v.name))
+
     # -- hot path -------------------------------------------------------------------------------------------
     def view(self, name: str) -> GroupView:
         self._ensure_fresh()

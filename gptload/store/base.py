@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy
-from gptload.models import Group, KeyRecord, UsageEvent
+from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
 
 RESOURCE = "resource"
 UPLOAD = "upload"
@@ -98,6 +98,41 @@ class Store(Protocol):
 
     # -- secrets (store vault) ------------------------------------------------------------------------------
     def get_secrets(self, group: str) -> dict[str, bytes]: ...
+
+    # -- request logs and statistics (written by ``record_usage``) ------------------------------------------
+    def query_logs(self, query: LogQuery, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Log rows matching ``query``, newest first, and the total count of matches."""
+        ...
+
+    def get_log(self, log_id: str) -> dict[str, Any] | None:
+        """One log row with its ``request_body`` (None when not logged)."""
+        ...
+
+    def purge_logs(self, before: float) -> int:
+        """Delete log rows older than ``before``; a store with TTL may do nothing and return 0."""
+        ...
+
+    def hourly_stats(self, group: str | None, since: float) -> list[dict[str, Any]]:
+        """Hourly buckets ``{hour, requests, failures, prompt_tokens, candidates_tokens, total_tokens}`` from
+        ``since`` on, summed over groups when ``group`` is None, oldest first; hours without traffic absent."""
+        ...
+
+    def group_totals(self, since: float) -> dict[str, dict[str, int]]:
+        """Per-group sums of the hourly buckets from ``since`` on."""
+        ...
+
+    def requests_since(self, since: float) -> int:
+        """Requests (final attempts) from ``since`` on, at minute granularity; for requests per minute."""
+        ...
+
+    # -- notes and tasks ------------------------------------------------------------------------------------
+    def set_key_notes(self, group: str, key_id: str, notes: str) -> KeyRecord | None: ...
+
+    def put_task(self, task: dict[str, Any]) -> None:
+        """Create or replace a task document (JSON-able dict with an ``id``)."""
+        ...
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None: ...
 
     # -- affinity -------------------------------------------------------------------------------------------
     def put_binding(self, binding: Binding) -> None: ...

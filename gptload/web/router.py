@@ -19,8 +19,10 @@ from werkzeug.wrappers import Request, Response
 
 from gptload import __version__
 from gptload.app import Services
-from gptload.errors import GptloadError, InvalidJson, MethodNotAllowed, RouteNotFound, ValidationFailed
-from gptload.web.auth import AdminAuth
+from gptload.errors import GptloadError, InvalidJson, MethodNotAllowed, RouteNotFound, Unauthorized, ValidationFailed
+from gptload.insights import parse_log_query
+from gptload.maintenance import run_maintenance
+from gptload.web.auth import AdminAuth, SchedulerAuth
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
@@ -34,7 +36,9 @@ class Router:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
+        self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
         admin = services.admin
+        insights = services.insights
         self._admin: dict[str, Handler] = {
             "groups.list": lambda r: {"groups": admin.list_groups()},
             "groups.create": lambda r: (admin.create_group(_json(r)), 201),
@@ -49,6 +53,26 @@ class Router:
             "keys.restore": lambda r, name: admin.restore_keys(name, _json(r, default={})),
             "settings.get": lambda r: admin.get_settings(),
             "settings.put": lambda r: admin.put_settings(_json(r)),
+            "settings.schema": lambda r: {"schema": admin.get_settings()["schema"]},
+            "groups.copy": lambda r, name: (admin.copy_group(name, _json(r)), 201),
+            "groups.order": lambda r: admin.reorder(_json(r)),
+            "keys.export": lambda r, name: _attachment(
+                admin.export_keys(name, r.args.get("status", "all")), f"{name}-keys.txt", "text/plain"
+            ),
+            "keys.validate": lambda r, name: ({"task": services.validator.start(name, _json(r, default={}))}, 202),
+            "keys.clear_invalid": lambda r, name: admin.clear_invalid(name),
+            "keys.notes": lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
+            "tasks.get": lambda r, task_id: {"task": services.validator.task(task_id)},
+            "dashboard": lambda r: insights.dashboard(),
+            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24)),
+            "stats.groups": lambda r: insights.group_totals(),
+            "logs.list": lambda r: insights.logs(
+                parse_log_query(r.args), _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
+            ),
+            "logs.csv": lambda r: _attachment(
+                insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"
+            ),
+            "logs.get": lambda r, log_id: insights.log(log_id),
         }
         self.map = Map(
             [
@@ -63,6 +87,21 @@ class Router:
                 Rule("/api/groups/<name>/keys", endpoint="keys.list", methods=["GET"]),
                 Rule("/api/groups/<name>/keys", endpoint="keys.delete", methods=["DELETE"]),
                 Rule("/api/groups/<name>/keys/restore", endpoint="keys.restore", methods=["POST"]),
+                Rule("/api/groups/<name>/copy", endpoint="groups.copy", methods=["POST"]),
+                Rule("/api/groups-order", endpoint="groups.order", methods=["PUT"]),
+                Rule("/api/groups/<name>/keys/export", endpoint="keys.export", methods=["GET"]),
+                Rule("/api/groups/<name>/keys/validate", endpoint="keys.validate", methods=["POST"]),
+                Rule("/api/groups/<name>/keys/clear-invalid", endpoint="keys.clear_invalid", methods=["POST"]),
+                Rule("/api/groups/<name>/keys/<key_id>", endpoint="keys.notes", methods=["PUT"]),
+                Rule("/api/tasks/run", endpoint="maintenance", methods=["POST"]),
+                Rule("/api/tasks/<task_id>", endpoint="tasks.get", methods=["GET"]),
+                Rule("/api/dashboard", endpoint="dashboard", methods=["GET"]),
+                Rule("/api/stats/hourly", endpoint="stats.hourly", methods=["GET"]),
+                Rule("/api/stats/groups", endpoint="stats.groups", methods=["GET"]),
+                Rule("/api/logs", endpoint="logs.list", methods=["GET"]),
+                Rule("/api/logs/export.csv", endpoint="logs.csv", methods=["GET"]),
+                Rule("/api/logs/<log_id>", endpoint="logs.get", methods=["GET"]),
+                Rule("/api/settings/schema", endpoint="settings.schema", methods=["GET"]),
                 Rule("/api/settings", endpoint="settings.get", methods=["GET"]),
                 Rule("/api/settings", endpoint="settings.put", methods=["PUT"]),
                 Rule("/", endpoint="ui", methods=["GET", "HEAD"]),
@@ -88,16 +127,33 @@ class Router:
                 return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
             if endpoint == "ui":
                 return self._ui(args.get("asset", "index.html"))
+            if endpoint == "maintenance":
+                self._check_scheduler(request)
+                return json_response(run_maintenance(self.services))
             self.auth.check(request.headers.get("Authorization"))
             result = self._admin[endpoint](request, **args)
+            if isinstance(result, Response):
+                return self._cors(request, result)
             status = 200
             if isinstance(result, tuple):
                 result, status = result
             return self._cors(request, json_response(result, status))
         except GptloadError as err:
-            return self._cors(request, error_response(err))
+            response = error_response(err)
+            if request.path.startswith("/proxy/") and "/upload/" in request.path:
+                # SDKs retry an upload chunk answer without this header for seconds; tell them it is over.
+                response.headers["X-Goog-Upload-Status"] = "final"
+            return self._cors(request, response)
         except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
             return internal_error(exc)
+
+    def _check_scheduler(self, request: Request) -> None:
+        """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""
+        authorization = request.headers.get("Authorization")
+        try:
+            self.auth.check(authorization)
+        except Unauthorized:
+            self.scheduler_auth.check(authorization)
 
     def _cors(self, request: Request, response: Response) -> Response:
         origin = request.headers.get("Origin", "").rstrip("/")
@@ -122,6 +178,13 @@ class Router:
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+def _attachment(text: str, filename: str, mimetype: str) -> Response:
+    response = Response(text, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _json(request: Request, default: Any = None) -> Any:

@@ -1,0 +1,173 @@
+"""Read models for the console: dashboard, hourly series, per-group totals, request logs and their CSV export.
+
+Every read first flushes this instance's usage buffer, so what an operator sees includes the requests this
+instance just served; other instances' buffers arrive within their flush interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Any
+
+from gptload.errors import NotFound, ValidationFailed
+from gptload.models import KEY_STATUSES, LOG_FIELDS, LogQuery
+from gptload.pool import KeyPool
+from gptload.store.base import Store
+from gptload.usage import UsageBuffer
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+CSV_LIMIT = 100_000
+_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
+
+
+class Insights:
+    def __init__(self, store: Store, pool: KeyPool, usage: UsageBuffer) -> None:
+        self._store = store
+        self._pool = pool
+        self._usage = usage
+
+    def dashboard(self, now: float | None = None) -> dict[str, Any]:
+        now = now or time.time()
+        self._usage.flush()
+        keys = dict.fromkeys(KEY_STATUSES, 0)
+        views = self._pool.views()
+        for view in views:
+            for key in view.keys:
+                keys[key.state.display_status(now)] += 1
+        keys["total"] = sum(keys.values())
+        this_hour = _hour(now)
+        series = self._store.hourly_stats(None, this_hour - 47 * HOUR)
+        current = _window(series, this_hour - 23 * HOUR, this_hour)
+        previous = _window(series, this_hour - 47 * HOUR, this_hour - 24 * HOUR)
+        return {
+            "keys": keys,
+            "groups": len(views),
+            "rpm": self._store.requests_since(now - 60),
+            "last_24h": current,
+            "previous_24h": previous,
+            "trend": {
+                "requests": _pct(current["requests"], previous["requests"]),
+                "error_rate": round(current["error_rate"] - previous["error_rate"], 2),
+                "total_tokens": _pct(current["total_tokens"], previous["total_tokens"]),
+            },
+        }
+
+    def hourly(self, group: str | None, hours: int, now: float | None = None) -> dict[str, Any]:
+        if not 1 <= hours <= 720:
+            raise ValidationFailed("hours must be between 1 and 720")
+        now = now or time.time()
+        self._usage.flush()
+        first = _hour(now) - (hours - 1) * HOUR
+        by_hour = {row["hour"]: row for row in self._store.hourly_stats(group, first)}
+        series = []
+        for i in range(hours):
+            hour = first + i * HOUR
+            row = by_hour.get(hour, {})
+            series.append({"hour": hour, **{f: int(row.get(f, 0)) for f in _STAT_FIELDS}})
+        return {"group": group, "series": series}
+
+    def group_totals(self, now: float | None = None) -> dict[str, Any]:
+        now = now or time.time()
+        self._usage.flush()
+        windows = {"24h": now - DAY, "7d": now - 7 * DAY, "30d": now - 30 * DAY}
+        totals = {label: self._store.group_totals(_hour(since)) for label, since in windows.items()}
+        out = []
+        for view in self._pool.views():
+            entry: dict[str, Any] = {"name": view.name}
+            for label in windows:
+                t = totals[label].get(view.name, {})
+                entry[label] = {f: int(t.get(f, 0)) for f in ("requests", "failures", "total_tokens")}
+            out.append(entry)
+        return {"groups": out}
+
+    def logs(self, query: LogQuery, page: int, page_size: int) -> dict[str, Any]:
+        if page < 1 or not 1 <= page_size <= 500:
+            raise ValidationFailed("page must be >= 1 and page_size between 1 and 500")
+        self._usage.flush()
+        rows, total = self._store.query_logs(query, (page - 1) * page_size, page_size)
+        return {"logs": rows, "total": total, "page": page, "page_size": page_size}
+
+    def log(self, log_id: str) -> dict[str, Any]:
+        self._usage.flush()
+        row = self._store.get_log(log_id)
+        if row is None:
+            raise NotFound(f"no request log {log_id!r}")
+        return {"log": row}
+
+    def logs_csv(self, query: LogQuery) -> str:
+        self._usage.flush()
+        rows, _ = self._store.query_logs(query, 0, CSV_LIMIT)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+        return out.getvalue()
+
+
+def parse_log_query(args: Any) -> LogQuery:
+    """Build a LogQuery from request arguments (a mapping of strings); raise ValidationFailed on bad values."""
+
+    def text(name: str) -> str | None:
+        value = args.get(name)
+        return value.strip() or None if isinstance(value, str) else None
+
+    def number(name: str, kind: type) -> Any:
+        value = text(name)
+        if value is None:
+            return None
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValidationFailed(f"{name} must be a number", details={"fields": {name: "number"}}) from None
+
+    def flag(name: str) -> bool | None:
+        value = text(name)
+        if value is None:
+            return None
+        if value.lower() not in ("true", "false"):
+            raise ValidationFailed(f"{name} must be true or false", details={"fields": {name: "true or false"}})
+        return value.lower() == "true"
+
+    return LogQuery(
+        group=text("group"),
+        key_id=text("key_id"),
+        model=text("model"),
+        status_code=number("status_code", int),
+        success=flag("success"),
+        stream=flag("stream"),
+        since=number("since", float),
+        until=number("until", float),
+        text=text("q"),
+    )
+
+
+def _hour(at: float) -> float:
+    return at - at % HOUR
+
+
+def _window(series: list[dict[str, Any]], first_hour: float, last_hour: float) -> dict[str, Any]:
+    """Sums of the hourly buckets from ``first_hour`` to ``last_hour`` inclusive (24 buckets = one day)."""
+    sums = dict.fromkeys(_STAT_FIELDS, 0)
+    for row in series:
+        if first_hour <= row["hour"] <= last_hour:
+            for f in _STAT_FIELDS:
+                sums[f] += int(row[f])
+    rate = round(100.0 * sums["failures"] / sums["requests"], 2) if sums["requests"] else 0.0
+    return {**sums, "error_rate": rate}
+
+
+def _pct(current: int, previous: int) -> float | None:
+    if previous == 0:
+        return None
+    return round(100.0 * (current - previous) / previous, 1)
+
+
+def _csv_safe(value: Any) -> Any:
+    """Neutralise spreadsheet formulas in free text (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
