@@ -1,0 +1,185 @@
+"""Console endpoints through the real server: token statistics, logs, export, validation tasks, notes, copy."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+import requests
+from google import genai
+from google.genai import types
+
+from tests.e2e.conftest import start_server
+from tests.fakes.fake_gemini import errors
+
+BODY = {"contents": [{"parts": [{"text": "count my tokens please"}]}]}
+
+
+def generate(group, model="gemini-2.5-flash", stream=False, **kw):
+    verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return requests.post(
+        f"{group.base}/v1beta/models/{model}:{verb}",
+        headers={"x-goog-api-key": group.proxy_key},
+        json=BODY,
+        timeout=30,
+        **kw,
+    )
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of its own, so that dashboard totals are not shared with other tests."""
+    srv = start_server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def test_dashboard_counts_requests_errors_and_tokens_of_plain_and_streamed_answers(own_server, fake):
+    fake.gzip = True  # the SDKs ask for gzip; the token tap must read through it
+    group = own_server.make_group(fake.url, [fake.add_key() for _ in range(3)])
+    c = genai.Client(api_key=group.proxy_key, http_options=types.HttpOptions(base_url=group.base, api_version="v1beta"))
+    plain = c.models.generate_content(model="gemini-2.5-flash", contents="one two three")
+    streamed = list(c.models.generate_content_stream(model="gemini-2.5-flash", contents="four five six seven"))
+    expected_total = plain.usage_metadata.total_token_count + streamed[-1].usage_metadata.total_token_count
+    expected_prompt = plain.usage_metadata.prompt_token_count + streamed[-1].usage_metadata.prompt_token_count
+    fake.set_behavior(group.keys[0], errors.overloaded())
+    fake.set_behavior(group.keys[1], errors.overloaded())
+    fake.set_behavior(group.keys[2], errors.overloaded())
+    assert generate(group).status_code == 503
+
+    d = own_server.api("GET", "/api/dashboard").json()
+    assert d["last_24h"]["requests"] == 3 and d["last_24h"]["failures"] == 1
+    assert d["last_24h"]["error_rate"] == pytest.approx(33.33, abs=0.01)
+    assert d["last_24h"]["total_tokens"] == expected_total > 0
+    assert d["last_24h"]["prompt_tokens"] == expected_prompt
+    assert d["last_24h"]["candidates_tokens"] > 0
+    assert d["rpm"] == 3
+    assert d["keys"]["total"] == 3 and d["groups"] == 1
+    assert d["previous_24h"]["requests"] == 0 and d["trend"]["requests"] is None
+
+    hourly = own_server.api("GET", f"/api/stats/hourly?group={group.name}&hours=24").json()["series"]
+    assert len(hourly) == 24 and hourly[-1]["requests"] == 3 and hourly[-1]["total_tokens"] == expected_total
+    assert sum(h["requests"] for h in hourly[:-1]) == 0
+    totals = own_server.api("GET", "/api/stats/groups").json()["groups"]
+    assert totals == [
+        {
+            "name": group.name,
+            "24h": {"requests": 3, "failures": 1, "total_tokens": expected_total},
+            "7d": {"requests": 3, "failures": 1, "total_tokens": expected_total},
+            "30d": {"requests": 3, "failures": 1, "total_tokens": expected_total},
+        }
+    ]
+    rows = group.key_rows()
+    assert sum(r["total_tokens"] for r in rows) == expected_total
+
+
+def test_request_logs_filters_detail_and_csv(server, fake):
+    group = server.make_group(fake.url, [fake.add_key() for _ in range(2)])
+    fake.script(group.keys[0], [errors.quota_per_minute("gemini-2.5-flash", retry_delay="20s")])
+    fake.script(group.keys[1], [errors.quota_per_minute("gemini-2.5-flash", retry_delay="20s")])
+    generate(group)  # two 429 attempts, the last final
+    fake.reset()
+    server.api("POST", f"/api/groups/{group.name}/keys/restore")
+    assert generate(group, model="gemini-2.5-pro", stream=True).status_code == 200
+
+    logs = server.api("GET", f"/api/logs?group={group.name}").json()
+    assert logs["total"] == 3
+    newest = logs["logs"][0]
+    assert newest["success"] and newest["stream"] and newest["model"] == "gemini-2.5-pro" and newest["final"]
+    assert newest["total_tokens"] > 0 and newest["key"].startswith("AIza...")
+    failed = server.api("GET", f"/api/logs?group={group.name}&success=false").json()["logs"]
+    assert [r["attempt"] for r in failed] == [2, 1] and [r["final"] for r in failed] == [True, False]
+    assert all(r["status_code"] == 429 for r in failed)
+    assert server.api("GET", f"/api/logs?group={group.name}&q=PerMinute").json()["total"] == 2
+    assert server.api("GET", f"/api/logs?group={group.name}&status_code=200").json()["total"] == 1
+    assert server.api("GET", f"/api/logs?group={group.name}&stream=false").json()["total"] == 2
+    assert server.api("GET", f"/api/logs?group={group.name}&since={time.time() + 60}").json()["total"] == 0
+    assert server.api("GET", "/api/logs?success=maybe").status_code == 400
+    detail = server.api("GET", f"/api/logs/{newest['id']}").json()["log"]
+    assert detail["id"] == newest["id"] and detail["request_body"] is None  # body logging is off by default
+    assert server.api("GET", "/api/logs/nope").json()["error"]["code"] == "NOT_FOUND"
+
+    exported = server.api("GET", f"/api/logs/export.csv?group={group.name}")
+    assert exported.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in exported.headers["Content-Disposition"]
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(table) == 3 and table[0]["id"] == newest["id"]
+    everything = exported.text + str(logs)
+    assert all(key not in everything for key in group.keys)
+
+
+def test_failure_only_logging_and_body_logging(tmp_path, fake):
+    srv = start_server(tmp_path)
+    try:
+        group = srv.make_group(fake.url, [fake.add_key() for _ in range(2)])
+        srv.api("PUT", "/api/settings", json={"log_failures_only": True, "enable_request_body_logging": True})
+        fake.script(group.keys[0], [errors.internal()])
+        fake.script(group.keys[1], [errors.internal()])
+        generate(group)
+        generate(group)
+        logs = srv.api("GET", "/api/logs").json()
+        assert logs["total"] == 2 and all(not r["success"] for r in logs["logs"])
+        detail = srv.api("GET", f"/api/logs/{logs['logs'][0]['id']}").json()["log"]
+        assert "count my tokens please" in detail["request_body"]
+        assert srv.api("GET", "/api/dashboard").json()["last_24h"]["requests"] == 2  # still counted
+    finally:
+        srv.stop()
+
+
+def test_export_validate_clear_notes_and_copy(server, fake):
+    keys = [fake.add_key() for _ in range(4)]
+    group = server.make_group(fake.url, keys)
+    fake.set_behavior(keys[0], errors.invalid_key())
+    fake.set_behavior(keys[1], errors.overloaded())  # the probe's answer is inconclusive, never a verdict
+    fake.set_behavior(keys[2], errors.quota_per_day("gemini-2.5-flash"))
+    r = server.api("POST", f"/api/groups/{group.name}/keys/validate", json={"scope": "all"})
+    assert r.status_code == 202
+    task_id = r.json()["task"]["id"]
+    deadline = time.monotonic() + 20
+    while (task := server.api("GET", f"/api/tasks/{task_id}").json()["task"])["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert task["status"] == "done" and task["total"] == task["done"] == 4
+    assert (task["valid"], task["invalid"], task["inconclusive"]) == (2, 1, 1)
+    probes = [r for r in fake.requests if ":generateContent" in r.path]
+    assert all(r.json()["generationConfig"]["maxOutputTokens"] == 1 for r in probes)
+    assert group.row_of(keys[0])["status"] == "invalid"
+    assert group.row_of(keys[1])["status"] == "active" and group.row_of(keys[1])["failure_count"] == 0
+    assert group.row_of(keys[2])["status"] == "cooling"
+
+    export = server.api("GET", f"/api/groups/{group.name}/keys/export?status=invalid")
+    assert export.text == keys[0] + "\n"
+    assert export.headers["Cache-Control"] == "no-store" and "attachment" in export.headers["Content-Disposition"]
+    assert sorted(server.api("GET", f"/api/groups/{group.name}/keys/export").text.split()) == sorted(keys)
+    assert requests.get(f"{group.base.replace('/proxy/', '/api/groups/')}/keys/export", timeout=5).status_code == 401
+
+    key_id = group.row_of(keys[3])["id"]
+    row = server.api("PUT", f"/api/groups/{group.name}/keys/{key_id}", json={"notes": "billing account A"}).json()
+    assert row["notes"] == "billing account A" and group.row_of(keys[3])["notes"] == "billing account A"
+    assert server.api("PUT", f"/api/groups/{group.name}/keys/nope", json={"notes": "x"}).status_code == 404
+
+    copy = server.api("POST", f"/api/groups/{group.name}/copy", json={"name": f"{group.name}-copy", "with_keys": True})
+    assert copy.status_code == 201 and copy.json()["key_counts"]["total"] == 4 and copy.json()["proxy_keys"] == []
+    bare = server.api("POST", f"/api/groups/{group.name}/copy", json={"name": f"{group.name}-bare"})
+    assert bare.json()["key_counts"]["total"] == 0
+
+    assert server.api("POST", f"/api/groups/{group.name}/keys/clear-invalid").json() == {"deleted": 1}
+    assert len(group.key_rows()) == 3
+
+
+def test_reorder_groups_and_schema(tmp_path, fake):
+    srv = start_server(tmp_path)
+    try:
+        for name in ("a", "b", "c"):
+            srv.api("POST", "/api/groups", json={"name": name, "upstreams": [{"url": fake.url, "weight": 1}]})
+        r = srv.api("PUT", "/api/groups-order", json={"names": ["c", "a", "b"]})
+        assert [g["name"] for g in r.json()["groups"]] == ["c", "a", "b"]
+        assert srv.api("PUT", "/api/groups-order", json={"names": ["c", "a"]}).status_code == 400
+        schema = srv.api("GET", "/api/settings/schema").json()["schema"]
+        by_name = {s["name"]: s for s in schema}
+        assert by_name["max_retries"]["type"] == "integer" and by_name["max_retries"]["default"] == 3
+        assert by_name["proxy_keys"]["group_overridable"] is False
+    finally:
+        srv.stop()
