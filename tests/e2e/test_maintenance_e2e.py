@@ -1,0 +1,37 @@
+"""The maintenance endpoint through the real server."""
+
+from __future__ import annotations
+
+import requests
+
+from tests.e2e.conftest import start_server
+from tests.fakes.fake_gemini import errors
+
+
+def test_maintenance_endpoint_revalidates_invalid_keys(tmp_path, fake):
+    keys = [fake.add_key() for _ in range(3)]
+    srv = start_server(tmp_path, {"STATE_REFRESH_SECONDS": "0"})
+    try:
+        group = srv.make_group(fake.url, keys)
+        fake.set_behavior(keys[0], errors.invalid_key())
+        fake.set_behavior(keys[1], errors.overloaded())
+        url = f"{group.base}/v1beta/models/gemini-2.5-flash:generateContent"
+        for _ in range(6):
+            requests.post(url, headers={"x-goog-api-key": group.proxy_key}, json={"contents": []}, timeout=10)
+        assert {r["status"] for r in group.key_rows()} == {"invalid", "active"}
+        assert sum(r["status"] == "invalid" for r in group.key_rows()) == 2
+        # key 0 is revived at Google (e.g. billing fixed); key 1 still overloaded: inconclusive, stays invalid
+        fake.set_behavior(keys[0], None)
+        assert requests.post(f"{srv.url}/api/tasks/run", timeout=10).status_code == 401
+        r = srv.api("POST", "/api/tasks/run")
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["validated"][group.name] == {"valid": 1, "invalid": 0, "inconclusive": 1}
+        assert group.row_of(keys[0])["status"] == "active"
+        assert group.row_of(keys[1])["status"] == "invalid"
+        # within the validation interval nothing is probed again
+        before = len(fake.requests)
+        assert srv.api("POST", "/api/tasks/run").json()["validated"] == {}
+        assert len(fake.requests) == before
+    finally:
+        srv.stop()
