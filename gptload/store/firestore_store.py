@@ -123,8 +123,13 @@ class FirestoreStore:
             except StoreUnavailable as exc:  # an Aborted read (lock contention) arrives here
                 if not isinstance(exc.__cause__, self._api.Aborted) or time.monotonic() > deadline:
                     raise
-            except ValueError as exc:  # the SDK's "Failed to commit transaction in 1 attempts": an Aborted commit
+            except ValueError as exc:
+                # The SDK's "Failed to commit transaction in 1 attempts" wraps an Aborted commit; a failed
+                # BeginTransaction surfaces as the rollback's "no transaction in progress", chained to the cause.
                 if not isinstance(exc.__cause__, self._api.Aborted):
+                    cause = exc.__cause__ or exc.__context__
+                    if isinstance(cause, self._errors):
+                        raise StoreUnavailable(f"Firestore {what} failed: {type(cause).__name__}") from cause
                     raise
                 if time.monotonic() > deadline:
                     raise StoreUnavailable(f"Firestore {what}: contention did not clear, gave up") from exc
