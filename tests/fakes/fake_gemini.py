@@ -57,12 +57,13 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Optional, Union
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-__all__ = ["FakeGemini", "Reply", "RecordedRequest", "errors", "make_key", "MODELS"]
+__all__ = ["MODELS", "FakeGemini", "RecordedRequest", "Reply", "errors", "make_key"]
 
 SERVICE = "generativelanguage.googleapis.com"
 API_VERSIONS = ("v1beta", "v1", "v1alpha")
@@ -94,27 +95,27 @@ class Reply:
 
     status: int = 200
     body: Any = None
-    headers: Optional[dict] = None
+    headers: dict | None = None
     delay: float = 0.0
     normal: bool = False
-    reset_after_chunks: Optional[int] = None
+    reset_after_chunks: int | None = None
     drop: bool = False
 
     @classmethod
-    def ok(cls, delay: float = 0.0) -> "Reply":
+    def ok(cls, delay: float = 0.0) -> Reply:
         """Normal behaviour (useful to put a delay into a script, or as a script placeholder)."""
         return cls(normal=True, delay=delay)
 
     @classmethod
-    def stream_reset(cls, after_chunks: int) -> "Reply":
+    def stream_reset(cls, after_chunks: int) -> Reply:
         return cls(normal=True, reset_after_chunks=after_chunks)
 
     @classmethod
-    def hang_up(cls, delay: float = 0.0) -> "Reply":
+    def hang_up(cls, delay: float = 0.0) -> Reply:
         return cls(drop=True, delay=delay)
 
 
-def _err(code: int, status: str, message: str, details: Optional[list] = None) -> dict:
+def _err(code: int, status: str, message: str, details: list | None = None) -> dict:
     e: dict = {"code": code, "message": message, "status": status}
     if details is not None:
         e["details"] = details
@@ -130,7 +131,7 @@ def _error_info(reason: str, **metadata: str) -> dict:
     }
 
 
-def _quota(model: str, quota_id: str, value: str, retry_delay: Optional[str]) -> Reply:
+def _quota(model: str, quota_id: str, value: str, retry_delay: str | None) -> Reply:
     details: list = [
         {
             "@type": "type.googleapis.com/google.rpc.QuotaFailure",
@@ -192,15 +193,15 @@ class errors:
             [_error_info("SERVICE_DISABLED", consumer=f"projects/{project_number}")]))
 
     @staticmethod
-    def quota_per_minute(model: str = "gemini-2.5-flash", retry_delay: Optional[str] = "26s") -> Reply:
+    def quota_per_minute(model: str = "gemini-2.5-flash", retry_delay: str | None = "26s") -> Reply:
         return _quota(model, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "10", retry_delay)
 
     @staticmethod
-    def quota_input_tokens_per_minute(model: str = "gemini-2.5-pro", retry_delay: Optional[str] = "41s") -> Reply:
+    def quota_input_tokens_per_minute(model: str = "gemini-2.5-pro", retry_delay: str | None = "41s") -> Reply:
         return _quota(model, "GenerateContentInputTokensPerModelPerMinute-FreeTier", "250000", retry_delay)
 
     @staticmethod
-    def quota_per_day(model: str = "gemini-2.5-flash", retry_delay: Optional[str] = "13s") -> Reply:
+    def quota_per_day(model: str = "gemini-2.5-flash", retry_delay: str | None = "13s") -> Reply:
         return _quota(model, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "250", retry_delay)
 
     @staticmethod
@@ -290,23 +291,23 @@ class RecordedRequest:
     query_list: list                # [(name, value)] in order
     headers: CIDict
     body: bytes
-    key: Optional[str]              # API key presented (None for key-less upload chunk requests)
-    key_source: Optional[str]       # "header" | "query" | "bearer" | None
+    key: str | None              # API key presented (None for key-less upload chunk requests)
+    key_source: str | None       # "header" | "query" | "bearer" | None
     received_at: float              # time.monotonic()
     received_wall: float            # time.time()
     client_address: tuple = ()
-    effective_key: Optional[str] = None   # for upload chunks: the key that started the session
-    status: Optional[int] = None    # status the fake answered with (None if dropped)
+    effective_key: str | None = None   # for upload chunks: the key that started the session
+    status: int | None = None    # status the fake answered with (None if dropped)
     chunk_times: list = field(default_factory=list)   # time.monotonic() just before each chunk is written
     chunks: list = field(default_factory=list)        # bytes of each streamed chunk (payload, pre-gzip)
-    completed_at: Optional[float] = None
+    completed_at: float | None = None
     scripted: bool = False
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
 
     @property
-    def model(self) -> Optional[str]:
+    def model(self) -> str | None:
         m = re.search(r"/models/([^/:]+)", self.path)
         if m:
             return m.group(1)
@@ -318,7 +319,7 @@ class RecordedRequest:
         return None
 
     @property
-    def api_version(self) -> Optional[str]:
+    def api_version(self) -> str | None:
         m = re.match(r"^/(?:upload/)?(v1beta|v1alpha|v1)(/|$)", self.path)
         return m.group(1) if m else None
 
@@ -331,7 +332,7 @@ _GEN_METHODS = ["generateContent", "countTokens", "createCachedContent", "batchG
 
 
 def _model(name: str, display: str, inp: int, out: int, methods: list, thinking: bool = False,
-           temperature: Optional[float] = 1.0, top_k: Optional[int] = 64, version: str = "001") -> dict:
+           temperature: float | None = 1.0, top_k: int | None = 64, version: str = "001") -> dict:
     m = {
         "name": f"models/{name}",
         "version": version,
@@ -400,7 +401,7 @@ def _count_tokens_text(text: str) -> int:
 
 
 def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _random_id(n: int = 12) -> str:
@@ -496,7 +497,7 @@ def _embedding(text: str, dims: int) -> list[float]:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    fake: "FakeGemini"
+    fake: FakeGemini
 
 
 class _Dropped(Exception):
@@ -506,7 +507,7 @@ class _Dropped(Exception):
 class FakeGemini:
     """Fake Gemini upstream. See module docstring."""
 
-    def __init__(self, valid_keys: Optional[Iterable[str]] = None, n_keys: int = 5,
+    def __init__(self, valid_keys: Iterable[str] | None = None, n_keys: int = 5,
                  host: str = "127.0.0.1", port: int = 0):
         self.keys: list[str] = list(valid_keys) if valid_keys is not None else [make_key(i) for i in range(n_keys)]
         self.valid_keys: set[str] = set(self.keys)
@@ -516,7 +517,7 @@ class FakeGemini:
         self.stream_chunks: int = 3
         self.stream_interval: float = 0.0          # seconds between chunks
         self.stream_first_delay: float = 0.0       # seconds before the first chunk
-        self.reset_mid_stream_after: Optional[int] = None   # abort the connection after N chunks (all streams)
+        self.reset_mid_stream_after: int | None = None   # abort the connection after N chunks (all streams)
         # how a connection is aborted (Reply.drop, reset_after_chunks, reset_mid_stream_after):
         #   "close": FIN without the final 0-chunk (client reliably reads what was sent, then sees a truncated body)
         #   "rst":   TCP RST (SO_LINGER 0) - like a real reset, but the client may lose bytes it had not read yet
@@ -525,23 +526,23 @@ class FakeGemini:
         # other knobs
         self.gzip: bool = False                    # gzip responses when the client sends Accept-Encoding: gzip
         self.openai_error_style: str = "list"      # "list": [{"error": {...}}] (what Google returns); "object"
-        self.public_url: Optional[str] = None      # base for X-Goog-Upload-URL and file uris (default self.url)
+        self.public_url: str | None = None      # base for X-Goog-Upload-URL and file uris (default self.url)
         self.file_state: str = "ACTIVE"            # state of freshly uploaded files
         self.response_delay: float = 0.0           # delay before every normal non-stream answer
 
         self._lock = threading.RLock()
         self.requests: list[RecordedRequest] = []
-        self._scripts: list[tuple[str, Optional[str], list[Reply]]] = []   # (key or "*", path filter, replies)
-        self._behaviors: dict[str, Union[Reply, Callable[[RecordedRequest], Optional[Reply]]]] = {}
+        self._scripts: list[tuple[str, str | None, list[Reply]]] = []   # (key or "*", path filter, replies)
+        self._behaviors: dict[str, Reply | Callable[[RecordedRequest], Reply | None]] = {}
         self._projects: dict[str, str] = {}
         self.files: dict[str, dict] = {}           # id -> {"meta": {...}, "project": p, "key": k, "data": bytes}
         self.uploads: dict[str, dict] = {}         # upload_id -> session
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
         self._conns: set = set()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def start(self) -> "FakeGemini":
+    def start(self) -> FakeGemini:
         if self._server is not None:
             return self
         srv = _Server((self.host, self._port), _Handler)
@@ -568,7 +569,7 @@ class FakeGemini:
         if self._thread:
             self._thread.join(5)
 
-    def __enter__(self) -> "FakeGemini":
+    def __enter__(self) -> FakeGemini:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -609,7 +610,7 @@ class FakeGemini:
         self.file_state = "ACTIVE"
         self.response_delay = 0.0
 
-    def add_key(self, key: Optional[str] = None) -> str:
+    def add_key(self, key: str | None = None) -> str:
         key = key or make_key(1000 + len(self.keys) + secrets.randbelow(10**6))
         with self._lock:
             if key not in self.keys:
@@ -617,7 +618,7 @@ class FakeGemini:
             self.valid_keys.add(key)
         return key
 
-    def script(self, key: str, replies: Iterable[Reply], path_contains: Optional[str] = None) -> None:
+    def script(self, key: str, replies: Iterable[Reply], path_contains: str | None = None) -> None:
         """Queue replies for requests made with ``key`` ("*" = any key), consumed in order; afterwards the
         normal behaviour resumes. ``path_contains`` restricts which requests consume them (e.g. ":generate")."""
         with self._lock:
@@ -628,7 +629,7 @@ class FakeGemini:
             return sum(len(r) for k, _, r in self._scripts if k == key)
 
     def set_behavior(self, key: str,
-                     behavior: Union[Reply, Callable[[RecordedRequest], Optional[Reply]], None]) -> None:
+                     behavior: Reply | Callable[[RecordedRequest], Reply | None] | None) -> None:
         """Permanent behaviour of a key: a Reply (always), a callable(request) -> Reply|None (None = normal),
         or None to clear. Scripts of the key take precedence while they last."""
         with self._lock:
@@ -641,24 +642,24 @@ class FakeGemini:
         with self._lock:
             self._projects[key] = project
 
-    def project_of(self, key: Optional[str]) -> Optional[str]:
+    def project_of(self, key: str | None) -> str | None:
         if key is None:
             return None
         with self._lock:
             return self._projects.get(key, f"project-of-{key}")
 
     # -- inspection ----------------------------------------------------------------------------------------
-    def requests_for(self, key: Optional[str] = None, path_contains: Optional[str] = None) -> list[RecordedRequest]:
+    def requests_for(self, key: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
         with self._lock:
             rs = list(self.requests)
         return [r for r in rs if (key is None or (r.effective_key or r.key) == key)
                 and (path_contains is None or path_contains in r.path)]
 
-    def keys_used(self, path_contains: Optional[str] = None) -> list[Optional[str]]:
+    def keys_used(self, path_contains: str | None = None) -> list[str | None]:
         return [r.effective_key or r.key for r in self.requests_for(path_contains=path_contains)]
 
     @property
-    def last_request(self) -> Optional[RecordedRequest]:
+    def last_request(self) -> RecordedRequest | None:
         with self._lock:
             return self.requests[-1] if self.requests else None
 
@@ -671,13 +672,13 @@ class FakeGemini:
             time.sleep(0.005)
         raise TimeoutError(f"fake got {len(self.requests)} requests, expected {n}")
 
-    def file_owner(self, file_id: str) -> Optional[str]:
+    def file_owner(self, file_id: str) -> str | None:
         with self._lock:
             f = self.files.get(file_id.split("/")[-1])
             return f["key"] if f else None
 
     # -- internals -----------------------------------------------------------------------------------------
-    def _take_scripted(self, req: RecordedRequest) -> Optional[Reply]:
+    def _take_scripted(self, req: RecordedRequest) -> Reply | None:
         with self._lock:
             for who in (req.key, "*"):
                 for k, filt, replies in self._scripts:
@@ -794,8 +795,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Server-Timing", "gfet4t7; dur=12")
 
-    def _send(self, status: int, body: Any = None, headers: Optional[dict] = None,
-              content_type: Optional[str] = None) -> None:
+    def _send(self, status: int, body: Any = None, headers: dict | None = None,
+              content_type: str | None = None) -> None:
         if body is None:
             raw = b""
         elif isinstance(body, (bytes, bytearray)):
@@ -852,7 +853,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.req.status = self.req.status or 0
         raise _Dropped()
 
-    def _stream(self, pieces: list[bytes], content_type: str, reset_after: Optional[int],
+    def _stream(self, pieces: list[bytes], content_type: str, reset_after: int | None,
                 first_delay: float, interval: float) -> None:
         self.req.status = 200
         self.send_response(200)
@@ -957,7 +958,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def is_stream_path(rest: str) -> bool:
         return rest.endswith(":streamGenerateContent")
 
-    def _json_body(self, req: RecordedRequest) -> Optional[dict]:
+    def _json_body(self, req: RecordedRequest) -> dict | None:
         try:
             obj = json.loads(req.body or b"{}")
         except ValueError as e:
@@ -969,7 +970,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         return obj
 
-    def _find_model(self, name: str) -> Optional[dict]:
+    def _find_model(self, name: str) -> dict | None:
         for m in self.fake.models:
             if m["name"] == f"models/{name}":
                 return m
@@ -985,7 +986,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             out["nextPageToken"] = str(start + size)
         self._send(200, out)
 
-    def _model_call(self, req: RecordedRequest, version: str, model: str, action: Optional[str]) -> None:
+    def _model_call(self, req: RecordedRequest, version: str, model: str, action: str | None) -> None:
         info = self._find_model(model)
         if action is None:
             if req.method != "GET":
