@@ -1,0 +1,122 @@
+// The shell: hash routing, login state, page lifecycle. Each page module exports render(main, params, page).
+import { auth, setUnauthorizedHandler } from "./api.js";
+import { clear, fmtClock, h, toast } from "./dom.js";
+
+const ROUTES = [
+  [/^\/login$/, "login", () => import("./pages/login.js")],
+  [/^\/dashboard$/, "dashboard", () => import("./pages/dashboard.js")],
+  [/^\/groups$/, "groups", () => import("./pages/groups.js")],
+  [/^\/groups\/([^/]+)$/, "groups", () => import("./pages/group.js")],
+  [/^\/groups\/([^/]+)\/keys$/, "groups", () => import("./pages/keys.js")],
+  [/^\/logs$/, "logs", () => import("./pages/logs.js")],
+  [/^\/settings$/, "settings", () => import("./pages/settings.js")],
+];
+
+const main = document.getElementById("main");
+let current = null; // {cleanups: [fn]} of the page on screen
+
+/** What a page gets to tie timers and listeners to its lifetime. */
+class PageLife {
+  constructor() {
+    this.cleanups = [];
+    this.alive = true;
+  }
+  every(ms, fn) {
+    const id = setInterval(fn, ms);
+    this.cleanups.push(() => clearInterval(id));
+  }
+  onLeave(fn) {
+    this.cleanups.push(fn);
+  }
+  end() {
+    this.alive = false;
+    this.cleanups.forEach((fn) => fn());
+  }
+}
+
+function parseHash() {
+  const raw = decodeURIComponent(location.hash.replace(/^#/, "")) || "/dashboard";
+  const [path, qs] = raw.split("?");
+  return { path: path || "/dashboard", query: new URLSearchParams(qs || "") };
+}
+
+export function navigate(path) {
+  if (location.hash === "#" + path) route();
+  else location.hash = path;
+}
+
+async function route() {
+  const { path, query } = parseHash();
+  const loggedIn = Boolean(auth.get());
+  if (!loggedIn && path !== "/login") return navigate("/login");
+  if (loggedIn && path === "/login") return navigate("/dashboard");
+  document.getElementById("topbar").hidden = !loggedIn;
+  closeNav();
+
+  let found = null;
+  for (const [pattern, nav, load] of ROUTES) {
+    const m = pattern.exec(path);
+    if (m) found = { nav, load, params: m.slice(1).map(decodeURIComponent) };
+  }
+  if (current) current.end();
+  current = new PageLife();
+  const life = current;
+  clear(main);
+  document.querySelectorAll("[data-nav]").forEach((a) => {
+    if (found && a.dataset.nav === found.nav) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+  if (!found) {
+    main.append(h("h1", {}, "Not found"), h("p", {}, "There is no page at ", h("code", {}, path), "."));
+    return;
+  }
+  main.append(h("p", { class: "loading" }, "Loading…"));
+  try {
+    const module = await found.load();
+    if (!life.alive) return;
+    clear(main);
+    await module.render(main, { params: found.params, query }, life);
+  } catch (err) {
+    if (!life.alive) return;
+    clear(main);
+    main.append(h("div", { class: "alert error", role: "alert" }, err.message || String(err)));
+  }
+}
+
+function closeNav() {
+  document.getElementById("nav").classList.remove("open");
+  document.getElementById("nav-toggle").setAttribute("aria-expanded", "false");
+}
+
+document.getElementById("nav-toggle").addEventListener("click", (e) => {
+  const nav = document.getElementById("nav");
+  const open = nav.classList.toggle("open");
+  e.currentTarget.setAttribute("aria-expanded", String(open));
+});
+
+document.getElementById("logout").addEventListener("click", () => {
+  auth.clear();
+  navigate("/login");
+});
+
+setUnauthorizedHandler(() => {
+  if (!auth.get()) return;
+  auth.clear();
+  toast("The admin key was refused; log in again.", "error");
+  navigate("/login");
+});
+
+// Live cooldown countdowns: any element with data-until (epoch s) and data-label shows "label · m:ss".
+function tickCountdowns() {
+  const now = Date.now() / 1000;
+  document.querySelectorAll("[data-until]").forEach((el) => {
+    const left = Number(el.dataset.until) - now;
+    el.textContent = el.dataset.label + " · " + (left > 0 ? fmtClock(left) : "ready");
+    el.classList.toggle("done", left <= 0);
+  });
+}
+setInterval(tickCountdowns, 1000);
+export { tickCountdowns };
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,164 @@
+// Request logs: filters (kept in the URL), a paged table, a detail drawer, CSV export.
+import { api, download } from "../api.js";
+import { navigate } from "../app.js";
+import { clear, emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
+
+const PAGE_SIZE = 50;
+const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id"];
+
+function toLocalInput(epoch) {
+  if (!epoch) return "";
+  const d = new Date(Number(epoch) * 1000);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+export async function render(main, { query }) {
+  const current = Object.fromEntries(FILTERS.map((f) => [f, query.get(f) || ""]));
+  const page = Math.max(1, Number(query.get("page")) || 1);
+
+  const group = h("select", { name: "group" }, h("option", { value: "" }, "All groups"));
+  const model = h("input", { name: "model", value: current.model, placeholder: "gemini-2.5-flash" });
+  const status = h("input", { name: "status_code", type: "number", min: 100, max: 599, value: current.status_code, placeholder: "429" });
+  const success = h("select", { name: "success" }, [["", "Any"], ["true", "Succeeded"], ["false", "Failed"]].map(([v, t]) => h("option", { value: v, selected: v === current.success }, t)));
+  const stream = h("select", { name: "stream" }, [["", "Any"], ["true", "Streamed"], ["false", "Not streamed"]].map(([v, t]) => h("option", { value: v, selected: v === current.stream }, t)));
+  const q = h("input", { name: "q", type: "search", value: current.q, placeholder: "error text" });
+  const since = h("input", { name: "since", type: "datetime-local", value: toLocalInput(current.since) });
+  const until = h("input", { name: "until", type: "datetime-local", value: toLocalInput(current.until) });
+  const form = h(
+    "form",
+    { class: "card filter-form", "aria-label": "Log filters" },
+    field("Group", group),
+    field("Model", model),
+    field("Status code", status),
+    field("Result", success),
+    field("Stream", stream),
+    field("Error contains", q),
+    field("Since", since),
+    field("Until", until),
+    h("div", { class: "filter-actions" }, h("button", { type: "submit", class: "btn primary" }, "Apply"), h("button", { type: "button", class: "btn ghost", onclick: () => navigate("/logs") }, "Reset")),
+  );
+  const exportBtn = h("button", { type: "button", class: "btn" }, "Export CSV");
+  const refresh = h("button", { type: "button", class: "btn", onclick: () => navigate(location.hash.slice(1)) }, "Refresh");
+  const tableBox = h("div", {});
+  const pager = h("div", { class: "pager" });
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "Logs"), h("div", { class: "toolbar" }, refresh, exportBtn)), form, tableBox, pager);
+
+  const filters = () => {
+    const toEpoch = (v) => (v ? String(Math.floor(new Date(v).getTime() / 1000)) : "");
+    return {
+      group: group.value,
+      model: model.value.trim(),
+      status_code: status.value,
+      success: success.value,
+      stream: stream.value,
+      q: q.value.trim(),
+      since: toEpoch(since.value),
+      until: toEpoch(until.value),
+      key_id: current.key_id,
+    };
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const params = new URLSearchParams(Object.entries(filters()).filter(([, v]) => v));
+    navigate("/logs" + (params.toString() ? "?" + params : ""));
+  });
+  exportBtn.addEventListener("click", async () => {
+    try {
+      await download("/api/logs/export.csv", "gptload-logs.csv", filters());
+      toast("CSV downloaded");
+    } catch (err) {
+      toast(err.missingRoute ? "CSV export is not available on this server yet." : err.message, "error");
+    }
+  });
+
+  api("GET", "/api/groups")
+    .then(({ groups }) => groups.forEach((g) => group.append(h("option", { value: g.name, selected: g.name === current.group }, g.name))))
+    .catch(() => {});
+
+  let data;
+  try {
+    data = await api("GET", "/api/logs", { query: { ...current, page, page_size: PAGE_SIZE } });
+  } catch (err) {
+    tableBox.append(err.missingRoute ? missingNotice("Request logs (/api/logs)") : errorBox(err));
+    return;
+  }
+  if (!data.logs.length) {
+    const filtered = FILTERS.some((f) => current[f]);
+    tableBox.append(emptyState(filtered ? "No log entries match these filters" : "No requests logged yet", filtered ? "Widen the filters or reset them." : "Send a request through a group's endpoint and it shows up here."));
+    return;
+  }
+  const rows = data.logs.map((l) => {
+    const open = h("button", { type: "button", class: "btn small ghost", "aria-label": `Details of request ${l.id}` }, "Details");
+    open.addEventListener("click", () => drawer(l));
+    return h(
+      "tr",
+      { class: l.success ? "" : "failed", dataset: { logId: l.id } },
+      h("td", { class: "nowrap" }, fmtTime(l.at)),
+      h("td", {}, l.group),
+      h("td", { class: "mono" }, l.key || "–"),
+      h("td", { class: "nowrap" }, l.model || "–"),
+      h("td", {}, h("span", { class: "chip " + (l.success ? "active" : "invalid") }, String(l.status_code || "error"))),
+      h("td", { class: "num" }, fmtInt(l.duration_ms) + " ms"),
+      h("td", { class: "num" }, fmtInt(l.total_tokens)),
+      h("td", { class: "num" }, `${l.attempt}${l.final ? "" : " (retried)"}`),
+      h("td", { class: "error-cell" }, l.error || ""),
+      h("td", {}, open),
+    );
+  });
+  tableBox.append(
+    h(
+      "div",
+      { class: "table-wrap card flush" },
+      h(
+        "table",
+        { class: "logs-table" },
+        h("thead", {}, h("tr", {}, ["Time", "Group", "Key", "Model", "Status", "Duration", "Tokens", "Attempt", "Error"].map((t) => h("th", { scope: "col", class: ["Duration", "Tokens", "Attempt"].includes(t) ? "num" : "" }, t)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Details")))),
+        h("tbody", {}, rows),
+      ),
+    ),
+  );
+  const pages = Math.max(1, Math.ceil(data.total / PAGE_SIZE));
+  const go = (p) => {
+    const params = new URLSearchParams(Object.entries(current).filter(([, v]) => v));
+    params.set("page", String(p));
+    navigate("/logs?" + params);
+  };
+  if (pages > 1) {
+    pager.append(
+      h("button", { type: "button", class: "btn small", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
+      h("span", {}, `Page ${page} of ${pages}`),
+      h("button", { type: "button", class: "btn small", disabled: page >= pages, onclick: () => go(page + 1) }, "Next"),
+    );
+  }
+  pager.append(h("span", { class: "muted small" }, `${fmtInt(data.total)} entries`));
+}
+
+async function drawer(row) {
+  const props = h("dl", { class: "props" });
+  const body = h("div", {});
+  const add = (k, v) => props.append(h("dt", {}, k), h("dd", { class: typeof v === "string" && v.length > 40 ? "mono small" : "" }, v === null || v === undefined || v === "" ? "–" : String(v)));
+  openDialog(`Request ${row.id}`, h("div", {}, props, body), { drawer: true });
+  let log = row;
+  try {
+    ({ log } = await api("GET", "/api/logs/" + encodeURIComponent(row.id)));
+  } catch (err) {
+    body.append(err.missingRoute ? missingNotice("Log details") : errorBox(err));
+  }
+  add("Time", fmtTime(log.at));
+  add("Group", log.group);
+  add("Key", log.key);
+  add("Key id", log.key_id);
+  add("Model", log.model);
+  add("Request", `${log.method} ${log.path}`);
+  add("Status", log.status_code);
+  add("Result", log.success ? "succeeded" : "failed");
+  add("Stream", log.stream ? "yes" : "no");
+  add("Duration", `${log.duration_ms} ms`);
+  add("Attempt", `${log.attempt}${log.final ? " (final)" : " (retried on another key)"}`);
+  add("Upstream", log.upstream);
+  add("Tokens", `${fmtInt(log.prompt_tokens)} prompt · ${fmtInt(log.candidates_tokens)} answer · ${fmtInt(log.total_tokens)} total`);
+  add("Client", log.source_ip);
+  add("User agent", log.user_agent);
+  add("Error", log.error);
+  body.append(h("h3", {}, "Request body"), log.request_body ? h("pre", { class: "code" }, log.request_body) : h("p", { class: "muted small" }, "Not kept (enable request body logging in Settings)."));
+}
