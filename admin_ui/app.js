@@ -118,5 +118,11 @@ function tickCountdowns() {
 setInterval(tickCountdowns, 1000);
 export { tickCountdowns };
 
+// The skip link must not touch the hash (the router owns it): it moves focus to the content instead.
+document.querySelector(".skip-link").addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
+});
+
 window.addEventListener("hashchange", route);
 route();
