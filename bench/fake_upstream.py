@@ -58,9 +58,7 @@ def response(status: str, body: bytes, ctype: bytes = b"application/json; charse
     head = (
         b"HTTP/1.1 " + status.encode() + b"\r\n"
         b"Content-Type: " + ctype + b"\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-        + (b"Connection: close\r\n" if close else b"")
-        + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
     )
     return head + body
 
@@ -110,17 +108,14 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
                 writer.write(response("200 OK", json.dumps(STATS).encode(), close=close))
             elif ":streamGenerateContent" in path or ":generateContent" in path:
                 if not has_key:
-                    writer.write(
-                        response("403 Forbidden", err(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."), close=close)
-                    )
+                    body = err(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
+                    writer.write(response("403 Forbidden", body, close=close))
                 elif ":streamGenerateContent" in path:
                     STATS["streams"] += 1
                     writer.write(
                         b"HTTP/1.1 200 OK\r\n"
                         b"Content-Type: text/event-stream\r\n"
-                        b"Transfer-Encoding: chunked\r\n"
-                        + (b"Connection: close\r\n" if close else b"")
-                        + b"\r\n"
+                        b"Transfer-Encoding: chunked\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
                     )
                     for i in range(args.chunks):
                         if i:

@@ -115,6 +115,7 @@ class StoreCounter:
                     ctx.abort(e.code(), e.details() or "")
 
                 if name in UNARY_STREAM:
+
                     def us(req, ctx):
                         n = 0
                         try:
@@ -125,17 +126,21 @@ class StoreCounter:
                             abort(ctx, e)
                         finally:
                             counter._add(name, reads=max(n, 1) if name == "RunQuery" else n)
+
                     return grpc.unary_stream_rpc_method_handler(us)
                 if name in STREAM_STREAM:
+
                     def ss(req_iter, ctx):
                         def reqs():
                             for r in req_iter:
                                 counter._count_request(name, r)
                                 yield r
+
                         try:
                             yield from counter.channel.stream_stream(method)(reqs(), metadata=md(ctx))
                         except grpc.RpcError as e:
                             abort(ctx, e)
+
                     return grpc.stream_stream_rpc_method_handler(ss)
 
                 def uu(req, ctx):
@@ -146,6 +151,7 @@ class StoreCounter:
                         abort(ctx, e)
                     counter._count_response(name, resp)
                     return resp
+
                 return grpc.unary_unary_rpc_method_handler(uu)
 
         return Handler()
@@ -177,8 +183,12 @@ def firestore_env(logdir: Path):
 
     emu_port = _free_port()
     log = open(logdir / "firestore-emulator.log", "ab")
-    emu = subprocess.Popen([gcloud, "emulators", "firestore", "start", f"--host-port={HOST}:{emu_port}"],
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    emu = subprocess.Popen(
+        [gcloud, "emulators", "firestore", "start", f"--host-port={HOST}:{emu_port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     counter = None
     try:
         deadline = time.time() + 90

@@ -61,10 +61,10 @@ class Settings:
     wrk_threads: int = 2
 
     @classmethod
-    def make(cls, smoke: bool, threads: int) -> "Settings":
+    def make(cls, smoke: bool, threads: int) -> Settings:
         s = cls(smoke=smoke, threads=threads, wrk_threads=max(1, min(2, os.cpu_count() or 1)))
         if smoke:
-            s.phase_seconds, s.warmup_seconds, s.soak_requests = 2, 1, 150
+            s.phase_seconds, s.warmup_seconds, s.soak_requests = 1, 1, 150
             s.streams, s.chunks, s.interval_ms = 3, 5, 20.0
         return s
 
@@ -173,8 +173,9 @@ def rss_mib(pid: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- HTTP helpers
-def http_call(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-              timeout: float = 10.0) -> tuple[int, bytes]:
+def http_call(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -205,13 +206,23 @@ def wait_until(fn, timeout: float, interval: float = 0.005, server: Server | Non
 # ----------------------------------------------------------------------------------------------- wrk
 def wrk(url: str, connections: int, seconds: int, api_key: str | None, threads: int, cap_per_thread: int = 0) -> dict:
     env = {**os.environ, "BENCH_API_KEY": api_key or "", "BENCH_MAX_REQUESTS": str(cap_per_thread)}
-    argv = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, int(seconds))}s",
-            "--timeout", "30s", "-s", str(BENCH / "wrk_post.lua"), url]
+    argv = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{max(1, int(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(BENCH / "wrk_post.lua"),
+        url,
+    ]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            r = json.loads(line[len("BENCH_JSON "):])
-            r["errors"] = sum(r[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+            r = json.loads(line[len("BENCH_JSON ") :])
+            kinds = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+            r["errors"] = sum(r[k] for k in kinds)
             r["rps"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
             return r
     raise RuntimeError(f"wrk printed no summary (rc={out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -239,9 +250,15 @@ def wrk_count(url: str, n: int, connections: int, api_key: str | None, threads: 
 # ----------------------------------------------------------------------------------------------- streaming client
 def stream_once(port: int, path: str, headers: dict, timeout: float = 30.0) -> dict:
     """One streamed call on a fresh connection; the arrival time of each SSE event (seconds after send)."""
-    hdrs = {"Host": f"{HOST}:{port}", "Content-Type": "application/json", "Content-Length": str(len(BODY)),
-            "Connection": "close", **headers}
-    req = f"POST {path} HTTP/1.1\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in hdrs.items()) + b"\r\n" + BODY
+    hdrs = {
+        "Host": f"{HOST}:{port}",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(BODY)),
+        "Connection": "close",
+        **headers,
+    }
+    head_lines = [f"POST {path} HTTP/1.1", *(f"{k}: {v}" for k, v in hdrs.items())]
+    req = ("\r\n".join(head_lines) + "\r\n\r\n").encode() + BODY
     s = socket.create_connection((HOST, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     raw = b""
@@ -342,8 +359,9 @@ class Target:
 def measure(t: Target, st: Settings, stream_ref: list[float] | None, store_counter=None) -> dict:
     gen_url = t.url(MODEL_PATH)
     res: dict = {"name": t.name}
+    res["store_at_start"] = store_counter.snapshot() if store_counter else None
     log(f"{t.name}: warm-up {st.warmup_seconds}s")
-    wrk(gen_url, 4, st.warmup_seconds, t.api_key, st.wrk_threads)
+    res["warmup"] = wrk(gen_url, 4, st.warmup_seconds, t.api_key, st.wrk_threads)
 
     log(f"{t.name}: concurrency 1 for {st.phase_seconds}s")
     res["c1"] = wrk(gen_url, 1, st.phase_seconds, t.api_key, 1)
@@ -360,12 +378,17 @@ def measure(t: Target, st: Settings, stream_ref: list[float] | None, store_count
     rss2 = rss_mib(pid) if pid else None
     cpu1 = cpu_seconds(pid) if pid else None
     soak_n = s1["requests"] + s2["requests"]
-    res["soak"] = {"requests_1": s1["requests"], "requests_2": s2["requests"], "errors": s1["errors"] + s2["errors"],
-                   "rss1_mib": rss1, "rss2_mib": rss2,
-                   "cpu_s_per_1k": (cpu1 - cpu0) / soak_n * 1000 if pid and soak_n else None}
+    res["soak"] = {
+        "requests_1": s1["requests"],
+        "requests_2": s2["requests"],
+        "errors": s1["errors"] + s2["errors"],
+        "rss1_mib": rss1,
+        "rss2_mib": rss2,
+        "cpu_s_per_1k": (cpu1 - cpu0) / soak_n * 1000 if pid and soak_n else None,
+    }
     if store_counter:
         sc1 = store_counter.snapshot()
-        res["store"] = {k: (sc1[k] - sc0[k]) / soak_n * 1000 for k in sc1} if soak_n else None
+        res["store_soak"] = {k: (sc1[k] - sc0[k]) / soak_n * 1000 for k in sc1} if soak_n else None
 
     log(f"{t.name}: {st.streams} streamed calls of {st.chunks} chunks")
     hdrs = {"x-goog-api-key": t.api_key} if t.api_key else {}
@@ -373,6 +396,9 @@ def measure(t: Target, st: Settings, stream_ref: list[float] | None, store_count
     res["stream_raw"] = sres
     res["stream"] = stream_summary(sres, stream_ref)
     res["cold_start_s"] = t.cold_start_s
+    res["requests_total"] = (
+        res["warmup"]["requests"] + res["c1"]["requests"] + res["c32"]["requests"] + soak_n + len(sres["runs"])
+    )
     return res
 
 
@@ -384,8 +410,13 @@ def fake_keys(n: int, seed: int = 7) -> list[str]:
 
 
 def admin(port: int, method: str, path: str, payload: dict) -> tuple[int, dict]:
-    status, body = http_call(port, method, path, json.dumps(payload).encode(),
-                             {"Authorization": f"Bearer {AUTH_KEY}", "Content-Type": "application/json"})
+    status, body = http_call(
+        port,
+        method,
+        path,
+        json.dumps(payload).encode(),
+        {"Authorization": f"Bearer {AUTH_KEY}", "Content-Type": "application/json"},
+    )
     try:
         return status, json.loads(body or b"{}")
     except ValueError:
@@ -393,8 +424,12 @@ def admin(port: int, method: str, path: str, payload: dict) -> tuple[int, dict]:
 
 
 def setup_group(port: int, fake_port: int) -> None:
-    st, b = admin(port, "POST", "/api/groups", {
-        "name": "bench", "upstreams": [{"url": f"http://{HOST}:{fake_port}", "weight": 1}], "proxy_keys": [PROXY_KEY]})
+    st, b = admin(
+        port,
+        "POST",
+        "/api/groups",
+        {"name": "bench", "upstreams": [{"url": f"http://{HOST}:{fake_port}", "weight": 1}], "proxy_keys": [PROXY_KEY]},
+    )
     if st not in (200, 201, 409):
         raise RuntimeError(f"creating the group failed: {st} {b}")
     st, b = admin(port, "POST", "/api/groups/bench/keys", {"keys": "\n".join(fake_keys(20))})
@@ -403,8 +438,14 @@ def setup_group(port: int, fake_port: int) -> None:
 
 
 def proxied_ok(port: int) -> bool:
-    status, _ = http_call(port, "POST", "/proxy/bench" + MODEL_PATH, BODY,
-                          {"x-goog-api-key": PROXY_KEY, "Content-Type": "application/json"}, timeout=5)
+    status, _ = http_call(
+        port,
+        "POST",
+        "/proxy/bench" + MODEL_PATH,
+        BODY,
+        {"x-goog-api-key": PROXY_KEY, "Content-Type": "application/json"},
+        timeout=5,
+    )
     return status == 200
 
 
@@ -436,7 +477,15 @@ def start_baseline(st: Settings, fake_port: int, logdir: Path) -> Target:
     port = free_port()
     ff = shutil.which("functions-framework")
     argv = ([ff] if ff else [sys.executable, "-m", "functions_framework"]) + [
-        "--target", "handler", "--source", str(BENCH / "baseline.py"), "--host", HOST, "--port", str(port)]
+        "--target",
+        "handler",
+        "--source",
+        str(BENCH / "baseline.py"),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
     env = {"UPSTREAM": f"http://{HOST}:{fake_port}", "THREADS": str(st.threads), "WORKERS": "1"}
     srv = Server("baseline", argv, env, ROOT, logdir)
 
@@ -468,27 +517,44 @@ def ratio(a, b) -> str:
     return f"{a / b:.2f}x"
 
 
+def _added(r: dict, d: dict, pct: str):
+    return None if r is d else (r["c1"][pct] - d["c1"][pct]) / 1000
+
+
+def _growth(r: dict):
+    s = r["soak"]
+    return None if s["rss1_mib"] is None else s["rss2_mib"] - s["rss1_mib"]
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1000
+
+
+def _errors(r: dict) -> int:
+    return r["c1"]["errors"] + r["c32"]["errors"] + r["soak"]["errors"]
+
+
 ROWS = [
-    # (label, extractor(res, direct_res), decimals)
+    # (label, extractor(res, direct_res), decimals[, False = no ratio column: a ratio of two near-zero numbers])
     ("throughput c=1 (req/s)", lambda r, d: r["c1"]["rps"], 0),
     ("latency c=1 p50 (ms)", lambda r, d: r["c1"]["p50_us"] / 1000, 2),
     ("latency c=1 p99 (ms)", lambda r, d: r["c1"]["p99_us"] / 1000, 2),
     ("throughput c=32 (req/s)", lambda r, d: r["c32"]["rps"], 0),
     ("latency c=32 p50 (ms)", lambda r, d: r["c32"]["p50_us"] / 1000, 2),
     ("latency c=32 p99 (ms)", lambda r, d: r["c32"]["p99_us"] / 1000, 2),
-    ("added latency over direct c=1 p50 (ms)", lambda r, d: None if r is d else (r["c1"]["p50_us"] - d["c1"]["p50_us"]) / 1000, 2),
-    ("added latency over direct c=1 p99 (ms)", lambda r, d: None if r is d else (r["c1"]["p99_us"] - d["c1"]["p99_us"]) / 1000, 2),
+    ("added latency over direct c=1 p50 (ms)", lambda r, d: _added(r, d, "p50_us"), 2),
+    ("added latency over direct c=1 p99 (ms)", lambda r, d: _added(r, d, "p99_us"), 2),
     ("CPU s of the server per 1,000 requests", lambda r, d: r["soak"]["cpu_s_per_1k"], 3),
     ("RSS after soak 1 (MiB)", lambda r, d: r["soak"]["rss1_mib"], 1),
     ("RSS after soak 2 (MiB)", lambda r, d: r["soak"]["rss2_mib"], 1),
-    ("RSS growth over soak 2 (MiB)", lambda r, d: None if r["soak"]["rss1_mib"] is None else r["soak"]["rss2_mib"] - r["soak"]["rss1_mib"], 1),
-    ("cold start: process start to first 200 (ms)", lambda r, d: None if r["cold_start_s"] is None else r["cold_start_s"] * 1000, 0),
+    ("RSS growth over soak 2 (MiB)", lambda r, d: _growth(r), 1, False),
+    ("cold start: process start to first 200 (ms)", lambda r, d: _ms(r["cold_start_s"]), 0),
     ("stream: time to first byte p50 (ms)", lambda r, d: r["stream"]["ttfb_p50_ms"], 2),
     ("stream: first SSE event p50 (ms)", lambda r, d: r["stream"]["first_event_p50_ms"], 2),
-    ("stream: worst extra delay of a chunk vs direct (ms)", lambda r, d: None if r is d else r["stream"]["worst_extra_ms"], 2),
+    ("stream: worst extra delay of a chunk vs direct (ms)", lambda r, d: r["stream"]["worst_extra_ms"], 2),
     ("Firestore reads per 1,000 requests", lambda r, d: (r.get("store") or {}).get("reads"), 1),
     ("Firestore writes per 1,000 requests", lambda r, d: (r.get("store") or {}).get("writes"), 1),
-    ("errors (non-2xx, socket) in all load phases", lambda r, d: r["c1"]["errors"] + r["c32"]["errors"] + r["soak"]["errors"], 0),
+    ("errors (non-2xx, socket) in all load phases", lambda r, d: _errors(r), 0, False),
 ]
 ROW_LABELS = [r[0] for r in ROWS]
 
@@ -504,10 +570,14 @@ def grows(r) -> str:
 def report(results: dict, notes: list[str], st: Settings, machine: dict) -> str:
     cols = [c for c in ("direct", "baseline", "proxy", "proxy-fs") if c in results]
     d = results["direct"]
-    header = ["metric", *cols] + (["proxy/baseline"] if {"proxy", "baseline"} <= set(cols) else []) + \
-             (["proxy-fs/baseline"] if {"proxy-fs", "baseline"} <= set(cols) else [])
+    header = (
+        ["metric", *cols]
+        + (["proxy/baseline"] if {"proxy", "baseline"} <= set(cols) else [])
+        + (["proxy-fs/baseline"] if {"proxy-fs", "baseline"} <= set(cols) else [])
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for label, fn, nd in ROWS:
+    for label, fn, nd, *opt in ROWS:
+        with_ratio = not opt or opt[0]
         vals = {}
         for c in cols:
             try:
@@ -516,20 +586,24 @@ def report(results: dict, notes: list[str], st: Settings, machine: dict) -> str:
                 vals[c] = None
         row = [label] + [fmt(vals[c], nd) for c in cols]
         if "proxy/baseline" in header:
-            row.append(ratio(vals.get("proxy"), vals.get("baseline")))
+            row.append(ratio(vals.get("proxy"), vals.get("baseline")) if with_ratio else "")
         if "proxy-fs/baseline" in header:
-            row.append(ratio(vals.get("proxy-fs"), vals.get("baseline")))
+            row.append(ratio(vals.get("proxy-fs"), vals.get("baseline")) if with_ratio else "")
         lines.append("| " + " | ".join(row) + " |")
-    grow_row = ["RSS keeps growing over soak 2?"] + [grows(results[c]) for c in cols] + [""] * (len(header) - len(cols) - 1)
+    grow_row = ["RSS keeps growing over soak 2?", *(grows(results[c]) for c in cols)]
+    grow_row += [""] * (len(header) - len(grow_row))
     lines.append("| " + " | ".join(grow_row) + " |")
     soak = results["direct"]["soak"]
     mode = "smoke run (CI: checks the harness, the numbers mean little)" if st.smoke else "full run"
     head = [
         f"# gptload benchmark: {mode}",
         "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['mem']}; Python {machine['python']}; "
         f"{machine['wrk']}; functions-framework {machine['ff']}, gunicorn {machine['gunicorn']}",
+        f"- 1-minute load average before the run {machine.get('load_before', '?')}, after it "
+        f"{os.getloadavg()[0]:.2f} (the bench itself keeps about 2 busy; more means other work shared the CPUs "
+        "and the numbers are noisier)",
         f"- servers: functions-framework gunicorn gthread, WORKERS=1, THREADS={st.threads}; all on {HOST} "
         f"(load generator, fake upstream and server share the {machine['nproc']} CPUs)",
         f"- load: wrk, POST generateContent ({len(BODY)} B body); {st.phase_seconds}s per concurrency phase after "
@@ -563,6 +637,7 @@ def machine_info() -> dict:
     def version(mod):
         try:
             from importlib.metadata import version as v
+
             return v(mod)
         except Exception:
             return "?"
@@ -573,8 +648,15 @@ def machine_info() -> dict:
         wrk_v = (out.stdout or out.stderr).splitlines()[0].split(" [")[0]
     except Exception:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem": mem, "python": platform.python_version(), "wrk": wrk_v,
-            "ff": version("functions-framework"), "gunicorn": version("gunicorn")}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem": mem,
+        "python": platform.python_version(),
+        "wrk": wrk_v,
+        "ff": version("functions-framework"),
+        "gunicorn": version("gunicorn"),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- sanity
@@ -603,13 +685,28 @@ def sanity(results: dict, st: Settings, fake_stats: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few hundred requests per target; for CI")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", 8)),
-                    help="gthread THREADS for baseline and proxy (default 8 = functions-framework's 4 x CPUs here)")
-    ap.add_argument("--targets", default="direct,baseline,proxy,proxy-fs",
-                    help="comma list of direct,baseline,proxy,proxy-fs (direct always runs: it is the reference)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("THREADS", 8)),
+        help="gthread THREADS for baseline and proxy (default 8 = functions-framework's 4 x CPUs here)",
+    )
+    ap.add_argument(
+        "--targets",
+        default="direct,baseline,proxy,proxy-fs",
+        help="comma list of direct,baseline,proxy,proxy-fs (direct always runs: it is the reference)",
+    )
     ap.add_argument("--no-firestore", action="store_true", help="skip the STORE=firestore run")
-    ap.add_argument("--out", default=None,
-                    help="markdown report (default bench/results/latest.md, or bench/results/smoke.md with --smoke)")
+    ap.add_argument("--soak", type=int, default=None, help="requests in each of the two soaks (default 10,000)")
+    ap.add_argument("--seconds", type=int, default=None, help="seconds of each concurrency phase (default 10)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temporary data and server logs (kept anyway on failure)"
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="markdown report (default bench/results/latest.md, or bench/results/smoke.md with --smoke)",
+    )
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = str(RESULTS / ("smoke.md" if args.smoke else "latest.md"))
@@ -618,6 +715,10 @@ def main(argv=None) -> int:
         print("bench: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
     st = Settings.make(args.smoke, args.threads)
+    if args.soak:
+        st.soak_requests = args.soak
+    if args.seconds:
+        st.phase_seconds = args.seconds
     wanted = set(args.targets.split(",")) | {"direct"}
     if args.no_firestore:
         wanted.discard("proxy-fs")
@@ -628,12 +729,24 @@ def main(argv=None) -> int:
     logdir.mkdir()
     servers: list[Server] = []
     failed = False
+    fake_stats: dict = {}
     t_begin = time.perf_counter()
+    load_before = f"{os.getloadavg()[0]:.2f}"
     try:
         fake_port = free_port()
-        fake = Server("fake-upstream", [sys.executable, str(BENCH / "fake_upstream.py"), "--host", HOST, "--port",
-                                        str(fake_port), "--chunks", str(st.chunks), "--interval-ms", str(st.interval_ms)],
-                      {}, ROOT, logdir)
+        fake_argv = [
+            sys.executable,
+            str(BENCH / "fake_upstream.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(fake_port),
+            "--chunks",
+            str(st.chunks),
+            "--interval-ms",
+            str(st.interval_ms),
+        ]
+        fake = Server("fake-upstream", fake_argv, {}, ROOT, logdir)
         servers.append(fake)
         wait_until(lambda: http_call(fake_port, "GET", "/health", timeout=2)[0] == 200, 20, 0.02, fake)
 
@@ -642,10 +755,15 @@ def main(argv=None) -> int:
         ref = stream_reference(results["direct"]["stream_raw"])
 
         if "baseline" in wanted:
-            t = start_baseline(st, fake_port, logdir)
-            servers.append(t.server)
-            results["baseline"] = measure(t, st, ref)
-            t.server.stop()
+            try:
+                t = start_baseline(st, fake_port, logdir)
+                servers.append(t.server)
+                results["baseline"] = measure(t, st, ref)
+                t.server.stop()
+            except Exception as e:
+                failed = True
+                notes.append(f"baseline could not run: {e}".replace("\n", " / ")[:800])
+                log(notes[-1])
 
         if "proxy" in wanted:
             try:
@@ -659,21 +777,29 @@ def main(argv=None) -> int:
                 log(notes[-1])
 
         if "proxy-fs" in wanted:
-            from firestore_run import FirestoreUnavailable, firestore_env  # noqa: E402  (bench/ is on sys.path)
+            from firestore_run import FirestoreUnavailable, firestore_env
 
             try:
                 with firestore_env(logdir) as (env_extra, counter):
                     t = start_proxy("proxy-fs", st, env_extra, work / "data-fs", fake_port, logdir)
                     servers.append(t.server)
                     try:
-                        results["proxy-fs"] = measure(t, st, ref, store_counter=counter)
+                        r = results["proxy-fs"] = measure(t, st, ref, store_counter=counter)
                     finally:
-                        t.server.stop()
+                        t.server.stop()  # SIGTERM: the proxy flushes its buffered counters and logs
                     tot = counter.snapshot()
-                    notes.append("Firestore, whole proxy-fs run incl. set-up, cold start and shutdown: "
-                                 f"{tot['reads']:,} reads, {tot['writes']:,} writes, {tot['rpcs']:,} RPCs "
-                                 f"({', '.join(f'{k} {v:,}' for k, v in sorted(counter.by_method.items()))}); "
-                                 "per-1,000 rows count the two soaks only")
+                    a, n = r["store_at_start"], r["requests_total"]
+                    r["store"] = {k: (tot[k] - a[k]) / n * 1000 for k in tot}
+                    soak = r["store_soak"] or {}
+                    notes.append(
+                        f"Firestore per 1,000 requests: over the measured instance's life (first request to shutdown "
+                        f"flush, {n:,} requests) {r['store']['reads']:.1f} reads, {r['store']['writes']:.1f} writes, "
+                        f"{r['store']['rpcs']:.1f} RPCs (the table rows); during the soaks alone "
+                        f"{soak.get('reads', 0):.1f} reads, {soak.get('writes', 0):.1f} writes. "
+                        "Whole run incl. set-up: "
+                        f"{tot['reads']:,} reads, {tot['writes']:,} writes, {tot['rpcs']:,} RPCs "
+                        f"({', '.join(f'{k} {v:,}' for k, v in sorted(counter.by_method.items()))})"
+                    )
             except FirestoreUnavailable as e:
                 notes.append(f"Firestore run skipped: {e}")
                 log(notes[-1])
@@ -690,16 +816,22 @@ def main(argv=None) -> int:
 
     problems = sanity(results, st, fake_stats)
     notes += [f"PROBLEM: {p}" for p in problems]
-    notes.append(f"fake upstream served {fake_stats['requests']:,} requests; bench took "
-                 f"{time.perf_counter() - t_begin:.0f}s; server logs in {logdir}")
-    md = report(results, notes, st, machine_info())
+    rc = 1 if (failed or problems) else 0
+    keep = rc or args.keep
+    notes.append(
+        f"fake upstream served {fake_stats.get('requests', 0):,} requests; bench took "
+        f"{time.perf_counter() - t_begin:.0f}s" + (f"; server logs in {logdir}" if keep else "")
+    )
+    md = report(results, notes, st, {**machine_info(), "load_before": load_before})
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     raw = {k: {kk: vv for kk, vv in v.items() if kk != "stream_raw"} for k, v in results.items()}
     out.with_suffix(".json").write_text(json.dumps({"settings": st.__dict__, "results": raw}, indent=1))
-    return 1 if (failed or problems) else 0
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def test_bench_smoke_runs_and_writes_the_whole_table(tmp_path):
     if os.environ.get("BENCH_SMOKE_FIRESTORE", "1") == "0":
         args.append("--no-firestore")
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, f"bench smoke failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"bench smoke failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    )
     md = out.read_text()
     assert "| metric |" in proc.stdout, "the table was not printed"
 
