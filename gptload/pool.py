@@ -28,6 +28,9 @@ from gptload.store.base import Store
 from gptload.vault.base import Vault
 
 log = logging.getLogger(__name__)
+# How far back ``changed_keys`` looks before the last sync: covers clock skew between instances and the store,
+# and writes that committed after our read had begun.
+STATE_SYNC_MARGIN_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -83,36 +86,64 @@ class KeyPool:
         self._views: dict[str, GroupView] = {}
         self._settings: Settings = Settings()
         self._global_digests: frozenset[bytes] = frozenset()
-        self._version: str | None = None
+        self._markers: dict[str, int] | None = None
+        self._system: dict = {}
+        self._synced_at: dict[str, float] = {}
         self._checked_at = float("-inf")
         self._reload_lock = threading.Lock()
         self._refreshing = False
 
     # -- cache ----------------------------------------------------------------------------------------------
-    def reload(self, *, force: bool = True) -> None:
-        """Rebuild the view from the store (synchronously). Used at start, after admin writes, and by refresh."""
+    def reload(self, *, force: bool = False) -> None:
+        """Bring the view up to date with the store, reading only what the markers say changed:
+        ``config`` -> settings and groups; ``keys:{g}`` -> that group's keys and secrets; ``state:{g}`` -> the
+        keys of that group whose state changed since the last sync. ``force`` re-reads everything."""
         with self._reload_lock:
             self._checked_at = time.monotonic()
-            version = self._store.version()
-            if not force and version == self._version:
+            markers = self._store.markers()
+            old = self._markers
+            if not force and old is not None and markers == old:
                 return
-            system = self._store.get_settings()
+            force = force or old is None
+            old = old or {}
+            started = time.time()
+            config_changed = force or markers.get("config", 0) != old.get("config", 0)
+            if config_changed:
+                self._system = self._store.get_settings()
+                groups = self._store.list_groups()
+            else:
+                groups = [v.group for v in self._views.values()]
             views: dict[str, GroupView] = {}
-            for group in self._store.list_groups():
-                views[group.name] = self._build_view(group, system)
-            self._settings = Settings.resolve(system)
+            for group in groups:
+                name = group.name
+                previous = self._views.get(name)
+                if force or previous is None or markers.get(f"keys:{name}", 0) != old.get(f"keys:{name}", 0):
+                    views[name] = self._build_view(group, self._load_keys(group))
+                    continue
+                if markers.get(f"state:{name}", 0) != old.get(f"state:{name}", 0):
+                    since = self._synced_at.get(name, 0.0) - STATE_SYNC_MARGIN_SECONDS
+                    for record in self._store.changed_keys(name, since):
+                        key = previous.by_id.get(record.id)
+                        if key is not None:
+                            key.state = record.state
+                views[name] = self._build_view(group, previous.keys) if config_changed else previous
+            for name in views:
+                self._synced_at[name] = started
+            self._settings = Settings.resolve(self._system)
             self._global_digests = frozenset(digest(self._salt, k) for k in self._settings.proxy_keys)
             self._views = views
-            self._version = version
+            self._markers = markers
 
-    def _build_view(self, group: Group, system: dict) -> GroupView:
+    def _load_keys(self, group: Group) -> tuple[LiveKey, ...]:
         records = self._store.list_keys(group.name)
         secrets = self._vault.load(group.name)
-        keys = tuple(LiveKey(r.id, group.name, secrets[r.id], r.state, r.masked) for r in records if r.id in secrets)
+        return tuple(LiveKey(r.id, group.name, secrets[r.id], r.state, r.masked) for r in records if r.id in secrets)
+
+    def _build_view(self, group: Group, keys: tuple[LiveKey, ...]) -> GroupView:
         previous = self._views.get(group.name)
         return GroupView(
             group=group,
-            settings=Settings.resolve(system, group.settings),
+            settings=Settings.resolve(self._system, group.settings),
             keys=keys,
             by_id={k.id: k for k in keys},
             rotation=previous.rotation if previous else Rotation(),
@@ -121,8 +152,8 @@ class KeyPool:
         )
 
     def _ensure_fresh(self) -> None:
-        if self._version is None:
-            self.reload()
+        if self._markers is None:
+            self.reload(force=True)
             return
         if time.monotonic() - self._checked_at < self._refresh_seconds:
             return
@@ -138,7 +169,7 @@ class KeyPool:
 
     def _refresh_quietly(self) -> None:
         try:
-            self.reload(force=False)
+            self.reload()
         except StoreUnavailable as exc:
             log.warning("store unavailable, serving from cache: %s", exc)
         finally:

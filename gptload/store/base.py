@@ -4,8 +4,15 @@ Contract shared by every adapter (checked by ``tests/contract``):
 
 - Adapters raise only ``gptload.errors`` types; SDK exceptions are translated at the boundary
   (``raise StoreUnavailable(...) from exc``).
-- ``version()`` returns an opaque token that changes whenever something an instance caches changes: settings,
-  groups, the key set of a group, a key's status or cooldowns. Usage counters do not change it.
+- ``markers()`` returns change counters that only grow, in the same write as the change they count:
+  ``"config"`` (settings, any group created, updated or deleted), ``"keys:{group}"`` (the group's key set: keys
+  added or deleted, the group deleted), ``"state:{group}"`` (a key's status or cooldowns changed: verdicts,
+  restores). Usage counters, notes and logs change no marker. An instance compares markers to decide what to
+  re-read: config -> settings and groups; keys -> that group's keys and secrets; state -> ``changed_keys``.
+- ``changed_keys(group, since)`` returns at least every key whose status, cooldowns or failure count was written
+  at or after ``since`` (the store's clock; callers subtract a margin for clock skew); returning more is allowed.
+- ``record_usage`` is at-most-once: it raises StoreUnavailable only when nothing of the batch was written (the
+  caller then keeps the batch); after a partial write it logs and drops the rest rather than double count.
 - ``apply_verdict`` and ``restore_keys`` are read-modify-write on the key's own record, atomic per key, and apply
   ``keypool.state.transition`` (never their own rules).
 - ``add_keys`` is idempotent per key id: a key already in the group is reported as a duplicate, never doubled.
@@ -43,7 +50,9 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # -- meta -----------------------------------------------------------------------------------------------
-    def version(self) -> str: ...
+    def markers(self) -> dict[str, int]:
+        """Change counters (see the module docstring); absent counters are 0."""
+        ...
 
     def salt(self) -> bytes:
         """The per-deployment fingerprint salt, created on first use and then never changed."""
@@ -75,6 +84,10 @@ class Store(Protocol):
 
     # -- keys -----------------------------------------------------------------------------------------------
     def list_keys(self, group: str) -> list[KeyRecord]: ...
+
+    def changed_keys(self, group: str, since: float) -> list[KeyRecord]:
+        """Keys whose state was written at or after ``since`` (possibly more); see the module docstring."""
+        ...
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
         """Insert keys not yet in the group (with their ciphertext, if any); return the ids actually added."""

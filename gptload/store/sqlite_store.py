@@ -74,6 +74,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE tasks (id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL);
     ALTER TABLE keys ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: per-purpose change markers instead of one version; when a key's state was last written
+    """
+    DELETE FROM meta WHERE k = 'version';
+    ALTER TABLE keys ADD COLUMN state_at REAL NOT NULL DEFAULT 0;
+    CREATE INDEX keys_state_at ON keys (group_name, state_at);
+    """,
 )
 _LOG_COLUMNS = (
     "id, at, group_name, key_id, key_masked, model, method, path, status_code, success, stream, duration_ms, "
@@ -156,10 +162,11 @@ class SqliteStore:
                 conn.execute(f"PRAGMA user_version = {number}")
 
     @staticmethod
-    def _bump(conn: sqlite3.Connection) -> None:
+    def _bump(conn: sqlite3.Connection, marker: str) -> None:
         conn.execute(
-            "INSERT INTO meta (k, v) VALUES ('version', '1') "
-            "ON CONFLICT(k) DO UPDATE SET v = CAST(CAST(v AS INTEGER) + 1 AS TEXT)"
+            "INSERT INTO meta (k, v) VALUES (?, '1') "
+            "ON CONFLICT(k) DO UPDATE SET v = CAST(CAST(v AS INTEGER) + 1 AS TEXT)",
+            (f"marker:{marker}",),
         )
 
     def close(self) -> None:
@@ -177,9 +184,9 @@ class SqliteStore:
         return int(self._read("PRAGMA user_version")[0][0])
 
     # -- meta -----------------------------------------------------------------------------------------------
-    def version(self) -> str:
-        rows = self._read("SELECT v FROM meta WHERE k = 'version'")
-        return rows[0][0] if rows else "0"
+    def markers(self) -> dict[str, int]:
+        rows = self._read("SELECT k, v FROM meta WHERE k LIKE 'marker:%'")
+        return {k.removeprefix("marker:"): int(v) for k, v in rows}
 
     def salt(self) -> bytes:
         if self._salt is None:
@@ -199,7 +206,7 @@ class SqliteStore:
                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 [(k, json.dumps(v)) for k, v in values.items()],
             )
-            self._bump(conn)
+            self._bump(conn, "config")
         return self.get_settings()
 
     # -- groups ---------------------------------------------------------------------------------------------
@@ -219,7 +226,7 @@ class SqliteStore:
                 "INSERT INTO groups (name, data, sort, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (group.name, json.dumps(group.to_dict()), group.sort, group.created_at, group.updated_at),
             )
-            self._bump(conn)
+            self._bump(conn, "config")
 
     def update_group(self, group: Group) -> None:
         with self._write() as conn:
@@ -229,7 +236,7 @@ class SqliteStore:
             )
             if cur.rowcount == 0:
                 raise GroupNotFound(f"no group named {group.name!r}")
-            self._bump(conn)
+            self._bump(conn, "config")
 
     def delete_group(self, name: str) -> int:
         with self._write() as conn:
@@ -237,12 +244,20 @@ class SqliteStore:
                 raise GroupNotFound(f"no group named {name!r}")
             deleted = conn.execute("DELETE FROM keys WHERE group_name = ?", (name,)).rowcount
             conn.execute("DELETE FROM bindings WHERE group_name = ?", (name,))
-            self._bump(conn)
+            self._bump(conn, "config")
+            self._bump(conn, f"keys:{name}")
         return deleted
 
     # -- keys -----------------------------------------------------------------------------------------------
     def list_keys(self, group: str) -> list[KeyRecord]:
         rows = self._read(f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? ORDER BY created_at, id", (group,))
+        return [_record(r) for r in rows]
+
+    def changed_keys(self, group: str, since: float) -> list[KeyRecord]:
+        rows = self._read(
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND state_at >= ? ORDER BY created_at, id",
+            (group, since),
+        )
         return [_record(r) for r in rows]
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
@@ -259,7 +274,7 @@ class SqliteStore:
                 if cur.rowcount:
                     added.append(r.id)
             if added:
-                self._bump(conn)
+                self._bump(conn, f"keys:{group}")
         return added
 
     def delete_keys(self, group: str, ids: list[str]) -> int:
@@ -273,7 +288,7 @@ class SqliteStore:
                     f"DELETE FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
                 ).rowcount
             if deleted:
-                self._bump(conn)
+                self._bump(conn, f"keys:{group}")
         return deleted
 
     def apply_verdict(
@@ -291,7 +306,7 @@ class SqliteStore:
                 return record
             self._write_state(conn, group, key_id, new)
             if new.status != record.state.status or new.cooldowns != record.state.cooldowns:
-                self._bump(conn)
+                self._bump(conn, f"state:{group}")
         return record.with_state(new)
 
     def restore_keys(self, group: str, ids: list[str] | None) -> int:
@@ -316,15 +331,23 @@ class SqliteStore:
                     self._write_state(conn, group, record.id, new)
                     changed += 1
             if changed:
-                self._bump(conn)
+                self._bump(conn, f"state:{group}")
         return changed
 
     @staticmethod
     def _write_state(conn: sqlite3.Connection, group: str, key_id: str, state: KeyState) -> None:
         conn.execute(
-            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ? "
+            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ?, state_at = ? "
             "WHERE group_name = ? AND id = ?",
-            (state.status, _dump_cooldowns(state.cooldowns), state.failure_count, state.last_error, group, key_id),
+            (
+                state.status,
+                _dump_cooldowns(state.cooldowns),
+                state.failure_count,
+                state.last_error,
+                time.time(),
+                group,
+                key_id,
+            ),
         )
 
     def record_usage(self, events: list[UsageEvent]) -> None:

@@ -34,15 +34,15 @@ def test_salt_is_stable_and_long(store):
     assert store.salt() == first
 
 
-def test_settings_merge_and_change_the_version(store):
-    v0 = store.version()
+def test_settings_merge_and_move_the_config_marker(store):
+    assert store.markers().get("config", 0) == 0
     assert store.get_settings() == {}
     store.put_settings({"max_retries": 5})
-    v1 = store.version()
-    assert v1 != v0
+    m1 = store.markers()["config"]
+    assert m1 > 0
     store.put_settings({"blacklist_threshold": 7})
     assert store.get_settings() == {"max_retries": 5, "blacklist_threshold": 7}
-    assert store.version() != v1
+    assert store.markers()["config"] > m1
 
 
 def test_group_crud(store):
@@ -66,9 +66,10 @@ def test_group_crud(store):
 def test_delete_group_removes_keys_and_secrets(store):
     store.create_group(group("g1"))
     store.add_keys("g1", records("g1", 3), {"k0000": b"ct0", "k0001": b"ct1", "k0002": b"ct2"})
-    v = store.version()
+    before = store.markers()
     assert store.delete_group("g1") == 3
-    assert store.version() != v
+    after = store.markers()
+    assert after["config"] > before["config"] and after["keys:g1"] > before["keys:g1"]
     assert store.get_group("g1") is None
     assert store.list_keys("g1") == []
     assert store.get_secrets("g1") == {}
@@ -102,7 +103,7 @@ def test_delete_keys(store):
 def test_apply_verdict_runs_the_state_machine(store):
     store.create_group(group())
     store.add_keys("g1", records("g1", 2), {})
-    v0 = store.version()
+    m0 = store.markers()
     rec = store.apply_verdict(
         "g1",
         "k0000",
@@ -113,7 +114,9 @@ def test_apply_verdict_runs_the_state_machine(store):
     )
     assert rec.state.cooldowns[0].model == "gemini-2.5-flash"
     assert rec.state.cooldowns[0].until == NOW + 26
-    assert store.version() != v0
+    m1 = store.markers()
+    assert m1.get("state:g1", 0) > m0.get("state:g1", 0)
+    assert m1["config"] == m0["config"] and m1["keys:g1"] == m0["keys:g1"]
     stored = {k.id: k for k in store.list_keys("g1")}["k0000"]
     assert stored.state == rec.state
     rec = store.apply_verdict("g1", "k0001", Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"), "m", NOW, POLICY)
@@ -166,9 +169,9 @@ def test_restore_all_and_by_id(store):
     store.add_keys("g1", records("g1", 3), {})
     store.apply_verdict("g1", "k0000", Verdict(Kind.KEY_INVALID, "x"), "m", NOW, POLICY)
     store.apply_verdict("g1", "k0001", Verdict(Kind.QUOTA_DAY, "day"), "m", NOW, POLICY)
-    v = store.version()
+    m = store.markers().get("state:g1", 0)
     assert store.restore_keys("g1", ["k0000"]) == 1
-    assert store.version() != v
+    assert store.markers()["state:g1"] > m
     states = {k.id: k.state for k in store.list_keys("g1")}
     assert states["k0000"] == KeyState(status=ACTIVE)
     assert states["k0001"].cooldowns
@@ -180,7 +183,7 @@ def test_restore_all_and_by_id(store):
 def test_record_usage_adds_up(store):
     store.create_group(group())
     store.add_keys("g1", records("g1", 2), {})
-    v = store.version()
+    m = store.markers()
     store.record_usage(
         [
             UsageEvent("g1", "k0000", NOW + 5, True),
@@ -193,7 +196,7 @@ def test_record_usage_adds_up(store):
     assert keys["k0000"].request_count == 3 and keys["k0000"].failure_total == 1
     assert keys["k0000"].last_used_at == NOW + 9
     assert keys["k0001"].request_count == 1
-    assert store.version() == v  # usage is not cached state
+    assert store.markers() == m  # usage is not cached state
 
 
 def test_bindings_expire(store):
@@ -205,3 +208,26 @@ def test_bindings_expire(store):
     assert store.get_binding(UPLOAD, "up-1", now) is None
     assert store.get_binding(RESOURCE, "up-1", now) is None
     assert store.get_binding(RESOURCE, "files/other", now) is None
+
+
+def test_key_set_changes_move_the_keys_marker_only(store):
+    store.create_group(group())
+    m0 = store.markers()
+    store.add_keys("g1", records("g1", 2), {})
+    m1 = store.markers()
+    assert m1["keys:g1"] > m0.get("keys:g1", 0) and m1["config"] == m0["config"]
+    store.add_keys("g1", records("g1", 2), {})  # nothing new: no change
+    assert store.markers() == m1
+    store.delete_keys("g1", ["k0000"])
+    assert store.markers()["keys:g1"] > m1["keys:g1"]
+
+
+def test_changed_keys_returns_keys_whose_state_was_written_since(store):
+    store.create_group(group())
+    store.add_keys("g1", records("g1", 3), {})
+    before = time.time() - 1
+    store.apply_verdict("g1", "k0001", Verdict(Kind.KEY_INVALID, "x"), "m", NOW, POLICY)
+    changed = store.changed_keys("g1", before)
+    assert "k0001" in [k.id for k in changed]
+    assert {k.id: k for k in changed}["k0001"].state.status == INVALID
+    assert store.changed_keys("g1", time.time() + 3600) == []

@@ -171,7 +171,7 @@ def test_store_unavailable_is_a_clear_503_and_the_proxy_keeps_its_cache(app, mon
         raise StoreUnavailable("store unreachable (test)")
 
     monkeypatch.setattr(services.store, "list_groups", down)
-    monkeypatch.setattr(services.store, "version", down)
+    monkeypatch.setattr(services.store, "markers", down)
     r = app.get("/api/groups", headers=AUTH)
     assert r.status_code == 503 and error_of(r) == "STORE_UNAVAILABLE"
     services.pool._checked_at = float("-inf")  # force a refresh attempt: it fails, the cached view still serves
