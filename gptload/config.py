@@ -89,26 +89,22 @@ class Config:
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}")
-    return value
+    return int(_number(env, name, default, lo, hi, int))
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    return _number(env, name, default, lo, hi, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float, kind: type) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {noun}, not {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}")
     return value
