@@ -50,6 +50,36 @@ TX_CHUNK = 100  # documents read and written by one multi-key transaction
 BATCH_LIMIT = 500  # Firestore's maximum writes per batched write
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 
+# -- what the deployment must provision (imported by infra code and its tests) ---------------------------------
+# Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
+# list filters on any subset of six equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
+# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^6 indexes.
+_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream")
+FIRESTORE_INDEXES: list[dict] = [
+    *(
+        {
+            "collection": "request_logs",
+            "query_scope": "COLLECTION",
+            "fields": [(f, "ASCENDING"), ("at", "DESCENDING")],
+        }
+        for f in _LOG_EQUALITY_FIELDS
+    ),
+    # hourly_stats(group, since): group == g and hour >= since, ordered by hour
+    {
+        "collection": "stats_hourly",
+        "query_scope": "COLLECTION",
+        "fields": [("group", "ASCENDING"), ("hour", "ASCENDING")],
+    },
+]
+# (collection, field) pairs holding a Timestamp after which the document may be deleted (Firestore TTL policies).
+# "keys" is the collection id of the subcollection groups/{name}/keys (TTL policies apply per collection id).
+FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
+    ("bindings", "expires_at"),
+    ("request_logs", "expires_at"),
+    ("stats_minute", "expires_at"),
+    ("tasks", "expires_at"),
+]
+
 
 class FirestoreStore:
     kind = "firestore"
