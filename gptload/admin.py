@@ -38,7 +38,7 @@ class Admin:
     def create_group(self, payload: Any) -> dict[str, Any]:
         fields = _group_fields(payload, creating=True)
         now = time.time()
-        group = Group.from_dict({**fields, "created_at": now, "updated_at": now})
+        group = Group.from_dict({"sort": self._next_sort(), **fields, "created_at": now, "updated_at": now})
         self._store.create_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -85,7 +85,9 @@ class Admin:
             {"name": payload.get("name"), "proxy_keys": payload.get("proxy_keys", [])}, creating=True
         )
         now = time.time()
-        copy = Group.from_dict({**source.to_dict(), **fields, "created_at": now, "updated_at": now})
+        copy = Group.from_dict(
+            {**source.to_dict(), **fields, "sort": self._next_sort(), "created_at": now, "updated_at": now}
+        )
         self._store.create_group(copy)
         if payload.get("with_keys"):
             secrets = self._vault.load(name)
@@ -113,6 +115,10 @@ class Admin:
                 )
         self._pool.reload()
         return {"groups": self.list_groups()}
+
+    def _next_sort(self) -> int:
+        """New groups go to the end of the list."""
+        return max((g.sort for g in self._store.list_groups()), default=-1) + 1
 
     def _require(self, name: str) -> Group:
         group = self._store.get_group(name)

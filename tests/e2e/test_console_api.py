@@ -174,6 +174,12 @@ def test_reorder_groups_and_schema(tmp_path, fake):
     try:
         for name in ("a", "b", "c"):
             srv.api("POST", "/api/groups", json={"name": name, "upstreams": [{"url": fake.url, "weight": 1}]})
+        srv.api("POST", "/api/groups", json={"name": "0-first-by-name", "upstreams": [{"url": fake.url}]})
+        srv.api("POST", "/api/groups/a/copy", json={"name": "a-copy"})
+        names = [g["name"] for g in srv.api("GET", "/api/groups").json()["groups"]]
+        assert names == ["a", "b", "c", "0-first-by-name", "a-copy"]  # new groups go last, not alphabetically
+        for extra in ("0-first-by-name", "a-copy"):
+            srv.api("DELETE", f"/api/groups/{extra}")
         r = srv.api("PUT", "/api/groups-order", json={"names": ["c", "a", "b"]})
         assert [g["name"] for g in r.json()["groups"]] == ["c", "a", "b"]
         assert srv.api("PUT", "/api/groups-order", json={"names": ["c", "a"]}).status_code == 400
