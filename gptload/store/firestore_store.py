@@ -36,7 +36,8 @@ from urllib.parse import quote
 from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
-from gptload.models import ACTIVE, INVALID, CoolDown, Group, KeyRecord, KeyState, UsageEvent
+from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
+from gptload.settings import Settings
 from gptload.store.base import Binding
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ TX_DEADLINE_SECONDS = 30.0  # contention retries of one transaction (the store a
 TX_CHUNK = 100  # documents read and written by one multi-key transaction
 BATCH_LIMIT = 500  # Firestore's maximum writes per batched write
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
+TEXT_SCAN_LIMIT = 5000  # log rows (newest first, other filters applied) searched in memory for a ``text`` filter
+PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL policy does the bulk)
+MINUTE_STATS_TTL = 86400.0  # stats_minute buckets serve requests_since (requests per minute) only
+TASK_TTL = 30 * 86400.0  # task documents (maintenance markers, validation jobs)
+DAY = 86400.0
+_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
+_LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
 
 # -- what the deployment must provision (imported by infra code and its tests) ---------------------------------
 # Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
@@ -90,7 +98,7 @@ class FirestoreStore:
         database: str = "(default)",
         client: Any = None,
         *,
-        version_shards: int = 4,
+        marker_shards: int = 4,
     ) -> None:
         # Imported here: only this backend pays for the SDK import (cold starts matter on serverless).
         from google.api_core import exceptions as api_exceptions
@@ -119,12 +127,13 @@ class FirestoreStore:
             raise StoreUnavailable(f"cannot create the Firestore client: {type(exc).__name__}") from exc
         self.project = project
         self.database = database
-        self._shards = max(1, version_shards)
+        self._shards = max(1, marker_shards)
         self._salt: bytes | None = None
         self._handoff: dict[str, tuple[float, dict[str, bytes]]] = {}
         self._handoff_lock = threading.Lock()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._key_locks_guard = threading.Lock()
+        self._retention_days = float(Settings().request_log_retention_days)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     @contextmanager
@@ -179,10 +188,16 @@ class FirestoreStore:
         # Resource names contain "/", which a document id may not; percent-encoding is reversible and readable.
         return self._client.collection("bindings").document(quote(f"{kind}:{name}", safe=""))
 
-    def _bump(self, writer: Any) -> None:
-        """Change version(): a blind Increment on one random shard, inside the caller's batch or transaction."""
+    def _usage_ref(self, group: str) -> Any:
+        return self._client.collection("key_usage").document(_id(group))
+
+    def _bump(self, writer: Any, *names: str) -> None:
+        """Move markers: a blind Increment of ``m.<name>`` on one random shard, inside the caller's batch or
+        transaction (never read there, so it adds no contention). Nested dict keys are field-path segments, so
+        names with ':' or '-' need no quoting."""
         shard = secrets.randbelow(self._shards)
-        writer.set(self._meta(f"version-{shard}"), {"n": self._fs.Increment(1)}, merge=True)
+        counters = {name: self._fs.Increment(1) for name in names}
+        writer.set(self._meta(f"markers-{shard}"), {"m": counters}, merge=True)
 
     def _key_lock(self, group: str, key_id: str) -> threading.Lock:
         """Threads of this instance queue here for one key instead of colliding in Firestore transactions."""
@@ -200,12 +215,18 @@ class FirestoreStore:
             log.debug("closing the Firestore client: %s", type(exc).__name__)
 
     # -- meta -----------------------------------------------------------------------------------------------
-    def version(self) -> str:
-        """One batched get of the S version shards (S reads); missing shards count as 0."""
-        refs = [self._meta(f"version-{i}") for i in range(self._shards)]
-        with self._boundary("version read"):
-            snaps = {s.id: s for s in self._client.get_all(refs, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)}
-        return ".".join(str((snaps[r.id].get("n") if snaps[r.id].exists else 0) or 0) for r in refs)
+    def markers(self) -> dict[str, int]:
+        """One batched get of the S marker shards (S reads); each counter is the sum over the shards."""
+        refs = [self._meta(f"markers-{i}") for i in range(self._shards)]
+        with self._boundary("marker read"):
+            snaps = list(self._client.get_all(refs, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS))
+        out: dict[str, int] = {}
+        for snap in snaps:
+            if not snap.exists:
+                continue
+            for name, value in ((snap.to_dict() or {}).get("m") or {}).items():
+                out[name] = out.get(name, 0) + int(value or 0)
+        return out
 
     def salt(self) -> bytes:
         if self._salt is None:
@@ -227,7 +248,17 @@ class FirestoreStore:
                 .document("system")
                 .get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             )
-        return {name: json.loads(value) for name, value in (snap.to_dict() or {}).items()}
+        values = {name: json.loads(value) for name, value in (snap.to_dict() or {}).items()}
+        self._remember_retention(values)
+        return values
+
+    def _remember_retention(self, values: dict[str, Any]) -> None:
+        """Cache the log retention for the ``expires_at`` of log rows (no read on the flush path: the pool
+        calls get_settings on every config change, so the cache follows the marker)."""
+        try:
+            self._retention_days = float(Settings.resolve(values).request_log_retention_days)
+        except Exception:  # noqa: BLE001 - a bad stored value keeps the previous retention
+            log.debug("unreadable request_log_retention_days; keeping %s days", self._retention_days)
 
     def put_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         batch = self._client.batch()
@@ -237,7 +268,7 @@ class FirestoreStore:
             {name: json.dumps(value) for name, value in values.items()},
             merge=True,
         )
-        self._bump(batch)
+        self._bump(batch, "config")
         with self._boundary("settings write"):
             batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
         return self.get_settings()
@@ -258,7 +289,7 @@ class FirestoreStore:
     def create_group(self, group: Group) -> None:
         batch = self._client.batch()
         batch.create(self._group_ref(group.name), _group_doc(group))
-        self._bump(batch)
+        self._bump(batch, "config")
         with self._boundary("group create"):
             try:
                 batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
@@ -268,7 +299,7 @@ class FirestoreStore:
     def update_group(self, group: Group) -> None:
         batch = self._client.batch()
         batch.update(self._group_ref(group.name), _group_doc(group))  # update() requires the document to exist
-        self._bump(batch)
+        self._bump(batch, "config")
         with self._boundary("group update"):
             try:
                 batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
@@ -276,7 +307,7 @@ class FirestoreStore:
                 raise GroupNotFound(f"no group named {group.name!r}") from None
 
     def delete_group(self, name: str) -> int:
-        """Delete keys, then the group document (transaction + version bump), then sweep keys added meanwhile.
+        """Delete keys, then the group document (transaction + marker bumps), then sweep keys added meanwhile.
 
         Keys go first so that an interrupted delete leaves a visible, smaller group rather than orphan keys that
         a re-created group of the same name would inherit.
@@ -290,7 +321,8 @@ class FirestoreStore:
             if not next(iter(tx.get(self._group_ref(name), timeout=RPC_TIMEOUT_SECONDS))).exists:
                 raise GroupNotFound(f"no group named {name!r}")
             tx.delete(self._group_ref(name))
-            self._bump(tx)
+            tx.delete(self._usage_ref(name))
+            self._bump(tx, "config", f"keys:{name}")
 
         self._transact("group delete", remove)
         deleted += self._delete_all_keys(name)
@@ -315,19 +347,37 @@ class FirestoreStore:
             batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
 
     # -- keys -----------------------------------------------------------------------------------------------
+    def _usage_of(self, group: str) -> dict[str, dict[str, Any]]:
+        """The group's per-key usage counters: one read of ``key_usage/{group}``."""
+        with self._boundary("usage read"):
+            snap = self._usage_ref(group).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return dict((snap.to_dict() or {}).get("k") or {}) if snap.exists else {}
+
     def list_keys(self, group: str) -> list[KeyRecord]:
-        """One scan of the group's keys (N reads), ordered like SQLite: created_at, then id.
+        """One scan of the group's keys (N reads) plus its usage document (1 read), ordered like SQLite:
+        created_at, then id.
 
         The documents carry the ciphertexts too; they are kept for ``SECRET_HANDOFF_SECONDS`` so that the
         ``get_secrets`` that follows (pool reload: list_keys, then vault.load) costs no second N reads.
         """
         with self._boundary("key list"):
             snaps = list(self._keys(group).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
-        records = sorted((_record(group, s) for s in snaps), key=lambda r: (r.created_at, r.id))
+        usage = self._usage_of(group) if snaps else {}
+        records = sorted((_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
         secrets_ = {s.id: bytes(s.get("secret")) for s in snaps if s.to_dict().get("secret") is not None}
         with self._handoff_lock:
             self._handoff[group] = (time.monotonic(), secrets_)
         return records
+
+    def changed_keys(self, group: str, since: float) -> list[KeyRecord]:
+        """Keys whose ``state_at`` (the commit time of their last state write) is at or after ``since``:
+        one range query on the group's keys (1 read + 1 per match, single-field index) and, when something
+        matched, the usage document (1 read)."""
+        query = self._keys(group).where(filter=self._fs.FieldFilter("state_at", ">=", _ts(since)))
+        with self._boundary("changed keys"):
+            snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        usage = self._usage_of(group) if snaps else {}
+        return sorted((_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
         """Create-if-absent, ``TX_CHUNK`` keys per transaction (which also reads the group document)."""
@@ -352,10 +402,12 @@ class FirestoreStore:
                 for ref, r in zip(refs[1:], chunk, strict=True):
                     if snaps[ref.path].exists:
                         continue
-                    tx.create(ref, _key_doc(r, secrets.get(r.id)))
+                    tx.create(ref, {**_key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
                     new.append(r.id)
                 if new:
-                    self._bump(tx)
+                    # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
+                    self._clear_usage(tx, group, new)
+                    self._bump(tx, f"keys:{group}")
                 return new
 
             added += self._transact("key import", create_missing)
@@ -376,29 +428,36 @@ class FirestoreStore:
                 for ref in present:
                     tx.delete(ref)
                 if present:
-                    self._bump(tx)
+                    self._clear_usage(tx, group, [r.id for r in present])
+                    self._bump(tx, f"keys:{group}")
                 return len(present)
 
             deleted += self._transact("key delete", remove)
         return deleted
 
+    def _clear_usage(self, writer: Any, group: str, ids: list[str]) -> None:
+        """Blind delete of the keys' entries in the usage map (1 write; nested dict keys are field-path segments,
+        so ids need no quoting)."""
+        writer.set(self._usage_ref(group), {"k": dict.fromkeys(ids, self._fs.DELETE_FIELD)}, merge=True)
+
     def apply_verdict(
         self, group: str, key_id: str, verdict: Verdict, model: str, now: float, policy: Policy
     ) -> KeyRecord | None:
-        """One transaction on the key's own document: 1 read, and 1 write only when the state changes."""
+        """One transaction on the key's own document: 1 read, and 1-2 writes (key + marker shard) only when the
+        state changes."""
         ref = self._keys(group).document(key_id)
 
         def apply(tx: Any) -> KeyRecord | None:
             snap = next(iter(tx.get(ref, timeout=RPC_TIMEOUT_SECONDS)))
             if not snap.exists:
                 return None
-            record = _record(group, snap)
+            record = _record(group, snap, None)
             new = transition(record.state, verdict, model, now, policy)
             if new == record.state:
                 return record
-            tx.update(ref, _state_fields(new))
+            tx.update(ref, {**_state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
             if new.status != record.state.status or new.cooldowns != record.state.cooldowns:
-                self._bump(tx)
+                self._bump(tx, f"state:{group}")
             return record.with_state(new)
 
         with self._key_lock(group, key_id):
@@ -424,69 +483,219 @@ class FirestoreStore:
                 for snap in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS):
                     if not snap.exists:
                         continue
-                    state = _record(group, snap).state
+                    state = _record(group, snap, None).state
                     new = restored(state)
                     if new != state:
-                        tx.update(snap.reference, _state_fields(new))
+                        tx.update(snap.reference, {**_state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
                         count += 1
                 if count:
-                    self._bump(tx)
+                    self._bump(tx, f"state:{group}")
                 return count
 
             changed += self._transact("key restore", restore)
         return changed
 
     def record_usage(self, events: list[UsageEvent]) -> None:
-        """Increment/Maximum transforms, one write per key, in batches of at most 500; no transaction.
+        """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
+        ``key_usage/{group}``), 1 write per (group, hour) and per (group, minute) touched, and 1 per logged event;
+        batches of at most 500 writes, no transaction, no read.
 
-        A batch is atomic, so a key deleted since the events were buffered fails its whole batch with NotFound;
-        that batch is then replayed key by key, skipping the missing one (nothing was applied twice).
-        If a later batch fails after earlier ones committed, the failure is logged and not raised: the caller
-        re-buffers what raises, and re-buffering would count the committed batches twice.
+        At-most-once: if the first batch fails nothing was written and StoreUnavailable is raised (the caller keeps
+        the events); if a later batch fails, the rest is logged and dropped rather than counted twice.
         """
         if not events:
             return
-        totals: dict[tuple[str, str], list[float]] = {}
+        keys: dict[str, dict[str, list[float]]] = {}
+        hours: dict[tuple[str, float], list[int]] = {}
+        minutes: dict[tuple[str, float], int] = {}
         for e in events:
-            t = totals.setdefault((e.group, e.key_id), [0, 0, 0.0])
-            t[0] += 1
-            t[1] += 0 if e.success else 1
-            t[2] = max(t[2], e.at)
-        writes = [
-            (
-                self._keys(g).document(k),
-                {
-                    "request_count": self._fs.Increment(int(c)),
-                    "failure_total": self._fs.Increment(int(f)),
-                    "last_used_at": self._fs.Maximum(float(at)),
-                },
-            )
-            for (g, k), (c, f, at) in totals.items()
-        ]
+            k = keys.setdefault(e.group, {}).setdefault(e.key_id, [0, 0, 0.0, 0])
+            k[0] += 1
+            k[1] += 0 if e.success else 1
+            k[2] = max(k[2], e.at)
+            k[3] += e.total_tokens
+            if e.final:
+                h = hours.setdefault((e.group, e.at - e.at % 3600), [0, 0, 0, 0, 0])
+                for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):
+                    h[i] += v
+                slot = (e.group, e.at - e.at % 60)
+                minutes[slot] = minutes.get(slot, 0) + 1
+        inc = self._fs.Increment
+        writes: list[tuple[Any, dict[str, Any]]] = []
+        for g, per_key in keys.items():
+            counters = {
+                kid: {"n": inc(int(n)), "f": inc(int(f)), "at": self._fs.Maximum(float(at)), "tok": inc(int(t))}
+                for kid, (n, f, at, t) in per_key.items()
+            }
+            writes.append((self._usage_ref(g), {"k": counters}))
+        for (g, hour), values in hours.items():
+            doc: dict[str, Any] = {"group": g, "hour": hour}
+            doc.update({f: inc(int(v)) for f, v in zip(_STAT_FIELDS, values, strict=True)})
+            writes.append((self._client.collection("stats_hourly").document(f"{_id(g)}:{int(hour)}"), doc))
+        for (g, minute), n in minutes.items():
+            doc = {"group": g, "minute": minute, "requests": inc(n), "expires_at": _ts(minute + MINUTE_STATS_TTL)}
+            writes.append((self._client.collection("stats_minute").document(f"{_id(g)}:{int(minute)}"), doc))
+        expiry = self._retention_days * DAY
+        for e in events:
+            if e.logged:
+                log_id = e.id or secrets.token_hex(8)
+                row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": _ts(e.at + expiry)}
+                writes.append((self._logs().document(log_id), row))
         for n, chunk in enumerate(_chunks(writes, BATCH_LIMIT)):
+            batch = self._client.batch()
+            for ref, fields in chunk:
+                batch.set(ref, fields, merge=True)
             try:
-                self._commit_usage(chunk)
+                with self._boundary("usage write"):
+                    batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             except StoreUnavailable:
                 if n == 0:
                     raise
-                log.warning("usage counters: %d of %d keys not recorded", len(writes) - n * BATCH_LIMIT, len(writes))
+                log.warning(
+                    "usage flush: %d of %d writes not recorded (dropped, not retried)",
+                    len(writes) - n * BATCH_LIMIT,
+                    len(writes),
+                )
                 return
 
-    def _commit_usage(self, writes: list[tuple[Any, dict[str, Any]]]) -> None:
-        batch = self._client.batch()
-        for ref, fields in writes:
-            batch.update(ref, fields)
-        with self._boundary("usage write"):
+    # -- request logs and statistics ------------------------------------------------------------------------
+    def _logs(self) -> Any:
+        return self._client.collection("request_logs")
+
+    def _log_query(self, q: LogQuery) -> Any:
+        """Equality filters + a range on ``at``: served by merging the (field, at DESC) indexes."""
+        query = self._logs()
+        ff = self._fs.FieldFilter
+        for field, value in (
+            ("group", q.group),
+            ("key_id", q.key_id),
+            ("model", q.model),
+            ("status_code", q.status_code),
+            ("success", q.success),
+            ("stream", q.stream),
+        ):
+            if value is not None:
+                query = query.where(filter=ff(field, "==", value))
+        if q.since is not None:
+            query = query.where(filter=ff("at", ">=", float(q.since)))
+        if q.until is not None:
+            query = query.where(filter=ff("at", "<", float(q.until)))
+        return query
+
+    def query_logs(self, query: LogQuery, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Newest first. Without ``text``: a count() aggregation (1 read per 1,000 matches) for the exact total and
+        one page query (offset + limit reads: skipped rows are billed). With ``text`` (a substring of ``error``,
+        which Firestore cannot search): the newest ``TEXT_SCAN_LIMIT`` rows matching the other filters are read
+        and filtered here, so total and rows cover that window only."""
+        base = self._log_query(query)
+        ordered = base.order_by("at", direction=self._fs.Query.DESCENDING)
+        with self._boundary("log query"):
+            if query.text:
+                needle = query.text.lower()
+                snaps = (
+                    ordered.select(list(_LOG_DOC_FIELDS))
+                    .limit(TEXT_SCAN_LIMIT)
+                    .stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
+                )
+                hits = [s for s in snaps if needle in str(s.get("error") or "").lower()]
+                return [_log(s) for s in hits[offset : offset + limit]], len(hits)
+            total = int(base.count().get(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)[0][0].value)
+            if limit <= 0 or offset >= total:
+                return [], total
+            page = ordered.select(list(_LOG_DOC_FIELDS)).offset(offset).limit(limit)
+            rows = [_log(s) for s in page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
+        return rows, total
+
+    def get_log(self, log_id: str) -> dict[str, Any] | None:
+        with self._boundary("log read"):
+            snap = self._logs().document(log_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        if not snap.exists:
+            return None
+        return {**_log(snap), "request_body": snap.get("request_body")}
+
+    def purge_logs(self, before: float) -> int:
+        """Delete log rows (and minute buckets) older than ``before``, at most ``PURGE_LIMIT`` rows per call.
+
+        The TTL policy on ``expires_at`` deletes rows without reads or writes billed here, but only within about
+        a day after expiry and with the retention in force when the row was written; this catches the rest (rows
+        past a shortened retention, or not yet collected), costing 1 read + 1 delete per row it finds.
+        """
+        ff = self._fs.FieldFilter
+        deleted = 0
+        with self._boundary("log purge"):
+            while deleted < PURGE_LIMIT:
+                query = self._logs().where(filter=ff("at", "<", float(before))).select([]).limit(BATCH_LIMIT)
+                refs = [s.reference for s in query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
+                if not refs:
+                    break
+                self._delete_refs(refs)
+                deleted += len(refs)
+            query = self._client.collection("stats_minute").where(filter=ff("minute", "<", float(before)))
+            refs = [s.reference for s in query.select([]).limit(BATCH_LIMIT).stream(timeout=SCAN_TIMEOUT_SECONDS)]
+            self._delete_refs(refs)
+        return deleted
+
+    def _hourly_docs(self, group: str | None, since: float) -> list[dict[str, Any]]:
+        ff = self._fs.FieldFilter
+        query = self._client.collection("stats_hourly").where(filter=ff("hour", ">=", float(since)))
+        if group is not None:
+            query = query.where(filter=ff("group", "==", group))
+        with self._boundary("stats read"):
+            return [s.to_dict() or {} for s in query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
+
+    def hourly_stats(self, group: str | None, since: float) -> list[dict[str, Any]]:
+        """One query (1 read per (group, hour) bucket), summed over groups here, oldest first."""
+        buckets: dict[float, dict[str, int]] = {}
+        for d in self._hourly_docs(group, since):
+            b = buckets.setdefault(float(d["hour"]), dict.fromkeys(_STAT_FIELDS, 0))
+            for f in _STAT_FIELDS:
+                b[f] += int(d.get(f) or 0)
+        return [{"hour": hour, **buckets[hour]} for hour in sorted(buckets)]
+
+    def group_totals(self, since: float) -> dict[str, dict[str, int]]:
+        totals: dict[str, dict[str, int]] = {}
+        for d in self._hourly_docs(None, since):
+            t = totals.setdefault(d["group"], dict.fromkeys(_STAT_FIELDS, 0))
+            for f in _STAT_FIELDS:
+                t[f] += int(d.get(f) or 0)
+        return totals
+
+    def requests_since(self, since: float) -> int:
+        """One query over ``stats_minute`` (1 read per (group, minute) bucket from ``since`` on)."""
+        query = self._client.collection("stats_minute").where(filter=self._fs.FieldFilter("minute", ">=", since))
+        with self._boundary("stats read"):
+            return sum(
+                int(s.get("requests") or 0)
+                for s in query.select(["requests"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
+            )
+
+    # -- notes and tasks ------------------------------------------------------------------------------------
+    def set_key_notes(self, group: str, key_id: str, notes: str) -> KeyRecord | None:
+        """1 write (no marker: notes are not cached state), then 2 reads for the record it returns."""
+        ref = self._keys(group).document(key_id)
+        with self._boundary("notes write"):
             try:
-                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-                return
+                ref.update({"notes": notes}, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             except self._api.NotFound:
-                pass
-            for ref, fields in writes:
-                try:
-                    ref.update(fields, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-                except self._api.NotFound:
-                    continue
+                return None
+            snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        if not snap.exists:
+            return None
+        return _record(group, snap, self._usage_of(group).get(key_id))
+
+    def _task_ref(self, task_id: str) -> Any:
+        return self._client.collection("tasks").document(quote(task_id, safe=""))
+
+    def put_task(self, task: dict[str, Any]) -> None:
+        now = time.time()
+        doc = {"data": json.dumps(task), "updated_at": now, "expires_at": _ts(now + TASK_TTL)}
+        with self._boundary("task write"):
+            self._task_ref(str(task["id"])).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        with self._boundary("task read"):
+            snap = self._task_ref(task_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return json.loads(snap.get("data")) if snap.exists else None
 
     # -- secrets --------------------------------------------------------------------------------------------
     def get_secrets(self, group: str) -> dict[str, bytes]:
@@ -548,9 +757,6 @@ def _key_doc(record: KeyRecord, secret: bytes | None) -> dict[str, Any]:
         "masked": record.masked,
         "created_at": record.created_at,
         "notes": record.notes,
-        "request_count": 0,
-        "failure_total": 0,
-        "last_used_at": 0.0,
         "secret": secret,
         **_state_fields(record.state),
     }
@@ -567,8 +773,11 @@ def _state_fields(state: KeyState) -> dict[str, Any]:
     }
 
 
-def _record(group: str, snap: Any) -> KeyRecord:
+def _record(group: str, snap: Any, usage: dict[str, Any] | None) -> KeyRecord:
+    """A key document plus its entry of the group's usage map (``n`` requests, ``f`` failures, ``at`` last use,
+    ``tok`` tokens). Key documents written by older versions may carry their own counters; they are added."""
     d = snap.to_dict() or {}
+    u = usage or {}
     status = d.get("status", ACTIVE)
     state = KeyState(
         status=status if status in (ACTIVE, INVALID) else ACTIVE,
@@ -581,12 +790,29 @@ def _record(group: str, snap: Any) -> KeyRecord:
         group=group,
         masked=d.get("masked", ""),
         state=state,
-        request_count=int(d.get("request_count", 0)),
-        failure_total=int(d.get("failure_total", 0)),
-        last_used_at=float(d.get("last_used_at", 0.0)),
+        request_count=int(d.get("request_count", 0)) + int(u.get("n") or 0),
+        failure_total=int(d.get("failure_total", 0)) + int(u.get("f") or 0),
+        last_used_at=max(float(d.get("last_used_at", 0.0)), float(u.get("at") or 0.0)),
         created_at=float(d.get("created_at", 0.0)),
         notes=d.get("notes", ""),
+        total_tokens=int(u.get("tok") or 0),
     )
+
+
+def _log(snap: Any) -> dict[str, Any]:
+    d = snap.to_dict() or {}
+    out = {f: d.get(f) for f in LOG_FIELDS}
+    out["id"] = snap.id
+    return out
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _id(name: str) -> str:
+    """A document id from a group name ([a-z0-9_-] today: unchanged) or anything else (percent-encoded)."""
+    return quote(name, safe="")
 
 
 def _bound_deadlines(client: Any, retry: Any, timeout: float) -> None:

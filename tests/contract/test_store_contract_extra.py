@@ -63,15 +63,21 @@ def test_concurrent_failures_from_separate_clients_are_exact(store, tmp_path):
     assert len(became_invalid) == 1  # exactly one writer observed the transition
 
 
-def test_a_change_made_through_one_client_changes_the_version_seen_by_another(store, tmp_path):
+def test_a_change_made_through_one_client_moves_the_markers_seen_by_another(store, tmp_path):
     other = _second_store(store, tmp_path)
     try:
         store.create_group(group())
-        store.add_keys("g1", records("g1", 1), {})
-        v = other.version()
+        store.add_keys("g1", records("g1", 2), {})
+        m = other.markers()
+        assert m["config"] > 0 and m["keys:g1"] > 0
+        since = time.time() - 1
         store.apply_verdict("g1", "k0000", Verdict(Kind.KEY_INVALID, "x"), "m", NOW, POLICY)
-        assert other.version() != v
+        after = other.markers()
+        assert after["state:g1"] > m.get("state:g1", 0)
+        assert {k: v for k, v in after.items() if k != "state:g1"} == m
         assert other.list_keys("g1")[0].state.status == INVALID
+        changed = {k.id: k for k in other.changed_keys("g1", since)}
+        assert changed["k0000"].state.status == INVALID
     finally:
         other.close()
 
@@ -84,6 +90,8 @@ def test_usage_for_a_deleted_key_is_skipped_and_the_rest_counted(store):
     (key,) = store.list_keys("g1")
     assert key.id == "k0000" and key.request_count == 1
     assert [k.id for k in store.list_keys("g1")] == ["k0000"]  # no ghost record for the deleted key
+    store.add_keys("g1", records("g1", 2), {})  # re-added: starts from zero, like a new key
+    assert {k.id: k.request_count for k in store.list_keys("g1")} == {"k0000": 1, "k0001": 0}
 
 
 def test_usage_over_one_batch(store):
@@ -123,7 +131,7 @@ def test_unreachable_firestore_fails_fast_with_store_unavailable(monkeypatch):
     store = FirestoreStore(project="gptload-test")
     try:
         for call in (
-            store.version,
+            store.markers,
             lambda: store.apply_verdict("g", "k", Verdict(Kind.TRANSIENT, "x"), "m", NOW, POLICY),
         ):
             started = time.monotonic()
