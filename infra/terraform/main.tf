@@ -1,0 +1,56 @@
+# gptload on Google Cloud: one Cloud Run function (gen2) + Firestore (state) + Secret Manager (keys) + Cloud
+# Scheduler (maintenance). Files: iam.tf (who may do what), firestore.tf and firestore_schema.tf (generated),
+# secrets.tf, function.tf, scheduler.tf, console.tf (optional bucket), outputs.tf.
+
+data "google_project" "this" {
+  project_id = var.project
+}
+
+locals {
+  repo_root = abspath("${path.module}/../..")
+
+  # Real keys live in secrets named {SECRET_PREFIX}-{group}-keys-{n}, created by the function at runtime. The
+  # prefix ends in "-vault" so that the runtime's conditional grant (iam.tf) matches those secrets and nothing
+  # else, in particular not the AUTH_KEY secret below, which the function may only read.
+  secret_prefix   = "${var.name}-vault"
+  auth_key_secret = "${var.name}-auth-key"
+
+  # IAM conditions compare resource names, and Secret Manager names secrets by project *number*.
+  vault_secrets = "projects/${data.google_project.this.number}/secrets/${local.secret_prefix}-"
+
+  firestore_location = var.firestore_location != "" ? var.firestore_location : var.region
+
+  # OIDC audience of the scheduler's token: the function's cloudfunctions.net URL + the maintenance path. It is
+  # deterministic (https://REGION-PROJECT.cloudfunctions.net/NAME), so the function's own environment can carry
+  # it without a dependency cycle (the run.app URL is only known after the function exists). The scheduler
+  # sends exactly this string as the token's audience (scheduler.tf) and the function compares it exactly
+  # (OIDC_AUDIENCE); the job itself calls the run.app URL, which Cloud Run serves without checking audiences
+  # because the function is public and does its own authentication.
+  maintenance_audience = "https://${var.region}-${var.project}.cloudfunctions.net/${var.name}/api/tasks/run"
+
+  # The console bucket's pages are served from https://storage.googleapis.com/BUCKET/...: that is their origin.
+  console_origin  = "https://storage.googleapis.com"
+  allowed_origins = distinct(concat(var.allowed_origins, var.console_bucket ? [local.console_origin] : []))
+
+  apis = [
+    "artifactregistry.googleapis.com", # the function's container image
+    "cloudbuild.googleapis.com",       # builds the function from source
+    "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com", # project IAM bindings
+    "cloudscheduler.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "run.googleapis.com", # gen2 functions are Cloud Run services
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+  ]
+}
+
+resource "google_project_service" "apis" {
+  for_each = toset(local.apis)
+
+  project            = var.project
+  service            = each.value
+  disable_on_destroy = false # other things in the project may use them
+}
