@@ -1,0 +1,254 @@
+"""infra/deploy.sh --dry-run: it prints every command, calls nothing (a gcloud stub on PATH proves it), and the
+commands satisfy the same facts as the Terraform files (tests/infra/facts.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.infra import facts
+
+P, R = "p", "r"
+
+
+def dry_run(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """Run the script with a gcloud stub first on PATH; return the result and the shlex-split command lines."""
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "gcloud-calls"
+    stub = stub_dir / "gcloud"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexit 1\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", str(facts.DEPLOY_SH), "--dry-run", *extra], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert not calls.exists(), f"--dry-run called gcloud: {calls.read_text()}"
+    lines = [shlex.split(line[2:]) for line in result.stdout.splitlines() if line[:2] in ("+ ", "? ")]
+    return result, lines
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    result, lines = dry_run(tmp_path_factory.mktemp("deploy"), "--project", P, "--region", R)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, lines
+
+
+def gcloud(lines, *words):
+    """Command lines starting with gcloud WORDS..."""
+    n = len(words)
+    return [c for c in lines if c[:1] == ["gcloud"] and c[1 : 1 + n] == list(words)]
+
+
+def flags(cmd: list[str]) -> dict[str, str]:
+    out = {}
+    for arg in cmd:
+        if arg.startswith("--"):
+            key, _, value = arg.partition("=")
+            out[key] = value
+    return out
+
+
+def parse_env(value: str) -> dict[str, str]:
+    sep = ","
+    if value.startswith("^"):
+        sep, value = value[1:].split("^", 1)
+    return dict(item.split("=", 1) for item in value.split(sep))
+
+
+@pytest.fixture(scope="module")
+def deploy(out):
+    (cmd,) = gcloud(out[1], "functions", "deploy")
+    return cmd
+
+
+@pytest.fixture(scope="module")
+def env(deploy):
+    return parse_env(flags(deploy)["--set-env-vars"])
+
+
+def test_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(facts.DEPLOY_SH)], check=True)
+    text = facts.DEPLOY_SH.read_text()
+    assert "set -euo pipefail" in text
+
+
+def test_dry_run_needs_a_project(tmp_path):
+    result, _ = dry_run(tmp_path)
+    assert result.returncode == 2 and "--project" in result.stderr
+
+
+def test_dry_run_prints_and_says_so(out):
+    stdout, lines = out
+    assert "dry run: nothing was executed" in stdout
+    assert len(gcloud(lines)) > 20
+
+
+def test_function_deploy_matches_main_py(deploy):
+    f = flags(deploy)
+    assert deploy[3] == "gptload"
+    assert {"--gen2", "--trigger-http", "--allow-unauthenticated"} <= f.keys()
+    assert f["--runtime"] == "python312"
+    assert f["--entry-point"] == facts.entry_point()
+    assert f["--source"] == "."
+    assert f["--timeout"] == "3600s"
+    assert f["--region"] == R and f["--project"] == P
+    assert f["--service-account"] == f"gptload-run@{P}.iam.gserviceaccount.com"
+    assert f["--build-service-account"] == f"projects/{P}/serviceAccounts/gptload-build@{P}.iam.gserviceaccount.com"
+
+
+def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not_read(deploy, env):
+    secrets = dict(s.split("=", 1) for s in flags(deploy)["--set-secrets"].split(","))
+    read = facts.env_vars_read_by_code()
+    assert facts.REQUIRED_ENV - env.keys() == set()
+    assert secrets.keys() == facts.REQUIRED_SECRET_ENV
+    assert secrets["AUTH_KEY"] == "gptload-auth-key:latest"
+    assert (env.keys() | secrets.keys()) - read == set()
+    assert not env.keys() & (facts.NEVER_PLAIN | facts.NEVER_SET)
+    for name, value in facts.EXPECTED_VALUES.items():
+        assert env[name] == value
+    assert env["GOOGLE_CLOUD_PROJECT"] == P and env["FIRESTORE_DATABASE"] == "(default)"
+    assert env["ALLOWED_ORIGINS"] == ""
+
+
+def test_threads_equal_concurrency(deploy, env):
+    assert env["THREADS"] == flags(deploy)["--concurrency"] == "80"
+
+
+def test_same_environment_as_terraform(env):
+    pytest.importorskip("hcl2", reason="python-hcl2 is in requirements-dev.txt")
+    tf = facts.Terraform()
+    tf_env = tf.one("google_cloudfunctions2_function", "gptload")["service_config"][0]["environment_variables"]
+    assert tf_env.keys() == env.keys()
+    for name, expression in tf_env.items():
+        value = tf.resolve(str(expression), {"project": P, "region": R})
+        if "${" not in value:  # what the small resolver can evaluate must agree exactly
+            assert value == env[name], name
+
+
+def test_no_primitive_role(out):
+    roles = {flags(c).get("--role") for c in out[1]} - {None}
+    assert roles and not roles & facts.PRIMITIVE_ROLES
+
+
+def test_secret_manager_rights_are_the_vaults_calls_limited_to_its_prefix(out, env):
+    lines = out[1]
+    perms = set()
+    for cmd in gcloud(lines, "iam", "roles", "create"):
+        perms |= set(flags(cmd)["--permissions"].split(","))
+    assert perms == facts.vault_permissions()
+    prefix = f"projects/PROJECT_NUMBER/secrets/{env['SECRET_PREFIX']}-"
+    grants = [c for c in gcloud(lines, "projects", "add-iam-policy-binding") if "/roles/gptload_" in flags(c)["--role"]]
+    assert len(grants) == 2
+    for cmd in grants:
+        assert f'resource.name.startsWith("{prefix}")' in flags(cmd)["--condition"]
+    assert not gcloud(lines, "projects", "add-iam-policy-binding", P, "--member=serviceAccount:gptload-run@p.iam"
+                      ".gserviceaccount.com", "--role=roles/secretmanager.admin")  # fmt: skip
+    (auth,) = gcloud(lines, "secrets", "add-iam-policy-binding")
+    assert auth[3] == "gptload-auth-key" and flags(auth)["--role"] == "roles/secretmanager.secretAccessor"
+    assert not "gptload-auth-key".startswith(env["SECRET_PREFIX"] + "-")
+
+
+def test_scheduler_uses_the_audience_and_account_the_function_checks(out, env):
+    lines = out[1]
+    (job,) = gcloud(lines, "scheduler", "jobs", "create", "http")
+    f = flags(job)
+    assert f["--oidc-token-audience"] == env["OIDC_AUDIENCE"]
+    assert env["OIDC_AUDIENCE"] == f"https://{R}-{P}.cloudfunctions.net/gptload{facts.maintenance_path()}"
+    assert (
+        f["--oidc-service-account-email"] == env["OIDC_SERVICE_ACCOUNT"] == f"gptload-sched@{P}.iam.gserviceaccount.com"
+    )
+    assert f["--uri"].endswith(facts.maintenance_path()) and f["--http-method"] == "POST"
+    (invoker,) = gcloud(lines, "run", "services", "add-iam-policy-binding")
+    assert invoker[4] == "gptload" and flags(invoker)["--role"] == "roles/run.invoker"
+    assert flags(invoker)["--member"] == f"serviceAccount:{env['OIDC_SERVICE_ACCOUNT']}"
+    sched = f"serviceAccount:{env['OIDC_SERVICE_ACCOUNT']}"
+    assert [c for c in lines if flags(c).get("--member") == sched] == [invoker], "the scheduler gets invoker only"
+
+
+def test_firestore_database_and_indexes_and_ttl_match_the_store(out):
+    lines = out[1]
+    (db,) = gcloud(lines, "firestore", "databases", "create")
+    assert {"--delete-protection"} <= flags(db).keys() and flags(db)["--type"] == "firestore-native"
+    declared = set()
+    for cmd in gcloud(lines, "firestore", "indexes", "composite", "create"):
+        f = flags(cmd)
+        fields = []
+        for arg in cmd:
+            if arg.startswith("--field-config="):
+                cfg = dict(kv.split("=", 1) for kv in arg.split("=", 1)[1].split(","))
+                fields.append((cfg["field-path"], cfg["order"].upper()))
+        declared.add((f["--collection-group"], f["--query-scope"].upper().replace("-", "_"), tuple(fields)))
+    assert declared == facts.store_indexes()
+    ttl = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "fields", "ttls", "update")}
+    assert ttl == facts.store_ttl_fields()
+    assert all("--enable-ttl" in c for c in gcloud(lines, "firestore", "fields", "ttls", "update"))
+    exempt = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "indexes", "fields", "update")}
+    assert exempt == ttl
+
+
+def test_every_create_is_preceded_by_a_describe(out):
+    stdout = out[0]
+    printed = [line for line in stdout.splitlines() if line[:2] in ("+ ", "? ")]
+    for i, line in enumerate(printed):
+        cmd = shlex.split(line[2:])
+        if (
+            line.startswith("+ gcloud")
+            and "create" in cmd[:5]
+            and cmd[:4] != ["gcloud", "firestore", "indexes", "composite"]
+        ):
+            assert printed[i - 1].startswith("? gcloud") and "describe" in printed[i - 1], line
+
+
+def test_existing_indexes_are_not_created_again(tmp_path):
+    sys.path.insert(0, str(facts.ROOT / "infra"))
+    try:
+        import indexes
+    finally:
+        sys.path.pop(0)
+    collection, scope, fields = sorted(facts.store_indexes())[0]
+    listed = [{
+        "name": f"projects/p/databases/(default)/collectionGroups/{collection}/indexes/CICAgJim14AK",
+        "queryScope": scope,
+        "fields": [*({"fieldPath": f, "order": o} for f, o in fields), {"fieldPath": "__name__", "order": "DESCENDING"}],
+        "state": "READY",
+    }]  # fmt: skip
+    path = tmp_path / "existing.json"
+    path.write_text(json.dumps(listed))
+    all_cmds = indexes.gcloud_commands("p", "(default)")
+    some_cmds = indexes.gcloud_commands("p", "(default)", json.loads(path.read_text()))
+    assert len(all_cmds) - len(some_cmds) == 1
+
+
+def test_console_bucket_option(tmp_path):
+    result, lines = dry_run(tmp_path, "--project", P, "--region", R, "--console-bucket")
+    assert result.returncode == 0, result.stderr
+    (cmd,) = gcloud(lines, "functions", "deploy")
+    assert parse_env(flags(cmd)["--set-env-vars"])["ALLOWED_ORIGINS"] == "https://storage.googleapis.com"
+    assert gcloud(lines, "storage", "buckets", "create")
+    (sync,) = gcloud(lines, "storage", "rsync")
+    assert sync[3] == "admin_ui" and sync[4] == f"gs://{P}-gptload-console"
+    assert 'export const API_BASE = "https://FUNCTION-URL.run.app";' in result.stdout
+
+
+def test_options_flow_into_the_commands(tmp_path):
+    result, lines = dry_run(tmp_path, "--project", P, "--region", R, "--name", "gl-test", "--concurrency", "40",
+                            "--allowed-origins", "https://a.example,https://b.example")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (cmd,) = gcloud(lines, "functions", "deploy")
+    env = parse_env(flags(cmd)["--set-env-vars"])
+    assert env["THREADS"] == flags(cmd)["--concurrency"] == "40"
+    assert env["ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
+    assert env["SECRET_PREFIX"] == "gl-test-vault" and cmd[3] == "gl-test"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_shellcheck():
+    subprocess.run(["shellcheck", "-S", "warning", str(facts.DEPLOY_SH)], check=True)
