@@ -74,8 +74,11 @@ class UsageBuffer:
                 return 0
             try:
                 self._store.record_usage(batch)
-            except StoreUnavailable as exc:
-                log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
+            except Exception as exc:
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
+                else:
+                    log.exception("usage flush failed unexpectedly, keeping %d events", len(batch))
                 with self._lock:
                     room = max(0, self._max - len(self._events))
                     self.dropped += max(0, len(batch) - room)

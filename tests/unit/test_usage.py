@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from gptload.errors import StoreUnavailable
+from gptload.models import UsageEvent
+from gptload.usage import UsageBuffer
+
+
+class Store:
+    def __init__(self):
+        self.batches = []
+        self.fail: Exception | None = None
+
+    def record_usage(self, events):
+        if self.fail:
+            raise self.fail
+        self.batches.append(list(events))
+
+
+def ev(i):
+    return UsageEvent("g", "k", float(i), True)
+
+
+def test_flushes_when_big_or_old_enough():
+    now = [0.0]
+    store = Store()
+    buf = UsageBuffer(store, flush_size=3, flush_seconds=10, clock=lambda: now[0])
+    buf.add(ev(1))
+    buf.maybe_flush()
+    assert store.batches == []
+    buf.add(ev(2))
+    buf.add(ev(3))
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [3]
+    buf.add(ev(4))
+    now[0] = 11
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [3, 1]
+
+
+def test_store_down_keeps_events_up_to_the_bound_and_counts_drops(caplog):
+    store = Store()
+    buf = UsageBuffer(store, flush_size=1, max_events=5)
+    store.fail = StoreUnavailable("down")
+    for i in range(4):
+        buf.add(ev(i))
+    assert buf.flush() == 0 and len(buf) == 4
+    for i in range(4, 9):
+        buf.add(ev(i))  # never blocks, never raises
+    assert len(buf) == 5 and buf.dropped == 4
+    assert "dropped" in caplog.text
+    store.fail = None
+    assert buf.flush() == 5
+    assert [e.at for e in store.batches[0]] == [0.0, 1.0, 2.0, 3.0, 4.0]  # order kept, nothing doubled
+
+
+def test_an_unexpected_store_error_never_escapes_a_request_tail():
+    store = Store()
+    store.fail = TypeError("bug in an adapter")
+    buf = UsageBuffer(store, flush_size=1)
+    buf.add(ev(1))
+    buf.maybe_flush()  # must not raise
+    assert len(buf) == 1
