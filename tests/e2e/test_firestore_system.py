@@ -1,0 +1,378 @@
+"""System tests of the Firestore deployment shape (issue "Managed state on Google Cloud", items 3, 5, 7, 8).
+
+- zero calls: the real handler in process on a Firestore store whose client counts its RPCs; a burst of proxied
+  requests in steady state makes none (the flush that follows is counted separately);
+- many instances: three real server processes on one emulator and one fake upstream;
+- degrade: a private emulator on its own port is stopped mid-run and started again;
+- cost: billed document reads and writes per 1,000 proxied requests, logging every request or failures only.
+
+They skip without FIRESTORE_EMULATOR_HOST locally and fail in CI (``tests.conftest.require``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import require
+from tests.e2e.conftest import AUTH_KEY, ROOT, free_port, start_server
+from tests.fakes.fake_gemini import FakeGemini, errors
+
+pytestmark = pytest.mark.firestore
+
+BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
+ENCRYPTION_KEY = "system-test-encryption-key-0123456789abcdef"
+GEN = "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+def _emulator_host() -> str:
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST", "")
+    require(bool(host), "FIRESTORE_EMULATOR_HOST is not set (.ci/firestore-emulator.sh start)")
+    return host
+
+
+def _project() -> str:
+    return f"sys-{uuid.uuid4().hex[:10]}"  # a project of its own: no reset, no interference with other tests
+
+
+def _wait(condition, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- in-process app -----------------------------------------------------------------------------------------
+class App:
+    """The real handler (Router over build_services) behind werkzeug's test client, on a Firestore store."""
+
+    def __init__(self, tmp_path: Path, host: str, project: str, monkeypatch, **env: str) -> None:
+        from werkzeug.test import Client
+        from werkzeug.wrappers import Request
+
+        from gptload.app import build_services
+        from gptload.config import Config
+        from gptload.web.router import Router
+
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)  # the SDK reads it when the client is created
+        config = Config.from_env(
+            {
+                "AUTH_KEY": AUTH_KEY,
+                "STORE": "firestore",
+                "GOOGLE_CLOUD_PROJECT": project,
+                "ENCRYPTION_KEY": ENCRYPTION_KEY,
+                "DATA_DIR": str(tmp_path / "data"),
+                "STATE_REFRESH_SECONDS": "60",
+                **env,
+            }
+        )
+        self.services = build_services(config)
+        router = Router(self.services)
+
+        def wsgi(environ, start_response):
+            return router(Request(environ))(environ, start_response)
+
+        self.client = Client(wsgi)
+
+    def api(self, method: str, path: str, **kw):
+        return self.client.open(path, method=method, headers={"Authorization": f"Bearer {AUTH_KEY}"}, **kw)
+
+    def make_group(self, upstream: str, keys: list[str]) -> tuple[str, str]:
+        name, proxy_key = f"g-{uuid.uuid4().hex[:8]}", f"pk-{uuid.uuid4().hex}"
+        r = self.api(
+            "POST", "/api/groups", json={"name": name, "upstreams": [{"url": upstream}], "proxy_keys": [proxy_key]}
+        )
+        assert r.status_code == 201, r.text
+        r = self.api("POST", f"/api/groups/{name}/keys", json={"keys": "\n".join(keys)})
+        assert r.status_code == 200 and r.json["added"] == len(keys), r.text
+        return name, proxy_key
+
+    def generate(self, name: str, proxy_key: str):
+        # buffered: the response is read and closed, so call_on_close (the request-tail flush) runs, as in gunicorn
+        return self.client.post(f"/proxy/{name}{GEN}", headers={"x-goog-api-key": proxy_key}, json=BODY, buffered=True)
+
+    def close(self) -> None:
+        self.services.shutdown()
+
+
+@pytest.fixture
+def fake():
+    with FakeGemini(n_keys=0) as f:
+        yield f
+
+
+def _steady_app(tmp_path, monkeypatch, fake, host, n_keys=4, **env):
+    from tests.firestore_support import CallCounter
+
+    app = App(tmp_path, host, _project(), monkeypatch, **env)
+    keys = [fake.add_key() for _ in range(n_keys)]
+    name, proxy_key = app.make_group(fake.url, keys)
+    for _ in range(n_keys):  # warm: the view is built, every key has served once
+        assert app.generate(name, proxy_key).status_code == 200
+    app.services.usage.flush()
+    app.keys = keys
+    return app, name, proxy_key, CallCounter(app.services.store)
+
+
+# -- item 3: nothing on the hot path ------------------------------------------------------------------------
+def test_a_burst_of_proxied_requests_makes_zero_firestore_calls(tmp_path, monkeypatch, fake):
+    app, name, proxy_key, counter = _steady_app(tmp_path, monkeypatch, fake, _emulator_host())
+    try:
+        # The request-tail flush (at 500 events or after 5 s) is the only store call a request may make; it is
+        # held off during the burst so the burst is measured alone, then run and counted on its own below.
+        app.services.usage._flush_seconds = 3600.0
+        counter.reset()
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            statuses = list(ex.map(lambda _: app.generate(name, proxy_key).status_code, range(200)))
+        burst = time.monotonic() - started
+        calls, reads, writes = counter.snapshot()
+        assert statuses == [200] * 200
+        assert (calls, reads, writes) == (0, 0, 0), counter.calls
+        assert len(app.services.usage) == 200
+        app.services.usage.flush()
+        flush_calls, _, flush_writes = counter.snapshot()
+        print(
+            f"\nITEM 3: 200 proxied requests in {burst:.2f} s -> 0 Firestore calls; "
+            f"the flush afterwards: {flush_calls} call(s) {counter.calls}, {flush_writes} document writes"
+        )
+        # 200 log rows (every request is logged by default) + key_usage + stats_hourly + stats_minute (x2 at an edge)
+        assert flush_calls == 1 and flush_writes <= 200 + 4
+        totals = app.services.store.group_totals(0)[name]
+        assert totals["requests"] == 200 + 4
+    finally:
+        app.close()
+
+
+# -- item 8: cost per 1,000 requests --------------------------------------------------------------------------
+@pytest.mark.parametrize("failures_only", [True, False], ids=["log-failures-only", "log-every-request"])
+def test_firestore_reads_and_writes_per_thousand_requests(tmp_path, monkeypatch, fake, failures_only):
+    app, name, proxy_key, counter = _steady_app(
+        tmp_path, monkeypatch, fake, _emulator_host(), STATE_REFRESH_SECONDS="5"
+    )
+    try:
+        r = app.api("PUT", "/api/settings", json={"log_failures_only": failures_only})
+        assert r.status_code == 200, r.text
+        app.generate(name, proxy_key)  # picks up the new settings
+        app.services.usage.flush()
+        counter.reset()
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            statuses = list(ex.map(lambda _: app.generate(name, proxy_key).status_code, range(1000)))
+        app.services.usage.flush()  # what is still buffered belongs to these requests
+        elapsed = time.monotonic() - started
+        calls, reads, writes = counter.snapshot()
+        assert statuses == [200] * 1000
+        mode = "failures only" if failures_only else "every request"
+        print(
+            f"\nITEM 8 ({mode}): 1,000 proxied requests in {elapsed:.1f} s -> {reads} document reads, "
+            f"{writes} document writes, {calls} RPCs ({', '.join(sorted(set(counter.calls)))})"
+        )
+        if failures_only:
+            assert writes <= 30
+        else:
+            assert 1000 <= writes <= 1030
+        assert app.services.store.group_totals(0)[name]["requests"] == 4 + 1 + 1000
+    finally:
+        app.close()
+
+
+def test_cost_with_one_percent_transient_failures(tmp_path, monkeypatch, fake):
+    """Failures cost more than their log row: each transient failure and the success after it change the key's
+    failure count (a transaction on the key document). Reported, with the target asserted on the usage path."""
+    app, name, proxy_key, counter = _steady_app(tmp_path, monkeypatch, fake, _emulator_host())
+    try:
+        assert app.api("PUT", "/api/settings", json={"log_failures_only": True}).status_code == 200
+        app.generate(name, proxy_key)
+        app.services.usage.flush()
+        flaky, seen, lock = app.keys[0], [0], threading.Lock()
+
+        def every_25th(request):
+            if ":generate" not in request.path:
+                return None
+            with lock:
+                seen[0] += 1
+                return errors.overloaded() if seen[0] % 25 == 0 else None
+
+        fake.set_behavior(flaky, every_25th)  # ~250 requests reach this key: ~10 transient 503s in 1,000
+        counter.reset()
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            statuses = list(ex.map(lambda _: app.generate(name, proxy_key).status_code, range(1000)))
+        app.services.usage.flush()
+        _calls, reads, writes = counter.snapshot()
+        assert statuses == [200] * 1000
+        commits = counter.calls.count("commit")
+        tx = counter.calls.count("begin_transaction")
+        print(
+            f"\nITEM 8 (failures only, 1% transient 503s retried): {reads} reads, {writes} writes "
+            f"({tx} key-state transactions writing {counter.tx_writes}, {commits - tx} usage flushes writing "
+            f"{writes - counter.tx_writes}); 503s served: {seen[0] // 25}"
+        )
+        usage_writes = writes - counter.tx_writes
+        assert usage_writes <= 30
+    finally:
+        app.close()
+
+
+# -- item 7: degrade, don't fail ------------------------------------------------------------------------------
+class PrivateEmulator:
+    """An emulator of this test's own, on its own port, via .ci/firestore-emulator.sh (never the shared one)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.host = f"127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "HOST_PORT": self.host, "STATE_DIR": str(tmp_path / "emulator")}
+
+    def _run(self, command: str) -> None:
+        subprocess.run(
+            ["bash", str(ROOT / ".ci/firestore-emulator.sh"), command], env=self.env, check=True, timeout=120
+        )
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
+
+
+def test_firestore_down_serves_from_cache_buffers_bounded_and_catches_up(tmp_path, monkeypatch, fake, caplog):
+    _emulator_host()
+    require(shutil.which("gcloud") is not None, "gcloud (Firestore emulator) is not installed")
+    emulator = PrivateEmulator(tmp_path)
+    emulator.start()
+    app = None
+    try:
+        app, name, proxy_key, _ = _steady_app(tmp_path, monkeypatch, fake, emulator.host, STATE_REFRESH_SECONDS="0.2")
+        emulator.stop()
+        app.services.usage._max = 25  # the buffer bound (UsageBuffer(max_events=...)), small for the test
+        caplog.set_level(logging.WARNING)
+        slowest = 0.0
+        statuses = []
+        for _ in range(30):
+            started = time.monotonic()
+            statuses.append(app.generate(name, proxy_key).status_code)
+            slowest = max(slowest, time.monotonic() - started)
+        assert statuses == [200] * 30  # served from the cache (marker polls fail in the background)
+        assert len(app.services.usage) == 25 and app.services.usage.dropped == 5
+        assert any("usage buffer full" in r.getMessage() for r in caplog.records)
+        assert app.services.usage.flush() == 0 and len(app.services.usage) == 25  # kept for later
+        print(f"\nITEM 7: 30 requests with Firestore down: all 200, slowest {slowest:.2f} s; 25 buffered, 5 dropped")
+
+        emulator.start()  # the same port; an emulator restart starts empty
+        _wait(lambda: app.services.usage.flush() == 25, 30, "the buffered events to be written")
+        totals = app.services.store.group_totals(0)
+        assert totals[name]["requests"] == 25
+        assert app.services.store.requests_since(0) == 25
+        assert app.generate(name, proxy_key).status_code == 200
+    finally:
+        if app is not None:
+            app.close()
+        emulator.stop()
+
+
+# -- item 5: many instances, nothing lost ---------------------------------------------------------------------
+def test_three_instances_on_one_emulator(tmp_path, fake):
+    host = _emulator_host()
+    env = {
+        "STORE": "firestore",
+        "GOOGLE_CLOUD_PROJECT": _project(),
+        "FIRESTORE_EMULATOR_HOST": host,
+        "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "STATE_REFRESH_SECONDS": "1",
+        "THREADS": "8",
+    }
+    for i in range(3):
+        (tmp_path / f"s{i}").mkdir()
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        servers = list(ex.map(lambda i: start_server(tmp_path / f"s{i}", extra_env=env), range(3)))
+    try:
+        keys = [fake.add_key() for _ in range(6)]
+        group = servers[0].make_group(fake.url, keys)
+
+        def generate(server) -> int:
+            return requests.post(
+                f"{server.url}/proxy/{group.name}{GEN}",
+                headers={"x-goog-api-key": group.proxy_key},
+                json=BODY,
+                timeout=30,
+            ).status_code
+
+        for s in servers[1:]:  # the other instances learn about the group within their refresh interval
+            _wait(lambda s=s: generate(s) == 200, 10, f"{s.url} to serve the new group")
+
+        def flush_all() -> None:
+            for s in servers:
+                assert s.api("POST", "/api/tasks/run").status_code == 200
+
+        flush_all()
+        base = len(fake.requests)
+        with concurrent.futures.ThreadPoolExecutor(24) as ex:
+            statuses = list(ex.map(lambda i: generate(servers[i % 3]), range(600)))
+        assert statuses == [200] * 600
+        assert len(fake.requests) - base == 600
+        flush_all()
+        r = servers[1].api("GET", "/api/stats/groups")
+        rows = r.json()["groups"] if isinstance(r.json(), dict) else r.json()
+        (row,) = [g for g in rows if g["name"] == group.name]
+        total = row["24h"]["requests"]
+        per_key = {k["key"]: k["request_count"] for k in group.key_rows()}
+        warm = 2  # the two requests that found the group on servers 1 and 2
+        assert total == 600 + warm
+        assert sum(per_key.values()) == 600 + warm
+        even = (600 + warm) / len(keys)
+        assert all(abs(n - even) <= 0.25 * even for n in per_key.values()), per_key
+        print(
+            f"\nITEM 5: 600 requests over 3 instances -> stats total {total - warm} (+{warm} warm-up); per key {per_key}"
+        )
+
+        # a dead key: disabled by the instance that meets it, skipped by all three within the staleness bound
+        dead = keys[0]
+        used_before = fake.keys_used(":generate").count(dead)
+        fake.set_behavior(dead, errors.invalid_key())
+        _wait(lambda: generate(servers[0]) == 200 and dead in fake.keys_used(":generate"), 10, "the dead key's use")
+        disabled_at = time.monotonic()
+        for s in servers:
+            _wait(
+                lambda s=s: s.api("GET", "/api/dashboard").json()["keys"]["invalid"] == 1,
+                10,
+                f"{s.url} to see the key disabled",
+            )
+        seen_within = time.monotonic() - disabled_at
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            assert list(ex.map(lambda i: generate(servers[i % 3]), range(120))) == [200] * 120
+        assert fake.keys_used(":generate").count(dead) - used_before == 1  # disabled after its one use
+        assert group.row_of(dead)["status"] == "invalid"
+
+        # restored through one instance, used again by the others
+        fake.set_behavior(dead, None)
+        r = servers[1].api("POST", f"/api/groups/{group.name}/keys/restore", json={})
+        assert r.status_code == 200 and r.json()["restored"] == 1, r.text
+        restored_at = time.monotonic()
+        for s in (servers[0], servers[2]):
+            _wait(lambda s=s: s.api("GET", "/api/dashboard").json()["keys"]["invalid"] == 0, 10, "the restore")
+        back_within = time.monotonic() - restored_at
+        for s in (servers[0], servers[2]):
+            before = fake.keys_used(":generate").count(dead)
+            assert [generate(s) for _ in range(12)] == [200] * 12
+            assert fake.keys_used(":generate").count(dead) - before >= 1, f"{s.url} did not use the restored key"
+        print(
+            f"ITEM 5: dead key used once, seen disabled by all three within {seen_within:.2f} s; "
+            f"restored via one instance, seen by the others within {back_within:.2f} s (STATE_REFRESH_SECONDS=1)"
+        )
+        assert seen_within < 1 + 5 and back_within < 1 + 5
+    finally:
+        for s in servers:
+            s.stop()
