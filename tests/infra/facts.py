@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,16 @@ def store_ttl_fields() -> set[tuple[str, str]]:
 
 
 # -- Terraform --------------------------------------------------------------------------------------------------
+def require_hcl2() -> None:
+    """python-hcl2 (requirements-dev.txt) parses the .tf files: skip locally without it, fail in CI."""
+    import importlib.util
+
+    from tests.conftest import require
+
+    require(importlib.util.find_spec("hcl2") is not None, "python-hcl2 is not installed (pip install python-hcl2)")
+
+
+# -- Terraform (reader) ---------------------------------------------------------------------------------------
 def _unquote(value: str) -> str:
     # python-hcl2 >= 5 keeps string literals quoted ("\"firestore\""); older versions do not.
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
@@ -270,9 +281,10 @@ def gcloudignore_excluded(path: str, patterns: list[str]) -> bool:
 
 
 def repo_files() -> list[str]:
+    """Every file under the repository root except .git's (both filters exclude .git; it is just large)."""
     out = []
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT).as_posix()
-        if path.is_file() and not rel.startswith(".git/"):
-            out.append(rel)
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        if Path(dirpath) == ROOT and ".git" in dirnames:
+            dirnames.remove(".git")
+        out += [(Path(dirpath) / f).relative_to(ROOT).as_posix() for f in filenames]
     return sorted(out)

@@ -123,7 +123,7 @@ def test_threads_equal_concurrency(deploy, env):
 
 
 def test_same_environment_as_terraform(env):
-    pytest.importorskip("hcl2", reason="python-hcl2 is in requirements-dev.txt")
+    facts.require_hcl2()
     tf = facts.Terraform()
     tf_env = tf.one("google_cloudfunctions2_function", "gptload")["service_config"][0]["environment_variables"]
     assert tf_env.keys() == env.keys()

@@ -14,13 +14,12 @@ import pytest
 from tests.conftest import require
 from tests.infra import facts
 
-hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is in requirements-dev.txt")
-
 P, R = "p", "r"  # the same project/region the deploy.sh tests use
 
 
 @pytest.fixture(scope="module")
 def tf() -> facts.Terraform:
+    facts.require_hcl2()
     return facts.Terraform()
 
 
