@@ -694,6 +694,9 @@ class FakeGemini:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and the client's delayed
+    # ACK add ~40 ms to every answer, which would slow the suite and blur timing assertions.
+    disable_nagle_algorithm = True
     server: _Server
     timeout = 60  # idle keep-alive connections are closed after this
 
