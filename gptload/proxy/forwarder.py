@@ -10,6 +10,8 @@ Rules (ARCHITECTURE.md, "Key state and error policy"):
 
 from __future__ import annotations
 
+import functools
+import http.cookiejar
 import logging
 import secrets
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from gptload.errors import NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
@@ -64,10 +67,16 @@ class ProxyResponse:
 
 
 def make_session(pool_size: int) -> requests.Session:
-    """One session per process; the connection pool sized to the server's threads (requests' default is 10)."""
+    """One session per process; the connection pool sized to the server's threads (requests' default is 10).
+
+    The session is only a connection pool: requests go out through ``Session.send`` with a request prepared by
+    ``_prepare`` (no per-request merging of session settings or environment lookups), and its cookie jar accepts
+    nothing, so that a cookie set by the upstream for one client is never replayed for another.
+    """
     session = requests.Session()
     session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
     session.headers.clear()  # forward the client's headers, not requests' defaults
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -109,11 +118,8 @@ class Forwarder:
                 headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
                 started = time.monotonic()
                 try:
-                    resp = self._session.request(
-                        req.method,
-                        url,
-                        headers=headers,
-                        data=req.body or None,
+                    resp = self._session.send(
+                        _prepare(req.method, url, headers, req.body),
                         stream=True,
                         timeout=timeout,
                         allow_redirects=False,
@@ -366,6 +372,28 @@ class _Trace:
         for event in self.failures:
             usage.add(event)
         self.failures = []
+
+
+def _prepare(method: str, url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:
+    """A request ready for ``Session.send``, prepared without requests' session-merging machinery."""
+    prepared = requests.PreparedRequest()
+    prepared.method = method
+    prepared.url = _prepared_url(url)
+    prepared.headers = CaseInsensitiveDict(headers)
+    prepared.body = body or None
+    if body or method in ("POST", "PUT", "PATCH"):
+        prepared.headers["Content-Length"] = str(len(body))
+    prepared.hooks = {"response": []}
+    prepared._cookies = None
+    return prepared
+
+
+@functools.lru_cache(maxsize=4096)
+def _prepared_url(url: str) -> str:
+    """requests' URL normalisation (IDNA, percent-encoding checks) is costly; proxied URLs repeat a lot."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
 
 
 def _join(base: str, path: str, query: str) -> str:

@@ -217,3 +217,11 @@ def test_no_real_key_in_logs_or_admin_responses(server, fake, group):
     db = (server.data_dir / "gptload.db").read_bytes()
     for secret in group.keys:
         assert secret.encode() not in db
+
+
+def test_upstream_cookies_are_neither_passed_on_nor_replayed(group, fake):
+    fake.script("*", [Reply(200, {"candidates": []}, headers={"Set-Cookie": "NID=secret-session; Path=/"})])
+    first = generate(group)
+    assert first.status_code == 200 and "set-cookie" not in {k.lower() for k in first.headers}
+    generate(group)
+    assert all("cookie" not in r.headers for r in fake.requests)
