@@ -61,7 +61,7 @@ def build_services(
     )
     pool.reload()
     affinity = AffinityMap(store)
-    usage = UsageBuffer(store)
+    usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
     forwarder = Forwarder(pool, affinity, usage, session)
     return Services(

@@ -36,6 +36,8 @@ class Config:
     threads: int = 8
     allowed_origins: tuple[str, ...] = ()
     maintenance_interval_seconds: float = 60.0
+    usage_flush_seconds: float = 5.0
+    usage_buffer_max: int = 50_000
     oidc_audience: str | None = None
     oidc_service_account: str | None = None
 
@@ -83,6 +85,8 @@ class Config:
             threads=_int(env, "THREADS", 8, 1, 1000),
             allowed_origins=origins,
             maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
+            usage_flush_seconds=_float(env, "USAGE_FLUSH_SECONDS", 5.0, 0.1, 3600.0),
+            usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000, 100, 10_000_000),
             oidc_audience=env.get("OIDC_AUDIENCE") or None,
             oidc_service_account=env.get("OIDC_SERVICE_ACCOUNT") or None,
         )

@@ -3,6 +3,8 @@
 The buffer never blocks a request: flushing happens from request tails when the buffer is big or old enough
 (only one thread flushes at a time; others skip), on shutdown, and from the maintenance task. When the store is
 unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
+After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
+still try), so an unreachable store costs one timed-out attempt per interval, not one per request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class UsageBuffer:
         flush_size: int = 500,
         flush_seconds: float = 5.0,
         max_events: int = 50_000,
+        retry_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -38,6 +41,8 @@ class UsageBuffer:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._last_flush = clock()
+        self._retry_seconds = retry_seconds
+        self._quiet_until = float("-inf")
         self.dropped = 0
 
     def add(self, event: UsageEvent) -> None:
@@ -53,6 +58,8 @@ class UsageBuffer:
         return len(self._events)
 
     def due(self) -> bool:
+        if self._clock() < self._quiet_until:
+            return False
         return len(self._events) >= self._flush_size or (
             bool(self._events) and self._clock() - self._last_flush >= self._flush_seconds
         )
@@ -79,11 +86,13 @@ class UsageBuffer:
                     log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
                 else:
                     log.exception("usage flush failed unexpectedly, keeping %d events", len(batch))
+                self._quiet_until = self._clock() + self._retry_seconds
                 with self._lock:
                     room = max(0, self._max - len(self._events))
                     self.dropped += max(0, len(batch) - room)
                     self._events[:0] = batch[:room]
                 return 0
+            self._quiet_until = float("-inf")
             return len(batch)
         finally:
             self._flushing.release()

@@ -60,3 +60,23 @@ def test_an_unexpected_store_error_never_escapes_a_request_tail():
     buf.add(ev(1))
     buf.maybe_flush()  # must not raise
     assert len(buf) == 1
+
+
+def test_after_a_failed_flush_request_tails_leave_the_store_alone_for_a_while():
+    now = [0.0]
+    store = Store()
+    buf = UsageBuffer(store, flush_size=1, retry_seconds=30, clock=lambda: now[0])
+    store.fail = StoreUnavailable("down")
+    buf.add(ev(1))
+    buf.maybe_flush()  # one attempt, fails
+    calls = []
+    store.record_usage = lambda events: calls.append(events)
+    buf.add(ev(2))
+    now[0] = 29
+    buf.maybe_flush()
+    assert calls == []  # still quiet: no timed-out attempt per request
+    assert buf.flush() == 2  # the maintenance task and shutdown still try
+    now[0] = 31
+    buf.add(ev(3))
+    buf.maybe_flush()
+    assert len(calls) == 2
