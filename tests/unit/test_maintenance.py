@@ -65,3 +65,34 @@ def test_purge_respects_retention(sqlite_store):
     assert sqlite_store.purge_logs(now - 7 * 86400) == 1
     rows, total = sqlite_store.query_logs(LogQuery(), 0, 10)
     assert total == 1 and rows[0]["id"] == "new"
+
+
+def test_validation_never_blames_a_key_for_the_probes_own_network_error(sqlite_store):
+    """An unreachable upstream (our network) leaves an invalid key invalid and an active key active."""
+    import socket
+
+    import requests
+
+    from gptload.cipher import Cipher
+    from gptload.keypool.classify import Kind, Verdict
+    from gptload.keypool.state import Policy
+    from gptload.models import Group, KeyRecord, Upstream
+    from gptload.pool import KeyPool
+    from gptload.validation import Validator
+    from gptload.vault.store_vault import StoreVault
+    from tests.fakes.fake_gemini import make_key
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    vault = StoreVault(sqlite_store, Cipher(b"v" * 32))
+    sqlite_store.create_group(Group("g", (Upstream(f"http://127.0.0.1:{closed_port}"),)))
+    secrets = {"k1": make_key(1), "k2": make_key(2)}
+    sqlite_store.add_keys("g", [KeyRecord(i, "g", "AIza...") for i in secrets], vault.add("g", secrets))
+    sqlite_store.apply_verdict("g", "k1", Verdict(Kind.KEY_INVALID, "x"), "m", time.time(), Policy())
+    pool = KeyPool(sqlite_store, vault)
+    view = pool.view("g")
+    counts = Validator(sqlite_store, pool, requests.Session()).validate(view, list(view.keys))
+    assert counts == {"valid": 0, "invalid": 0, "inconclusive": 2}
+    states = {k.id: k.state.status for k in sqlite_store.list_keys("g")}
+    assert states == {"k1": "invalid", "k2": "active"}
