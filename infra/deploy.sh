@@ -191,6 +191,7 @@ if ! $DRY_RUN; then
   show '?' gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json
   gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json >"$existing_json"
 fi
+cmd=()
 while IFS= read -r line; do
   [ -n "$line" ] || continue
   eval "cmd=($line)" # shlex-quoted by infra/indexes.py
