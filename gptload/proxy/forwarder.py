@@ -288,6 +288,9 @@ class Forwarder:
             resp.close()
             tokens = tap.counts() if tap is not None else NO_TOKENS
             self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, tokens, error))
+            # The request's tail for streamed answers: werkzeug hands a direct-passthrough iterable to the server
+            # as is, so response.call_on_close never runs for them.
+            self._usage.maybe_flush()
 
 
 class _Trace:

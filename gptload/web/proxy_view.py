@@ -43,7 +43,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     )
     answer = services.forwarder.forward(view, incoming, upload)
     response = _to_response(answer)
-    response.call_on_close(services.usage.maybe_flush)
+    if not answer.streamed:  # streamed answers flush from the relay's end (see Forwarder._relay)
+        response.call_on_close(services.usage.maybe_flush)
     return response
 
 

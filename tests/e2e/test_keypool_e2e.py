@@ -225,3 +225,31 @@ def test_upstream_cookies_are_neither_passed_on_nor_replayed(group, fake):
     assert first.status_code == 200 and "set-cookie" not in {k.lower() for k in first.headers}
     generate(group)
     assert all("cookie" not in r.headers for r in fake.requests)
+
+
+def test_usage_is_flushed_from_request_tails_without_any_admin_call(tmp_path, fake):
+    """Streamed and buffered answers both end in a flush once one is due (USAGE_FLUSH_SECONDS after the last),
+    with no admin read, maintenance round or shutdown involved."""
+    import sqlite3
+
+    srv = start_server(tmp_path, {"USAGE_FLUSH_SECONDS": "0.2"})
+    try:
+        group = srv.make_group(fake.url, [fake.add_key()])
+        db = srv.data_dir / "gptload.db"
+
+        def logged(status: int) -> int:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT COUNT(*) FROM request_logs WHERE status_code = ?", (status,)).fetchone()[0]
+
+        deadline = time.monotonic() + 10
+        while logged(200) == 0:  # streamed relays (generateContent is relayed as it arrives)
+            assert time.monotonic() < deadline, "streamed answers never flushed usage"
+            assert generate(group).status_code == 200
+            time.sleep(0.05)  # pacing only: the assertion is about what the tails eventually do
+        fake.set_behavior(group.keys[0], errors.bad_request())
+        while logged(400) == 0:  # buffered error answers
+            assert time.monotonic() < deadline, "buffered answers never flushed usage"
+            assert generate(group).status_code == 400
+            time.sleep(0.05)
+    finally:
+        srv.stop()
