@@ -1,7 +1,9 @@
 """Buffered usage counters: finished attempts are kept in memory and written to the store in batches.
 
-The buffer never blocks a request: flushing happens from request tails when the buffer is big or old enough
-(only one thread flushes at a time; others skip), on shutdown, and from the maintenance task. When the store is
+The buffer never blocks a request: a request tail that finds the buffer big or old enough hands the flush to a
+short-lived helper thread (only one flush runs at a time; others skip), so the store round trip delays neither
+that response nor the next request on the same keep-alive connection. Shutdown and the maintenance task flush
+synchronously. When the store is
 unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
 After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
 still try), so an unreachable store costs one timed-out attempt per interval, not one per request.
@@ -30,6 +32,7 @@ class UsageBuffer:
         flush_seconds: float = 5.0,
         max_events: int = 50_000,
         retry_seconds: float = 30.0,
+        background: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -42,12 +45,16 @@ class UsageBuffer:
         self._flushing = threading.Lock()
         self._last_flush = clock()
         self._retry_seconds = retry_seconds
+        self._background = background
         self._quiet_until = float("-inf")
         self.dropped = 0
+        # A batch whose write failed is retried alone and unchanged, so that a store which applies batches
+        # exactly once (see Store.record_usage) can recognise it.
+        self._failed: list[UsageEvent] = []
 
     def add(self, event: UsageEvent) -> None:
         with self._lock:
-            if len(self._events) >= self._max:
+            if len(self._events) + len(self._failed) >= self._max:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("usage buffer full (%d events): dropped %d so far", self._max, self.dropped)
@@ -55,44 +62,64 @@ class UsageBuffer:
             self._events.append(event)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events) + len(self._failed)
 
     def due(self) -> bool:
         if self._clock() < self._quiet_until:
             return False
-        return len(self._events) >= self._flush_size or (
-            bool(self._events) and self._clock() - self._last_flush >= self._flush_seconds
+        return (
+            bool(self._failed)
+            or len(self._events) >= self._flush_size
+            or (bool(self._events) and self._clock() - self._last_flush >= self._flush_seconds)
         )
 
     def maybe_flush(self) -> None:
-        """Called from request tails: flush if due and nobody else is flushing. Never raises."""
-        if self.due():
+        """Called from request tails: flush if due and nobody else is flushing. Never raises, never waits."""
+        if not self.due() or self._flushing.locked():
+            return
+        if self._background:
+            threading.Thread(target=self.flush, kwargs={"blocking": False}, name="gptload-flush", daemon=True).start()
+        else:
             self.flush(blocking=False)
 
     def flush(self, *, blocking: bool = True) -> int:
-        """Write buffered events; return how many were written (0 when the store is unavailable)."""
+        """Write buffered events (first a previously failed batch, alone); return how many were written
+        (0 when the store is unavailable)."""
         if not self._flushing.acquire(blocking=blocking):
             return 0
         try:
-            with self._lock:
-                batch, self._events = self._events, []
-            self._last_flush = self._clock()
-            if not batch:
-                return 0
-            try:
-                self._store.record_usage(batch)
-            except Exception as exc:
-                if isinstance(exc, StoreUnavailable):
-                    log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
-                else:
-                    log.exception("usage flush failed unexpectedly, keeping %d events", len(batch))
-                self._quiet_until = self._clock() + self._retry_seconds
+            written = 0
+            while True:
                 with self._lock:
-                    room = max(0, self._max - len(self._events))
-                    self.dropped += max(0, len(batch) - room)
-                    self._events[:0] = batch[:room]
-                return 0
-            self._quiet_until = float("-inf")
-            return len(batch)
+                    retrying = bool(self._failed)
+                    if retrying:
+                        batch = self._failed
+                    else:
+                        batch, self._events = self._events, []
+                self._last_flush = self._clock()
+                if not batch:
+                    return written
+                try:
+                    self._store.record_usage(batch)
+                except Exception as exc:
+                    if isinstance(exc, StoreUnavailable):
+                        log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
+                    else:
+                        log.exception("usage flush failed unexpectedly, keeping %d events", len(batch))
+                    self._quiet_until = self._clock() + self._retry_seconds
+                    with self._lock:
+                        self._failed = batch
+                        over = len(self._events) + len(self._failed) - self._max
+                        if over > 0:  # make room by dropping the newest unsent events, never part of the batch
+                            del self._events[len(self._events) - over :]
+                            self.dropped += over
+                    return written
+                with self._lock:
+                    if retrying:
+                        self._failed = []
+                written += len(batch)
+                self._quiet_until = float("-inf")
+                if not retrying:
+                    return written
         finally:
             self._flushing.release()

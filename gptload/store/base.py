@@ -11,8 +11,9 @@ Contract shared by every adapter (checked by ``tests/contract``):
   re-read: config -> settings and groups; keys -> that group's keys and secrets; state -> ``changed_keys``.
 - ``changed_keys(group, since)`` returns at least every key whose status, cooldowns or failure count was written
   at or after ``since`` (the store's clock; callers subtract a margin for clock skew); returning more is allowed.
-- ``record_usage`` is at-most-once: it raises StoreUnavailable only when nothing of the batch was written (the
-  caller then keeps the batch); after a partial write it logs and drops the rest rather than double count.
+- ``record_usage`` applies a batch exactly once: recording the same events again (a retry after a failure whose
+  outcome was unknown) adds nothing, recognised by ``batch_key(events)``. It raises StoreUnavailable when any
+  part may not have been written; the caller then retries the same batch.
 - ``apply_verdict`` and ``restore_keys`` are read-modify-write on the key's own record, atomic per key, and apply
   ``keypool.state.transition`` (never their own rules).
 - ``add_keys`` is idempotent per key id: a key already in the group is reported as a duplicate, never doubled.
@@ -21,6 +22,7 @@ Contract shared by every adapter (checked by ``tests/contract``):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,6 +44,14 @@ class Binding:
     key_id: str
     target: str  # the upstream URL the resource lives behind (uploads: the real upload URL)
     expires_at: float
+
+
+def batch_key(events: list[UsageEvent]) -> str:
+    """A stable name for a batch of usage events, the same for the same events in any order."""
+    digest = hashlib.sha256()
+    for e in sorted(events, key=lambda e: (e.id, e.at, e.key_id)):
+        digest.update(repr((e.id, e.group, e.key_id, e.at, e.attempt)).encode())
+    return digest.hexdigest()[:32]
 
 
 class Store(Protocol):

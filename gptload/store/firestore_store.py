@@ -38,7 +38,7 @@ from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
 from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
 from gptload.settings import Settings
-from gptload.store.base import Binding
+from gptload.store.base import Binding, batch_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +86,7 @@ FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
     ("request_logs", "expires_at"),
     ("stats_minute", "expires_at"),
     ("tasks", "expires_at"),
+    ("usage_batches", "expires_at"),
 ]
 
 
@@ -498,10 +499,13 @@ class FirestoreStore:
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
         ``key_usage/{group}``), 1 write per (group, hour) and per (group, minute) touched, and 1 per logged event;
-        batches of at most 500 writes, no transaction, no read.
+        commits of at most 500 writes, no transaction, no read.
 
-        At-most-once: if the first batch fails nothing was written and StoreUnavailable is raised (the caller keeps
-        the events); if a later batch fails, the rest is logged and dropped rather than counted twice.
+        Exactly once per batch: every commit also *creates* ``usage_batches/{hash of the events}-{n}``. A commit
+        whose outcome was unknown (a timeout after the server applied it, or the SDK's own retry of it) is
+        retried with the same events; its create then fails with ALREADY_EXISTS, which means "applied before",
+        so Increment counters are never added twice. Any commit that may not have been applied raises
+        StoreUnavailable and the caller retries the same batch; commits already applied are skipped.
         """
         if not events:
             return
@@ -541,22 +545,20 @@ class FirestoreStore:
                 log_id = e.id or secrets.token_hex(8)
                 row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": _ts(e.at + expiry)}
                 writes.append((self._logs().document(log_id), row))
-        for n, chunk in enumerate(_chunks(writes, BATCH_LIMIT)):
+        key = batch_key(events)
+        markers = self._client.collection("usage_batches")
+        for n, chunk in enumerate(_chunks(writes, BATCH_LIMIT - 1)):
             batch = self._client.batch()
+            batch.create(markers.document(f"{key}-{n}"), {"expires_at": _ts(time.time() + DAY)})
             for ref, fields in chunk:
                 batch.set(ref, fields, merge=True)
             try:
                 with self._boundary("usage write"):
                     batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-            except StoreUnavailable:
-                if n == 0:
-                    raise
-                log.warning(
-                    "usage flush: %d of %d writes not recorded (dropped, not retried)",
-                    len(writes) - n * BATCH_LIMIT,
-                    len(writes),
-                )
-                return
+            except StoreUnavailable as exc:
+                if _already_applied(exc, self._api):
+                    continue
+                raise
 
     # -- request logs and statistics ------------------------------------------------------------------------
     def _logs(self) -> Any:
@@ -831,6 +833,14 @@ def _bound_deadlines(client: Any, retry: Any, timeout: float) -> None:
         if hasattr(method, "_retry") and hasattr(method, "_timeout"):
             method._retry = retry
             method._timeout = timeout
+
+
+def _already_applied(exc: BaseException, api: Any) -> bool:
+    """Did a usage commit fail only because its batch marker exists, i.e. an earlier attempt was applied?"""
+    cause = exc.__cause__
+    if isinstance(cause, api.RetryError):
+        cause = cause.cause
+    return isinstance(cause, api.Conflict)
 
 
 def _short(exc: BaseException) -> str:

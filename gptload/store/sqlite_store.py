@@ -22,7 +22,7 @@ from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
 from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
-from gptload.store.base import Binding
+from gptload.store.base import Binding, batch_key
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -79,6 +79,10 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM meta WHERE k = 'version';
     ALTER TABLE keys ADD COLUMN state_at REAL NOT NULL DEFAULT 0;
     CREATE INDEX keys_state_at ON keys (group_name, state_at);
+    """,
+    # 4: names of applied usage batches, so a retried batch is counted once
+    """
+    CREATE TABLE usage_batches (key TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
 )
 _LOG_COLUMNS = (
@@ -370,6 +374,11 @@ class SqliteStore:
                 minutes[slot] = minutes.get(slot, 0) + 1
         logs = [e for e in events if e.logged]
         with self._write() as conn:
+            applied = conn.execute(
+                "INSERT OR IGNORE INTO usage_batches (key, at) VALUES (?, ?)", (batch_key(events), time.time())
+            )
+            if applied.rowcount == 0:
+                return  # this very batch was recorded before (a retry)
             conn.executemany(
                 "UPDATE keys SET request_count = request_count + ?, failure_total = failure_total + ?, "
                 "last_used_at = MAX(last_used_at, ?), total_tokens = total_tokens + ? WHERE group_name = ? AND id = ?",
@@ -515,6 +524,7 @@ class SqliteStore:
     def purge_expired(self, now: float) -> int:
         """Delete expired bindings (SQLite has no TTL); run by the maintenance task."""
         with self._write() as conn:
+            conn.execute("DELETE FROM usage_batches WHERE at <= ?", (now - 86400,))
             return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
 
 

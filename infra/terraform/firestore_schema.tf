@@ -181,3 +181,13 @@ resource "google_firestore_field" "ttl_tasks_expires_at" {
   ttl_config {}
   index_config {}
 }
+
+resource "google_firestore_field" "ttl_usage_batches_expires_at" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "usage_batches"
+  field      = "expires_at"
+
+  ttl_config {}
+  index_config {}
+}

@@ -231,3 +231,17 @@ def test_changed_keys_returns_keys_whose_state_was_written_since(store):
     assert "k0001" in [k.id for k in changed]
     assert {k.id: k for k in changed}["k0001"].state.status == INVALID
     assert store.changed_keys("g1", time.time() + 3600) == []
+
+
+def test_a_retried_usage_batch_is_counted_once(store):
+    """A flush whose outcome was unknown is retried with the same events: nothing may be added twice."""
+    store.create_group(group())
+    store.add_keys("g1", records("g1", 1), {})
+    batch = [UsageEvent("g1", "k0000", NOW + i, True, final=True, id=f"e{i}") for i in range(3)]
+    store.record_usage(batch)
+    store.record_usage(list(reversed(batch)))  # the retry (order does not matter)
+    (key,) = store.list_keys("g1")
+    assert key.request_count == 3
+    assert store.group_totals(0)["g1"]["requests"] == 3
+    store.record_usage([UsageEvent("g1", "k0000", NOW + 9, True, id="e9")])  # a new batch still counts
+    assert store.list_keys("g1")[0].request_count == 4

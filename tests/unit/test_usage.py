@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from gptload.errors import StoreUnavailable
 from gptload.models import UsageEvent
 from gptload.usage import UsageBuffer
@@ -23,7 +25,7 @@ def ev(i):
 def test_flushes_when_big_or_old_enough():
     now = [0.0]
     store = Store()
-    buf = UsageBuffer(store, flush_size=3, flush_seconds=10, clock=lambda: now[0])
+    buf = UsageBuffer(store, flush_size=3, flush_seconds=10, background=False, clock=lambda: now[0])
     buf.add(ev(1))
     buf.maybe_flush()
     assert store.batches == []
@@ -50,13 +52,14 @@ def test_store_down_keeps_events_up_to_the_bound_and_counts_drops(caplog):
     assert "dropped" in caplog.text
     store.fail = None
     assert buf.flush() == 5
-    assert [e.at for e in store.batches[0]] == [0.0, 1.0, 2.0, 3.0, 4.0]  # order kept, nothing doubled
+    # the failed batch is retried alone and unchanged (so a store can recognise a retry), then the rest
+    assert [[e.at for e in b] for b in store.batches] == [[0.0, 1.0, 2.0, 3.0], [4.0]]
 
 
 def test_an_unexpected_store_error_never_escapes_a_request_tail():
     store = Store()
     store.fail = TypeError("bug in an adapter")
-    buf = UsageBuffer(store, flush_size=1)
+    buf = UsageBuffer(store, flush_size=1, background=False)
     buf.add(ev(1))
     buf.maybe_flush()  # must not raise
     assert len(buf) == 1
@@ -65,7 +68,7 @@ def test_an_unexpected_store_error_never_escapes_a_request_tail():
 def test_after_a_failed_flush_request_tails_leave_the_store_alone_for_a_while():
     now = [0.0]
     store = Store()
-    buf = UsageBuffer(store, flush_size=1, retry_seconds=30, clock=lambda: now[0])
+    buf = UsageBuffer(store, flush_size=1, retry_seconds=30, background=False, clock=lambda: now[0])
     store.fail = StoreUnavailable("down")
     buf.add(ev(1))
     buf.maybe_flush()  # one attempt, fails
@@ -76,7 +79,35 @@ def test_after_a_failed_flush_request_tails_leave_the_store_alone_for_a_while():
     buf.maybe_flush()
     assert calls == []  # still quiet: no timed-out attempt per request
     assert buf.flush() == 2  # the maintenance task and shutdown still try
+    assert [[e.at for e in b] for b in calls] == [[1.0], [2.0]]
     now[0] = 31
     buf.add(ev(3))
     buf.maybe_flush()
-    assert len(calls) == 2
+    assert len(calls) == 3
+
+
+def test_request_tails_hand_the_flush_to_a_helper_thread():
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowStore(Store):
+        def record_usage(self, events):
+            entered.set()
+            release.wait(5)
+            super().record_usage(events)
+
+    store = SlowStore()
+    buf = UsageBuffer(store, flush_size=1)
+    buf.add(ev(1))
+    buf.maybe_flush()  # returns at once although the store is slow
+    assert entered.wait(5)
+    buf.add(ev(2))
+    buf.maybe_flush()  # a flush is running: skip, do not queue a second one
+    release.set()
+    deadline = time.monotonic() + 5
+    while not store.batches and time.monotonic() < deadline:
+        release.wait(0.01)
+    assert [len(b) for b in store.batches] == [1]
+    assert len(buf) == 1
