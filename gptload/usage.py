@@ -1,8 +1,9 @@
 """Buffered usage counters: finished attempts are kept in memory and written to the store in batches.
 
-The buffer never blocks a request: a request tail that finds the buffer big or old enough hands the flush to a
-short-lived helper thread (only one flush runs at a time; others skip), so the store round trip delays neither
-that response nor the next request on the same keep-alive connection. Shutdown and the maintenance task flush
+The buffer never blocks a request: a request tail that finds the buffer big or old enough wakes one long-lived
+flusher thread (one thread for the life of the process: a thread per flush would also mean a new SQLite
+connection per flush), so the store round trip delays neither that response nor the next request on the same
+keep-alive connection. Shutdown and the maintenance task flush
 synchronously. When the store is
 unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
 After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
@@ -46,6 +47,8 @@ class UsageBuffer:
         self._last_flush = clock()
         self._retry_seconds = retry_seconds
         self._background = background
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._quiet_until = float("-inf")
         self.dropped = 0
         # A batch whose write failed is retried alone and unchanged, so that a store which applies batches
@@ -77,9 +80,20 @@ class UsageBuffer:
         """Called from request tails: flush if due and nobody else is flushing. Never raises, never waits."""
         if not self.due() or self._flushing.locked():
             return
-        if self._background:
-            threading.Thread(target=self.flush, kwargs={"blocking": False}, name="gptload-flush", daemon=True).start()
-        else:
+        if not self._background:
+            self.flush(blocking=False)
+            return
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_loop, name="gptload-flush", daemon=True)
+                    self._flusher.start()
+        self._wake.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
             self.flush(blocking=False)
 
     def flush(self, *, blocking: bool = True) -> int:

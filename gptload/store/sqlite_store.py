@@ -104,7 +104,7 @@ class SqliteStore:
         self.path = path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
         self._salt: bytes | None = None
         self._migrate()
@@ -127,7 +127,16 @@ class SqliteStore:
                 raise StoreUnavailable(f"cannot open the SQLite store: {exc}") from exc
             self._local.conn = conn
             with self._all_lock:
-                self._all.append(conn)
+                # Close the connections of threads that have ended (validation pools, helper threads), so that
+                # short-lived threads do not leak a connection and its page cache each.
+                alive = []
+                for thread, other in self._all:
+                    if thread.is_alive():
+                        alive.append((thread, other))
+                    else:
+                        other.close()
+                alive.append((threading.current_thread(), conn))
+                self._all = alive
         return conn
 
     @contextmanager
@@ -175,7 +184,7 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
+            for _, conn in self._all:
                 try:
                     conn.close()
                 except sqlite3.Error:

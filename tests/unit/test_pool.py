@@ -85,3 +85,17 @@ def test_a_key_set_change_reloads_that_group_only(sqlite_store):
     pool.reload()
     assert store.calls == Counter({"markers": 1, "list_keys": 1})  # (secrets are read through the vault)
     assert "b9" in pool.view("b").by_id
+
+
+def test_sqlite_store_closes_connections_of_ended_threads(sqlite_store):
+    import threading
+
+    def read():
+        sqlite_store.list_groups()
+
+    for _ in range(20):
+        t = threading.Thread(target=read)
+        t.start()
+        t.join()
+    read()
+    assert len(sqlite_store._all) <= 2  # this thread's, and at most the last helper's

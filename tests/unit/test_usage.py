@@ -111,3 +111,22 @@ def test_request_tails_hand_the_flush_to_a_helper_thread():
         release.wait(0.01)
     assert [len(b) for b in store.batches] == [1]
     assert len(buf) == 1
+
+
+def test_background_flushes_reuse_one_thread():
+    import threading
+
+    def flushers() -> int:
+        return [t.name for t in threading.enumerate()].count("gptload-flush")
+
+    before = flushers()
+    store = Store()
+    buf = UsageBuffer(store, flush_size=1)
+    for i in range(20):
+        buf.add(ev(i))
+        buf.maybe_flush()
+        deadline = time.monotonic() + 5
+        while len(buf) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert sum(len(b) for b in store.batches) == 20
+    assert flushers() == before + 1
