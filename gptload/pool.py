@@ -90,7 +90,8 @@ class KeyPool:
         self._system: dict = {}
         self._synced_at: dict[str, float] = {}
         self._checked_at = float("-inf")
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # held across store I/O: never taken on the request path
+        self._refresh_flag = threading.Lock()  # guards _refreshing only
         self._refreshing = False
 
     # -- cache ----------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class KeyPool:
         if not self._background:
             self._refresh_quietly()
             return
-        with self._reload_lock:
+        with self._refresh_flag:
             if self._refreshing:
                 return
             self._refreshing = True

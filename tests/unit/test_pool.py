@@ -99,3 +99,32 @@ def test_sqlite_store_closes_connections_of_ended_threads(sqlite_store):
         t.join()
     read()
     assert len(sqlite_store._all) <= 2  # this thread's, and at most the last helper's
+
+
+def test_requests_never_wait_for_a_background_refresh_that_is_stuck_in_the_store(sqlite_store):
+    """With background refresh, a request that finds the view stale while a refresh is still waiting on the
+    store (e.g. Firestore unreachable) serves from the cache instead of queueing behind that I/O."""
+    import threading
+
+    vault = setup(sqlite_store)
+    store = Counting(sqlite_store)
+    pool = KeyPool(store, vault, refresh_seconds=0.0, background_refresh=True)
+    pool.reload()
+    release, entered = threading.Event(), threading.Event()
+    real_markers = sqlite_store.markers
+
+    def stuck_markers():
+        entered.set()
+        release.wait(10)
+        return real_markers()
+
+    store.markers = stuck_markers  # the next refresh hangs in the store
+    try:
+        pool.view("a")  # starts the background refresh
+        assert entered.wait(5)
+        served = threading.Event()
+        request = threading.Thread(target=lambda: (pool.view("a"), served.set()))
+        request.start()
+        assert served.wait(5), "a request waited for the stuck refresh"
+    finally:
+        release.set()
