@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.cookiejar
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ _MAX_CAPTURE = 2 * 1024 * 1024
 _NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
 _UPLOAD_TTL = 7 * 24 * 3600.0
 _BODY_LOG_LIMIT = 64 * 1024
+_OPENAI_STREAM = re.compile(rb'"stream"\s*:\s*true')
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,7 @@ class _Trace:
         self.stream = (
             ":streamGenerateContent" in req.path
             or "alt=sse" in req.query
-            or b'"stream":true' in req.body.replace(b" ", b"")
+            or (rewrite.is_openai(req.path) and _OPENAI_STREAM.search(req.body[: rewrite.MAX_SCAN_BYTES]) is not None)
         )
         self.counts_tokens = any(s in req.path for s in (":generateContent", ":streamGenerateContent")) or (
             rewrite.is_openai(req.path) and "completions" in req.path

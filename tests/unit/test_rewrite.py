@@ -74,3 +74,19 @@ def test_upload_url_is_rewritten_to_the_proxy_without_a_key():
     assert out == "https://proxy.example/proxy/g1/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"
     assert rewrite.upload_id_of("upload_id=U1&upload_protocol=resumable") == "U1"
     assert "AIzaREAL" not in rewrite.strip_key_from_url(url)
+
+
+def test_stream_detection_for_logs_and_timeouts():
+    from gptload.proxy.forwarder import IncomingRequest, _Trace
+
+    class View:
+        name = "g"
+
+    def stream(path, query="", body=b""):
+        return _Trace(View(), IncomingRequest("POST", path, query, [], body, "http://x"), "m").stream
+
+    assert stream("v1beta/models/m:streamGenerateContent")
+    assert stream("v1beta/models/m:generateContent", "alt=sse")
+    assert stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream" : true}')
+    assert not stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream": false}')
+    assert not stream("v1beta/models/m:generateContent", body=b'{"text": "\\"stream\\": true"}')
