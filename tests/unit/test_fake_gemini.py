@@ -106,6 +106,10 @@ def test_genai_generate_default_v1_header_key(fake):
     assert req.headers["X-GOOG-API-KEY"] == fake.keys[0]          # case-insensitive
     assert "key" not in req.query
     assert req.json() == {"contents": [{"parts": [{"text": "hello there"}], "role": "user"}]}
+    # the fake stamps completed_at after the last byte went out, so the client can get there first: wait for it
+    deadline = time.monotonic() + 5
+    while req.completed_at is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert req.status == 200 and req.received_at <= req.completed_at
 
 
