@@ -1,25 +1,34 @@
-"""Error classification: what an upstream answer says about the key that got it.
+"""Error classification: what an upstream answer says about the key that got it, and about the upstream.
 
 ``classify(status, body)`` reads Gemini's error envelope (``error.status``, ``details[].reason``, QuotaFailure
-``quotaId`` and ``quotaDimensions.model``, RetryInfo ``retryDelay``) and returns a ``Verdict``. The policy, in order:
+``quotaId`` and ``quotaDimensions.model``, RetryInfo ``retryDelay``) and returns a ``Verdict``. The policy, in order
+(docs/architecture.md, "Error policy"):
 
-=============================================  =============  =====  ==============================
-answer                                         verdict        retry  effect on the key
-=============================================  =============  =====  ==============================
-2xx / 3xx                                      SUCCESS        no     failure count reset
-ErrorInfo API_KEY_INVALID, CONSUMER_SUSPENDED,  KEY_INVALID    yes    invalid at once
-SERVICE_DISABLED, API_KEY_*_BLOCKED
-429 with a per-day quota id                    QUOTA_DAY      yes    cooling for the model until
-                                                                      midnight Pacific
-429 with a per-minute quota id / RetryInfo     QUOTA_MINUTE   yes    cooling for retryDelay
-429 without details                            QUOTA_BARE     yes    short cooling, not counted
-500, 502, 503, 504, timeouts, connect errors   TRANSIENT      yes    consecutive-failure count + 1
-everything else (400, 401, 403, 404, 413...)   REQUEST_ERROR  no     none: the request's fault
-=============================================  =============  =====  ==============================
+=============================================  =============  =====  ==========================================
+answer                                         verdict        retry  effect
+=============================================  =============  =====  ==========================================
+2xx / 3xx                                      SUCCESS        no     failure count reset; breaker closes
+ErrorInfo API_KEY_INVALID, API_KEY_EXPIRED,    KEY_INVALID    yes    the key is invalid at once
+CONSUMER_SUSPENDED, SERVICE_DISABLED,
+API_KEY_*_BLOCKED (or, only when the body has
+no ErrorInfo, Google's whole message sentence)
+429 with a per-day quota id                    QUOTA_DAY      yes    the key cools for the model until
+                                                                     midnight Pacific
+429 with a per-minute quota id / RetryInfo     QUOTA_MINUTE   yes    the key cools for retryDelay
+429 without details                            QUOTA_BARE     yes    the key cools briefly
+500, 502, 503, 504, timeouts, connect errors   TRANSIENT      yes    nothing on the key: a breaker failure for
+                                                                     (group, upstream, model); counted against
+                                                                     the key only when another key then served
+                                                                     the same request (``isolated``)
+everything else (400, 401, 403, 404, 413...)   REQUEST_ERROR  no     none: the request's fault, passed through
+=============================================  =============  =====  ==========================================
 
-Deliberately *not* key faults: 400 FAILED_PRECONDITION "User location is not supported" (the egress IP's fault),
-403 on another project's file (an affinity miss), 401 (Gemini never uses it for API keys; disabling keys on it
-would let one malformed client disable a whole pool). Pure module: no I/O.
+Key evidence is Google's ErrorInfo ``reason``, never free text: Google echoes parts of the request in its messages
+(``Invalid JSON payload received. Unknown name "..."``), so a substring match on the message would let a client
+condemn keys. The fallback for bodies without details (the OpenAI-compatible layer drops them) matches Google's
+whole message, anchored. Deliberately *not* key faults: 400 FAILED_PRECONDITION "User location is not supported"
+(the egress IP's fault), 403 on another project's file (an affinity miss), 401 (Gemini never uses it for API keys).
+Pure module: no I/O.
 """
 
 from __future__ import annotations
@@ -43,8 +52,28 @@ _KEY_REASONS = frozenset(
         "API_KEY_IOS_APP_BLOCKED",
     }
 )
-# Fallbacks when a proxy or SDK layer has stripped the details (seen with the OpenAI-compatible layer).
-_KEY_MESSAGES = re.compile(r"API key not valid|API Key not found|API key expired|has been suspended", re.I)
+KEY_REASONS = _KEY_REASONS
+# Fallbacks when a layer has stripped the details (the OpenAI-compatible layer): Google's *whole* message, anchored,
+# mapped to the reason it stands for. Never a substring: messages can quote the client's request.
+_KEY_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"API key not valid\. Please pass a valid API key\."), "API_KEY_INVALID"),
+    (re.compile(r"API Key not found\. Please pass a valid API key\."), "API_KEY_INVALID"),
+    (re.compile(r"API key expired\. Please renew the API key\."), "API_KEY_EXPIRED"),
+    (
+        re.compile(r"Permission denied: Consumer '(?:api_key:[0-9A-Za-z_.-]*|projects?/\d+)' has been suspended\."),
+        "CONSUMER_SUSPENDED",
+    ),
+    (
+        re.compile(
+            r"Generative Language API has not been used in project \d+ before or it is disabled\."
+            r"(?: Enable it by visiting https://console\.developers\.google\.com/apis/api/"
+            r"generativelanguage\.googleapis\.com/overview\?project=\d+ then retry\. If you enabled this API "
+            r"recently, wait a few minutes for the action to propagate to our systems and retry\.)?"
+        ),
+        "SERVICE_DISABLED",
+    ),
+)
+_KEY_MESSAGE_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED"}
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -72,9 +101,17 @@ class Verdict:
     retry_delay: float | None = None
     model: str | None = None
 
+    isolated: bool = False  # TRANSIENT only: another key served the same request afterwards
+    network: bool = False  # TRANSIENT only: no HTTP answer at all (connect error, timeout, reset)
+
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE
+
+    @property
+    def upstream_failure(self) -> bool:
+        """A failure that says something about the upstream or the model, nothing about the key."""
+        return self.kind is Kind.TRANSIENT
 
 
 SUCCESS = Verdict(Kind.SUCCESS)
@@ -89,9 +126,11 @@ def classify(status: int, body: bytes | str | Any) -> Verdict:
     reasons, quota_ids, quota_model, retry_delay = _details(error.get("details"))
     label = _label(status, error, message)
 
-    if reasons & _KEY_REASONS or (status in (400, 403) and _KEY_MESSAGES.search(message)):
-        reason = next(iter(sorted(reasons & _KEY_REASONS)), "") or label
-        return Verdict(Kind.KEY_INVALID, reason=f"{status} {reason}".strip())
+    key_reason = next(iter(sorted(reasons & _KEY_REASONS)), "")
+    if not key_reason and not reasons:
+        key_reason = _message_reason(status, error)
+    if key_reason:
+        return Verdict(Kind.KEY_INVALID, reason=f"{status} {key_reason}")
     if status == 429:
         if any("perday" in q.lower() for q in quota_ids):
             return Verdict(Kind.QUOTA_DAY, reason=_quota_reason(quota_ids, label), model=quota_model)
@@ -107,7 +146,27 @@ def classify(status: int, body: bytes | str | Any) -> Verdict:
 
 def network_error(exc: BaseException) -> Verdict:
     """Verdict for an attempt that got no HTTP answer (connect error, timeout, reset before headers)."""
-    return Verdict(Kind.TRANSIENT, reason=f"network: {type(exc).__name__}")
+    return Verdict(Kind.TRANSIENT, reason=f"network: {type(exc).__name__}", network=True)
+
+
+def is_key_evidence(reason: str) -> bool:
+    """Was a key condemned for ``reason`` (a ``Verdict.reason`` or a stored ``last_error``) by evidence about the
+    key itself, i.e. ``"<status> <ErrorInfo reason>"`` with a key reason?"""
+    parts = reason.split(" ", 2)
+    return len(parts) >= 2 and parts[0].isdigit() and parts[1] in _KEY_REASONS
+
+
+def _message_reason(status: int, error: dict[str, Any]) -> str:
+    """The key reason Google's whole message stands for, when the body carries no details (OpenAI layer)."""
+    expected = _KEY_MESSAGE_STATUS.get(status)
+    message = error.get("message")
+    if expected is None or not isinstance(message, str) or error.get("status", expected) != expected:
+        return ""
+    text = message.strip()
+    for pattern, reason in _KEY_MESSAGES:
+        if pattern.fullmatch(text):
+            return reason
+    return ""
 
 
 def _error_object(body: bytes | str | Any) -> dict[str, Any]:

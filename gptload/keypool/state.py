@@ -2,11 +2,16 @@
 
 ::
 
-    active ──KEY_INVALID──────────────────────────────▶ invalid
-    active ──TRANSIENT (failure_count reaches threshold)▶ invalid
+    active ──KEY_INVALID (ErrorInfo evidence)─────────────────────────▶ invalid (key evidence)
+    active ──isolated TRANSIENT (failure_count reaches threshold)─────▶ invalid (failing; re-probed every
+                                                                         maintenance round)
     active ──QUOTA_* ──▶ cooling(model, until)  ──time passes──▶ active
     any    ──SUCCESS──▶ failure_count = 0, the model's cooldown dropped
     invalid ──restore / successful validation──▶ active (cooldowns cleared, counters reset)
+
+A TRANSIENT verdict (5xx, timeout, connect error) says nothing about a key and changes nothing, unless it is
+``isolated``: the same request then succeeded on another key for the same model, so this key failed where others
+did not. ``blacklist_threshold`` consecutive isolated failures disable the key; any success resets the count.
 
 Cooling is per key *and model*: a per-day quota on gemini-2.5-pro leaves the key serving gemini-2.5-flash.
 ``QUOTA_BARE`` cools briefly and never counts toward the threshold; ``REQUEST_ERROR`` changes nothing.
@@ -19,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from gptload.keypool.classify import Kind, Verdict
+from gptload.keypool.classify import Kind, Verdict, is_key_evidence
 from gptload.keypool.keytext import scrub
 from gptload.models import ACTIVE, ANY_MODEL, INVALID, CoolDown, KeyState
 
@@ -42,7 +47,7 @@ def next_daily_reset(now: float) -> float:
 
 def changes_state(state: KeyState, verdict: Verdict, model: str, now: float) -> bool:
     """True when ``transition`` would produce a different state; lets callers skip a write on the hot path."""
-    if verdict.kind is Kind.REQUEST_ERROR:
+    if verdict.kind is Kind.REQUEST_ERROR or (verdict.kind is Kind.TRANSIENT and not verdict.isolated):
         return False
     if verdict.kind is Kind.SUCCESS:
         return state.failure_count > 0 or any(c.model == model for c in state.cooldowns)
@@ -53,7 +58,7 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
     """Apply one attempt's verdict to a key's state. ``model`` is the model the request named ("" if none)."""
     live = tuple(c for c in state.cooldowns if c.until > now)
     kind = verdict.kind
-    if kind is Kind.REQUEST_ERROR:
+    if kind is Kind.REQUEST_ERROR or (kind is Kind.TRANSIENT and not verdict.isolated):
         return state
     if kind is Kind.SUCCESS:
         return replace(state, failure_count=0, cooldowns=tuple(c for c in live if c.model != model))
@@ -61,8 +66,10 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
         return replace(state, status=INVALID, cooldowns=(), last_error=scrub(verdict.reason))
     if kind is Kind.TRANSIENT:
         failures = state.failure_count + 1
-        status = INVALID if failures >= policy.blacklist_threshold else state.status
-        return replace(state, status=status, failure_count=failures, cooldowns=live, last_error=scrub(verdict.reason))
+        if failures >= policy.blacklist_threshold > 0:
+            error = f"failing: {failures} failures while other keys served; last {verdict.reason}"
+            return replace(state, status=INVALID, failure_count=failures, cooldowns=(), last_error=scrub(error))
+        return replace(state, failure_count=failures, cooldowns=live, last_error=scrub(verdict.reason))
     # quota verdicts: cool the model down
     target = verdict.model or model or ANY_MODEL
     if kind is Kind.QUOTA_DAY:
@@ -79,6 +86,13 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
         until = existing.until
     cooldown = CoolDown(model=target, until=until, reason=scrub(verdict.reason))
     return replace(state, cooldowns=(*others, cooldown), last_error=scrub(verdict.reason))
+
+
+def condemned_by_key_evidence(state: KeyState) -> bool:
+    """Is the key invalid because Google said so about this key (not because it kept failing, or an older
+    version's outage counting)? Such keys are re-probed on the group's validation schedule; the others every
+    maintenance round."""
+    return state.status == INVALID and is_key_evidence(state.last_error)
 
 
 def restored(state: KeyState) -> KeyState:

@@ -1,5 +1,4 @@
-"""The classification table, fed with Gemini's real error bodies (../shared/gemini-errors.json, copied here as
-tests/unit/gemini_errors.json so the suite runs from a clean clone)."""
+"""The classification table, fed with Gemini's real error bodies (tests/unit/gemini_errors.json)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gptload.keypool.classify import Kind, classify, network_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptload.keypool.classify import Kind, classify, is_key_evidence, network_error
 
 CASES = json.loads((Path(__file__).with_name("gemini_errors.json")).read_text())["cases"]
 EXPECTED = {
@@ -123,3 +125,124 @@ def test_a_key_echoed_in_a_message_is_not_in_the_reason():
 
 def test_network_errors_are_transient():
     assert network_error(TimeoutError()).kind is Kind.TRANSIENT
+
+
+# -- client-controlled text can never condemn a key -------------------------------------------------------------
+HOSTILE_NAMES = [
+    "API key not valid",
+    "API key not valid. Please pass a valid API key.",
+    "API Key not found. Please pass a valid API key.",
+    "has been suspended",
+    "Permission denied: Consumer 'api_key:x' has been suspended.",
+    "API key expired. Please renew the API key.",
+]
+
+
+def _echo_400(name: str) -> dict:
+    """Google's 400 for an unknown field: it quotes the client's field name in the message."""
+    return {
+        "error": {
+            "code": 400,
+            "message": f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.',
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": f'Invalid JSON payload received. Unknown name "{name}"'}],
+                }
+            ],
+        }
+    }
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("wrap", [lambda b: b, lambda b: [b]], ids=["native", "openai-list"])
+def test_a_field_name_quoted_by_google_is_a_request_error(name, wrap):
+    for status in (400, 403):
+        body = _echo_400(name)
+        body["error"]["code"] = status
+        assert classify(status, json.dumps(wrap(body)).encode()).kind is Kind.REQUEST_ERROR
+        # the same without details (the OpenAI layer drops them): still not key evidence
+        del body["error"]["details"]
+        assert classify(status, json.dumps(wrap(body)).encode()).kind is Kind.REQUEST_ERROR
+
+
+OPENAI_LAYER_KEY_ERRORS = [
+    (400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT", "API_KEY_INVALID"),
+    (400, "API Key not found. Please pass a valid API key.", "INVALID_ARGUMENT", "API_KEY_INVALID"),
+    (400, "API key expired. Please renew the API key.", "INVALID_ARGUMENT", "API_KEY_EXPIRED"),
+    (
+        403,
+        "Permission denied: Consumer 'api_key:AIzaSyA1234567890abcdefghijklmnopqrstu' has been suspended.",
+        "PERMISSION_DENIED",
+        "CONSUMER_SUSPENDED",
+    ),
+    (
+        403,
+        "Generative Language API has not been used in project 123456789 before or it is disabled. Enable it by "
+        "visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?"
+        "project=123456789 then retry. If you enabled this API recently, wait a few minutes for the action to "
+        "propagate to our systems and retry.",
+        "PERMISSION_DENIED",
+        "SERVICE_DISABLED",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "message", "gstatus", "reason"), OPENAI_LAYER_KEY_ERRORS)
+def test_openai_layer_key_errors_without_details_are_key_evidence(status, message, gstatus, reason):
+    body = [{"error": {"code": status, "message": message, "status": gstatus}}]
+    verdict = classify(status, json.dumps(body).encode())
+    assert verdict.kind is Kind.KEY_INVALID and verdict.reason == f"{status} {reason}"
+    assert is_key_evidence(verdict.reason)
+    # a message with anything before or after Google's sentence is not the sentence
+    for text in (f"x {message}", f"{message} x", f'Unknown name "{message}"'):
+        body = [{"error": {"code": status, "message": text, "status": gstatus}}]
+        assert classify(status, json.dumps(body).encode()).kind is Kind.REQUEST_ERROR
+
+
+def test_details_with_another_reason_disable_the_message_fallback():
+    body = {
+        "error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SOMETHING_ELSE"}],
+        }
+    }
+    assert classify(400, json.dumps(body).encode()).kind is Kind.REQUEST_ERROR
+
+
+def test_transient_verdicts_say_nothing_about_the_key():
+    assert classify(503, b'{"error":{"code":503,"status":"UNAVAILABLE"}}').upstream_failure
+    assert network_error(TimeoutError()).network and network_error(TimeoutError()).upstream_failure
+    assert not is_key_evidence("503 UNAVAILABLE The model is overloaded.")
+    assert not is_key_evidence("network: ConnectionError")
+    assert not is_key_evidence("failing: 3 failures while other keys served; last 500 INTERNAL")
+    assert is_key_evidence("400 API_KEY_INVALID")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(status=st.integers(100, 599), body=_json_values)
+def test_classify_never_raises_and_only_error_info_condemns(status, body):
+    verdict = classify(status, json.dumps(body).encode())
+    assert isinstance(verdict.kind, Kind)
+    if verdict.kind is Kind.KEY_INVALID:
+        assert is_key_evidence(verdict.reason)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(text=st.text(max_size=200), status=st.sampled_from([400, 403]))
+def test_no_client_text_inside_googles_echo_condemns_a_key(text, status):
+    for wrap in (lambda b: b, lambda b: [b]):
+        body = _echo_400(text)
+        body["error"]["code"] = status
+        del body["error"]["details"]
+        assert classify(status, json.dumps(wrap(body)).encode()).kind is Kind.REQUEST_ERROR

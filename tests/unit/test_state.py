@@ -2,8 +2,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gptload.keypool.classify import SUCCESS, Kind, Verdict
-from gptload.keypool.state import PACIFIC, Policy, changes_state, next_daily_reset, restored, transition
+from gptload.keypool.classify import SUCCESS, Kind, Verdict, network_error
+from gptload.keypool.state import (
+    PACIFIC,
+    Policy,
+    changes_state,
+    condemned_by_key_evidence,
+    next_daily_reset,
+    restored,
+    transition,
+)
 from gptload.models import ACTIVE, ANY_MODEL, COOLING, INVALID, CoolDown, KeyState
 
 P = Policy(blacklist_threshold=3, bare_429_cooldown_seconds=10, default_quota_cooldown_seconds=60)
@@ -64,8 +72,19 @@ def test_longer_cooldown_is_not_shortened():
     assert s2.cooldowns[0].until == s.cooldowns[0].until
 
 
-def test_transient_failures_reach_the_threshold_and_success_resets():
-    t = Verdict(Kind.TRANSIENT, "503 UNAVAILABLE")
+def test_an_outage_never_counts_against_a_key():
+    """A 5xx, timeout or connect error on its own says nothing about the key: any number of them change nothing."""
+    s = KeyState()
+    for v in (Verdict(Kind.TRANSIENT, "503 UNAVAILABLE"), network_error(TimeoutError()), network_error(OSError())):
+        for _ in range(10):
+            assert transition(s, v, "m", NOW, P) is s
+            assert not changes_state(s, v, "m", NOW)
+
+
+def test_isolated_failures_reach_the_threshold_and_success_resets():
+    """A key that fails while another key then serves the same request is counted; at the threshold it is disabled
+    as *failing*, which is not key evidence (maintenance re-probes it every round)."""
+    t = Verdict(Kind.TRANSIENT, "503 UNAVAILABLE", isolated=True)
     s = transition(transition(KeyState(), t, "m", NOW, P), t, "m", NOW, P)
     assert s.failure_count == 2 and s.status == ACTIVE
     s = transition(s, SUCCESS, "m", NOW, P)
@@ -73,6 +92,13 @@ def test_transient_failures_reach_the_threshold_and_success_resets():
     for _ in range(3):
         s = transition(s, t, "m", NOW, P)
     assert s.status == INVALID and s.failure_count == 3
+    assert s.last_error.startswith("failing: 3 failures") and not condemned_by_key_evidence(s)
+    bad = transition(KeyState(), Verdict(Kind.KEY_INVALID, "403 CONSUMER_SUSPENDED"), "m", NOW, P)
+    assert condemned_by_key_evidence(bad)
+    # an older version disabled keys on outages: such a key is not condemned by key evidence either
+    assert not condemned_by_key_evidence(
+        KeyState(status=INVALID, last_error="503 UNAVAILABLE The model is overloaded.")
+    )
 
 
 def test_request_errors_change_nothing():
@@ -89,7 +115,8 @@ def test_success_drops_only_the_served_models_cooldown_and_expired_ones():
 def test_changes_state_skips_steady_success():
     assert not changes_state(KeyState(), SUCCESS, "m", NOW)
     assert changes_state(KeyState(failure_count=1), SUCCESS, "m", NOW)
-    assert changes_state(KeyState(), Verdict(Kind.TRANSIENT), "m", NOW)
+    assert not changes_state(KeyState(), Verdict(Kind.TRANSIENT), "m", NOW)
+    assert changes_state(KeyState(), Verdict(Kind.TRANSIENT, isolated=True), "m", NOW)
 
 
 def test_restore_clears_everything():
