@@ -17,11 +17,14 @@
     ├── Conflict                      409 CONFLICT
     │   └── GroupExists               409 GROUP_EXISTS
     ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
+    ├── CircuitOpen                   503 UPSTREAM_UNAVAILABLE
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
     └── StoreUnavailable              503 STORE_UNAVAILABLE
 
 Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
-and must never contain a real API key.
+and must never contain a real API key. Admin routes render them as ``{"error": {"code", "message"}}``; proxy routes
+as Google's envelope (numeric code, Google status, ErrorInfo reason = ``code``, domain ``gptload``), so SDKs raise
+their usual typed errors (``web.responses``). ``details["retry_after"]`` becomes a ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -112,6 +115,13 @@ class NoKeysAvailable(GptloadError):
 
     status = 503
     code = "NO_KEYS_AVAILABLE"
+
+
+class CircuitOpen(GptloadError):
+    """The upstream failed for this model on consecutive attempts; requests wait out the breaker's period."""
+
+    status = 503
+    code = "UPSTREAM_UNAVAILABLE"
 
 
 class UpstreamUnreachable(GptloadError):

@@ -1,8 +1,10 @@
 """Periodic upkeep, one round at a time:
 
 1. flush this instance's buffered usage (stats, request logs);
-2. re-validate, per group at most every ``key_validation_interval_minutes``, the keys that are invalid and the
-   keys whose cooldowns have ended (with the same probe as the console's validation);
+2. re-probe, every round, the keys disabled by anything but evidence about the key (``blacklist_threshold``
+   isolated failures, or an older version that counted outages), so that they come back as soon as they work;
+   re-validate, per group at most every ``key_validation_interval_minutes``, the keys invalid on key evidence and
+   the keys whose cooldowns have ended (with the same probe as the console's validation);
 3. trim request logs past ``request_log_retention_days`` and expired affinity records where the store has no TTL.
 
 Serverless deployments call it through ``POST /api/tasks/run`` (Cloud Scheduler with an OIDC token); the embedded
@@ -16,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from gptload.keypool.state import condemned_by_key_evidence
 from gptload.models import INVALID
 
 if TYPE_CHECKING:
@@ -32,14 +35,19 @@ def run_maintenance(services: Services, now: float | None = None) -> dict[str, A
     for view in services.pool.views():
         marker_id = f"maintenance:{view.name}"
         marker = services.store.get_task(marker_id) or {}
-        if now - float(marker.get("last_validation_at", 0)) < view.settings.key_validation_interval_minutes * 60:
-            continue
+        scheduled = (
+            now - float(marker.get("last_validation_at", 0)) >= view.settings.key_validation_interval_minutes * 60
+        )
         due = [
-            k for k in view.keys if k.state.status == INVALID or (k.state.cooldowns and not k.state.live_cooldowns(now))
+            k
+            for k in view.keys
+            if (k.state.status == INVALID and not condemned_by_key_evidence(k.state))
+            or (scheduled and (k.state.status == INVALID or (k.state.cooldowns and not k.state.live_cooldowns(now))))
         ]
         if due:
             report["validated"][view.name] = services.validator.validate(view, due)
-        services.store.put_task({"id": marker_id, "kind": "maintenance", "last_validation_at": now})
+        if scheduled:
+            services.store.put_task({"id": marker_id, "kind": "maintenance", "last_validation_at": now})
     retention = services.pool.settings.request_log_retention_days
     report["logs_purged"] = services.store.purge_logs(now - retention * DAY)
     purge = getattr(services.store, "purge_expired", None)

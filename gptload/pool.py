@@ -56,6 +56,7 @@ class GroupView:
     rotation: Rotation
     balancer: Balancer
     proxy_digests: frozenset[bytes]
+    secrets: frozenset[str] = frozenset()  # every key's value, to scrub them out of upstream error answers
 
     @property
     def name(self) -> str:
@@ -150,6 +151,7 @@ class KeyPool:
             rotation=previous.rotation if previous else Rotation(),
             balancer=Balancer([(u.url, u.weight) for u in group.upstreams]),
             proxy_digests=frozenset(digest(self._salt, k) for k in group.proxy_keys),
+            secrets=frozenset(k.secret for k in keys),
         )
 
     def _ensure_fresh(self) -> None:
@@ -204,11 +206,36 @@ class KeyPool:
             ok |= hmac.compare_digest(d, known)
         return ok
 
+    def authorize_global(self, presented: str | None) -> bool:
+        """Is ``presented`` one of the global proxy keys (valid for every group)? Constant time."""
+        if not presented:
+            return False
+        d = digest(self._salt, presented)
+        ok = False
+        for known in self._global_digests:
+            ok |= hmac.compare_digest(d, known)
+        return ok
+
     def acquire(self, view: GroupView, model: str, exclude: set[str]) -> LiveKey | None:
         return view.rotation.pick(view.keys, model, self._clock(), exclude)
 
     def key_by_id(self, view: GroupView, key_id: str) -> LiveKey | None:
         return view.by_id.get(key_id)
+
+    def census(self, view: GroupView, model: str, exclude: set[str]) -> dict[str, int]:
+        """How many keys not in ``exclude`` are invalid, cooling for ``model``, or could serve it, now."""
+        now = self._clock()
+        counts = {"invalid": 0, "cooling": 0, "available": 0}
+        for key in view.keys:
+            if key.id in exclude:
+                continue
+            if key.state.status != "active":
+                counts["invalid"] += 1
+            elif not key.can_serve(model, now):
+                counts["cooling"] += 1
+            else:
+                counts["available"] += 1
+        return counts
 
     def retry_after(self, view: GroupView, model: str) -> float | None:
         """Seconds until the first cooling key can serve ``model`` again (None if no key will by itself)."""

@@ -4,7 +4,7 @@ An outage of Google (``503 The model is overloaded``, refused connections, 5xx, 
 key, so it never disables keys (``state.transition``); without a breaker, though, every request during an outage
 would still try ``1 + max_retries`` keys and hammer Google. The breaker remembers the failures instead::
 
-    closed ──``threshold`` consecutive upstream failures, from at least 2 requests──▶ open(period)
+    closed ──``threshold`` consecutive upstream failures, from at least 2 witnesses──▶ open(period)
     open   ──period over: the next request is let through as the probe──▶ half-open
     half-open ──the probe's upstream answers (any 2xx/3xx/4xx)──▶ closed (backoff reset)
     half-open ──the probe fails again──▶ open(next period)      (other requests wait while the probe runs)
@@ -13,8 +13,10 @@ would still try ``1 + max_retries`` keys and hammer Google. The breaker remember
 The period is ``base * 2**n`` capped at ``cap``, times a jitter factor in ``[1 - jitter, 1 + jitter]`` so many
 instances do not probe in step. Requests refused while open get ``retry_after`` (the rest of the period).
 
-Two requests at least are needed to open it: a single request that makes Google fail on every key it tries (a
-poison request) cannot shut a model for everyone. A probe whose outcome never arrives (a stuck call) frees its slot
+Two witnesses at least are needed to open it: a single request that makes Google fail on every key it tries (a
+poison request) cannot shut a model for everyone. The caller names the witness: the request for 502/503/504 and
+network errors (clearly the upstream's state), the request's content for a 500 (often caused by the request
+itself), so that a client repeating one poison request is one witness however often it sends it. A probe whose outcome never arrives (a stuck call) frees its slot
 after ``probe_timeout`` seconds. Each instance keeps its own breakers (nothing in the store): an instance learns of
 an outage from its own traffic, which costs at most ``threshold`` failed attempts per instance.
 
@@ -47,7 +49,7 @@ class Admission:
 class _Circuit:
     state: str = CLOSED
     failures: int = 0  # consecutive upstream failures while closed
-    requests: set[int] | None = None  # distinct requests among those failures (at most 2 kept)
+    requests: set[int] | None = None  # distinct witnesses among those failures (at most 2 kept)
     level: int = 0  # how many times it opened in a row without an upstream answer in between
     until: float = 0.0  # open: when the period ends
     probe_since: float = 0.0  # half-open: when the probe was let through
@@ -100,8 +102,8 @@ class Breakers:
             if c is not None and (c.state != CLOSED or c.failures):
                 del self._circuits[key]
 
-    def failure(self, key: tuple[str, str, str], now: float, request_id: int, reason: str = "") -> bool:
-        """An upstream failure (5xx, timeout, connect error) of request ``request_id``; True when it (re)opened."""
+    def failure(self, key: tuple[str, str, str], now: float, witness: int, reason: str = "") -> bool:
+        """An upstream failure (5xx, timeout, connect error) seen by ``witness``; True when it (re)opened."""
         with self._lock:
             c = self._circuits.setdefault(key, _Circuit())
             c.last_failure = reason
@@ -115,7 +117,7 @@ class Breakers:
             if c.requests is None:
                 c.requests = set()
             if len(c.requests) < 2:
-                c.requests.add(request_id)
+                c.requests.add(witness)
             if c.failures >= self.threshold and len(c.requests) >= 2:
                 self._open(c, now)
                 return True

@@ -6,6 +6,7 @@ A Gemini API key is ``AIza`` followed by 35 characters of ``[0-9A-Za-z_-]`` (39 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 KEY_PATTERN = re.compile(r"^AIza[0-9A-Za-z_-]{35}$")
@@ -49,3 +50,18 @@ def mask(secret: str) -> str:
 def scrub(text: str) -> str:
     """Replace anything shaped like a Gemini key in ``text`` by its mask (Google echoes keys in some messages)."""
     return _KEY_ANYWHERE.sub(lambda m: mask(m.group(0)), text)
+
+
+_KEY_ANYWHERE_BYTES = re.compile(rb"AIza[0-9A-Za-z_-]{35}")
+_TOKEN_BYTES = re.compile(rb"[0-9A-Za-z_-]{16,}")
+
+
+def scrub_secrets(data: bytes, secrets: Collection[str]) -> bytes:
+    """Mask every key in ``data``: each of ``secrets`` by exact value (a set lookup per token, so the cost does not
+    grow with the number of keys), and anything shaped like a Gemini key. For bodies and headers that come from
+    upstream before they reach a client, a log row or ``last_error`` (Google echoes keys in some messages)."""
+    if secrets:
+        data = _TOKEN_BYTES.sub(
+            lambda m: mask(m.group(0).decode()).encode() if m.group(0).decode() in secrets else m.group(0), data
+        )
+    return _KEY_ANYWHERE_BYTES.sub(lambda m: mask(m.group(0).decode()).encode(), data)

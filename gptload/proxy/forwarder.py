@@ -1,32 +1,40 @@
-"""The retry loop: pick a key, send, classify, retry on another key, relay the answer as it arrives.
+"""The retry loop: pick a key and an upstream, send, classify, retry on another key, relay the answer as it arrives.
 
-Rules (ARCHITECTURE.md, "Key state and error policy"):
+Rules (docs/architecture.md, "Error policy"):
 - at most ``1 + max_retries`` attempts, each on a key this request has not tried, body replayed byte for byte;
 - an answer is retried only when ``classify`` says so, and never once bytes reached the client;
 - requests naming a resource (file, cache, batch, operation, upload session) go to the key that created it, once;
-- when every attempt failed on an upstream answer, the last answer is passed through unchanged; when none got an
-  answer, ``UpstreamUnreachable``; when no key could even be tried, ``NoKeysAvailable``.
+- an upstream failure (5xx, timeout, connect error) counts toward the breaker of (group, upstream, model), never
+  against the key, unless another key then serves the same request (an *isolated* failure);
+- the request's own errors (400, 404, ...) are passed through at once; Google's 5xx is passed through when every
+  attempt failed upstream (``Retry-After`` added when the breaker opened); errors that belong to pool keys never
+  reach the client as such: ``NoKeysAvailable`` says what happened to each key; ``UpstreamUnreachable`` when no
+  attempt got an answer; ``CircuitOpen`` when the breaker holds requests back;
+- every pool key is scrubbed out of error answers before they go anywhere.
 """
 
 from __future__ import annotations
 
 import functools
 import http.cookiejar
+import itertools
 import logging
+import math
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-from gptload.errors import NoKeysAvailable, UpstreamUnreachable
-from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
-from gptload.keypool.keytext import scrub
-from gptload.models import UsageEvent
+from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
+from gptload.keypool.breaker import Admission, Breakers
+from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
+from gptload.keypool.keytext import scrub, scrub_secrets
+from gptload.models import ANY_MODEL, KeyState, UsageEvent
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import rewrite
 from gptload.proxy.affinity import AffinityMap
@@ -86,11 +94,22 @@ def make_session(pool_size: int) -> requests.Session:
 
 
 class Forwarder:
-    def __init__(self, pool: KeyPool, affinity: AffinityMap, usage: UsageBuffer, session: requests.Session) -> None:
+    def __init__(
+        self,
+        pool: KeyPool,
+        affinity: AffinityMap,
+        usage: UsageBuffer,
+        session: requests.Session,
+        breakers: Breakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self._affinity = affinity
         self._usage = usage
         self._session = session
+        self.breakers = breakers or Breakers()
+        self._clock = clock
+        self._request_ids = itertools.count(1)
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
@@ -102,16 +121,19 @@ class Forwarder:
             settings.connect_timeout_seconds,
             settings.stream_idle_timeout_seconds if trace.stream else settings.request_timeout_seconds,
         )
-        tried: set[str] = set()
-        last_answer: ProxyResponse | None = None
-        last_exc: Exception | None = None
+        request_id = next(self._request_ids)
+        outcomes: list[_Outcome] = []
+        refused: Admission | None = None
         try:
             for attempt in range(1, attempts + 1):
-                key = pinned or self._pool.acquire(view, trace.model, tried)
+                key = pinned or self._pool.acquire(view, trace.model, {o.key.id for o in outcomes})
                 if key is None:
                     break
-                tried.add(key.id)
-                base = target or view.balancer.next()
+                base, admission = self._upstream(view, trace.model, target)
+                if base is None:
+                    refused = admission
+                    break
+                circuit = (view.name, base, trace.model)
                 url = (
                     upload.target
                     if upload is not None
@@ -128,35 +150,94 @@ class Forwarder:
                     )
                 except requests.RequestException as exc:
                     verdict = network_error(exc)
-                    self._pool.report(view, key, verdict, trace.model)
+                    self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
+                    outcomes.append(_Outcome(key, base, verdict))
                     trace.failed(key, attempt, 0, verdict.reason, started, base)
-                    last_exc = exc
                     log.info("attempt %d on key %s of %s: %s", attempt, key.id, view.name, type(exc).__name__)
                     continue
                 if resp.status_code >= 400:
-                    answer, verdict = self._error_answer(resp)
+                    answer, verdict = self._error_answer(resp, view.secrets)
                     answer.attempts, answer.key_id = attempt, key.id
-                    self._pool.report(view, key, verdict, trace.model)
+                    if verdict.upstream_failure:
+                        # A 500 is often caused by the request itself: only different requests count as different
+                        # witnesses, so one client repeating a poison request cannot open the breaker alone.
+                        witness = hash((req.path, req.body)) if resp.status_code == 500 else request_id
+                        self.breakers.failure(circuit, self._clock(), witness, verdict.reason)
+                    else:
+                        self.breakers.success(circuit)
+                        self._pool.report(view, key, verdict, trace.model)
+                    outcomes.append(_Outcome(key, base, verdict, answer))
                     trace.failed(key, attempt, resp.status_code, verdict.reason, started, base)
-                    if verdict.retryable and pinned is None:
-                        last_answer = answer
+                    if verdict.retryable:
                         log.info(
                             "attempt %d on key %s of %s: %s, retrying", attempt, key.id, view.name, verdict.kind.value
                         )
                         continue
-                    return answer
+                    return answer  # the request's own fault: Google's answer, unchanged but for scrubbed keys
+                self.breakers.success(circuit)
                 self._pool.report(view, key, SUCCESS, trace.model)
+                for o in outcomes:  # these keys failed where this one served the same request: count them
+                    if o.answer is not None and o.verdict.upstream_failure and o.base == base:
+                        self._pool.report(view, o.key, replace(o.verdict, isolated=True), trace.model)
                 trace.answered = True
                 return self._success(view, req, resp, key, base, attempt, trace, started)
         finally:
             trace.flush_failures(self._usage)
-        if last_answer is not None:
-            return last_answer
-        if last_exc is not None:
-            raise UpstreamUnreachable(f"no upstream answer after {len(tried)} attempt(s): {type(last_exc).__name__}")
+        return self._no_answer(view, trace, outcomes, refused)
+
+    def _upstream(self, view: GroupView, model: str, target: str | None) -> tuple[str | None, Admission]:
+        """The upstream for the next attempt: ``target`` when the request is pinned, else the balancer's next one
+        whose breaker for ``model`` lets it through (an open upstream is skipped while another can serve)."""
+        now = self._clock()
+        candidates = [target] if target else [view.balancer.next() for _ in view.group.upstreams]
+        refused: Admission | None = None
+        for base in dict.fromkeys(candidates):
+            admission = self.breakers.admit((view.name, base, model), now)
+            if admission.allowed:
+                return base, admission
+            if refused is None or admission.retry_after < refused.retry_after:
+                refused = admission
+        return None, refused or Admission(False)
+
+    def _no_answer(
+        self, view: GroupView, trace: _Trace, outcomes: list[_Outcome], refused: Admission | None
+    ) -> ProxyResponse:
+        """No attempt succeeded and none was the request's own fault. Google's own 5xx is passed on (with
+        ``Retry-After`` when the breaker opened); errors that belong to pool keys never are: the client gets
+        503 NO_KEYS_AVAILABLE saying what happened to each key, by masked form only."""
+        now = self._clock()
+        summary = _summary(outcomes, view, trace.model, self._pool)
+        upstream_answers = [o for o in outcomes if o.answer is not None and o.verdict.upstream_failure]
+        if upstream_answers and all(o.verdict.upstream_failure for o in outcomes):
+            # Google itself is failing for this request on every key tried: its own answer says it best.
+            last = upstream_answers[-1]
+            answer = last.answer
+            assert answer is not None
+            state, wait, _ = self.breakers.state((view.name, last.base, trace.model), now)
+            if state != "closed":
+                answer.headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
+            return answer
+        if refused is not None:
+            trace.rejected(503, "breaker open", attempted=bool(outcomes))
+            trace.flush_failures(self._usage)
+            raise CircuitOpen(
+                f"{trace.model or 'this request'} is failing upstream for group {view.name!r}; "
+                f"gptload holds requests for {refused.retry_after:.1f} s before it tries again"
+                + (f" ({summary})" if summary else ""),
+                details={"retry_after": round(refused.retry_after, 1)},
+            )
+        if outcomes and all(o.verdict.network for o in outcomes):
+            waits = [self.breakers.state((view.name, o.base, trace.model), now)[1] for o in outcomes]
+            wait = max(waits) if waits else 0.0
+            raise UpstreamUnreachable(
+                f"no upstream answer after {len(outcomes)} attempt(s): {summary}",
+                details={"retry_after": round(wait, 1)} if wait > 0 else None,
+            )
         retry_after = self._pool.retry_after(view, trace.model)
+        trace.rejected(503, "no key available", attempted=bool(outcomes))
+        trace.flush_failures(self._usage)
         raise NoKeysAvailable(
-            f"no key of group {view.name!r} can serve {trace.model or 'this request'} now"
+            f"no key of group {view.name!r} can serve {trace.model or 'this request'} now: {summary}"
             + (f"; the first comes back in {retry_after:.0f} s" if retry_after is not None else ""),
             details={"retry_after": round(retry_after, 1)} if retry_after is not None else None,
         )
@@ -177,15 +258,19 @@ class Forwarder:
         return None, None
 
     @staticmethod
-    def _error_answer(resp: requests.Response) -> tuple[ProxyResponse, Verdict]:
+    def _error_answer(resp: requests.Response, secrets: Collection[str]) -> tuple[ProxyResponse, Verdict]:
+        """Read an error answer and classify it. Every pool key is scrubbed out of its body and headers (Google
+        echoes the key in some messages, e.g. a suspended consumer's) before it reaches a client, a log or a key's
+        ``last_error``."""
         try:
             body = resp.content  # decoded: an error body is small and must be read to be classified
         except requests.RequestException as exc:
             resp.close()
             return ProxyResponse(resp.status_code, [], b""), network_error(exc)
         resp.close()
+        body = scrub_secrets(body, secrets)
         headers = [
-            (n, v)
+            (n, scrub_secrets(v.encode("latin-1", "replace"), secrets).decode("latin-1"))
             for n, v in rewrite.downstream_headers(resp.raw.headers.items(), keep_length=False)
             if n.lower() != "content-encoding"
         ]
@@ -268,6 +353,7 @@ class Forwarder:
         clean but truncated one; it counts as a transient failure of the key."""
         raw = resp.raw
         error = ""
+        broken = False
         try:
             if raw.chunked and raw.supports_chunked_reads():
                 chunks = raw.read_chunked(decode_content=False)
@@ -282,14 +368,16 @@ class Forwarder:
             error = "client closed the connection"
             raise
         except Exception as exc:
+            broken = True
             error = f"upstream stream broke: {type(exc).__name__}"
             log.warning("upstream stream of key %s in %s broke: %s", key.id, view.name, type(exc).__name__)
-            self._pool.report(view, key, network_error(exc), "")
+            self.breakers.failure((view.name, base, trace.model), self._clock(), id(trace), error)
             raise
         finally:
             resp.close()
             tokens = tap.counts() if tap is not None else NO_TOKENS
-            self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, tokens, error))
+            event = trace.succeeded(key, attempt, resp.status_code, started, base, tokens, error)
+            self._usage.add(replace(event, success=False) if broken else event)
             # The request's tail for streamed answers: werkzeug hands a direct-passthrough iterable to the server
             # as is, so response.call_on_close never runs for them.
             self._usage.maybe_flush()
@@ -370,6 +458,18 @@ class _Trace:
     ) -> UsageEvent:
         return self._event(key, attempt, status, True, error, started, upstream, tokens)
 
+    def rejected(self, status: int, error: str, *, attempted: bool) -> None:
+        """A request that never got an answer from Google (no key, breaker open): one final row with no key, so it
+        is counted in the statistics and the log. Not needed when attempts were made (their rows count)."""
+        if attempted:
+            return
+        self.failures.append(
+            replace(
+                self._event(_NO_KEY, 0, status, False, error, time.monotonic(), ""),
+                final=True,
+            )
+        )
+
     def flush_failures(self, usage: UsageBuffer) -> None:
         """Push failed attempts; the last one is final unless a success followed it."""
         if self.failures and not self.answered:
@@ -377,6 +477,53 @@ class _Trace:
         for event in self.failures:
             usage.add(event)
         self.failures = []
+
+
+def rejection_event(view: GroupView, req: IncomingRequest, status: int, error: str) -> UsageEvent:
+    """The usage row of a request refused before any upstream call (bad proxy key, body too large): counted in
+    the group's statistics and logged with its source, never with the presented key."""
+    trace = _Trace(view, req, rewrite.model_of(req.path, b"", req.content_type))
+    return trace._event(_NO_KEY, 0, status, False, error, time.monotonic(), "")
+
+
+@dataclass
+class _Outcome:
+    """One failed attempt: the key, the upstream it went to, what the answer meant, and the answer if any."""
+
+    key: LiveKey
+    base: str
+    verdict: Verdict
+    answer: ProxyResponse | None = None
+
+
+_NO_KEY = LiveKey(id="", group="", secret="", state=KeyState(), masked="")
+
+
+def _summary(outcomes: list[_Outcome], view: GroupView, model: str, pool: KeyPool) -> str:
+    """What happened to each key this request tried, by masked form, then what the rest of the group looks like:
+    "2 keys tried: AIza...x7Qc invalid (400 API_KEY_INVALID), AIza...9fZa cooling for gemini-2.5-pro until
+    08:00:00 UTC (429 ...); other keys: 1 invalid, 2 cooling"."""
+    now = time.time()
+    parts = []
+    for o in outcomes:
+        v = o.verdict
+        if v.kind is Kind.KEY_INVALID:
+            what = f"invalid ({v.reason})"
+        elif v.kind in (Kind.QUOTA_DAY, Kind.QUOTA_MINUTE, Kind.QUOTA_BARE):
+            until = [c.until for c in o.key.state.live_cooldowns(now) if c.model in (model, ANY_MODEL)]
+            when = time.strftime(" until %Y-%m-%d %H:%M:%S UTC", time.gmtime(max(until))) if until else ""
+            what = f"cooling for {model or 'all models'}{when} ({v.reason})"
+        elif v.network:
+            what = f"no answer ({v.reason.removeprefix('network: ')})"
+        else:
+            what = f"failed ({v.reason[:120]})"
+        parts.append(f"{o.key.masked} {what}")
+    text = f"{len(outcomes)} key{'s' if len(outcomes) != 1 else ''} tried: " + ", ".join(parts) if parts else ""
+    census = pool.census(view, model, {o.key.id for o in outcomes})
+    rest = [f"{n} {what}" for what, n in census.items() if n]
+    scope = "other keys" if parts else f"{len(view.keys)} key{'s' if len(view.keys) != 1 else ''}"
+    tail = f"{scope}: " + ", ".join(rest) if rest else ("no other keys" if parts else "the group has no keys")
+    return scrub("; ".join(p for p in (text, tail) if p))
 
 
 def _prepare(method: str, url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:

@@ -513,11 +513,12 @@ class FirestoreStore:
         hours: dict[tuple[str, float], list[int]] = {}
         minutes: dict[tuple[str, float], int] = {}
         for e in events:
-            k = keys.setdefault(e.group, {}).setdefault(e.key_id, [0, 0, 0.0, 0])
-            k[0] += 1
-            k[1] += 0 if e.success else 1
-            k[2] = max(k[2], e.at)
-            k[3] += e.total_tokens
+            if e.key_id:  # requests refused before any upstream call have no key (and "" is no Firestore field)
+                k = keys.setdefault(e.group, {}).setdefault(e.key_id, [0, 0, 0.0, 0])
+                k[0] += 1
+                k[1] += 0 if e.success else 1
+                k[2] = max(k[2], e.at)
+                k[3] += e.total_tokens
             if e.final:
                 h = hours.setdefault((e.group, e.at - e.at % 3600), [0, 0, 0, 0, 0])
                 for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import quote
 
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
 from gptload.app import Services
-from gptload.errors import BodyTooLarge, InvalidProxyKey
+from gptload.errors import BodyTooLarge, GroupNotFound, InvalidProxyKey
 from gptload.proxy import rewrite
-from gptload.proxy.forwarder import IncomingRequest, ProxyResponse
+from gptload.proxy.forwarder import IncomingRequest, ProxyResponse, rejection_event
 from gptload.store.base import UPLOAD
 
 _PROXY_PREFIX = "/proxy/"
+_BAD_KEY = "missing or unknown proxy key for this group"
 
 
 def proxy(services: Services, request: Request, group: str) -> Response:
     pool = services.pool
-    view = pool.view(group)
     path, query = _raw_target(request, group)
     headers = list(request.headers.items())
+    presented = rewrite.find_proxy_key(query, headers).value
+    try:
+        view = pool.view(group)
+    except GroupNotFound:
+        if pool.authorize_global(presented):
+            raise
+        # Without a valid proxy key, an unknown group answers exactly like a known one: names can't be enumerated.
+        raise InvalidProxyKey(_BAD_KEY) from None
     upload = None
     if path.startswith("upload/"):
         upload_id = rewrite.upload_id_of(query)
@@ -28,20 +37,26 @@ def proxy(services: Services, request: Request, group: str) -> Response:
             binding = services.affinity.lookup(UPLOAD, upload_id)
             if binding is not None and binding.group == view.name:
                 upload = binding  # the unguessable upload_id is the capability, as it is at Google
-    if upload is None and not pool.authorize(view, rewrite.find_proxy_key(query, headers).value):
-        raise InvalidProxyKey("missing or unknown proxy key for this group")
     incoming = IncomingRequest(
         method=request.method,
         path=path,
         query=query,
         headers=headers,
-        body=_read_body(request, services.config.max_body_bytes),
+        body=b"",
         public_base=_public_base(request),
         content_type=request.headers.get("Content-Type", ""),
         source_ip=(request.headers.get("X-Forwarded-For") or request.remote_addr or "").split(",")[0].strip(),
         user_agent=request.headers.get("User-Agent", ""),
     )
-    answer = services.forwarder.forward(view, incoming, upload)
+    if upload is None and not pool.authorize(view, presented):
+        services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
+        raise InvalidProxyKey(_BAD_KEY)
+    try:
+        body = _read_body(request, services.config.max_body_bytes)
+    except BodyTooLarge as exc:
+        services.usage.add(rejection_event(view, incoming, 413, exc.message))
+        raise
+    answer = services.forwarder.forward(view, replace(incoming, body=body), upload)
     response = _to_response(answer)
     if not answer.streamed:  # streamed answers flush from the relay's end (see Forwarder._relay)
         response.call_on_close(services.usage.maybe_flush)

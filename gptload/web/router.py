@@ -139,13 +139,13 @@ class Router:
                 result, status = result
             return self._cors(request, json_response(result, status))
         except GptloadError as err:
-            response = error_response(err)
+            response = error_response(err, google=request.path.startswith("/proxy/"))
             if request.path.startswith("/proxy/") and "/upload/" in request.path:
                 # SDKs retry an upload chunk answer without this header for seconds; tell them it is over.
                 response.headers["X-Goog-Upload-Status"] = "final"
             return self._cors(request, response)
         except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
-            return internal_error(exc)
+            return internal_error(exc, google=request.path.startswith("/proxy/"))
 
     def _check_scheduler(self, request: Request) -> None:
         """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""

@@ -199,6 +199,19 @@ def test_record_usage_adds_up(store):
     assert store.markers() == m  # usage is not cached state
 
 
+def test_usage_of_requests_refused_before_any_key_counts_for_the_group_only(store):
+    """A 401 / 503 NO_KEYS_AVAILABLE row has no key: it adds to the group's statistics and the log, to no key."""
+    store.create_group(group())
+    store.add_keys("g1", records("g1", 1), {})
+    store.record_usage(
+        [UsageEvent("g1", "", NOW + 1, False, status_code=401), UsageEvent("g1", "k0000", NOW + 2, True)]
+    )
+    (key,) = store.list_keys("g1")
+    assert key.request_count == 1 and key.failure_total == 0
+    (row,) = [h for h in store.hourly_stats("g1", NOW - 3600) if h["requests"]]
+    assert row["requests"] == 2 and row["failures"] == 1
+
+
 def test_bindings_expire(store):
     now = time.time()
     store.put_binding(Binding(RESOURCE, "files/abc", "g1", "k0000", "http://up", now + 100))

@@ -137,28 +137,52 @@ def test_settings_are_validated(app):
     assert app.get("/api/settings", headers=AUTH).get_json()["settings"]["max_retries"] == 5
 
 
-def test_proxy_errors_are_json_with_stable_codes(app):
+def google_error_of(r, status: int, google_status: str) -> str:
+    """Proxy routes answer in Google's envelope: numeric code, Google status, ErrorInfo reason in domain gptload."""
+    body = r.get_json()
+    assert r.status_code == status and set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == status and error["status"] == google_status and error["message"]
+    (info,) = [d for d in error["details"] if d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"]
+    assert info["domain"] == "gptload"
+    return info["reason"]
+
+
+def test_proxy_errors_use_googles_envelope_with_stable_reasons(app):
     make_group(app)
-    r = app.post("/proxy/nope/v1beta/models/m:generateContent", json={})
-    assert r.status_code == 404 and error_of(r) == "GROUP_NOT_FOUND"
     r = app.post("/proxy/g1/v1beta/models/m:generateContent", json={})
-    assert r.status_code == 401 and error_of(r) == "INVALID_PROXY_KEY"
+    assert google_error_of(r, 401, "UNAUTHENTICATED") == "INVALID_PROXY_KEY"
     r = app.post(
         "/proxy/g1/v1beta/models/m:generateContent", headers={"x-goog-api-key": "proxy-key-0001"}, data=b"x" * 5000
     )
-    assert r.status_code == 413 and error_of(r) == "BODY_TOO_LARGE"
+    assert google_error_of(r, 413, "INVALID_ARGUMENT") == "BODY_TOO_LARGE"
     r = app.post("/proxy/g1/v1beta/models/m:generateContent", headers={"x-goog-api-key": "proxy-key-0001"}, json={})
-    assert r.status_code == 503 and error_of(r) == "NO_KEYS_AVAILABLE"
+    assert google_error_of(r, 503, "UNAVAILABLE") == "NO_KEYS_AVAILABLE"
+    assert "the group has no keys" in r.get_json()["error"]["message"]
+    # admin routes keep gptload's own envelope
     assert error_of(app.get("/api/nothing", headers=AUTH)) == "ROUTE_NOT_FOUND"
     r = app.patch("/api/groups", headers=AUTH)
     assert r.status_code == 405 and error_of(r) == "METHOD_NOT_ALLOWED"
+
+
+def test_group_names_cannot_be_enumerated_without_a_proxy_key(app):
+    """An unknown group and a known group answer the same to a request without a valid proxy key."""
+    make_group(app)
+    known = app.post("/proxy/g1/v1beta/models/m:generateContent", headers={"x-goog-api-key": "wrong"}, json={})
+    unknown = app.post("/proxy/nope/v1beta/models/m:generateContent", headers={"x-goog-api-key": "wrong"}, json={})
+    assert known.status_code == unknown.status_code == 401
+    assert known.get_json() == unknown.get_json()
+    # with a valid global proxy key the truth may be told
+    app.put("/api/settings", headers=AUTH, json={"proxy_keys": ["global-key-0001"]})
+    r = app.post("/proxy/nope/v1beta/models/m:generateContent", headers={"x-goog-api-key": "global-key-0001"}, json={})
+    assert google_error_of(r, 404, "NOT_FOUND") == "GROUP_NOT_FOUND"
 
 
 def test_global_proxy_keys_work_for_every_group(app):
     make_group(app)
     app.put("/api/settings", headers=AUTH, json={"proxy_keys": ["global-key-0001"]})
     r = app.post("/proxy/g1/v1beta/models/m:generateContent", headers={"x-goog-api-key": "global-key-0001"}, json={})
-    assert error_of(r) == "NO_KEYS_AVAILABLE"  # authorised; just no keys in the group
+    assert google_error_of(r, 503, "UNAVAILABLE") == "NO_KEYS_AVAILABLE"  # authorised; just no keys in the group
 
 
 def test_store_unavailable_is_a_clear_503_and_the_proxy_keeps_its_cache(app, monkeypatch):
@@ -176,7 +200,7 @@ def test_store_unavailable_is_a_clear_503_and_the_proxy_keeps_its_cache(app, mon
     assert r.status_code == 503 and error_of(r) == "STORE_UNAVAILABLE"
     services.pool._checked_at = float("-inf")  # force a refresh attempt: it fails, the cached view still serves
     r = app.post("/proxy/g1/v1beta/models/m:generateContent", headers={"x-goog-api-key": "proxy-key-0001"}, json={})
-    assert error_of(r) == "NO_KEYS_AVAILABLE"
+    assert google_error_of(r, 503, "UNAVAILABLE") == "NO_KEYS_AVAILABLE"
 
 
 def test_cors_only_for_allowed_origins(app):

@@ -16,7 +16,7 @@ def make(**kw) -> Breakers:
 def test_one_request_failing_on_every_key_does_not_open_it():
     b = make()
     for _ in range(10):
-        assert not b.failure(K, 0.0, request_id=1)
+        assert not b.failure(K, 0.0, witness=1)
     assert b.admit(K, 0.0).allowed
     assert b.state(K, 0.0)[0] == CLOSED
 
