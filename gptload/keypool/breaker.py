@@ -16,9 +16,10 @@ instances do not probe in step. Requests refused while open get ``retry_after`` 
 Two witnesses at least are needed to open it: a single request that makes Google fail on every key it tries (a
 poison request) cannot shut a model for everyone. The caller names the witness: the request for 502/503/504 and
 network errors (clearly the upstream's state), the request's content for a 500 (often caused by the request
-itself), so that a client repeating one poison request is one witness however often it sends it. A probe whose outcome never arrives (a stuck call) frees its slot
-after ``probe_timeout`` seconds. Each instance keeps its own breakers (nothing in the store): an instance learns of
-an outage from its own traffic, which costs at most ``threshold`` failed attempts per instance.
+itself), so that a client repeating one poison request is one witness however often it sends it.
+A probe whose outcome never arrives (a stuck call) frees its slot after ``probe_timeout`` seconds. Each
+instance keeps its own breakers (nothing in the store): an instance learns of an outage from its own traffic,
+which costs at most ``threshold`` failed attempts per instance.
 
 Pure and thread-safe: time comes in as ``now`` (monotonic seconds), randomness through ``rng``.
 """
