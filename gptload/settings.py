@@ -37,7 +37,7 @@ class Spec:
 
 SCHEMA: tuple[Spec, ...] = (
     Spec("max_retries", int, 3, "Extra attempts on other keys after a retryable failure.", 0, 20),
-    Spec("blacklist_threshold", int, 3, "Consecutive transient failures that disable a key.", 1, 100),
+    Spec("blacklist_threshold", int, 3, "5xx in a row on a key while other keys served, that disable it.", 1, 100),
     Spec("request_timeout_seconds", float, 600.0, "Whole-request timeout for non-streamed upstream calls.", 1, 3600),
     Spec("connect_timeout_seconds", float, 10.0, "Timeout for connecting to the upstream.", 0.1, 120),
     Spec("stream_idle_timeout_seconds", float, 120.0, "Longest silence allowed between streamed chunks.", 1, 3600),

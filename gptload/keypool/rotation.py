@@ -1,7 +1,7 @@
 """Round-robin key selection over one instance's view of a group. Pure apart from the random start offset.
 
 Each instance starts at a random offset so that many instances do not hammer the same key first; no shared
-pointer is kept in the store (a transactional global pointer was measured and rejected, see ARCHITECTURE.md).
+pointer is kept in the store (a transactional global pointer was measured and rejected, see docs/architecture.md).
 """
 
 from __future__ import annotations

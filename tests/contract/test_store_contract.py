@@ -127,7 +127,7 @@ def test_apply_verdict_runs_the_state_machine(store):
 def test_transient_failures_count_and_success_resets(store):
     store.create_group(group())
     store.add_keys("g1", records("g1", 1), {})
-    t = Verdict(Kind.TRANSIENT, "503 UNAVAILABLE")
+    t = Verdict(Kind.TRANSIENT, "503 UNAVAILABLE", isolated=True)
     assert store.apply_verdict("g1", "k0000", t, "m", NOW, POLICY).state.failure_count == 1
     assert store.apply_verdict("g1", "k0000", t, "m", NOW, POLICY).state.failure_count == 2
     assert store.apply_verdict("g1", "k0000", SUCCESS, "m", NOW, POLICY).state.failure_count == 0
@@ -149,7 +149,7 @@ def test_concurrent_failures_on_one_key_are_exact(store):
         try:
             barrier.wait()
             for _ in range(per_thread):
-                store.apply_verdict("g1", "k0000", Verdict(Kind.TRANSIENT, "503"), "m", NOW, POLICY)
+                store.apply_verdict("g1", "k0000", Verdict(Kind.TRANSIENT, "503", isolated=True), "m", NOW, POLICY)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

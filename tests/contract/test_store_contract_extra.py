@@ -43,7 +43,9 @@ def test_concurrent_failures_from_separate_clients_are_exact(store, tmp_path):
         try:
             barrier.wait()
             for _ in range(per_thread):
-                rec = handle.apply_verdict("g1", "k0000", Verdict(Kind.TRANSIENT, "503"), "m", NOW, policy)
+                rec = handle.apply_verdict(
+                    "g1", "k0000", Verdict(Kind.TRANSIENT, "503", isolated=True), "m", NOW, policy
+                )
                 if rec.state.status == INVALID and rec.state.failure_count == n_threads * per_thread:
                     became_invalid.append(1)
         except BaseException as exc:
@@ -132,7 +134,7 @@ def test_unreachable_firestore_fails_fast_with_store_unavailable(monkeypatch):
     try:
         for call in (
             store.markers,
-            lambda: store.apply_verdict("g", "k", Verdict(Kind.TRANSIENT, "x"), "m", NOW, POLICY),
+            lambda: store.apply_verdict("g", "k", Verdict(Kind.TRANSIENT, "x", isolated=True), "m", NOW, POLICY),
         ):
             started = time.monotonic()
             with pytest.raises(StoreUnavailable):

@@ -123,13 +123,15 @@ def test_when_no_key_can_serve_a_clear_503(group, fake):
     for k in group.keys:
         fake.script(k, [errors.quota_per_minute("gemini-2.5-flash", retry_delay="30s")])
     r = generate(group)
-    assert r.status_code == 429  # every key answered 429: the last one is passed through
+    # every key answered 429: that is about the pool's keys, not the client's request
+    assert r.status_code == 503 and "3 keys tried" in r.json()["error"]["message"]
     r = generate(group)
     assert r.status_code == 503
     body = r.json()["error"]
-    assert body["code"] == "NO_KEYS_AVAILABLE"
-    assert 0 < body["details"]["retry_after"] <= 30
-    assert int(r.headers["Retry-After"]) >= 1
+    assert body["status"] == "UNAVAILABLE" and body["details"][0]["reason"] == "NO_KEYS_AVAILABLE"
+    (retry,) = [d for d in body["details"] if d["@type"].endswith("RetryInfo")]
+    assert 0 < int(retry["retryDelay"].rstrip("s")) <= 30
+    assert 1 <= int(r.headers["Retry-After"]) <= 30
     assert len(fake.requests) == 3  # the second request never went upstream
 
 
@@ -148,7 +150,7 @@ def test_upstream_unreachable_is_a_clear_502(server, fake):
     group = server.make_group(f"http://127.0.0.1:{free_port()}", [fake.add_key()], settings={"max_retries": 0})
     r = generate(group)
     assert r.status_code == 502
-    assert r.json()["error"]["code"] == "UPSTREAM_UNREACHABLE"
+    assert r.json()["error"]["details"][0]["reason"] == "UPSTREAM_UNREACHABLE"
 
 
 def test_upstream_reset_mid_stream_breaks_the_client_stream(group, fake):

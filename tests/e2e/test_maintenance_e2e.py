@@ -17,7 +17,12 @@ def test_maintenance_endpoint_revalidates_invalid_keys(tmp_path, fake):
         fake.set_behavior(keys[1], errors.overloaded())
         url = f"{group.base}/v1beta/models/gemini-2.5-flash:generateContent"
         for _ in range(12):
-            requests.post(url, headers={"x-goog-api-key": group.proxy_key}, json={"contents": [{"parts": [{"text": "hi"}]}]}, timeout=10)
+            requests.post(
+                url,
+                headers={"x-goog-api-key": group.proxy_key},
+                json={"contents": [{"parts": [{"text": "hi"}]}]},
+                timeout=10,
+            )
         # key 0 on key evidence; key 1 after failing while other keys served (blacklist_threshold = 3)
         assert {r["status"] for r in group.key_rows()} == {"invalid", "active"}
         assert sum(r["status"] == "invalid" for r in group.key_rows()) == 2

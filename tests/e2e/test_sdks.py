@@ -137,7 +137,8 @@ def test_bad_proxy_keys_never_reach_upstream(server, fake, group, how):
         headers["x-goog-api-key"] = other.proxy_key
     r = requests.post(url, params=params, headers=headers, json={"contents": [{"parts": [{"text": "x"}]}]}, timeout=10)
     assert r.status_code == 401
-    assert r.json()["error"]["code"] == "INVALID_PROXY_KEY"
+    error = r.json()["error"]
+    assert error["status"] == "UNAUTHENTICATED" and error["details"][0]["reason"] == "INVALID_PROXY_KEY"
     assert fake.requests == []
 
 
