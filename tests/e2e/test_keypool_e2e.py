@@ -171,6 +171,15 @@ def test_upstream_reset_mid_stream_breaks_the_client_stream(group, fake):
     # what arrived before the reset (a RST may discard the last unread chunk), and no clean end
     assert 1 <= got.count(b"data: ") <= 2
     assert len(fake.requests) == 1  # never retried after bytes reached the client
+    # the broken stream is logged as a failure, not as a success
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline and not rows:
+        group.server.api("POST", "/api/tasks/run")  # flushes buffered usage
+        rows = group.server.api("GET", f"/api/logs?group={group.name}").json()["logs"]
+        time.sleep(0.05)
+    (row,) = rows
+    assert row["success"] is False and row["error"].startswith("upstream stream broke")
 
 
 def test_sixty_four_concurrent_requests_no_locking_errors(server, fake):
