@@ -109,7 +109,7 @@ def test_one_request_that_makes_google_500_changes_nothing(server, fake):
     assert post(group).status_code == 200
 
 
-def test_a_key_failing_while_others_serve_is_disabled_and_comes_back_with_maintenance(server, fake):
+def test_a_key_failing_while_others_serve_is_disabled_as_failing(server, fake):
     keys = [fake.add_key() for _ in range(3)]
     group = server.make_group(fake.url, keys)
     fake.set_behavior(keys[0], errors.internal())
