@@ -29,3 +29,15 @@ def test_mask_and_scrub():
     assert mask("short") == "*****"
     assert scrub(f"key {K1} and {K2}.") == f"key {mask(K1)} and {mask(K2)}."
     assert parse_keys("").valid == ()
+
+
+def test_scrub_secrets_masks_exact_values_and_key_shapes():
+    from gptload.keypool.keytext import scrub_secrets
+
+    odd = "not-shaped-like-a-gemini-key-0123"  # by exact value only
+    shaped = "AIza" + "B" * 35  # by shape, even when not in the set
+    text = f"a {odd} b api_key:{shaped}, c {odd}x".encode()
+    out = scrub_secrets(text, {odd}).decode()
+    assert odd not in out.replace(f"{odd}x", "") and shaped not in out
+    assert out.count("not-...0123") == 1 and "AIza...BBBB" in out
+    assert f"{odd}x" in out  # a longer token is another value

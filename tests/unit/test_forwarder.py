@@ -1,0 +1,232 @@
+"""The forwarder's rules, pinned with an in-memory upstream (tests/fakes/memory_transport.py): attempts and keys,
+body replay, no retry after the first byte, what the client gets when nothing succeeds, pinned keys, scrubbing,
+the breaker and isolated failures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import requests
+import urllib3
+
+from gptload.cipher import Cipher
+from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
+from gptload.keypool.breaker import Breakers
+from gptload.models import Group, KeyRecord, Upstream
+from gptload.pool import KeyPool
+from gptload.proxy.affinity import AffinityMap
+from gptload.proxy.forwarder import Forwarder, IncomingRequest, make_session
+from gptload.store.base import RESOURCE, Binding
+from gptload.usage import UsageBuffer
+from gptload.vault.store_vault import StoreVault
+from tests.fakes.fake_gemini import errors, make_key
+from tests.fakes.memory_transport import Answer, MemoryTransport
+
+UP = "http://up.test"
+OK = {"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": {"totalTokenCount": 3}}
+BODY = b'{"contents":[{"parts":[{"text":"hello \\u00e9"}]}], "x": 1}'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def rig(sqlite_store):
+    """A forwarder over a real SQLite store, a group of ``n`` keys and an in-memory upstream."""
+
+    def build(n=4, handler=None, upstreams=((UP, 1),), settings=None):
+        vault = StoreVault(sqlite_store, Cipher(b"k" * 32))
+        sqlite_store.create_group(
+            Group("g", tuple(Upstream(u, w) for u, w in upstreams), settings=settings or {"max_retries": 3})
+        )
+        secrets = {f"k{i}": make_key(i) for i in range(n)}
+        records = [KeyRecord(i, "g", f"{s[:4]}...{s[-4:]}") for i, s in secrets.items()]
+        sqlite_store.add_keys("g", records, vault.add("g", secrets))
+        pool = KeyPool(sqlite_store, vault)
+        transport = MemoryTransport(handler or (lambda req: Answer(200, OK)))
+        session = make_session(8)
+        for u, _ in upstreams:
+            session.mount(u, transport)
+        clock = Clock()
+        breakers = Breakers(rng=lambda: 0.5)
+        usage = UsageBuffer(sqlite_store, background=False)
+        fwd = Forwarder(pool, AffinityMap(sqlite_store), usage, session, breakers, clock=clock)
+        return fwd, pool, transport, secrets, clock, usage
+
+    return build
+
+
+def request(model="gemini-2.5-pro", body=BODY, stream=False, path=None):
+    method = "streamGenerateContent" if stream else "generateContent"
+    return IncomingRequest(
+        method="POST",
+        path=path or f"v1beta/models/{model}:{method}",
+        query="alt=sse" if stream else "",
+        headers=[("Content-Type", "application/json"), ("x-goog-api-key", "proxy-key")],
+        body=body,
+        public_base="http://proxy",
+        content_type="application/json",
+    )
+
+
+def body_of(answer) -> bytes:
+    return answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
+
+
+def reply(r) -> Answer:
+    """A fake_gemini ``Reply`` as an in-memory answer."""
+    return Answer(r.status, r.body)
+
+
+def test_attempts_are_one_plus_max_retries_on_distinct_keys_with_the_body_replayed(rig):
+    fwd, pool, transport, secrets, *_ = rig(n=6, handler=lambda req: reply(errors.overloaded()))
+    answer = fwd.forward(pool.view("g"), request())
+    assert answer.status == 503  # Google's own 503: every attempt failed upstream
+    keys = [s.key for s in transport.seen]
+    assert len(keys) == 4 and len(set(keys)) == 4 and set(keys) <= set(secrets.values())
+    assert all(s.body == BODY for s in transport.seen)
+    assert all(s.headers["x-goog-api-key"] != "proxy-key" for s in transport.seen)
+
+
+def test_a_request_error_is_passed_through_at_once(rig):
+    fwd, pool, transport, *_ = rig(handler=lambda req: reply(errors.bad_request()))
+    answer = fwd.forward(pool.view("g"), request())
+    assert answer.status == 400 and len(transport.seen) == 1
+    assert b"Unknown name" in body_of(answer)
+
+
+def test_pool_key_errors_become_no_keys_available_with_a_summary(rig):
+    def handler(req):
+        return reply(errors.invalid_key() if req.key == make_key(0) else errors.quota_per_minute("gemini-2.5-pro"))
+
+    fwd, pool, transport, secrets, *_ = rig(n=2, handler=handler)
+    with pytest.raises(NoKeysAvailable) as caught:
+        fwd.forward(pool.view("g"), request())
+    message = caught.value.message
+    assert "2 keys tried" in message and "invalid (400 API_KEY_INVALID)" in message and "cooling for" in message
+    assert not any(s in message for s in secrets.values())
+    assert 0 < caught.value.details["retry_after"] <= 26
+    # nothing left to try: refused without an upstream call
+    with pytest.raises(NoKeysAvailable):
+        fwd.forward(pool.view("g"), request())
+    assert len(transport.seen) == 2
+
+
+def test_no_retry_once_bytes_reached_the_client(rig):
+    chunks = [b'data: {"a":1}\n\n', ConnectionResetError("reset")]
+    fwd, pool, transport, *_ = rig(handler=lambda req: Answer(200, iter(chunks), {"Content-Type": "text/event-stream"}))
+    answer = fwd.forward(pool.view("g"), request(stream=True))
+    relay = iter(answer.body)
+    assert next(relay) == b'data: {"a":1}\n\n'
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # re-raised: the server aborts the client's connection
+        next(relay)
+    assert len(transport.seen) == 1
+
+
+def test_a_pinned_key_is_used_once(rig, sqlite_store):
+    fwd, pool, transport, secrets, *_ = rig(handler=lambda req: reply(errors.overloaded()))
+    view = pool.view("g")
+    fwd._affinity.bind(Binding(RESOURCE, "files/abc", "g", "k2", UP, 4e9))
+    answer = fwd.forward(view, request(body=b'{"contents":[{"parts":[{"fileData":{"fileUri":"x/files/abc"}}]}]}'))
+    assert answer.status == 503 and [s.key for s in transport.seen] == [secrets["k2"]]
+
+
+def test_every_pool_key_is_scrubbed_from_error_answers(rig):
+    def handler(req):
+        text = f"Permission denied: Consumer 'api_key:{req.key}' has been suspended."
+        body = json.loads(json.dumps(errors.suspended().body))
+        body["error"]["message"] = text
+        return Answer(403, body, {"X-Echo": req.key})
+
+    fwd, pool, transport, secrets, *_ = rig(n=2, handler=handler, settings={"max_retries": 0})
+    with pytest.raises(NoKeysAvailable) as caught:
+        fwd.forward(pool.view("g"), request())
+    assert "CONSUMER_SUSPENDED" in caught.value.message
+    assert not any(s in caught.value.message for s in secrets.values())
+    # a request error that quotes every key (by exact value) is passed through without them
+    echo = " ".join(secrets.values())
+    transport.handler = lambda req: Answer(400, {"error": {"code": 400, "message": echo}}, {"X-Echo": echo})
+    answer = fwd.forward(pool.view("g"), request())
+    text = body_of(answer).decode() + json.dumps(answer.headers)
+    assert answer.status == 400 and not any(s in text for s in secrets.values()) and "AIza..." in text
+
+
+def test_outages_never_change_keys_and_open_the_breaker(rig, sqlite_store):
+    fwd, pool, transport, secrets, clock, _ = rig(n=4, handler=lambda req: reply(errors.overloaded()))
+    view = pool.view("g")
+    assert fwd.forward(view, request()).status == 503  # 4 failures, one witness: still closed
+    answer = fwd.forward(view, request())  # a second witness: it opens after this request's first failure
+    assert answer.status == 503 and ("Retry-After", "1") in answer.headers
+    assert len(transport.seen) == 5
+    with pytest.raises(CircuitOpen) as caught:
+        fwd.forward(view, request())
+    assert caught.value.details["retry_after"] == pytest.approx(0.5)
+    assert len(transport.seen) == 5  # held back: no call upstream
+    assert fwd.forward(view, request("gemini-2.5-flash")).status == 503  # another model is not held back
+    assert {k.state.status for k in sqlite_store.list_keys("g")} == {"active"}
+    assert all(k.state.failure_count == 0 for k in sqlite_store.list_keys("g"))
+    # Google recovers; after the period one probe goes through and closes it
+    transport.handler = lambda req: Answer(200, OK)
+    clock.now += 0.6
+    assert fwd.forward(view, request()).status == 200
+    assert fwd.breakers.state(("g", UP, "gemini-2.5-pro"), clock.now)[0] == "closed"
+
+
+def test_connect_errors_on_every_attempt_are_upstream_unreachable(rig):
+    fwd, pool, transport, *_ = rig(handler=lambda req: Answer(raise_=requests.exceptions.ConnectionError("refused")))
+    with pytest.raises(UpstreamUnreachable) as caught:
+        fwd.forward(pool.view("g"), request())
+    assert "4 keys tried" in caught.value.message and "no answer (ConnectionError)" in caught.value.message
+
+
+def test_an_open_upstream_is_skipped_while_another_can_serve(rig):
+    other = "http://other.test"
+
+    def handler(req):
+        return reply(errors.overloaded()) if req.url.startswith(UP) else Answer(200, OK)
+
+    fwd, pool, transport, *_ = rig(handler=handler, upstreams=((UP, 1), (other, 1)))
+    view = pool.view("g")
+    for rid in (1, 2, 3):
+        fwd.breakers.failure(("g", UP, "gemini-2.5-pro"), 1000.0, rid)
+    for _ in range(4):
+        assert fwd.forward(view, request()).status == 200
+    assert all(s.url.startswith(other) for s in transport.seen)
+
+
+def test_a_key_failing_while_another_serves_is_counted_and_disabled_at_the_threshold(rig, sqlite_store):
+    def handler(req):
+        return reply(errors.internal()) if req.key == make_key(0) else Answer(200, OK)
+
+    fwd, pool, transport, secrets, *_ = rig(n=2, handler=handler)
+    view = pool.view("g")
+    for _ in range(8):
+        assert fwd.forward(view, request()).status == 200
+    states = {k.id: k.state for k in sqlite_store.list_keys("g")}
+    assert states["k0"].status == "invalid" and states["k0"].last_error.startswith("failing: 3 failures")
+    assert states["k1"].status == "active"
+
+
+def test_usage_rows_for_refused_requests_have_no_key(rig, sqlite_store):
+    fwd, pool, transport, secrets, clock, usage = rig(n=1, handler=lambda req: reply(errors.invalid_key()))
+    view = pool.view("g")
+    for _ in range(2):
+        with pytest.raises(NoKeysAvailable):
+            fwd.forward(view, request())
+    usage.flush()
+    from gptload.models import LogQuery
+
+    rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
+    assert total == 2 and sorted((r["status_code"], r["key_id"]) for r in rows) == [(400, "k0"), (503, "")]
+
+
+def test_replace_keeps_incoming_request_frozen():
+    req = request()
+    assert replace(req, body=b"x").body == b"x" and req.body == BODY
