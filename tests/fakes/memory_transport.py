@@ -73,7 +73,7 @@ class MemoryTransport(BaseAdapter):
         self.handler = handler
         self.seen: list[Seen] = []
 
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):  # noqa: ANN001
+    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         body = request.body or b""
         seen = Seen(request.method, request.url, {k.lower(): v for k, v in request.headers.items()}, bytes(body))
         self.seen.append(seen)

@@ -159,7 +159,7 @@ def test_every_pool_key_is_scrubbed_from_error_answers(rig):
 
 
 def test_outages_never_change_keys_and_open_the_breaker(rig, sqlite_store):
-    fwd, pool, transport, secrets, clock, _ = rig(n=4, handler=lambda req: reply(errors.overloaded()))
+    fwd, pool, transport, _secrets, clock, _ = rig(n=4, handler=lambda req: reply(errors.overloaded()))
     view = pool.view("g")
     assert fwd.forward(view, request()).status == 503  # 4 failures, one witness: still closed
     answer = fwd.forward(view, request())  # a second witness: it opens after this request's first failure
@@ -180,7 +180,7 @@ def test_outages_never_change_keys_and_open_the_breaker(rig, sqlite_store):
 
 
 def test_connect_errors_on_every_attempt_are_upstream_unreachable(rig):
-    fwd, pool, transport, *_ = rig(handler=lambda req: Answer(raise_=requests.exceptions.ConnectionError("refused")))
+    fwd, pool, _transport, *_ = rig(handler=lambda req: Answer(raise_=requests.exceptions.ConnectionError("refused")))
     with pytest.raises(UpstreamUnreachable) as caught:
         fwd.forward(pool.view("g"), request())
     assert "4 keys tried" in caught.value.message and "no answer (ConnectionError)" in caught.value.message
@@ -205,7 +205,7 @@ def test_a_key_failing_while_another_serves_is_counted_and_disabled_at_the_thres
     def handler(req):
         return reply(errors.internal()) if req.key == make_key(0) else Answer(200, OK)
 
-    fwd, pool, transport, secrets, *_ = rig(n=2, handler=handler)
+    fwd, pool, _transport, _secrets, *_ = rig(n=2, handler=handler)
     view = pool.view("g")
     for _ in range(8):
         assert fwd.forward(view, request()).status == 200
@@ -215,7 +215,7 @@ def test_a_key_failing_while_another_serves_is_counted_and_disabled_at_the_thres
 
 
 def test_usage_rows_for_refused_requests_have_no_key(rig, sqlite_store):
-    fwd, pool, transport, secrets, clock, usage = rig(n=1, handler=lambda req: reply(errors.invalid_key()))
+    fwd, pool, _transport, _secrets, _clock, usage = rig(n=1, handler=lambda req: reply(errors.invalid_key()))
     view = pool.view("g")
     for _ in range(2):
         with pytest.raises(NoKeysAvailable):
