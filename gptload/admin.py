@@ -74,7 +74,9 @@ class Admin:
         for r in records:
             counts[r.state.display_status(now)] += 1
         counts["total"] = len(records)
-        return {**group.to_dict(), "key_counts": counts}
+        # Overrides as they apply: a stored value this version refuses (logged) is not shown as if it did.
+        settings = settings_schema.valid_stored(group.settings, for_group=True)
+        return {**group.to_dict(), "settings": settings, "key_counts": counts}
 
     def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
         """Copy settings and upstreams (and keys, with ``with_keys``) into a new group; proxy keys only if given."""

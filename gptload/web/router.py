@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from werkzeug.wrappers import Request, Response
 
 from gptload import __version__
 from gptload.app import Services
-from gptload.errors import GptloadError, InvalidJson, MethodNotAllowed, RouteNotFound, Unauthorized, ValidationFailed
+from gptload.errors import (
+    BodyTooLarge,
+    GptloadError,
+    InvalidJson,
+    MethodNotAllowed,
+    RouteNotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from gptload.insights import parse_log_query
 from gptload.maintenance import run_maintenance
 from gptload.web.auth import AdminAuth, SchedulerAuth
@@ -27,7 +37,12 @@ from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
 UI_DIR = Path(__file__).resolve().parents[2] / "admin_ui"
-_ADMIN_BODY_LIMIT = 8 * 1024 * 1024
+ADMIN_BODY_LIMIT = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+_READ_CHUNK = 64 * 1024
+# A JSON string (closed or not: an unclosed one runs to the end, so scanning stays linear) or a bracket.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 Handler = Callable[..., Any]
 
@@ -188,17 +203,70 @@ def _attachment(text: str, filename: str, mimetype: str) -> Response:
 
 
 def _json(request: Request, default: Any = None) -> Any:
-    if request.content_length and request.content_length > _ADMIN_BODY_LIMIT:
-        raise ValidationFailed("request body too large for the admin API")
-    raw = request.get_data(cache=True)
+    """The admin request's JSON body: at most ADMIN_BODY_LIMIT bytes, nested at most MAX_JSON_DEPTH levels, with
+    finite numbers only (no NaN or Infinity, nor a literal that overflows to it) and no lone surrogates."""
+    raw = _read_body(request)
     if not raw.strip():
         if default is not None:
             return default
         raise InvalidJson("request body must be JSON")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode(json.detect_encoding(raw))
+        if _too_deep(text):
+            raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if _LONE_SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a surrogate that is not half of a pair
+    except RecursionError:  # backstop: the depth scan above should have caught it
+        raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeError) as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    return value
+
+
+def _read_body(request: Request) -> bytes:
+    """Read at most ADMIN_BODY_LIMIT + 1 bytes, whether the body has a Content-Length or comes chunked."""
+    if request.content_length is not None and request.content_length > ADMIN_BODY_LIMIT:
+        raise BodyTooLarge(f"admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes")
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= ADMIN_BODY_LIMIT:
+        chunk = stream.read(min(_READ_CHUNK, ADMIN_BODY_LIMIT + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > ADMIN_BODY_LIMIT:
+        raise BodyTooLarge(f"admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes")
+    return b"".join(chunks)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` opens more than MAX_JSON_DEPTH arrays/objects at once (brackets in strings do not count)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for match in _JSON_NESTING.finditer(text):
+        first = match[0][0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif first in "]}":
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"number {literal[:20]} is out of range")
+    return value
 
 
 def _int_arg(request: Request, name: str, default: int) -> int:

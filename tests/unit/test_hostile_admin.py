@@ -1,0 +1,239 @@
+"""Hostile admin clients: every malformed request is a JSON 4xx from the errors tree and changes nothing stored."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from gptload import settings
+from gptload.errors import ValidationFailed
+from gptload.keypool.classify import Kind, Verdict
+from gptload.keypool.state import Policy
+from gptload.models import Group
+from gptload.web.responses import json_response
+from tests.fakes.fake_gemini import make_key
+from tests.unit.admin_client import AUTH, UNREACHABLE, AdminClient, error_of, strict_json
+
+KEYS = [make_key(i) for i in range(3)]
+ADMIN_BODY_LIMIT = 8 * 1024 * 1024  # documented in docs/api.md
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    client = AdminClient(tmp_path_factory.mktemp("hostile"))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def api(shared):
+    """The module's client (building services per test is too slow for the unit budget), with a fresh group
+    ``g1``: tests that need a store of their own use ``own_api``."""
+    shared.services.store.put_settings({spec.name: spec.default for spec in settings.SCHEMA})
+    for group in shared.services.store.list_groups():
+        shared.services.admin.delete_group(group.name)
+    make_group(shared)
+    return shared
+
+
+@pytest.fixture
+def own_api(tmp_path):
+    client = AdminClient(tmp_path)
+    yield client
+    client.close()
+
+
+def make_group(api, name="g1", **extra):
+    body = {"name": name, "upstreams": [{"url": UNREACHABLE, "weight": 1}], "proxy_keys": ["proxy-key-0001"], **extra}
+    r = api.open("POST", "/api/groups", body=body)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return r.get_json()
+
+
+def add_keys(api, name="g1", keys=KEYS):
+    r = api.open("POST", f"/api/groups/{name}/keys", body={"keys": "\n".join(keys)})
+    assert r.status_code == 200 and r.get_json()["added"] == len(keys)
+    return [k["id"] for k in api.open("GET", f"/api/groups/{name}/keys").get_json()["keys"]]
+
+
+def invalidate(api, name, ids):
+    for key_id in ids:
+        api.services.store.apply_verdict(name, key_id, Verdict(Kind.KEY_INVALID, "test"), "m", time.time(), Policy())
+
+
+def statuses(api, name="g1"):
+    return sorted(k["status"] for k in api.open("GET", f"/api/groups/{name}/keys").get_json()["keys"])
+
+
+# -- 1. NaN / Infinity --------------------------------------------------------------------------------------------
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
+NON_FINITE_BODIES = [
+    ("PUT", "/api/settings", '{"request_timeout_seconds": %s}'),
+    ("PUT", "/api/settings", '{"max_retries": %s}'),
+    ("POST", "/api/groups", '{"name": "g2", "settings": {"request_timeout_seconds": %s}}'),
+    ("PUT", "/api/groups/g1", '{"settings": {"bare_429_cooldown_seconds": %s}}'),
+    ("PUT", "/api/groups/g1", '{"sort": %s}'),
+    ("PUT", "/api/groups/g1/keys/nope", '{"notes": "x", "extra": [%s]}'),
+]
+
+
+def test_non_finite_numbers_are_invalid_json_everywhere_and_change_nothing(api):
+    before = api.snapshot()
+    for method, path, template in NON_FINITE_BODIES:
+        for constant in NON_FINITE:
+            r = api.open(method, path, raw=(template % constant).encode())
+            assert error_of(r) == (400, "INVALID_JSON"), (path, constant)
+    assert api.snapshot() == before
+    strict_json(api.open("GET", "/api/settings"))
+
+
+def test_settings_validation_refuses_non_finite_and_huge_numbers():
+    for name in ("max_retries", "request_timeout_seconds", "bare_429_cooldown_seconds"):
+        for value in (float("nan"), float("inf"), float("-inf"), 10**400, -(10**400)):
+            for for_group in (False, True):
+                with pytest.raises(ValidationFailed) as info:
+                    settings.validate({name: value}, for_group=for_group)
+                assert name in info.value.details["fields"], (name, value)
+
+
+def test_json_response_never_emits_invalid_json():
+    with pytest.raises(ValueError):
+        json_response({"x": float("nan")})
+
+
+def test_resolve_falls_back_to_the_default_on_a_stored_bad_value(caplog):
+    with caplog.at_level(logging.WARNING, logger="gptload.settings"):
+        s = settings.Settings.resolve(
+            {"request_timeout_seconds": float("nan"), "max_retries": float("inf"), "app_url": 5},
+            {"connect_timeout_seconds": float("-inf"), "blacklist_threshold": "3"},
+        )
+    assert s == settings.Settings()
+    logged = caplog.text
+    for name in ("request_timeout_seconds", "max_retries", "app_url", "connect_timeout_seconds", "blacklist_threshold"):
+        assert name in logged
+
+
+def test_stored_non_finite_values_from_an_older_version_do_not_break_proxy_or_admin(own_api):
+    api = own_api
+    make_group(api)
+    add_keys(api, keys=KEYS[:1])
+    store = api.services.store
+    store.put_settings({"request_timeout_seconds": float("nan"), "max_retries": float("inf")})
+    group = store.get_group("g1")
+    store.update_group(Group.from_dict({**group.to_dict(), "settings": {"connect_timeout_seconds": float("inf")}}))
+    api.services.pool.reload()
+    r = api.open(
+        "POST", "/proxy/g1/v1beta/models/m:generateContent", body={}, headers={"x-goog-api-key": "proxy-key-0001"}
+    )
+    assert error_of(r) == (502, "UPSTREAM_UNREACHABLE")
+    shown = strict_json(api.open("GET", "/api/settings"))["settings"]
+    assert shown["request_timeout_seconds"] == 600.0 and shown["max_retries"] == 3
+    r = api.open("GET", "/api/groups/g1")
+    assert r.status_code == 200
+    strict_json(r)
+
+
+# -- 5. nesting depth ---------------------------------------------------------------------------------------------
+def nested(depth: int) -> bytes:
+    return ('{"a":' * (depth - 1) + "[1]" + "}" * (depth - 1)).encode()
+
+
+ADMIN_BODIES = [
+    ("POST", "/api/groups"),
+    ("PUT", "/api/groups/g1"),
+    ("PUT", "/api/settings"),
+    ("POST", "/api/groups/g1/keys"),
+    ("POST", "/api/groups/g1/keys/validate"),
+    ("PUT", "/api/groups-order"),
+]
+
+
+def test_deeply_nested_json_is_invalid_json(api):
+    before = api.snapshot()
+    for method, path in ADMIN_BODIES:
+        for raw in (
+            b"[" * 100_000,
+            b"{" * 100_000,
+            nested(65),
+            b'{"a": "[[[[", "b": ' + b"[" * 100 + b"]" * 100 + b"}",
+        ):
+            assert error_of(api.open(method, path, raw=raw)) == (400, "INVALID_JSON"), (path, raw[:20])
+        r = api.open(method, path, raw=b"[" * 64 + b"]" * 64)  # 64 levels are fine for the parser; not the shape
+        assert error_of(r) == (400, "VALIDATION_FAILED"), path
+        r = api.open(method, path, raw=b'["' + b"[" * 1000 + b'"]')  # brackets inside a string are text
+        assert error_of(r) == (400, "VALIDATION_FAILED"), path
+    assert api.snapshot() == before
+
+
+def test_lone_surrogates_are_invalid_json(api):
+    before = api.snapshot()
+    r = api.open("PUT", "/api/groups/g1", raw=b'{"display_name": "x\\udc00y"}')
+    assert error_of(r) == (400, "INVALID_JSON")
+    r = api.open("PUT", "/api/groups/g1/keys/nope", raw=b'{"notes": "\\ud800"}')
+    assert error_of(r) == (400, "INVALID_JSON")
+    r = api.open("PUT", "/api/groups/g1", raw=b'{"display_name": "\xed\xa0\x80"}')  # one, encoded in UTF-8
+    assert error_of(r) == (400, "INVALID_JSON")
+    assert api.snapshot() == before
+    r = api.open("PUT", "/api/groups/g1", raw=b'{"display_name": "\\ud83d\\ude00 \\\\ud800"}')  # a pair; a text
+    assert r.status_code == 200 and r.get_json()["display_name"] == "\U0001f600 \\ud800"
+
+
+# -- 7. body size -------------------------------------------------------------------------------------------------
+class CountingStream:
+    """A request body of ``size`` bytes of JSON whitespace that records how much was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.read_bytes
+        n = left if n is None or n < 0 else min(n, left)
+        self.read_bytes += n
+        return b" " * n
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.read(limit)
+
+
+def post_stream(api, path: str, stream, content_length: int | None):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    environ = EnvironBuilder(path=path, method="PUT", headers=headers).get_environ()
+    environ["wsgi.input"] = stream
+    environ["wsgi.input_terminated"] = True  # as gunicorn says for a chunked body
+    if content_length is None:
+        environ.pop("CONTENT_LENGTH", None)
+    else:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    return api.router(Request(environ))
+
+
+def test_oversize_chunked_body_is_413_after_reading_at_most_the_limit(api):
+    stream = CountingStream(ADMIN_BODY_LIMIT + 5 * 1024 * 1024)
+    before = api.snapshot()
+    r = post_stream(api, "/api/settings", stream, None)
+    assert error_of(r) == (413, "BODY_TOO_LARGE")
+    assert stream.read_bytes <= ADMIN_BODY_LIMIT + 1
+    assert api.snapshot() == before
+
+
+def test_oversize_content_length_is_413_without_reading(api):
+    stream = CountingStream(ADMIN_BODY_LIMIT + 1)
+    r = post_stream(api, "/api/settings", stream, ADMIN_BODY_LIMIT + 1)
+    assert error_of(r) == (413, "BODY_TOO_LARGE") and stream.read_bytes == 0
+
+
+def test_a_body_of_exactly_the_limit_is_read(api):
+    class Body(CountingStream):
+        def read(self, n: int = -1) -> bytes:
+            chunk = super().read(n)
+            if self.read_bytes == self.size and chunk:
+                return chunk[:-2] + b"{}"
+            return chunk
+
+    r = post_stream(api, "/api/settings", Body(ADMIN_BODY_LIMIT), None)
+    assert r.status_code == 200, r.get_data(as_text=True)
