@@ -39,6 +39,7 @@ from gptload.web.responses import error_response, internal_error, json_response
 UI_DIR = Path(__file__).resolve().parents[2] / "admin_ui"
 ADMIN_BODY_LIMIT = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 64
+PAGE_MAX = 1_000_000
 _READ_CHUNK = 64 * 1024
 # A JSON string (closed or not: an unclosed one runs to the end, so scanning stays linear) or a bracket.
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
@@ -61,9 +62,7 @@ class Router:
             "groups.update": lambda r, name: admin.update_group(name, _json(r)),
             "groups.delete": lambda r, name: admin.delete_group(name),
             "keys.add": lambda r, name: admin.add_keys(name, _json(r)),
-            "keys.list": lambda r, name: admin.list_keys(
-                name, r.args.get("status") or None, _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
-            ),
+            "keys.list": lambda r, name: admin.list_keys(name, r.args.get("status") or None, *_page_args(r)),
             "keys.delete": lambda r, name: admin.delete_keys(name, _json(r)),
             "keys.restore": lambda r, name: admin.restore_keys(name, _json(r, default={})),
             "settings.get": lambda r: admin.get_settings(),
@@ -79,11 +78,9 @@ class Router:
             "keys.notes": lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
             "tasks.get": lambda r, task_id: {"task": services.validator.task(task_id)},
             "dashboard": lambda r: insights.dashboard(),
-            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24)),
+            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24, 1, 720)),
             "stats.groups": lambda r: insights.group_totals(),
-            "logs.list": lambda r: insights.logs(
-                parse_log_query(r.args), _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
-            ),
+            "logs.list": lambda r: insights.logs(parse_log_query(r.args), *_page_args(r)),
             "logs.csv": lambda r: _attachment(
                 insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"
             ),
@@ -269,11 +266,20 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-def _int_arg(request: Request, name: str, default: int) -> int:
+def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValidationFailed(f"{name} must be an integer") from None
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ValidationFailed(
+            f"{name} must be an integer from {lo} to {hi}", details={"fields": {name: f"integer {lo}..{hi}"}}
+        )
+    return value
+
+
+def _page_args(request: Request) -> tuple[int, int]:
+    return _int_arg(request, "page", 1, 1, PAGE_MAX), _int_arg(request, "page_size", 50, 1, 500)

@@ -137,6 +137,121 @@ def test_stored_non_finite_values_from_an_older_version_do_not_break_proxy_or_ad
     strict_json(r)
 
 
+# -- 2. restore ---------------------------------------------------------------------------------------------------
+RESTORE_REFUSED = [
+    b"[]",
+    b'"x"',
+    b"1",
+    b"null",
+    b"true",
+    b'{"idz": []}',
+    b'{"ids": "x"}',
+    b'{"ids": [1]}',
+    b'{"ids": null}',
+    b'{"keys": 5}',
+    b'{"ids": [], "keys": ""}',
+    b'{"ids": [], "all": true}',
+]
+
+
+def test_restore_refuses_anything_but_its_documented_shapes(api):
+    invalidate(api, "g1", add_keys(api))
+    before = api.snapshot()
+    for raw in RESTORE_REFUSED:
+        r = api.open("POST", "/api/groups/g1/keys/restore", raw=raw)
+        assert error_of(r) == (400, "VALIDATION_FAILED"), raw
+    assert api.snapshot() == before
+
+
+def test_restore_documented_shapes(api):
+    ids = add_keys(api)
+    invalidate(api, "g1", ids)
+    r = api.open("POST", "/api/groups/g1/keys/restore", body={"keys": KEYS[1]})
+    assert r.get_json() == {"restored": 1}
+    still_invalid = [k["id"] for k in api.open("GET", "/api/groups/g1/keys?status=invalid").get_json()["keys"]]
+    r = api.open("POST", "/api/groups/g1/keys/restore", body={"ids": still_invalid[:1]})
+    assert r.get_json() == {"restored": 1} and statuses(api) == ["active", "active", "invalid"]
+    invalidate(api, "g1", ids)
+    r = api.open("POST", "/api/groups/g1/keys/restore", body={})
+    assert r.get_json() == {"restored": 3}
+    invalidate(api, "g1", ids)
+    r = api.open("POST", "/api/groups/g1/keys/restore")  # empty body: all invalid and cooling keys
+    assert r.get_json() == {"restored": 3} and statuses(api) == ["active"] * 3
+
+
+# -- 3. full-match validation -------------------------------------------------------------------------------------
+def test_group_names_must_match_entirely(api):
+    before = api.snapshot()
+    for name in ("nl\n", "ok\n", "\nok", "a\r", "ok\x00"):
+        r = api.open("POST", "/api/groups", body={"name": name})
+        assert error_of(r) == (400, "VALIDATION_FAILED") and "name" in r.get_json()["error"]["details"]["fields"]
+        r = api.open("POST", "/api/groups/g1/copy", body={"name": name})
+        assert error_of(r) == (400, "VALIDATION_FAILED"), name
+    assert api.snapshot() == before
+
+
+# -- 4. integer ranges --------------------------------------------------------------------------------------------
+def test_group_sort_is_bounded(api):
+    before = api.snapshot()
+    for sort in (10**30, -(10**30), 2**31, -(2**31) - 1, 2**63):
+        r = api.open("POST", "/api/groups", body={"name": "g2", "sort": sort})
+        assert error_of(r) == (400, "VALIDATION_FAILED"), sort
+        assert error_of(api.open("PUT", "/api/groups/g1", body={"sort": sort})) == (400, "VALIDATION_FAILED"), sort
+    assert api.snapshot() == before
+
+
+def test_group_sort_extremes_are_accepted(api):
+    assert make_group(api, "lo", sort=-(2**31))["sort"] == -(2**31)
+    assert make_group(api, "hi", sort=2**31 - 1)["sort"] == 2**31 - 1
+    assert [g["name"] for g in api.open("GET", "/api/groups").get_json()["groups"]] == ["lo", "g1", "hi"]
+    assert make_group(api, "next")["sort"] == 2**31 - 1  # "last", within the range
+
+
+OUT_OF_RANGE = [
+    "/api/logs?status_code=99999999999999999999",
+    "/api/logs?status_code=-1",
+    "/api/logs?status_code=1000",
+    "/api/logs?page=99999999999999999999",
+    "/api/logs?page=0",
+    "/api/logs?page=-3",
+    "/api/logs?page_size=0",
+    "/api/logs?page_size=501",
+    "/api/logs?page_size=-1",
+    "/api/logs?page_size=99999999999999999999",
+    "/api/logs?since=nan",
+    "/api/logs?until=inf",
+    "/api/logs?since=1e400",
+    "/api/logs?since=-1",
+    "/api/logs?until=1e12",
+    "/api/logs/export.csv?status_code=99999999999999999999",
+    "/api/logs/export.csv?since=nan",
+    "/api/groups/g1/keys?page=99999999999999999999",
+    "/api/groups/g1/keys?page=1000001",
+    "/api/groups/g1/keys?page_size=501",
+    "/api/groups/g1/keys?page=" + "9" * 5000,
+    "/api/stats/hourly?hours=0",
+    "/api/stats/hourly?hours=721",
+    "/api/stats/hourly?hours=-24",
+    "/api/stats/hourly?hours=99999999999999999999",
+]
+
+
+def test_query_numbers_out_of_range_are_400(api):
+    for query in OUT_OF_RANGE:
+        assert error_of(api.open("GET", query)) == (400, "VALIDATION_FAILED"), query
+
+
+def test_query_numbers_in_range_are_accepted(api):
+    for query in [
+        "/api/logs?status_code=0&page=1000000&page_size=500&since=0&until=99999999999",
+        "/api/logs?status_code=999",
+        "/api/groups/g1/keys?page=1000000&page_size=1",
+        "/api/stats/hourly?hours=720",
+        "/api/stats/hourly?hours=1",
+    ]:
+        assert api.open("GET", query).status_code == 200, query
+
+
 # -- 5. nesting depth ---------------------------------------------------------------------------------------------
 def nested(depth: int) -> bytes:
     return ('{"a":' * (depth - 1) + "[1]" + "}" * (depth - 1)).encode()
@@ -147,6 +262,7 @@ ADMIN_BODIES = [
     ("PUT", "/api/groups/g1"),
     ("PUT", "/api/settings"),
     ("POST", "/api/groups/g1/keys"),
+    ("POST", "/api/groups/g1/keys/restore"),
     ("POST", "/api/groups/g1/keys/validate"),
     ("PUT", "/api/groups-order"),
 ]
