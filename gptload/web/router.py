@@ -44,6 +44,8 @@ _READ_CHUNK = 64 * 1024
 # A JSON string (closed or not: an unclosed one runs to the end, so scanning stays linear) or a bracket.
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Path segments of admin routes (group names, key, task and log ids): no control characters, bounded length.
+_SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 Handler = Callable[..., Any]
 
@@ -143,6 +145,8 @@ class Router:
                 self._check_scheduler(request)
                 return json_response(run_maintenance(self.services))
             self.auth.check(request.headers.get("Authorization"))
+            if not all(_SEGMENT.fullmatch(value) for value in args.values()):
+                raise RouteNotFound(f"no route for {request.path!r}")
             result = self._admin[endpoint](request, **args)
             if isinstance(result, Response):
                 return self._cors(request, result)
@@ -178,11 +182,15 @@ class Router:
         return response
 
     def _ui(self, asset: str) -> Response:
-        if asset.startswith("api/") or asset.startswith("proxy/"):
-            raise RouteNotFound(f"no route for /{asset}")
-        path = (UI_DIR / asset).resolve()
-        if not path.is_relative_to(UI_DIR) or not path.is_file():
-            raise RouteNotFound(f"no route for /{asset}")
+        if asset.startswith("api/") or asset.startswith("proxy/") or not _SEGMENT.fullmatch(asset):
+            raise RouteNotFound(f"no route for /{asset!r}")
+        try:
+            path = (UI_DIR / asset).resolve()
+            found = path.is_relative_to(UI_DIR) and path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, or one it cannot represent
+            found = False
+        if not found:
+            raise RouteNotFound(f"no route for /{asset!r}")
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix == ".js":
             mime = "text/javascript"

@@ -298,6 +298,38 @@ def test_lone_surrogates_are_invalid_json(api):
     assert r.status_code == 200 and r.get_json()["display_name"] == "\U0001f600 \\ud800"
 
 
+# -- 6. NUL and other odd paths -----------------------------------------------------------------------------------
+ODD_PATHS = [
+    ("GET", "/%00"),
+    ("GET", "/admin%00.js"),
+    ("GET", "/app.js%00"),
+    ("GET", "/pages/%00/x.js"),
+    ("HEAD", "/%00"),
+    ("GET", "/" + "a" * 300),
+    ("GET", "/" + "a" * 300 + ".js"),
+    ("GET", "/pages/" + "a" * 5000),
+    ("GET", "/api/logs/%00"),
+    ("GET", "/api/groups/%00"),
+    ("GET", "/api/groups/%00/keys"),
+    ("PUT", "/api/groups/g1/keys/%00"),
+    ("GET", "/api/tasks/%00"),
+    ("DELETE", "/api/groups/%00"),
+    ("GET", "/proxy/%00/v1beta/models"),
+]
+
+
+def test_nul_and_overlong_paths_are_json_4xx(api):
+    before = api.snapshot()
+    for method, path in ODD_PATHS:
+        r = api.open(method, path, raw=b'{"notes": "x"}' if method == "PUT" else None)
+        if method == "HEAD":
+            assert r.status_code == 404
+        else:
+            status, _ = error_of(r)
+            assert 400 <= status < 500, (path, status)
+    assert api.snapshot() == before
+
+
 # -- 7. body size -------------------------------------------------------------------------------------------------
 class CountingStream:
     """A request body of ``size`` bytes of JSON whitespace that records how much was read."""
