@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import time
 
@@ -13,7 +16,7 @@ from gptload import settings
 from gptload.errors import ValidationFailed
 from gptload.keypool.classify import Kind, Verdict
 from gptload.keypool.state import Policy
-from gptload.models import Group
+from gptload.models import Group, UsageEvent
 from gptload.web.responses import json_response
 from tests.fakes.fake_gemini import make_key
 from tests.unit.admin_client import AUTH, UNREACHABLE, AdminClient, error_of, strict_json
@@ -385,3 +388,23 @@ def test_a_body_of_exactly_the_limit_is_read(api):
 
     r = post_stream(api, "/api/settings", Body(ADMIN_BODY_LIMIT), None)
     assert r.status_code == 200, r.get_data(as_text=True)
+
+
+# -- 9. CSV export ------------------------------------------------------------------------------------------------
+def test_csv_export_neutralises_formula_cells(api):
+    for n, evil in enumerate(["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1", "\tcmd", "safe"]):
+        event = UsageEvent("g1", f"k{n}", time.time(), False, status_code=500, user_agent=evil, error=evil)
+        api.services.usage.add(event)
+        r = api.open("GET", f"/api/logs/export.csv?key_id=k{n}")
+        (row,) = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+        expected = evil if evil == "safe" else "'" + evil
+        assert row["user_agent"] == expected and row["error"] == expected, repr(evil)
+
+
+def test_strict_json_helper_rejects_nan():
+    class R:
+        def get_data(self):
+            return json.dumps({"x": float("nan")}).encode()
+
+    with pytest.raises(AssertionError):
+        strict_json(R())
