@@ -108,7 +108,7 @@ class Admin:
     def reorder(self, payload: Any) -> dict[str, Any]:
         names = payload.get("names") if isinstance(payload, dict) else None
         groups = {g.name: g for g in self._store.list_groups()}
-        if not isinstance(names, list) or sorted(names) != sorted(groups):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or sorted(names) != sorted(groups):
             raise ValidationFailed("names must list every group exactly once")
         now = time.time()
         for position, name in enumerate(names):

@@ -7,6 +7,7 @@ it), so a test can build several independent services and look into their store 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class AdminClient:
         }
 
     def close(self) -> None:
+        for thread in threading.enumerate():  # validation tasks started by a test must not outlive the store
+            if thread.name == "gptload-validate":
+                thread.join(10)
         self.services.shutdown()
 
 

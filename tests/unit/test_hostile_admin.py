@@ -390,6 +390,17 @@ def test_a_body_of_exactly_the_limit_is_read(api):
     assert r.status_code == 200, r.get_data(as_text=True)
 
 
+# -- 8. found by the property tests (test_admin_properties.py) ------------------------------------------------------
+def test_order_names_and_validation_ids_must_be_strings(api):
+    before = api.snapshot()
+    for names in ([None, None], [1, "g1"], [{}], [["g1"]]):
+        assert error_of(api.open("PUT", "/api/groups-order", body={"names": names})) == (400, "VALIDATION_FAILED")
+    for ids in ([[]], [{}], [1], [None]):
+        r = api.open("POST", "/api/groups/g1/keys/validate", body={"scope": "selected", "ids": ids})
+        assert error_of(r) == (400, "VALIDATION_FAILED"), ids
+    assert api.snapshot() == before
+
+
 # -- 9. CSV export ------------------------------------------------------------------------------------------------
 def test_csv_export_neutralises_formula_cells(api):
     for n, evil in enumerate(["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1", "\tcmd", "safe"]):
