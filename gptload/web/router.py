@@ -44,6 +44,9 @@ _READ_CHUNK = 64 * 1024
 # A JSON string (closed or not: an unclosed one runs to the end, so scanning stays linear) or a bracket.
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# The console's API_BASE (admin_ui/config.js; rewritten by infra/ for a bucket-hosted copy) and a safe origin in it.
+_API_BASE = re.compile(r"""^\s*export\s+const\s+API_BASE\s*=\s*["']([^"']*)["']""", re.MULTILINE)
+_ORIGIN = re.compile(r"(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:/[^\s;,'\"]*)?")
 # Path segments of admin routes (group names, key, task and log ids): no control characters, bounded length.
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
@@ -55,6 +58,10 @@ class Router:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
         self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
+        try:
+            self.console_policy = console_policy((UI_DIR / "config.js").read_text())
+        except OSError:
+            self.console_policy = console_policy("")
         admin = services.admin
         insights = services.insights
         self._admin: dict[str, Handler] = {
@@ -197,7 +204,25 @@ class Router:
         response = Response(path.read_bytes(), mimetype=mime)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = self.console_policy
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+
+def console_policy(config_js: str) -> str:
+    """The console's Content-Security-Policy: its own files only (no inline script or style, which it has none
+    of), no framing, no plugins, no <base>; API calls to this origin and to the origin config.js's API_BASE names."""
+    connect = ["'self'"]
+    match = _API_BASE.search(config_js)
+    origin = _ORIGIN.fullmatch(match[1].strip()) if match else None
+    if origin:
+        connect.append(origin[1])
+    return (
+        "default-src 'self'; "
+        f"connect-src {' '.join(connect)}; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
 
 
 def _attachment(text: str, filename: str, mimetype: str) -> Response:
