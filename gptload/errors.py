@@ -18,7 +18,8 @@
     │   └── GroupExists               409 GROUP_EXISTS
     ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
-    └── StoreUnavailable              503 STORE_UNAVAILABLE
+    ├── StoreUnavailable              503 STORE_UNAVAILABLE
+    └── AuthUnavailable               503 AUTH_UNAVAILABLE
 
 Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
 and must never contain a real API key.
@@ -126,3 +127,10 @@ class StoreUnavailable(GptloadError):
 
     status = 503
     code = "STORE_UNAVAILABLE"
+
+
+class AuthUnavailable(GptloadError):
+    """A token cannot be checked now: Google's OIDC certificates could not be fetched and none is cached."""
+
+    status = 503
+    code = "AUTH_UNAVAILABLE"
