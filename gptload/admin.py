@@ -21,9 +21,10 @@ from gptload.store.base import Store
 from gptload.usage import UsageBuffer
 from gptload.vault.base import Vault
 
-GROUP_NAME = re.compile(r"^[a-z0-9_-]{1,100}$")
+GROUP_NAME = re.compile(r"[a-z0-9_-]{1,100}")  # always .fullmatch: "$" would also match before a final "\n"
 DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
 _GROUP_FIELDS = {"name", "display_name", "description", "upstreams", "proxy_keys", "test_model", "settings", "sort"}
+SORT_MIN, SORT_MAX = -(2**31), 2**31 - 1
 
 
 class Admin:
@@ -74,7 +75,9 @@ class Admin:
         for r in records:
             counts[r.state.display_status(now)] += 1
         counts["total"] = len(records)
-        return {**group.to_dict(), "key_counts": counts}
+        # Overrides as they apply: a stored value this version refuses (logged) is not shown as if it did.
+        settings = settings_schema.valid_stored(group.settings, for_group=True)
+        return {**group.to_dict(), "settings": settings, "key_counts": counts}
 
     def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
         """Copy settings and upstreams (and keys, with ``with_keys``) into a new group; proxy keys only if given."""
@@ -105,7 +108,7 @@ class Admin:
     def reorder(self, payload: Any) -> dict[str, Any]:
         names = payload.get("names") if isinstance(payload, dict) else None
         groups = {g.name: g for g in self._store.list_groups()}
-        if not isinstance(names, list) or sorted(names) != sorted(groups):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or sorted(names) != sorted(groups):
             raise ValidationFailed("names must list every group exactly once")
         now = time.time()
         for position, name in enumerate(names):
@@ -117,8 +120,8 @@ class Admin:
         return {"groups": self.list_groups()}
 
     def _next_sort(self) -> int:
-        """New groups go to the end of the list."""
-        return max((g.sort for g in self._store.list_groups()), default=-1) + 1
+        """New groups go to the end of the list (ties at SORT_MAX are ordered by name)."""
+        return min(max((g.sort for g in self._store.list_groups()), default=-1) + 1, SORT_MAX)
 
     def _require(self, name: str) -> Group:
         group = self._store.get_group(name)
@@ -173,10 +176,17 @@ class Admin:
         return {"deleted": deleted}
 
     def restore_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        """``{}`` (or an empty body) restores every invalid and cooling key; ``{"ids": [...]}`` or
+        ``{"keys": "text"}`` (exactly one of them) restores those. Any other body is refused."""
         self._require(name)
-        ids = None
-        if isinstance(payload, dict) and ("ids" in payload or "keys" in payload):
-            ids = self._ids_from(payload)
+        if not isinstance(payload, dict):
+            raise ValidationFailed('body must be a JSON object: {}, {"ids": [...]} or {"keys": "text"}')
+        unknown = set(payload) - {"ids", "keys"}
+        if unknown:
+            raise ValidationFailed("unknown field", details={"fields": dict.fromkeys(unknown, "unknown field")})
+        if len(payload) > 1:
+            raise ValidationFailed("give 'ids' or 'keys', not both", details={"fields": {"keys": "with ids"}})
+        ids = self._ids_from(payload) if payload else None
         restored = self._store.restore_keys(name, ids)
         self._pool.reload()
         return {"restored": restored}
@@ -256,7 +266,7 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if creating or "name" in payload:
         name = payload.get("name")
-        if not isinstance(name, str) or not GROUP_NAME.match(name):
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
             errors["name"] = "must match ^[a-z0-9_-]{1,100}$"
         else:
             out["name"] = name
@@ -288,10 +298,11 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
         except ValidationFailed as exc:
             errors["settings"] = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items())
     if "sort" in payload:
-        if isinstance(payload["sort"], bool) or not isinstance(payload["sort"], int):
-            errors["sort"] = "must be an integer"
+        sort = payload["sort"]
+        if isinstance(sort, bool) or not isinstance(sort, int) or not SORT_MIN <= sort <= SORT_MAX:
+            errors["sort"] = f"must be an integer from {SORT_MIN} to {SORT_MAX}"
         else:
-            out["sort"] = payload["sort"]
+            out["sort"] = sort
     if errors:
         raise ValidationFailed("invalid group", details={"fields": errors})
     return out

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -33,11 +34,13 @@ def load_master_key(passphrase: str | None, data_dir: str) -> bytes:
         return hashlib.scrypt(passphrase.encode(), salt=_SCRYPT_SALT, n=2**14, r=8, p=1, dklen=32)
     path = Path(data_dir) / KEY_FILE
     if path.exists():
+        with contextlib.suppress(OSError):  # in case it was copied or restored with a wider mode
+            os.chmod(path, 0o600)
         raw = base64.b64decode(path.read_text().strip())
         if len(raw) != 32:
             raise ConfigError(f"{path} does not hold a 32-byte key")
         return raw
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -19,7 +19,8 @@
     ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
     ├── CircuitOpen                   503 UPSTREAM_UNAVAILABLE
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
-    └── StoreUnavailable              503 STORE_UNAVAILABLE
+    ├── StoreUnavailable              503 STORE_UNAVAILABLE
+    └── AuthUnavailable               503 AUTH_UNAVAILABLE
 
 Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
 and must never contain a real API key. Admin routes render them as ``{"error": {"code", "message"}}``; proxy routes
@@ -136,3 +137,10 @@ class StoreUnavailable(GptloadError):
 
     status = 503
     code = "STORE_UNAVAILABLE"
+
+
+class AuthUnavailable(GptloadError):
+    """A token cannot be checked now: Google's OIDC certificates could not be fetched and none is cached."""
+
+    status = 503
+    code = "AUTH_UNAVAILABLE"

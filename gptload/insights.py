@@ -20,6 +20,7 @@ from gptload.usage import UsageBuffer
 HOUR = 3600.0
 DAY = 24 * HOUR
 CSV_LIMIT = 100_000
+MAX_EPOCH = 1e11  # log filters: epoch seconds, year 5138 at most
 _STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
 
 
@@ -115,14 +116,19 @@ def parse_log_query(args: Any) -> LogQuery:
         value = args.get(name)
         return value.strip() or None if isinstance(value, str) else None
 
-    def number(name: str, kind: type) -> Any:
+    def number(name: str, kind: type, lo: float, hi: float) -> Any:
         value = text(name)
         if value is None:
             return None
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
-            raise ValidationFailed(f"{name} must be a number", details={"fields": {name: "number"}}) from None
+            number = None
+        if number is None or not lo <= number <= hi:  # also refuses nan (every comparison is false) and inf
+            raise ValidationFailed(
+                f"{name} must be a number from {lo:g} to {hi:g}", details={"fields": {name: f"number {lo:g}..{hi:g}"}}
+            )
+        return number
 
     def flag(name: str) -> bool | None:
         value = text(name)
@@ -136,11 +142,11 @@ def parse_log_query(args: Any) -> LogQuery:
         group=text("group"),
         key_id=text("key_id"),
         model=text("model"),
-        status_code=number("status_code", int),
+        status_code=number("status_code", int, 0, 999),
         success=flag("success"),
         stream=flag("stream"),
-        since=number("since", float),
-        until=number("until", float),
+        since=number("since", float, 0, MAX_EPOCH),
+        until=number("until", float, 0, MAX_EPOCH),
         text=text("q"),
     )
 
@@ -167,7 +173,7 @@ def _pct(current: int, previous: int) -> float | None:
 
 
 def _csv_safe(value: Any) -> Any:
-    """Neutralise spreadsheet formulas in free text (CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    """Neutralise spreadsheet formulas in free text (CSV injection), including those behind a tab or CR."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value

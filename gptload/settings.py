@@ -6,11 +6,15 @@ The schema is the single source for validation, defaults, the admin API's schema
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gptload.errors import ValidationFailed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def validate(values: Mapping[str, Any], *, for_group: bool = False) -> dict[str,
             continue
         try:
             clean[name] = _coerce(spec, raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             errors[name] = str(exc)
     if errors:
         raise ValidationFailed("invalid settings", details={"fields": errors})
@@ -100,12 +104,29 @@ def _coerce(spec: Spec, raw: Any) -> Any:
         return [x.strip() for x in raw]
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise ValueError(f"must be a {'whole number' if spec.type is int else 'number'}")
-    if spec.type is int and float(raw) != int(raw):
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise ValueError("must be a finite number")
+    if spec.type is int and isinstance(raw, float) and not raw.is_integer():
         raise ValueError("must be a whole number")
-    value = spec.type(raw)
-    if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+    # Compare before converting: a huge int (10**400) does not fit in a float.
+    if (spec.min is not None and raw < spec.min) or (spec.max is not None and raw > spec.max):
         raise ValueError(f"must be between {spec.min:g} and {spec.max:g}")
-    return value
+    return spec.type(raw)
+
+
+def valid_stored(values: Mapping[str, Any], *, for_group: bool = False) -> dict[str, Any]:
+    """The valid entries of stored settings. A value this version would refuse (NaN written by an older version,
+    a range since narrowed) is left out, so its default applies, and logged: it must never break a request."""
+    out: dict[str, Any] = {}
+    for name, raw in values.items():
+        spec = BY_NAME.get(name)
+        if spec is None or (for_group and not spec.group_overridable):
+            continue
+        try:
+            out[name] = _coerce(spec, raw)
+        except (ValueError, OverflowError, TypeError) as exc:
+            log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, raw, exc, spec.default)
+    return out
 
 
 @dataclass(frozen=True)
@@ -132,9 +153,9 @@ class Settings:
     @classmethod
     def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
         merged = {s.name: s.default for s in SCHEMA}
-        merged.update({k: v for k, v in system.items() if k in BY_NAME})
+        merged.update(valid_stored(system))
         if group:
-            merged.update({k: v for k, v in group.items() if k in BY_NAME and BY_NAME[k].group_overridable})
+            merged.update(valid_stored(group, for_group=True))
         merged["proxy_keys"] = tuple(merged["proxy_keys"])
         return cls(**merged)
 
@@ -142,5 +163,5 @@ class Settings:
 def effective(system: Mapping[str, Any]) -> dict[str, Any]:
     """System settings with defaults filled in, as the admin API shows them."""
     out = {s.name: s.default for s in SCHEMA}
-    out.update({k: v for k, v in system.items() if k in BY_NAME})
+    out.update(valid_stored(system))
     return out

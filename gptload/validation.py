@@ -92,8 +92,8 @@ class Validator:
         if scope == "invalid":
             return [k for k in view.keys if k.state.status == INVALID]
         if scope == "selected":
-            if not isinstance(ids, list) or not ids:
-                raise ValidationFailed("scope 'selected' needs a non-empty 'ids' list")
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                raise ValidationFailed("scope 'selected' needs a non-empty 'ids' list of key ids")
             wanted = set(ids)
             return [k for k in view.keys if k.id in wanted]
         return list(view.keys)

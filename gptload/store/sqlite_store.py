@@ -8,9 +8,11 @@ numbered migrations applied in order and recorded in ``PRAGMA user_version``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
 from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
 from gptload.store.base import Binding, batch_key
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -97,21 +101,41 @@ _KEY_COLUMNS = (
 )
 
 
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` 0700, or narrow it to 0700; a shared sticky directory (like /tmp) is left alone."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    current = directory.stat().st_mode
+    if current & stat.S_ISVTX:
+        log.warning("DATA_DIR %s is a shared (sticky) directory; prefer a directory of gptload's own", directory)
+    elif stat.S_IMODE(current) != 0o700:
+        _chmod(directory, 0o700)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # not ours (a mounted volume...): keep going, but say so
+        log.warning("cannot set mode %o on %s: %s", mode, path, exc)
+
+
 class SqliteStore:
     kind = "sqlite"
 
     def __init__(self, path: str) -> None:
         self.path = path
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(Path(path).parent)
+        # SQLite creates -wal and -shm with the mode of the database file: create that one 0600 first (and narrow
+        # what an older version left wider), so that none of them (proxy-key digests, the salt) is ever 0644.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            _chmod(Path(path + suffix), 0o600)
         self._local = threading.local()
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._all_lock = threading.Lock()
         self._salt: bytes | None = None
         self._migrate()
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

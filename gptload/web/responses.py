@@ -27,7 +27,9 @@ JSON = "application/json"
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype=JSON, headers=headers)
+    # allow_nan=False: NaN and Infinity are not JSON; better a 500 than a body no client can parse.
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    return Response(body, status=status, mimetype=JSON, headers=headers)
 
 
 # HTTP status -> google.rpc.Code name, as Google's own error bodies use them.

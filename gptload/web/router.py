@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from werkzeug.wrappers import Request, Response
 
 from gptload import __version__
 from gptload.app import Services
-from gptload.errors import GptloadError, InvalidJson, MethodNotAllowed, RouteNotFound, Unauthorized, ValidationFailed
+from gptload.errors import (
+    BodyTooLarge,
+    GptloadError,
+    InvalidJson,
+    MethodNotAllowed,
+    RouteNotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from gptload.insights import parse_log_query
 from gptload.maintenance import run_maintenance
 from gptload.web.auth import AdminAuth, SchedulerAuth
@@ -27,7 +37,18 @@ from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
 UI_DIR = Path(__file__).resolve().parents[2] / "admin_ui"
-_ADMIN_BODY_LIMIT = 8 * 1024 * 1024
+ADMIN_BODY_LIMIT = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+PAGE_MAX = 1_000_000
+_READ_CHUNK = 64 * 1024
+# A JSON string (closed or not: an unclosed one runs to the end, so scanning stays linear) or a bracket.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# The console's API_BASE (admin_ui/config.js; rewritten by infra/ for a bucket-hosted copy) and a safe origin in it.
+_API_BASE = re.compile(r"""^\s*export\s+const\s+API_BASE\s*=\s*["']([^"']*)["']""", re.MULTILINE)
+_ORIGIN = re.compile(r"(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:/[^\s;,'\"]*)?")
+# Path segments of admin routes (group names, key, task and log ids): no control characters, bounded length.
+_SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 Handler = Callable[..., Any]
 
@@ -37,6 +58,10 @@ class Router:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
         self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
+        try:
+            self.console_policy = console_policy((UI_DIR / "config.js").read_text())
+        except OSError:
+            self.console_policy = console_policy("")
         admin = services.admin
         insights = services.insights
         self._admin: dict[str, Handler] = {
@@ -46,9 +71,7 @@ class Router:
             "groups.update": lambda r, name: admin.update_group(name, _json(r)),
             "groups.delete": lambda r, name: admin.delete_group(name),
             "keys.add": lambda r, name: admin.add_keys(name, _json(r)),
-            "keys.list": lambda r, name: admin.list_keys(
-                name, r.args.get("status") or None, _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
-            ),
+            "keys.list": lambda r, name: admin.list_keys(name, r.args.get("status") or None, *_page_args(r)),
             "keys.delete": lambda r, name: admin.delete_keys(name, _json(r)),
             "keys.restore": lambda r, name: admin.restore_keys(name, _json(r, default={})),
             "settings.get": lambda r: admin.get_settings(),
@@ -64,11 +87,9 @@ class Router:
             "keys.notes": lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
             "tasks.get": lambda r, task_id: {"task": services.validator.task(task_id)},
             "dashboard": lambda r: insights.dashboard(),
-            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24)),
+            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24, 1, 720)),
             "stats.groups": lambda r: insights.group_totals(),
-            "logs.list": lambda r: insights.logs(
-                parse_log_query(r.args), _int_arg(r, "page", 1), _int_arg(r, "page_size", 50)
-            ),
+            "logs.list": lambda r: insights.logs(parse_log_query(r.args), *_page_args(r)),
             "logs.csv": lambda r: _attachment(
                 insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"
             ),
@@ -131,6 +152,8 @@ class Router:
                 self._check_scheduler(request)
                 return json_response(run_maintenance(self.services))
             self.auth.check(request.headers.get("Authorization"))
+            if not all(_SEGMENT.fullmatch(value) for value in args.values()):
+                raise RouteNotFound(f"no route for {request.path!r}")
             result = self._admin[endpoint](request, **args)
             if isinstance(result, Response):
                 return self._cors(request, result)
@@ -166,18 +189,40 @@ class Router:
         return response
 
     def _ui(self, asset: str) -> Response:
-        if asset.startswith("api/") or asset.startswith("proxy/"):
-            raise RouteNotFound(f"no route for /{asset}")
-        path = (UI_DIR / asset).resolve()
-        if not path.is_relative_to(UI_DIR) or not path.is_file():
-            raise RouteNotFound(f"no route for /{asset}")
+        if asset.startswith("api/") or asset.startswith("proxy/") or not _SEGMENT.fullmatch(asset):
+            raise RouteNotFound(f"no route for /{asset!r}")
+        try:
+            path = (UI_DIR / asset).resolve()
+            found = path.is_relative_to(UI_DIR) and path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, or one it cannot represent
+            found = False
+        if not found:
+            raise RouteNotFound(f"no route for /{asset!r}")
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix == ".js":
             mime = "text/javascript"
         response = Response(path.read_bytes(), mimetype=mime)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = self.console_policy
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+
+def console_policy(config_js: str) -> str:
+    """The console's Content-Security-Policy: its own files only (no inline script or style, which it has none
+    of), no framing, no plugins, no <base>; API calls to this origin and to the origin config.js's API_BASE names."""
+    connect = ["'self'"]
+    match = _API_BASE.search(config_js)
+    origin = _ORIGIN.fullmatch(match[1].strip()) if match else None
+    if origin:
+        connect.append(origin[1])
+    return (
+        "default-src 'self'; "
+        f"connect-src {' '.join(connect)}; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
 
 
 def _attachment(text: str, filename: str, mimetype: str) -> Response:
@@ -188,24 +233,86 @@ def _attachment(text: str, filename: str, mimetype: str) -> Response:
 
 
 def _json(request: Request, default: Any = None) -> Any:
-    if request.content_length and request.content_length > _ADMIN_BODY_LIMIT:
-        raise ValidationFailed("request body too large for the admin API")
-    raw = request.get_data(cache=True)
+    """The admin request's JSON body: at most ADMIN_BODY_LIMIT bytes, nested at most MAX_JSON_DEPTH levels, with
+    finite numbers only (no NaN or Infinity, nor a literal that overflows to it) and no lone surrogates."""
+    raw = _read_body(request)
     if not raw.strip():
         if default is not None:
             return default
         raise InvalidJson("request body must be JSON")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = raw.decode(json.detect_encoding(raw))
+        if _too_deep(text):
+            raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if _LONE_SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # raises on a surrogate that is not half of a pair
+    except RecursionError:  # backstop: the depth scan above should have caught it
+        raise InvalidJson(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeError) as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    return value
 
 
-def _int_arg(request: Request, name: str, default: int) -> int:
+def _read_body(request: Request) -> bytes:
+    """Read at most ADMIN_BODY_LIMIT + 1 bytes, whether the body has a Content-Length or comes chunked."""
+    if request.content_length is not None and request.content_length > ADMIN_BODY_LIMIT:
+        raise BodyTooLarge(f"admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes")
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= ADMIN_BODY_LIMIT:
+        chunk = stream.read(min(_READ_CHUNK, ADMIN_BODY_LIMIT + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > ADMIN_BODY_LIMIT:
+        raise BodyTooLarge(f"admin request bodies are limited to {ADMIN_BODY_LIMIT} bytes")
+    return b"".join(chunks)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` opens more than MAX_JSON_DEPTH arrays/objects at once (brackets in strings do not count)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for match in _JSON_NESTING.finditer(text):
+        first = match[0][0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif first in "]}":
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"number {literal[:20]} is out of range")
+    return value
+
+
+def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValidationFailed(f"{name} must be an integer") from None
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise ValidationFailed(
+            f"{name} must be an integer from {lo} to {hi}", details={"fields": {name: f"integer {lo}..{hi}"}}
+        )
+    return value
+
+
+def _page_args(request: Request) -> tuple[int, int]:
+    return _int_arg(request, "page", 1, 1, PAGE_MAX), _int_arg(request, "page_size", 50, 1, 500)

@@ -4,7 +4,7 @@ data "archive_file" "source" {
   source_dir  = local.repo_root
   output_path = "${path.module}/.build/function-source.zip"
   excludes = [
-    ".git/**", ".ci/**", ".benchmarks/**", ".pytest_cache/**", ".ruff_cache/**", ".venv/**",
+    ".git/**", ".ci/**", ".benchmarks/**", ".hypothesis/**", ".pytest_cache/**", ".ruff_cache/**", ".venv/**",
     "bench/**", "data/**", "docs/**", "infra/**", "test-artifacts/**", "tests/**",
     "**/__pycache__/**", "**/*.pyc", "**/*.db", "**/*.db-wal", "**/*.db-shm",
     ".env", ".env.example", ".gcloudignore", ".gitignore", "README.md", "pyproject.toml", "requirements-dev.txt",

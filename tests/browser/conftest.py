@@ -101,9 +101,12 @@ class UI:
         """Screenshot the page to the test artifacts (and, when refreshing docs, to docs/screenshots)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(
-            path=str(path), full_page=True, animations="disabled", caret="hide", style=".toasts { display: none; }"
-        )
+        # Hide toasts through the CSSOM: the console's Content-Security-Policy refuses injected <style> (which is
+        # what screenshot(style=...) adds), and the test must not weaken it.
+        toasts = "display => document.querySelectorAll('.toasts').forEach((el) => { el.style.display = display; })"
+        self.page.evaluate(toasts, "none")
+        self.page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
+        self.page.evaluate(toasts, "")
         if UPDATE_DOCS and docs:
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")

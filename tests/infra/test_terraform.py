@@ -258,7 +258,8 @@ def test_upload_keeps_tests_data_and_caches_out_and_matches_gcloudignore(tf):
         "admin_ui/config.js",
         "gptload/config.py",
     } <= by_archive
-    for prefix in ("tests/", "bench/", "data/", "docs/", "infra/", "test-artifacts/", ".git/", ".pytest_cache/"):
+    kept_out = ("tests/", "bench/", "data/", "docs/", "infra/", "test-artifacts/", ".git/", ".pytest_cache/")
+    for prefix in (*kept_out, ".hypothesis/"):
         assert not any(f.startswith(prefix) for f in by_archive), prefix
     assert not any("__pycache__" in f or f.endswith((".pyc", ".db")) for f in by_archive)
     assert facts.gcloudignore_excluded("data/x/gptload.db", ignore) and facts.archive_excluded(
