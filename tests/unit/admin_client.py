@@ -63,10 +63,17 @@ class AdminClient:
 
 
 def error_of(response) -> tuple[int, str]:
-    """(status, code) of a gptload JSON error; asserts the envelope."""
+    """(status, code) of a gptload JSON error; asserts the envelope: gptload's own on admin routes, Google's on
+    proxy routes (numeric code, Google status, the code as ErrorInfo reason)."""
     body = json.loads(response.get_data())
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
-    return response.status_code, body["error"]["code"]
+    error = body["error"]
+    if isinstance(error["code"], int):
+        assert error["code"] == response.status_code and error["status"], body
+        (info,) = [d for d in error["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+        assert info["domain"] == "gptload", body
+        return response.status_code, info["reason"]
+    return response.status_code, error["code"]
 
 
 def strict_json(response) -> Any:
