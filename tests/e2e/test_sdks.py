@@ -171,3 +171,27 @@ def test_genai_sdk_surfaces_upstream_request_errors_unchanged(group, fake):
     assert info.value.code == 404
     assert "gemini-9" in info.value.message
     assert len(fake.requests) == 1
+
+
+def test_sdks_raise_their_typed_errors_for_gptloads_own_answers(server, fake):
+    """gptload's errors on proxy routes use Google's envelope: google-genai raises ServerError/ClientError with the
+    code and status, openai raises its status errors, and the real keys are in none of them."""
+    import openai
+
+    keys = [fake.add_key() for _ in range(2)]
+    group = server.make_group(fake.url, keys)
+    for k in keys:
+        fake.set_behavior(k, errors.invalid_key())
+    c = client(group, "v1beta")
+    with pytest.raises(genai.errors.ServerError) as info:
+        c.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert info.value.code == 503 and info.value.status == "UNAVAILABLE"
+    assert "2 keys tried" in info.value.message and not any(k in info.value.message for k in keys)
+    bad = genai.Client(api_key="wrong-proxy-key", http_options=types.HttpOptions(base_url=group.base))
+    with pytest.raises(genai.errors.ClientError) as info:
+        bad.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert info.value.code == 401 and info.value.status == "UNAUTHENTICATED"
+    oa = openai.OpenAI(base_url=f"{group.base}/v1beta/openai/", api_key=group.proxy_key, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        oa.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 503 and not any(k in str(caught.value) for k in keys)
