@@ -4,7 +4,7 @@ It speaks plain HTTP/1.1 (keep-alive, chunked streaming) on 127.0.0.1 and mimics
 for the calls gptload proxies: models, generateContent, streamGenerateContent (SSE and JSON-array forms),
 countTokens, embedContent, batchEmbedContents, resumable file upload and files CRUD (with per-project
 ownership), and the OpenAI-compatible layer under /v1beta/openai/. Errors use Google's real bodies
-(see /work/shared/gemini-errors.json); ``errors.*`` builds them for scripting.
+(see tests/fakes/gemini_errors.json); ``errors.*`` builds them for scripting.
 
 Intended pytest fixture (to be put in tests/conftest.py by whoever owns it)::
 
@@ -164,7 +164,7 @@ def _quota(model: str, quota_id: str, value: str, retry_delay: str | None) -> Re
 
 
 class errors:
-    """Builders of Google's real error replies (bodies as in /work/shared/gemini-errors.json)."""
+    """Builders of Google's real error replies (bodies as in tests/fakes/gemini_errors.json)."""
 
     @staticmethod
     def invalid_key() -> Reply:

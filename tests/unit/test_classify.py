@@ -1,4 +1,4 @@
-"""The classification table, fed with Gemini's real error bodies (tests/unit/gemini_errors.json)."""
+"""The classification table, fed with Gemini's real error bodies (tests/fakes/gemini_errors.json)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gptload.keypool.classify import Kind, classify, is_key_evidence, network_error
 
-CASES = json.loads((Path(__file__).with_name("gemini_errors.json")).read_text())["cases"]
+CASES = json.loads((Path(__file__).parents[1] / "fakes" / "gemini_errors.json").read_text())["cases"]
 EXPECTED = {
     "invalid key": (Kind.KEY_INVALID, None, None),
     "key not found variant": (Kind.KEY_INVALID, None, None),

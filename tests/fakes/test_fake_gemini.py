@@ -7,6 +7,7 @@ import gzip
 import http.client
 import io
 import json
+from pathlib import Path
 import socket
 import threading
 import time
@@ -265,7 +266,7 @@ def test_scripted_errors_surface_as_genai_exceptions(fake):
 
 
 def test_error_bodies_match_reference():
-    ref = json.load(open("/work/shared/gemini-errors.json"))["cases"]
+    ref = json.loads((Path(__file__).with_name("gemini_errors.json")).read_text())["cases"]
     by_name = {c["name"]: c for c in ref}
     pairs = {
         "invalid key": errors.invalid_key(), "key not found variant": errors.key_not_found(),
