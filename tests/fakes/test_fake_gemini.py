@@ -7,11 +7,11 @@ import gzip
 import http.client
 import io
 import json
-from pathlib import Path
 import socket
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import requests
