@@ -105,7 +105,7 @@ def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: fl
     if raw in (None, ""):
         return default
     try:
-        value = kind(raw)
+        value: float = kind(raw)
     except ValueError:
         noun = "an integer" if kind is int else "a number"
         raise ConfigError(f"{name} must be {noun}, not {raw!r}") from None

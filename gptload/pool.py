@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gptload.cipher import digest
 from gptload.errors import GroupNotFound, StoreUnavailable
@@ -88,7 +89,7 @@ class KeyPool:
         self._settings: Settings = Settings()
         self._global_digests: frozenset[bytes] = frozenset()
         self._markers: dict[str, int] | None = None
-        self._system: dict = {}
+        self._system: dict[str, Any] = {}
         self._synced_at: dict[str, float] = {}
         self._checked_at = float("-inf")
         self._reload_lock = threading.Lock()  # held across store I/O: never taken on the request path

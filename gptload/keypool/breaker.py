@@ -157,4 +157,4 @@ class Breakers:
 
     def _period(self, level: int) -> float:
         period = min(self.cap, self.base * (2 ** min(level, 30)))
-        return period * (1 + self.jitter * (2 * self._rng() - 1))
+        return float(period * (1 + self.jitter * (2 * self._rng() - 1)))

@@ -183,8 +183,10 @@ def _error_object(body: bytes | str | Any) -> dict[str, Any]:
     # The OpenAI-compatible layer wraps the envelope in a list: [{"error": {...}}].
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body["error"]
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return error
     return {}
 
 

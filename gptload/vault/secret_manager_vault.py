@@ -235,7 +235,7 @@ class SecretManagerVault:
                 )
             except self._api.AlreadyExists:
                 pass  # left by an earlier, interrupted write: reuse it
-        version = self._call("add_secret_version", {"parent": shard.secret, "payload": {"data": data}}).name
+        version = str(self._call("add_secret_version", {"parent": shard.secret, "payload": {"data": data}}).name)
         self._remember(version, data)
         return version
 

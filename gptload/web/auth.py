@@ -42,7 +42,7 @@ class SchedulerAuth:
         self,
         audience: str | None,
         service_account: str | None,
-        verify: Callable[..., dict] | None = None,
+        verify: Callable[..., dict[str, Any]] | None = None,
         *,
         certs: GoogleCerts | None = None,
     ):
@@ -68,13 +68,16 @@ class SchedulerAuth:
             raise Unauthorized("OIDC token of an unexpected caller")
 
 
-def _google_verify(token: str, audience: str, certs: GoogleCerts) -> dict:
+def _google_verify(token: str, audience: str, certs: GoogleCerts) -> dict[str, Any]:
     """Signature (with ``certs``), expiry, audience and issuer, by google-auth; ValueError when any is wrong."""
     from google.auth.exceptions import GoogleAuthError
     from google.oauth2 import id_token
 
     try:
-        return id_token.verify_oauth2_token(token, certs, audience=audience)
+        claims: dict[str, Any] = id_token.verify_oauth2_token(  # type: ignore[no-untyped-call]
+            token, certs, audience=audience
+        )
+        return claims
     except GoogleAuthError as exc:  # a wrong issuer is a GoogleAuthError, not a ValueError
         raise ValueError(str(exc)) from None
 
