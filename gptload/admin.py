@@ -1,6 +1,6 @@
 """Admin operations on groups, keys and settings: validation and orchestration of store, vault and pool.
 
-Framework-free; ``web.admin_api`` maps HTTP onto these methods. Every method that changes what the proxy serves
+Framework-free; ``web.router`` maps HTTP onto these methods. Every method that changes what the proxy serves
 reloads this instance's pool at once; other instances catch up through the store's version marker.
 """
 

@@ -29,8 +29,8 @@ def keys(n: int, start: int = 0) -> dict[str, str]:
 
 # -- (a) exact calls, against the real client's signatures ---------------------------------------------------
 @pytest.fixture
-def spec_client():
-    return mock.create_autospec(SecretManagerServiceClient, instance=True)
+def spec_client(mocker):
+    return mocker.create_autospec(SecretManagerServiceClient, instance=True)
 
 
 def test_first_add_creates_the_secret_and_one_version(spec_client):
@@ -188,12 +188,12 @@ def test_re_adding_known_keys_writes_nothing(fake):
     assert sum(1 for m, _ in fake.calls if m == "add_secret_version") == writes
 
 
-def test_from_config_builds_the_client_lazily(monkeypatch):
+def test_from_config_builds_the_client_lazily(mocker):
     from gptload.config import Config
 
-    created = []
-    monkeypatch.setattr(secretmanager, "SecretManagerServiceClient", lambda: created.append(1) or FakeSecretManager())
+    factory = mocker.patch.object(secretmanager, "SecretManagerServiceClient", return_value=FakeSecretManager())
     config = Config(auth_key="x" * 12, google_cloud_project="proj", secret_prefix="pfx", vault="secretmanager")
     vault = SecretManagerVault.from_config(config)
-    assert created == [1] and vault.kind == "secretmanager"
+    factory.assert_called_once_with()
+    assert vault.kind == "secretmanager"
     assert vault.secret_name("g", 2) == "projects/proj/secrets/pfx-g-keys-2"
