@@ -1,6 +1,8 @@
-"""The dispatcher inside the one function: a werkzeug ``Map`` (not a nested Flask app, which breaks streaming).
+"""The dispatcher inside the one function: one route table (path, methods, who may call, handler) compiled into a
+werkzeug ``Map`` (not a nested Flask app, which breaks streaming).
 
-``Router(services)(request) -> Response``. Every ``GptloadError`` becomes JSON here and nowhere else.
+``Router(services)(request) -> Response``. Every ``GptloadError`` becomes JSON here and nowhere else (through
+``web.responses``: Google's envelope on proxy routes, ours elsewhere).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 import mimetypes
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,17 @@ _ORIGIN = re.compile(r"(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:/[^\s;,'\"]*)
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 Handler = Callable[..., Any]
+# Who may call a route: anyone; admin (AUTH_KEY); the maintenance scheduler (AUTH_KEY or its OIDC token); proxy
+# (the proxy view authenticates proxy keys itself).
+PUBLIC, ADMIN, SCHEDULER, PROXY = "public", "admin", "scheduler", "proxy"
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    methods: tuple[str, ...]  # () = any method
+    auth: str
+    handler: Handler
 
 
 class Router:
@@ -62,74 +76,87 @@ class Router:
             self.console_policy = console_policy((UI_DIR / "config.js").read_text())
         except OSError:
             self.console_policy = console_policy("")
-        admin = services.admin
-        insights = services.insights
-        self._admin: dict[str, Handler] = {
-            "groups.list": lambda r: {"groups": admin.list_groups()},
-            "groups.create": lambda r: (admin.create_group(_json(r)), 201),
-            "groups.get": lambda r, name: admin.get_group(name),
-            "groups.update": lambda r, name: admin.update_group(name, _json(r)),
-            "groups.delete": lambda r, name: admin.delete_group(name),
-            "keys.add": lambda r, name: admin.add_keys(name, _json(r)),
-            "keys.list": lambda r, name: admin.list_keys(name, r.args.get("status") or None, *_page_args(r)),
-            "keys.delete": lambda r, name: admin.delete_keys(name, _json(r)),
-            "keys.restore": lambda r, name: admin.restore_keys(name, _json(r, default={})),
-            "settings.get": lambda r: admin.get_settings(),
-            "settings.put": lambda r: admin.put_settings(_json(r)),
-            "settings.schema": lambda r: {"schema": admin.get_settings()["schema"]},
-            "groups.copy": lambda r, name: (admin.copy_group(name, _json(r)), 201),
-            "groups.order": lambda r: admin.reorder(_json(r)),
-            "keys.export": lambda r, name: _attachment(
-                admin.export_keys(name, r.args.get("status", "all")), f"{name}-keys.txt", "text/plain"
-            ),
-            "keys.validate": lambda r, name: ({"task": services.validator.start(name, _json(r, default={}))}, 202),
-            "keys.clear_invalid": lambda r, name: admin.clear_invalid(name),
-            "keys.notes": lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
-            "tasks.get": lambda r, task_id: {"task": services.validator.task(task_id)},
-            "dashboard": lambda r: insights.dashboard(),
-            "stats.hourly": lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24, 1, 720)),
-            "stats.groups": lambda r: insights.group_totals(),
-            "logs.list": lambda r: insights.logs(parse_log_query(r.args), *_page_args(r)),
-            "logs.csv": lambda r: _attachment(
-                insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"
-            ),
-            "logs.get": lambda r, log_id: insights.log(log_id),
-        }
+        self.routes = self._route_table()
         self.map = Map(
-            [
-                Rule("/health", endpoint="health", methods=["GET", "HEAD"]),
-                Rule("/proxy/<group>/<path:path>", endpoint="proxy"),
-                Rule("/api/groups", endpoint="groups.list", methods=["GET"]),
-                Rule("/api/groups", endpoint="groups.create", methods=["POST"]),
-                Rule("/api/groups/<name>", endpoint="groups.get", methods=["GET"]),
-                Rule("/api/groups/<name>", endpoint="groups.update", methods=["PUT"]),
-                Rule("/api/groups/<name>", endpoint="groups.delete", methods=["DELETE"]),
-                Rule("/api/groups/<name>/keys", endpoint="keys.add", methods=["POST"]),
-                Rule("/api/groups/<name>/keys", endpoint="keys.list", methods=["GET"]),
-                Rule("/api/groups/<name>/keys", endpoint="keys.delete", methods=["DELETE"]),
-                Rule("/api/groups/<name>/keys/restore", endpoint="keys.restore", methods=["POST"]),
-                Rule("/api/groups/<name>/copy", endpoint="groups.copy", methods=["POST"]),
-                Rule("/api/groups-order", endpoint="groups.order", methods=["PUT"]),
-                Rule("/api/groups/<name>/keys/export", endpoint="keys.export", methods=["GET"]),
-                Rule("/api/groups/<name>/keys/validate", endpoint="keys.validate", methods=["POST"]),
-                Rule("/api/groups/<name>/keys/clear-invalid", endpoint="keys.clear_invalid", methods=["POST"]),
-                Rule("/api/groups/<name>/keys/<key_id>", endpoint="keys.notes", methods=["PUT"]),
-                Rule("/api/tasks/run", endpoint="maintenance", methods=["POST"]),
-                Rule("/api/tasks/<task_id>", endpoint="tasks.get", methods=["GET"]),
-                Rule("/api/dashboard", endpoint="dashboard", methods=["GET"]),
-                Rule("/api/stats/hourly", endpoint="stats.hourly", methods=["GET"]),
-                Rule("/api/stats/groups", endpoint="stats.groups", methods=["GET"]),
-                Rule("/api/logs", endpoint="logs.list", methods=["GET"]),
-                Rule("/api/logs/export.csv", endpoint="logs.csv", methods=["GET"]),
-                Rule("/api/logs/<log_id>", endpoint="logs.get", methods=["GET"]),
-                Rule("/api/settings/schema", endpoint="settings.schema", methods=["GET"]),
-                Rule("/api/settings", endpoint="settings.get", methods=["GET"]),
-                Rule("/api/settings", endpoint="settings.put", methods=["PUT"]),
-                Rule("/", endpoint="ui", methods=["GET", "HEAD"]),
-                Rule("/<path:asset>", endpoint="ui", methods=["GET", "HEAD"]),
-            ],
+            [Rule(r.path, endpoint=i, methods=list(r.methods) or None) for i, r in enumerate(self.routes)],
             strict_slashes=False,
         )
+
+    def _route_table(self) -> list[Route]:
+        """Every route in one place: path, methods, handler and who may call it. A handler returns a Response, or
+        a JSON-able value (optionally with a status) for ``json_response``."""
+        services, admin, insights = self.services, self.services.admin, self.services.insights
+        return [
+            Route("/health", ("GET", "HEAD"), PUBLIC, lambda r: self._health()),
+            Route("/proxy/<group>/<path:path>", (), PROXY, lambda r, group, path: proxy(services, r, group)),
+            Route("/api/groups", ("GET",), ADMIN, lambda r: {"groups": admin.list_groups()}),
+            Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
+            Route("/api/groups/<name>", ("GET",), ADMIN, lambda r, name: admin.get_group(name)),
+            Route("/api/groups/<name>", ("PUT",), ADMIN, lambda r, name: admin.update_group(name, _json(r))),
+            Route("/api/groups/<name>", ("DELETE",), ADMIN, lambda r, name: admin.delete_group(name)),
+            Route("/api/groups/<name>/keys", ("POST",), ADMIN, lambda r, name: admin.add_keys(name, _json(r))),
+            Route(
+                "/api/groups/<name>/keys",
+                ("GET",),
+                ADMIN,
+                lambda r, name: admin.list_keys(name, r.args.get("status") or None, *_page_args(r)),
+            ),
+            Route("/api/groups/<name>/keys", ("DELETE",), ADMIN, lambda r, name: admin.delete_keys(name, _json(r))),
+            Route(
+                "/api/groups/<name>/keys/restore",
+                ("POST",),
+                ADMIN,
+                lambda r, name: admin.restore_keys(name, _json(r, default={})),
+            ),
+            Route("/api/groups/<name>/copy", ("POST",), ADMIN, lambda r, name: (admin.copy_group(name, _json(r)), 201)),
+            Route("/api/groups-order", ("PUT",), ADMIN, lambda r: admin.reorder(_json(r))),
+            Route(
+                "/api/groups/<name>/keys/export",
+                ("GET",),
+                ADMIN,
+                lambda r, name: _attachment(
+                    admin.export_keys(name, r.args.get("status", "all")), f"{name}-keys.txt", "text/plain"
+                ),
+            ),
+            Route(
+                "/api/groups/<name>/keys/validate",
+                ("POST",),
+                ADMIN,
+                lambda r, name: ({"task": services.validator.start(name, _json(r, default={}))}, 202),
+            ),
+            Route("/api/groups/<name>/keys/clear-invalid", ("POST",), ADMIN, lambda r, name: admin.clear_invalid(name)),
+            Route(
+                "/api/groups/<name>/keys/<key_id>",
+                ("PUT",),
+                ADMIN,
+                lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
+            ),
+            Route("/api/tasks/run", ("POST",), SCHEDULER, lambda r: run_maintenance(services)),
+            Route(
+                "/api/tasks/<task_id>", ("GET",), ADMIN, lambda r, task_id: {"task": services.validator.task(task_id)}
+            ),
+            Route("/api/dashboard", ("GET",), ADMIN, lambda r: insights.dashboard()),
+            Route(
+                "/api/stats/hourly",
+                ("GET",),
+                ADMIN,
+                lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24, 1, 720)),
+            ),
+            Route("/api/stats/groups", ("GET",), ADMIN, lambda r: insights.group_totals()),
+            Route("/api/logs", ("GET",), ADMIN, lambda r: insights.logs(parse_log_query(r.args), *_page_args(r))),
+            Route(
+                "/api/logs/export.csv",
+                ("GET",),
+                ADMIN,
+                lambda r: _attachment(insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"),
+            ),
+            Route("/api/logs/<log_id>", ("GET",), ADMIN, lambda r, log_id: insights.log(log_id)),
+            Route("/api/settings/schema", ("GET",), ADMIN, lambda r: {"schema": admin.get_settings()["schema"]}),
+            Route("/api/settings", ("GET",), ADMIN, lambda r: admin.get_settings()),
+            Route("/api/settings", ("PUT",), ADMIN, lambda r: admin.put_settings(_json(r))),
+            Route("/", ("GET", "HEAD"), PUBLIC, lambda r: self._ui("index.html")),
+            Route("/<path:asset>", ("GET", "HEAD"), PUBLIC, lambda r, asset: self._ui(asset)),
+        ]
 
     def __call__(self, request: Request) -> Response:
         try:
@@ -137,30 +164,25 @@ class Router:
                 return self._cors(request, Response(status=204))
             adapter = self.map.bind_to_environ(request.environ)
             try:
-                endpoint, args = adapter.match()
+                index, args = adapter.match()
             except WzMethodNotAllowed:
                 raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}") from None
             except (WzNotFound, HTTPException):
                 raise RouteNotFound(f"no route for {request.path}") from None
-            if endpoint == "proxy":
-                return proxy(self.services, request, args["group"])
-            if endpoint == "health":
-                return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
-            if endpoint == "ui":
-                return self._ui(args.get("asset", "index.html"))
-            if endpoint == "maintenance":
+            route = self.routes[index]
+            if route.auth == ADMIN:
+                self.auth.check(request.headers.get("Authorization"))
+                if not all(_SEGMENT.fullmatch(value) for value in args.values()):
+                    raise RouteNotFound(f"no route for {request.path!r}")
+            elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
-                return json_response(run_maintenance(self.services))
-            self.auth.check(request.headers.get("Authorization"))
-            if not all(_SEGMENT.fullmatch(value) for value in args.values()):
-                raise RouteNotFound(f"no route for {request.path!r}")
-            result = self._admin[endpoint](request, **args)
-            if isinstance(result, Response):
-                return self._cors(request, result)
-            status = 200
-            if isinstance(result, tuple):
-                result, status = result
-            return self._cors(request, json_response(result, status))
+            result = route.handler(request, **args)
+            if not isinstance(result, Response):
+                status = 200
+                if isinstance(result, tuple):
+                    result, status = result
+                result = json_response(result, status)
+            return self._cors(request, result)
         except GptloadError as err:
             response = error_response(err, google=request.path.startswith("/proxy/"))
             if request.path.startswith("/proxy/") and "/upload/" in request.path:
@@ -169,6 +191,9 @@ class Router:
             return self._cors(request, response)
         except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
             return internal_error(exc, google=request.path.startswith("/proxy/"))
+
+    def _health(self) -> Response:
+        return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
 
     def _check_scheduler(self, request: Request) -> None:
         """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""
