@@ -73,7 +73,7 @@ def build_services(
         usage=usage,
         forwarder=forwarder,
         admin=Admin(store, vault, pool, usage),
-        insights=Insights(store, pool, usage),
+        insights=Insights(store, pool, usage, forwarder.breakers),
         validator=Validator(store, pool, session),
         session=session,
         started_at=time.time(),

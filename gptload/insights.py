@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from gptload.errors import NotFound, ValidationFailed
+from gptload.keypool.breaker import Breakers
 from gptload.models import KEY_STATUSES, LOG_FIELDS, LogQuery
 from gptload.pool import KeyPool
 from gptload.store.base import Store
@@ -25,10 +26,11 @@ _STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "t
 
 
 class Insights:
-    def __init__(self, store: Store, pool: KeyPool, usage: UsageBuffer) -> None:
+    def __init__(self, store: Store, pool: KeyPool, usage: UsageBuffer, breakers: Breakers | None = None) -> None:
         self._store = store
         self._pool = pool
         self._usage = usage
+        self._breakers = breakers
 
     def dashboard(self, now: float | None = None) -> dict[str, Any]:
         now = now or time.time()
@@ -54,6 +56,8 @@ class Insights:
                 "error_rate": round(current["error_rate"] - previous["error_rate"], 2),
                 "total_tokens": _pct(current["total_tokens"], previous["total_tokens"]),
             },
+            # this instance's breakers that hold requests back now (per instance: see docs/api.md, "Outages")
+            "breakers": self._breakers.open_circuits(time.monotonic()) if self._breakers is not None else [],
         }
 
     def hourly(self, group: str | None, hours: int, now: float | None = None) -> dict[str, Any]:

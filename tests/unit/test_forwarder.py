@@ -230,3 +230,15 @@ def test_usage_rows_for_refused_requests_have_no_key(rig, sqlite_store):
 def test_replace_keeps_incoming_request_frozen():
     req = request()
     assert replace(req, body=b"x").body == b"x" and req.body == BODY
+
+
+def test_the_dashboard_lists_open_breakers(rig, sqlite_store):
+    from gptload.insights import Insights
+
+    fwd, pool, _, _, _, usage = rig(n=2, handler=lambda req: reply(errors.overloaded()))
+    for _ in range(2):
+        fwd.forward(pool.view("g"), request())
+    insights = Insights(sqlite_store, pool, usage, fwd.breakers)
+    (row,) = insights.dashboard()["breakers"]
+    assert row["group"] == "g" and row["model"] == "gemini-2.5-pro" and row["state"] == "open"
+    assert "503" in row["last_failure"]
