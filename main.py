@@ -68,7 +68,12 @@ def _serve() -> None:
             config.vault,
         )
 
-    serve(app, config, post_worker_init=warm)
+    def write_usage() -> None:  # stopping: write buffered usage now, then every event as soon as it is added
+        router = module._router
+        if router is not None:
+            router.services.usage.drain()
+
+    serve(app, config, post_worker_init=warm, on_stop=write_usage)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Config:
     # python main.py's own server (on Cloud Run, Google's front end and Cloud Run's limits protect the function)
     request_header_timeout_seconds: float = 10.0
     request_body_timeout_seconds: float = 30.0
+    graceful_timeout_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -94,6 +95,7 @@ class Config:
             oidc_service_account=env.get("OIDC_SERVICE_ACCOUNT") or None,
             request_header_timeout_seconds=_float(env, "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),
             request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+            graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
         )
 
 

@@ -17,6 +17,10 @@ What it adds to a plain gthread server:
   ``{"error": {"code", "message"}}`` of every other gptload error.
 - Closing a connection after an error happens in the pool thread, not on gunicorn's main loop (whose graceful
   close lingers up to 2 s per connection, with nothing else served meanwhile).
+- A graceful stop that loses no usage (SIGTERM, see ``stop_schedule``): ``on_stop`` runs at once (the usage
+  buffer writes what it holds, then every event as it comes), requests still running near the graceful timeout
+  are cut so that their usage is recorded, and the worker writes a last time and exits before gunicorn's arbiter
+  would kill it.
 """
 
 from __future__ import annotations
@@ -183,14 +187,98 @@ def error_reply(exc: BaseException) -> tuple[int, str, str]:
     return 500, "INTERNAL", "internal error; see the server log"
 
 
+def stop_schedule(graceful: float) -> tuple[float, float]:
+    """(cut, last) in seconds after SIGTERM, for gunicorn's ``graceful_timeout`` (when its arbiter kills workers).
+
+    Until ``cut`` (5 s before the kill, at most half of it), running requests may end on their own. Then the
+    connections of those still running are cut: a streamed answer notices at its next chunk, and records its
+    usage (error "client closed the connection"). At ``last`` (2 s before the kill, at most a quarter of it) the
+    worker stops waiting, writes usage a last time and exits. A stream whose upstream sends nothing between
+    ``cut`` and the kill is the one thing still lost: only the forwarder could end it earlier.
+    """
+    return graceful - min(5.0, graceful / 2), graceful - min(2.0, graceful / 4)
+
+
 class GptloadWorker(ThreadWorker):
-    """gthread with read timeouts, JSON errors and closing in the pool thread. ``serve`` subclasses it with the
-    configured values."""
+    """gthread with read timeouts, JSON errors, closing in the pool thread and a graceful stop that loses no usage.
+    ``serve`` subclasses it with the configured values."""
 
     header_timeout = 10.0
     body_timeout = 30.0
     body_budget = 64 * 1024 * 1024 + 1024 * 1024  # bytes of one request body read at most (MAX_BODY_BYTES + slack)
+    graceful_timeout = 30  # the arbiter's: it kills the worker this long after its SIGTERM
+    on_stop: Callable[[], None] | None = None  # the process is stopping: write usage now, then as it comes
     _current = threading.local()  # the _Reader of the request a pool thread is serving
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._requests: set[Any] = set()  # connections a pool thread is serving (reading, answering, streaming)
+        self._requests_lock = threading.Lock()
+        self._stopping = False
+        self._quitting = False
+
+    def init_process(self) -> None:
+        # This process's copy of the configuration (we are past the fork): stop waiting for running requests
+        # before the arbiter's kill, to write usage a last time and exit on our own. Set as is: gunicorn's
+        # validator takes whole seconds only, its loop any number.
+        self.cfg.settings["graceful_timeout"].value = stop_schedule(self.graceful_timeout)[1]
+        super().init_process()
+
+    def run(self) -> None:
+        queue = getattr(self, "method_queue", None)
+        if queue is not None:
+            # gthread closes this pipe when its loop ends, but pool threads still serving a cut request write to
+            # it when they finish; its descriptor number, freed, could meanwhile be reused by a file we open (the
+            # SQLite database). It stays open until the process exits instead.
+            queue.close = lambda: None
+        try:
+            super().run()
+        finally:
+            self._notify_stop()  # the last write of usage
+            with self._requests_lock:
+                running = len(self._requests)
+            if running:
+                log.warning("exiting with %d requests still running (usage written if they end first)", running)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: gthread stops accepting and waits for running requests; see ``stop_schedule``."""
+        if not self._stopping:
+            self._stopping = True
+            threading.Thread(target=self._stop, name="gptload-stop", daemon=True).start()
+        super().handle_exit(sig, frame)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """SIGINT / SIGQUIT (Ctrl-C): a quick stop, but what is buffered is still written (bounded: this is a
+        signal handler, and the thread it interrupted may hold the buffer's lock)."""
+        if not self._quitting:
+            self._quitting = True
+            writer = threading.Thread(target=self._notify_stop, name="gptload-stop", daemon=True)
+            writer.start()
+            writer.join(5)
+        super().handle_quit(sig, frame)
+
+    def _stop(self) -> None:
+        started = time.monotonic()
+        self._notify_stop()
+        cut_at = started + stop_schedule(self.graceful_timeout)[0]
+        threading.Event().wait(max(0.0, cut_at - time.monotonic()))
+        with self._requests_lock:  # a connection in the set has not been handed back to gunicorn's loop yet
+            running = list(self._requests)
+            for conn in running:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if running:
+            log.warning("stopping: cut %d requests still running %.1f s after SIGTERM", len(running), cut_at - started)
+
+    def _notify_stop(self) -> None:
+        if self.on_stop is None:
+            return
+        try:
+            self.on_stop()
+        except Exception:
+            log.exception("writing usage while stopping failed")
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -209,10 +297,16 @@ class GptloadWorker(ThreadWorker):
         if reader is None:
             reader = conn.gptload_reader = self._guard(conn)
         reader.expect_headers()
-        keep = super().handle(conn)
-        if keep is False:
-            _linger_and_shut(conn.sock)
-        return keep
+        with self._requests_lock:
+            self._requests.add(conn)
+        try:
+            keep = super().handle(conn)
+            if keep is False:
+                _linger_and_shut(conn.sock)
+            return keep
+        finally:
+            with self._requests_lock:
+                self._requests.discard(conn)
 
     def _guard(self, conn: Any) -> _Reader:
         """Make the parser that ``conn.init()`` creates (in the pool thread, on the first request) read through
@@ -301,7 +395,7 @@ class _Application(BaseApplication):
         return self._app
 
 
-def gunicorn_options(config: Config) -> dict[str, Any]:
+def gunicorn_options(config: Config, on_stop: Callable[[], None] | None = None) -> dict[str, Any]:
     worker = type(
         "GptloadWorker",
         (GptloadWorker,),
@@ -309,6 +403,8 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
             "header_timeout": config.request_header_timeout_seconds,
             "body_timeout": config.request_body_timeout_seconds,
             "body_budget": config.max_body_bytes + 1024 * 1024,
+            "graceful_timeout": config.graceful_timeout_seconds,
+            "on_stop": None if on_stop is None else staticmethod(on_stop),
         },
     )
     return {
@@ -318,6 +414,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "threads": config.threads,
         "worker_connections": max(1000, 2 * config.threads),
         "timeout": 0,  # as functions-framework: no heartbeat kill (gthread's main loop never runs requests)
+        "graceful_timeout": config.graceful_timeout_seconds,
         "limit_request_line": LIMIT_REQUEST_LINE,
         "limit_request_fields": LIMIT_REQUEST_FIELDS,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
@@ -345,8 +442,16 @@ def answer_late_timeouts_in_json(app: Any) -> None:
     app.register_error_handler(500, server_error)
 
 
-def serve(app: Any, config: Config, *, post_worker_init: Callable[[Any], None]) -> None:
-    """Serve functions-framework's Flask ``app`` on ``config.host:config.port`` until stopped;
-    ``post_worker_init(worker)`` runs in the worker process after the fork (build services there, not before)."""
+def serve(
+    app: Any,
+    config: Config,
+    *,
+    post_worker_init: Callable[[Any], None],
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Serve functions-framework's Flask ``app`` on ``config.host:config.port`` until stopped.
+
+    ``post_worker_init(worker)`` runs in the worker process after the fork (build services there, not before);
+    ``on_stop()`` when the worker starts stopping and once more right before it exits (write usage)."""
     answer_late_timeouts_in_json(app)
-    _Application(app, {**gunicorn_options(config), "post_worker_init": post_worker_init}).run()
+    _Application(app, {**gunicorn_options(config, on_stop), "post_worker_init": post_worker_init}).run()

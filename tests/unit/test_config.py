@@ -12,6 +12,7 @@ def test_defaults():
     assert "admin-key-123" not in repr(c)
     assert c.threads == 128  # python main.py: room for slow clients while their read timeouts run
     assert (c.request_header_timeout_seconds, c.request_body_timeout_seconds) == (10.0, 30.0)
+    assert c.graceful_timeout_seconds == 30
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,10 @@ def test_defaults():
             "REQUEST_HEADER_TIMEOUT_SECONDS must be",
         ),
         ({"AUTH_KEY": "admin-key-123", "REQUEST_BODY_TIMEOUT_SECONDS": "x"}, "REQUEST_BODY_TIMEOUT_SECONDS must be"),
+        (
+            {"AUTH_KEY": "admin-key-123", "GRACEFUL_TIMEOUT_SECONDS": "2.5"},
+            "GRACEFUL_TIMEOUT_SECONDS must be an integer",
+        ),
         (
             {"AUTH_KEY": "admin-key-123", "STORE": "firestore", "GOOGLE_CLOUD_PROJECT": "p"},
             "ENCRYPTION_KEY is required",

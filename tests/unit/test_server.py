@@ -15,7 +15,7 @@ from gunicorn.http.errors import InvalidRequestLine, LimitRequestHeaders, LimitR
 
 from gptload.config import Config
 from gptload.errors import RequestTimeout
-from gptload.server import GptloadWorker, _Input, _Reader, error_reply, gunicorn_options
+from gptload.server import GptloadWorker, _Input, _Reader, error_reply, gunicorn_options, stop_schedule
 
 
 @pytest.fixture
@@ -157,3 +157,21 @@ def test_gunicorn_options_come_from_the_config():
     worker = options["worker_class"]
     assert issubclass(worker, GptloadWorker)
     assert (worker.header_timeout, worker.body_timeout, worker.body_budget) == (3.0, 4.0, 2048 + 1024 * 1024)
+
+
+@pytest.mark.parametrize("graceful, cut, last", [(30, 25.0, 28.0), (3, 1.5, 2.25), (1, 0.5, 0.75)])
+def test_stop_schedule_cuts_then_writes_before_gunicorns_kill(graceful, cut, last):
+    assert stop_schedule(graceful) == (cut, last)
+    assert cut < last < graceful
+
+
+def test_the_graceful_timeout_reaches_the_arbiter_and_the_worker():
+    config = Config.from_env({"AUTH_KEY": "admin-key-123", "GRACEFUL_TIMEOUT_SECONDS": "12"})
+
+    def on_stop() -> None:
+        pass
+
+    options = gunicorn_options(config, on_stop)
+    assert options["graceful_timeout"] == 12  # the arbiter's, a whole number as gunicorn requires
+    worker = options["worker_class"]
+    assert worker.graceful_timeout == 12 and worker.on_stop is on_stop  # not bound to the worker
