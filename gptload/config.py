@@ -44,6 +44,7 @@ class Config:
     request_header_timeout_seconds: float = 10.0
     request_body_timeout_seconds: float = 30.0
     graceful_timeout_seconds: int = 30
+    trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For / -Proto are believed (Cloud Run: 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -96,6 +97,7 @@ class Config:
             request_header_timeout_seconds=_float(env, "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),
             request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
         )
 
 

@@ -415,6 +415,7 @@ def gunicorn_options(config: Config, on_stop: Callable[[], None] | None = None) 
         "worker_connections": max(1000, 2 * config.threads),
         "timeout": 0,  # as functions-framework: no heartbeat kill (gthread's main loop never runs requests)
         "graceful_timeout": config.graceful_timeout_seconds,
+        "forwarded_allow_ips": "",  # X-Forwarded-* are believed per TRUSTED_PROXY_HOPS only, not by gunicorn
         "limit_request_line": LIMIT_REQUEST_LINE,
         "limit_request_fields": LIMIT_REQUEST_FIELDS,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,

@@ -13,6 +13,7 @@ def test_defaults():
     assert c.threads == 128  # python main.py: room for slow clients while their read timeouts run
     assert (c.request_header_timeout_seconds, c.request_body_timeout_seconds) == (10.0, 30.0)
     assert c.graceful_timeout_seconds == 30
+    assert c.trusted_proxy_hops == 0  # X-Forwarded-* believed from nobody unless configured
 
 
 @pytest.mark.parametrize(
