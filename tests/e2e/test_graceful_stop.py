@@ -123,7 +123,7 @@ def test_sigterm_writes_buffered_usage_at_once_and_each_stream_as_it_ends(tmp_pa
 
 
 def test_streams_still_running_at_the_graceful_timeout_are_cut_and_still_written(tmp_path, fake):
-    graceful = 3
+    graceful = 6  # cut 3 s after SIGTERM, last write at 4.5 s: streams chunking every 0.25 s have 1.5 s to end
     srv = start_server(tmp_path, {"USAGE_FLUSH_SECONDS": "3600", "GRACEFUL_TIMEOUT_SECONDS": str(graceful)})
     streams: list[socket.socket] = []
     try:
