@@ -1,8 +1,9 @@
 """Entry point.
 
 - Cloud Run functions / Cloud Run: functions-framework serves ``handler(request)`` (``--target handler``).
-- Laptop: ``python main.py`` serves the same handler with the same server (gunicorn gthread through
-  functions-framework), on the embedded SQLite store, on ``PORT`` (default 8080).
+- Laptop: ``python main.py`` serves the same handler, through functions-framework's app, with gunicorn gthread
+  (``gptload.server``: read timeouts, request limits, JSON errors), on the embedded SQLite store, on ``PORT``
+  (default 8080).
 
 Services are built once per process, on first use (or right after the worker starts, locally), never at import.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
 
@@ -51,9 +51,9 @@ def _serve() -> None:
         print(f"gptload: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("THREADS", str(config.threads))
     from functions_framework import create_app
-    from functions_framework._http import create_server
+
+    from gptload.server import serve
 
     app = create_app("handler", __file__)
     module = sys.modules["main"]
@@ -68,7 +68,12 @@ def _serve() -> None:
             config.vault,
         )
 
-    create_server(app, False, post_worker_init=warm).run(config.host, config.port)
+    def write_usage() -> None:  # stopping: write buffered usage now, then every event as soon as it is added
+        router = module._router
+        if router is not None:
+            router.services.usage.drain()
+
+    serve(app, config, post_worker_init=warm, on_stop=write_usage)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,18 @@ class Config:
     secret_prefix: str = "gptload"
     state_refresh_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024 * 1024
-    threads: int = 8
+    threads: int = 128
     allowed_origins: tuple[str, ...] = ()
     maintenance_interval_seconds: float = 60.0
     usage_flush_seconds: float = 5.0
     usage_buffer_max: int = 50_000
     oidc_audience: str | None = None
     oidc_service_account: str | None = None
+    # python main.py's own server (on Cloud Run, Google's front end and Cloud Run's limits protect the function)
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 30.0
+    graceful_timeout_seconds: int = 30
+    trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For / -Proto are believed (Cloud Run: 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -82,13 +87,17 @@ class Config:
             secret_prefix=env.get("SECRET_PREFIX", "gptload"),
             state_refresh_seconds=_float(env, "STATE_REFRESH_SECONDS", 5.0, 0.0, 300.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024, 2**31),
-            threads=_int(env, "THREADS", 8, 1, 1000),
+            threads=_int(env, "THREADS", 128, 1, 1000),
             allowed_origins=origins,
             maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
             usage_flush_seconds=_float(env, "USAGE_FLUSH_SECONDS", 5.0, 0.1, 3600.0),
             usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000, 100, 10_000_000),
             oidc_audience=env.get("OIDC_AUDIENCE") or None,
             oidc_service_account=env.get("OIDC_SERVICE_ACCOUNT") or None,
+            request_header_timeout_seconds=_float(env, "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),
+            request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+            graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
         )
 
 

@@ -7,7 +7,8 @@
     ├── BadRequest                    400 BAD_REQUEST
     │   ├── InvalidJson               400 INVALID_JSON
     │   ├── ValidationFailed          400 VALIDATION_FAILED
-    │   └── BodyTooLarge              413 BODY_TOO_LARGE
+    │   ├── BodyTooLarge              413 BODY_TOO_LARGE
+    │   └── RequestTimeout            408 REQUEST_TIMEOUT
     ├── Unauthorized                  401 UNAUTHORIZED
     │   └── InvalidProxyKey           401 INVALID_PROXY_KEY
     ├── NotFound                      404 NOT_FOUND
@@ -73,6 +74,13 @@ class ValidationFailed(BadRequest):
 class BodyTooLarge(BadRequest):
     status = 413
     code = "BODY_TOO_LARGE"
+
+
+class RequestTimeout(BadRequest):
+    """The client did not send its request (headers, or the next piece of its body) within the read timeout."""
+
+    status = 408
+    code = "REQUEST_TIMEOUT"
 
 
 class Unauthorized(GptloadError):

@@ -8,6 +8,9 @@ synchronously. When the store is
 unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
 After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
 still try), so an unreachable store costs one timed-out attempt per interval, not one per request.
+
+When the process is stopping, ``drain()`` writes what is buffered at once and switches to writing every event as
+soon as it is added, so that requests ending during the graceful period are not left in memory at exit.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class UsageBuffer:
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         self._quiet_until = float("-inf")
+        self._draining = False
         self.dropped = 0
         # A batch whose write failed is retried alone and unchanged, so that a store which applies batches
         # exactly once (see Store.record_usage) can recognise it.
@@ -68,6 +72,8 @@ class UsageBuffer:
         return len(self._events) + len(self._failed)
 
     def due(self) -> bool:
+        if self._draining:
+            return bool(self._events or self._failed)
         if self._clock() < self._quiet_until:
             return False
         return (
@@ -77,8 +83,9 @@ class UsageBuffer:
         )
 
     def maybe_flush(self) -> None:
-        """Called from request tails: flush if due and nobody else is flushing. Never raises, never waits."""
-        if not self.due() or self._flushing.locked():
+        """Called from request tails: flush if due and nobody else is flushing (while draining, the flusher goes
+        round once more after the running flush). Never raises, never waits."""
+        if not self.due() or (self._flushing.locked() and not self._draining):
             return
         if not self._background:
             self.flush(blocking=False)
@@ -94,7 +101,15 @@ class UsageBuffer:
         while True:
             self._wake.wait()
             self._wake.clear()
-            self.flush(blocking=False)
+            self.flush(blocking=self._draining)
+
+    def drain(self) -> int:
+        """The process is stopping: write what is buffered now, and from now on every event as soon as it is
+        added (ignoring the flush interval and the quiet period after a failure). Returns how many were written;
+        safe to call more than once."""
+        self._draining = True
+        self._quiet_until = float("-inf")
+        return self.flush()
 
     def flush(self, *, blocking: bool = True) -> int:
         """Write buffered events (first a previously failed batch, alone); return how many were written

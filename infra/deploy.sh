@@ -220,6 +220,7 @@ ENV_VARS="^|^STORE=firestore|VAULT=secretmanager|GOOGLE_CLOUD_PROJECT=${PROJECT}
 ENV_VARS+="|SECRET_PREFIX=${SECRET_PREFIX}|THREADS=${CONCURRENCY}|STATE_REFRESH_SECONDS=${STATE_REFRESH_SECONDS}"
 ENV_VARS+="|ALLOWED_ORIGINS=${ALLOWED_ORIGINS}|OIDC_AUDIENCE=${MAINTENANCE_AUDIENCE}"
 ENV_VARS+="|OIDC_SERVICE_ACCOUNT=${SCHED_SA}|LOG_LEVEL=${LOG_LEVEL}"
+ENV_VARS+="|TRUSTED_PROXY_HOPS=1"  # Google's front end: the one proxy whose X-Forwarded-For entry is believed
 run gcloud functions deploy "$NAME" --gen2 --region="$REGION" "${G[@]}" \
   --runtime=python312 --entry-point=handler --source=. --trigger-http --allow-unauthenticated \
   --service-account="$RUN_SA" --build-service-account="projects/${PROJECT}/serviceAccounts/${BUILD_SA}" \

@@ -13,6 +13,7 @@ from gptload.errors import BodyTooLarge, GroupNotFound, InvalidProxyKey
 from gptload.proxy import rewrite
 from gptload.proxy.forwarder import IncomingRequest, ProxyResponse, rejection_event
 from gptload.store.base import UPLOAD
+from gptload.web import forwarded
 
 _PROXY_PREFIX = "/proxy/"
 _BAD_KEY = "missing or unknown proxy key for this group"
@@ -43,9 +44,9 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         query=query,
         headers=headers,
         body=b"",
-        public_base=_public_base(request),
+        public_base=_public_base(request, services.config.trusted_proxy_hops),
         content_type=request.headers.get("Content-Type", ""),
-        source_ip=(request.headers.get("X-Forwarded-For") or request.remote_addr or "").split(",")[0].strip(),
+        source_ip=forwarded.client_ip(request, services.config.trusted_proxy_hops),
         user_agent=request.headers.get("User-Agent", ""),
     )
     if upload is None and not pool.authorize(view, presented):
@@ -85,10 +86,9 @@ def _read_body(request: Request, limit: int) -> bytes:
     return data
 
 
-def _public_base(request: Request) -> str:
-    proto = (request.headers.get("X-Forwarded-Proto") or request.scheme).split(",")[0].strip()
-    host = (request.headers.get("X-Forwarded-Host") or request.host).split(",")[0].strip()
-    return f"{proto}://{host}"
+def _public_base(request: Request, trusted_proxy_hops: int) -> str:
+    """http(s)://host[:port] the client used; X-Forwarded-* believed only from trusted hops (web/forwarded.py)."""
+    return forwarded.public_base(request, trusted_proxy_hops)
 
 
 def _to_response(answer: ProxyResponse) -> Response:

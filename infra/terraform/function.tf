@@ -72,7 +72,10 @@ resource "google_cloudfunctions2_function" "gptload" {
 
     # Exactly the settings gptload/config.py reads that this deployment needs (tests/infra checks both ways).
     # Not set: PORT (Cloud Run sets it), HOST/DATA_DIR/MAINTENANCE_INTERVAL_SECONDS (embedded mode only),
-    # ENCRYPTION_KEY (only for VAULT=store), MAX_BODY_BYTES (default; Cloud Run caps bodies at 32 MiB anyway).
+    # REQUEST_*_TIMEOUT_SECONDS/GRACEFUL_TIMEOUT_SECONDS (python main.py's own server only), ENCRYPTION_KEY (only
+    # for VAULT=store), MAX_BODY_BYTES (default; Cloud Run caps bodies at 32 MiB anyway).
+    # TRUSTED_PROXY_HOPS = 1: Google's front end appends the client's address to X-Forwarded-For and sets
+    # X-Forwarded-Proto; what a client wrote there itself is not believed.
     environment_variables = {
       STORE                 = "firestore"
       VAULT                 = "secretmanager"
@@ -85,6 +88,7 @@ resource "google_cloudfunctions2_function" "gptload" {
       OIDC_AUDIENCE         = local.maintenance_audience
       OIDC_SERVICE_ACCOUNT  = google_service_account.scheduler.email
       LOG_LEVEL             = var.log_level
+      TRUSTED_PROXY_HOPS    = "1"
     }
 
     secret_environment_variables {

@@ -114,7 +114,11 @@ def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path |
             "LOG_LEVEL": "INFO",
         }
     )
-    env.update(extra_env or {})
+    for name, value in (extra_env or {}).items():  # None removes a variable (the server's default applies)
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log_path, env)

@@ -20,7 +20,8 @@ PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 
 # Settings a serverless deployment (STORE=firestore, VAULT=secretmanager, Cloud Scheduler) must set. Everything
 # else config.py reads keeps its default there (PORT is Cloud Run's, HOST/DATA_DIR/MAINTENANCE_INTERVAL_SECONDS
-# are embedded-mode only, ENCRYPTION_KEY belongs to VAULT=store).
+# are embedded-mode only, as are REQUEST_*_TIMEOUT_SECONDS and GRACEFUL_TIMEOUT_SECONDS (python main.py's own
+# server), ENCRYPTION_KEY belongs to VAULT=store). TRUSTED_PROXY_HOPS=1: Google's front end is the one hop.
 REQUIRED_ENV = {
     "STORE",
     "VAULT",
@@ -32,11 +33,12 @@ REQUIRED_ENV = {
     "ALLOWED_ORIGINS",
     "OIDC_AUDIENCE",
     "OIDC_SERVICE_ACCOUNT",
+    "TRUSTED_PROXY_HOPS",
 }
 REQUIRED_SECRET_ENV = {"AUTH_KEY"}
 NEVER_PLAIN = {"AUTH_KEY", "ENCRYPTION_KEY"}  # secrets: never in plain environment variables
 NEVER_SET = {"PORT", "ENCRYPTION_KEY", "DATA_DIR"}  # PORT is reserved by Cloud Run; the others are other modes'
-EXPECTED_VALUES = {"STORE": "firestore", "VAULT": "secretmanager"}
+EXPECTED_VALUES = {"STORE": "firestore", "VAULT": "secretmanager", "TRUSTED_PROXY_HOPS": "1"}
 
 # Secret Manager client method -> the permission it needs (gptload/vault/secret_manager_vault.py calls them).
 SECRET_MANAGER_PERMISSIONS = {

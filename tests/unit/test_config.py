@@ -10,6 +10,10 @@ def test_defaults():
     c = Config.from_env({"AUTH_KEY": "admin-key-123"})
     assert (c.port, c.store, c.vault, c.data_dir, c.host) == (8080, "sqlite", "store", "./data", "127.0.0.1")
     assert "admin-key-123" not in repr(c)
+    assert c.threads == 128  # python main.py: room for slow clients while their read timeouts run
+    assert (c.request_header_timeout_seconds, c.request_body_timeout_seconds) == (10.0, 30.0)
+    assert c.graceful_timeout_seconds == 30
+    assert c.trusted_proxy_hops == 0  # X-Forwarded-* believed from nobody unless configured
 
 
 @pytest.mark.parametrize(
@@ -23,6 +27,15 @@ def test_defaults():
         ({"AUTH_KEY": "admin-key-123", "PORT": "http"}, "PORT must be an integer"),
         ({"AUTH_KEY": "admin-key-123", "PORT": "70000"}, "PORT must be between"),
         ({"AUTH_KEY": "admin-key-123", "STORE": "firestore"}, "GOOGLE_CLOUD_PROJECT is required"),
+        (
+            {"AUTH_KEY": "admin-key-123", "REQUEST_HEADER_TIMEOUT_SECONDS": "0"},
+            "REQUEST_HEADER_TIMEOUT_SECONDS must be",
+        ),
+        ({"AUTH_KEY": "admin-key-123", "REQUEST_BODY_TIMEOUT_SECONDS": "x"}, "REQUEST_BODY_TIMEOUT_SECONDS must be"),
+        (
+            {"AUTH_KEY": "admin-key-123", "GRACEFUL_TIMEOUT_SECONDS": "2.5"},
+            "GRACEFUL_TIMEOUT_SECONDS must be an integer",
+        ),
         (
             {"AUTH_KEY": "admin-key-123", "STORE": "firestore", "GOOGLE_CLOUD_PROJECT": "p"},
             "ENCRYPTION_KEY is required",

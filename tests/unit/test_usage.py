@@ -130,3 +130,57 @@ def test_background_flushes_reuse_one_thread():
             time.sleep(0.001)
     assert sum(len(b) for b in store.batches) == 20
     assert flushers() == before + 1
+
+
+def test_drain_writes_what_is_buffered_at_once_and_then_every_event_as_it_comes():
+    """Stopping (SIGTERM): the buffer is written now, not at the next interval, and each request tail from then on
+    flushes its own event, so that requests ending during the graceful period lose nothing."""
+    now = [0.0]
+    store = Store()
+    buf = UsageBuffer(store, flush_size=500, flush_seconds=3600, background=False, clock=lambda: now[0])
+    buf.add(ev(1))
+    buf.add(ev(2))
+    buf.maybe_flush()
+    assert store.batches == []  # not due yet
+    assert buf.drain() == 2
+    assert [len(b) for b in store.batches] == [2]
+    buf.add(ev(3))
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [2, 1] and len(buf) == 0
+
+
+def test_draining_ignores_the_quiet_period_after_a_failed_flush():
+    store = Store()
+    buf = UsageBuffer(store, flush_size=500, flush_seconds=3600, background=False)
+    buf.add(ev(1))
+    store.fail = StoreUnavailable("down")
+    assert buf.flush() == 0  # request tails now leave the store alone for retry_seconds
+    store.fail = None
+    assert buf.drain() == 1 and len(buf) == 0
+
+
+def test_while_draining_an_event_added_during_a_running_flush_is_written_after_it():
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowStore(Store):
+        def record_usage(self, events):
+            entered.set()
+            release.wait(5)
+            super().record_usage(events)
+
+    store = SlowStore()
+    buf = UsageBuffer(store, flush_size=500, flush_seconds=3600)
+    buf.drain()  # nothing buffered yet: writes nothing
+    buf.add(ev(1))
+    buf.maybe_flush()
+    assert entered.wait(5)
+    buf.add(ev(2))
+    buf.maybe_flush()  # a flush is running: while draining, the flusher goes round once more afterwards
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(buf) and time.monotonic() < deadline:
+        release.wait(0.01)
+    assert sum(len(b) for b in store.batches) == 2 and len(buf) == 0
