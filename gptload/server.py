@@ -282,9 +282,9 @@ class GptloadWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        app = self.wsgi
+        app: Callable[..., Any] = self.wsgi
 
-        def guarded(environ: dict, start_response: Callable[..., Any]) -> Any:
+        def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             reader = getattr(self._current, "reader", None)
             if reader is not None:
                 environ["wsgi.input"] = _Input(environ["wsgi.input"], reader, self.body_budget)
