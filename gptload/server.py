@@ -282,7 +282,7 @@ class GptloadWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        app: Callable[..., Any] = self.wsgi
+        app: Callable[..., Any] = getattr(self, "wsgi")  # noqa: B009 - set by gunicorn's untyped base class
 
         def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             reader = getattr(self._current, "reader", None)
