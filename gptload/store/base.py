@@ -23,12 +23,15 @@ Contract shared by every adapter (checked by ``tests/contract``):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy
 from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
+
+T = TypeVar("T")
 
 RESOURCE = "resource"
 UPLOAD = "upload"
@@ -52,6 +55,12 @@ def batch_key(events: list[UsageEvent]) -> str:
     for e in sorted(events, key=lambda e: (e.id, e.at, e.key_id)):
         digest.update(repr((e.id, e.group, e.key_id, e.at, e.attempt)).encode())
     return digest.hexdigest()[:32]
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of ``items``, each of at most ``size`` (SQL parameter lists, batched writes)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class Store(Protocol):

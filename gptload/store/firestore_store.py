@@ -38,7 +38,8 @@ from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
 from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
 from gptload.settings import Settings
-from gptload.store.base import Binding, batch_key
+from gptload.store.base import Binding, batch_key, chunks
+from gptload.store.rollup import STAT_FIELDS, rollup
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +56,6 @@ PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL poli
 MINUTE_STATS_TTL = 86400.0  # stats_minute buckets serve requests_since (requests per minute) only
 TASK_TTL = 30 * 86400.0  # task documents (maintenance markers, validation jobs)
 DAY = 86400.0
-_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
 _LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
 
 # -- what the deployment must provision (imported by infra code and its tests) ---------------------------------
@@ -392,7 +392,7 @@ class FirestoreStore:
                 raise GroupNotFound(f"no group named {group!r}")
             return []
         added: list[str] = []
-        for chunk in _chunks(todo, TX_CHUNK):
+        for chunk in chunks(todo, TX_CHUNK):
 
             def create_missing(tx: Any, chunk: list[KeyRecord] = chunk) -> list[str]:
                 refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
@@ -421,7 +421,7 @@ class FirestoreStore:
             return 0
         self._forget_handoff(group)
         deleted = 0
-        for chunk in _chunks(ids, TX_CHUNK):
+        for chunk in chunks(ids, TX_CHUNK):
 
             def remove(tx: Any, chunk: list[str] = chunk) -> int:
                 refs = [self._keys(group).document(i) for i in chunk]
@@ -476,7 +476,7 @@ class FirestoreStore:
                 ids = [s.id for s in query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
         ids = list(dict.fromkeys(ids))
         changed = 0
-        for chunk in _chunks(ids, TX_CHUNK):
+        for chunk in chunks(ids, TX_CHUNK):
 
             def restore(tx: Any, chunk: list[str] = chunk) -> int:
                 refs = [self._keys(group).document(i) for i in chunk]
@@ -509,46 +509,32 @@ class FirestoreStore:
         """
         if not events:
             return
-        keys: dict[str, dict[str, list[float]]] = {}
-        hours: dict[tuple[str, float], list[int]] = {}
-        minutes: dict[tuple[str, float], int] = {}
-        for e in events:
-            if e.key_id:  # requests refused before any upstream call have no key (and "" is no Firestore field)
-                k = keys.setdefault(e.group, {}).setdefault(e.key_id, [0, 0, 0.0, 0])
-                k[0] += 1
-                k[1] += 0 if e.success else 1
-                k[2] = max(k[2], e.at)
-                k[3] += e.total_tokens
-            if e.final:
-                h = hours.setdefault((e.group, e.at - e.at % 3600), [0, 0, 0, 0, 0])
-                for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):
-                    h[i] += v
-                slot = (e.group, e.at - e.at % 60)
-                minutes[slot] = minutes.get(slot, 0) + 1
+        usage = rollup(events)
         inc = self._fs.Increment
-        writes: list[tuple[Any, dict[str, Any]]] = []
-        for g, per_key in keys.items():
-            counters = {
-                kid: {"n": inc(int(n)), "f": inc(int(f)), "at": self._fs.Maximum(float(at)), "tok": inc(int(t))}
-                for kid, (n, f, at, t) in per_key.items()
+        per_group: dict[str, dict[str, Any]] = {}
+        for (g, kid), u in usage.keys.items():  # no empty key ids here ("" is no Firestore field)
+            per_group.setdefault(g, {})[kid] = {
+                "n": inc(int(u.requests)),
+                "f": inc(int(u.failures)),
+                "at": self._fs.Maximum(float(u.last_used_at)),
+                "tok": inc(int(u.tokens)),
             }
-            writes.append((self._usage_ref(g), {"k": counters}))
-        for (g, hour), values in hours.items():
+        writes: list[tuple[Any, dict[str, Any]]] = [(self._usage_ref(g), {"k": c}) for g, c in per_group.items()]
+        for (g, hour), stats in usage.hours.items():
             doc: dict[str, Any] = {"group": g, "hour": hour}
-            doc.update({f: inc(int(v)) for f, v in zip(_STAT_FIELDS, values, strict=True)})
+            doc.update({f: inc(int(v)) for f, v in zip(STAT_FIELDS, stats.values(), strict=True)})
             writes.append((self._client.collection("stats_hourly").document(f"{_id(g)}:{int(hour)}"), doc))
-        for (g, minute), n in minutes.items():
+        for (g, minute), n in usage.minutes.items():
             doc = {"group": g, "minute": minute, "requests": inc(n), "expires_at": _ts(minute + MINUTE_STATS_TTL)}
             writes.append((self._client.collection("stats_minute").document(f"{_id(g)}:{int(minute)}"), doc))
         expiry = self._retention_days * DAY
-        for e in events:
-            if e.logged:
-                log_id = e.id or secrets.token_hex(8)
-                row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": _ts(e.at + expiry)}
-                writes.append((self._logs().document(log_id), row))
+        for e in usage.logged:
+            log_id = e.id or secrets.token_hex(8)
+            row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": _ts(e.at + expiry)}
+            writes.append((self._logs().document(log_id), row))
         key = batch_key(events)
         markers = self._client.collection("usage_batches")
-        for n, chunk in enumerate(_chunks(writes, BATCH_LIMIT - 1)):
+        for n, chunk in enumerate(chunks(writes, BATCH_LIMIT - 1)):
             batch = self._client.batch()
             batch.create(markers.document(f"{key}-{n}"), {"expires_at": _ts(time.time() + DAY)})
             for ref, fields in chunk:
@@ -650,16 +636,16 @@ class FirestoreStore:
         """One query (1 read per (group, hour) bucket), summed over groups here, oldest first."""
         buckets: dict[float, dict[str, int]] = {}
         for d in self._hourly_docs(group, since):
-            b = buckets.setdefault(float(d["hour"]), dict.fromkeys(_STAT_FIELDS, 0))
-            for f in _STAT_FIELDS:
+            b = buckets.setdefault(float(d["hour"]), dict.fromkeys(STAT_FIELDS, 0))
+            for f in STAT_FIELDS:
                 b[f] += int(d.get(f) or 0)
         return [{"hour": hour, **buckets[hour]} for hour in sorted(buckets)]
 
     def group_totals(self, since: float) -> dict[str, dict[str, int]]:
         totals: dict[str, dict[str, int]] = {}
         for d in self._hourly_docs(None, since):
-            t = totals.setdefault(d["group"], dict.fromkeys(_STAT_FIELDS, 0))
-            for f in _STAT_FIELDS:
+            t = totals.setdefault(d["group"], dict.fromkeys(STAT_FIELDS, 0))
+            for f in STAT_FIELDS:
                 t[f] += int(d.get(f) or 0)
         return totals
 
@@ -847,8 +833,3 @@ def _already_applied(exc: BaseException, api: Any) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text[:200]
-
-
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
