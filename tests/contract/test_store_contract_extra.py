@@ -127,7 +127,7 @@ def test_binding_overwrite_and_group_delete_removes_bindings(store):
 @pytest.mark.firestore
 def test_unreachable_firestore_fails_fast_with_store_unavailable(monkeypatch):
     require(bool(os.environ.get("FIRESTORE_EMULATOR_HOST")), "FIRESTORE_EMULATOR_HOST is not set")
-    from gptload.store.firestore_store import FirestoreStore
+    from gptload.store.firestore import FirestoreStore
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens on the discard port
     store = FirestoreStore(project="gptload-test")

@@ -93,7 +93,7 @@ def vault_permissions() -> set[str]:
 
 
 def store_indexes() -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
-    from gptload.store.firestore_store import FIRESTORE_INDEXES
+    from gptload.store.firestore.schema import FIRESTORE_INDEXES
 
     return {
         (
@@ -106,7 +106,7 @@ def store_indexes() -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
 
 
 def store_ttl_fields() -> set[tuple[str, str]]:
-    from gptload.store.firestore_store import FIRESTORE_TTL_FIELDS
+    from gptload.store.firestore.schema import FIRESTORE_TTL_FIELDS
 
     return {(c, f) for c, f in FIRESTORE_TTL_FIELDS}
 
