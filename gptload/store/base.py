@@ -172,3 +172,11 @@ class Store(Protocol):
     def get_binding(self, kind: str, name: str, now: float) -> Binding | None:
         """The live binding, or None when absent or expired."""
         ...
+
+    # -- upkeep ---------------------------------------------------------------------------------------------
+    def purge_expired(self, now: float) -> int:
+        """Delete what has outlived its use at ``now``: bindings expired at or before ``now``, and names of usage
+        batches recorded more than a day ago (``record_usage`` recognises a retried batch within a day); return
+        the number of bindings deleted. Run by the maintenance task. A store whose TTL policies delete these
+        documents may do nothing and return 0: no reader depends on it (``get_binding`` checks expiry itself)."""
+        ...

@@ -543,7 +543,7 @@ class SqliteStore:
         return Binding(*rows[0]) if rows else None
 
     def purge_expired(self, now: float) -> int:
-        """Delete expired bindings (SQLite has no TTL); run by the maintenance task."""
+        """Delete expired bindings and usage batch names older than a day (SQLite has no TTL)."""
         with self._write() as conn:
             conn.execute("DELETE FROM usage_batches WHERE at <= ?", (now - 86400,))
             return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount

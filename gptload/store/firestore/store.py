@@ -610,3 +610,9 @@ class FirestoreStore(FirestoreConnection):
         if expires_at <= now:
             return None
         return Binding(d["kind"], d["name"], d["group"], d["key_id"], d["target"], expires_at)
+
+    # -- upkeep ---------------------------------------------------------------------------------------------
+    def purge_expired(self, now: float) -> int:
+        """Nothing to do, and nothing billed: the TTL policies on ``bindings.expires_at`` and
+        ``usage_batches.expires_at`` delete expired documents, and ``get_binding`` checks expiry itself."""
+        return 0
