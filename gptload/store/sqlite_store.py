@@ -216,10 +216,6 @@ class SqliteStore:
             self._all.clear()
         self._local = threading.local()
 
-    @property
-    def schema_version(self) -> int:
-        return int(self._read("PRAGMA user_version")[0][0])
-
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
         rows = self._read("SELECT k, v FROM meta WHERE k LIKE 'marker:%'")
