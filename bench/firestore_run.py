@@ -172,9 +172,8 @@ def firestore_env(logdir: Path):
         raise FirestoreUnavailable("gcloud is not installed (the Firestore emulator comes with the Google Cloud CLI)")
     if not shutil.which("java"):
         raise FirestoreUnavailable("java is not installed (the Firestore emulator needs Java 11+)")
-    store_dir = ROOT / "gptload" / "store"
-    if not any(store_dir.glob("firestore*.py")):
-        raise FirestoreUnavailable("the proxy has no Firestore store yet (gptload/store/firestore*.py)")
+    if not (ROOT / "gptload" / "store" / "firestore" / "store.py").exists():
+        raise FirestoreUnavailable("the proxy has no Firestore store yet (gptload/store/firestore/store.py)")
     try:
         import grpc  # noqa: F401
         from google.cloud.firestore_v1.types import firestore  # noqa: F401

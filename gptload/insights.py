@@ -16,13 +16,13 @@ from gptload.keypool.breaker import Breakers
 from gptload.models import KEY_STATUSES, LOG_FIELDS, LogQuery
 from gptload.pool import KeyPool
 from gptload.store.base import Store
+from gptload.store.rollup import STAT_FIELDS, hour_of
 from gptload.usage import UsageBuffer
 
 HOUR = 3600.0
 DAY = 24 * HOUR
 CSV_LIMIT = 100_000
 MAX_EPOCH = 1e11  # log filters: epoch seconds, year 5138 at most
-_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
 
 
 class Insights:
@@ -41,7 +41,7 @@ class Insights:
             for key in view.keys:
                 keys[key.state.display_status(now)] += 1
         keys["total"] = sum(keys.values())
-        this_hour = _hour(now)
+        this_hour = hour_of(now)
         series = self._store.hourly_stats(None, this_hour - 47 * HOUR)
         current = _window(series, this_hour - 23 * HOUR, this_hour)
         previous = _window(series, this_hour - 47 * HOUR, this_hour - 24 * HOUR)
@@ -65,20 +65,20 @@ class Insights:
             raise ValidationFailed("hours must be between 1 and 720")
         now = now or time.time()
         self._usage.flush()
-        first = _hour(now) - (hours - 1) * HOUR
+        first = hour_of(now) - (hours - 1) * HOUR
         by_hour = {row["hour"]: row for row in self._store.hourly_stats(group, first)}
         series = []
         for i in range(hours):
             hour = first + i * HOUR
             row = by_hour.get(hour, {})
-            series.append({"hour": hour, **{f: int(row.get(f, 0)) for f in _STAT_FIELDS}})
+            series.append({"hour": hour, **{f: int(row.get(f, 0)) for f in STAT_FIELDS}})
         return {"group": group, "series": series}
 
     def group_totals(self, now: float | None = None) -> dict[str, Any]:
         now = now or time.time()
         self._usage.flush()
         windows = {"24h": now - DAY, "7d": now - 7 * DAY, "30d": now - 30 * DAY}
-        totals = {label: self._store.group_totals(_hour(since)) for label, since in windows.items()}
+        totals = {label: self._store.group_totals(hour_of(since)) for label, since in windows.items()}
         out = []
         for view in self._pool.views():
             entry: dict[str, Any] = {"name": view.name}
@@ -155,16 +155,12 @@ def parse_log_query(args: Any) -> LogQuery:
     )
 
 
-def _hour(at: float) -> float:
-    return at - at % HOUR
-
-
 def _window(series: list[dict[str, Any]], first_hour: float, last_hour: float) -> dict[str, Any]:
     """Sums of the hourly buckets from ``first_hour`` to ``last_hour`` inclusive (24 buckets = one day)."""
-    sums = dict.fromkeys(_STAT_FIELDS, 0)
+    sums = dict.fromkeys(STAT_FIELDS, 0)
     for row in series:
         if first_hour <= row["hour"] <= last_hour:
-            for f in _STAT_FIELDS:
+            for f in STAT_FIELDS:
                 sums[f] += int(row[f])
     rate = round(100.0 * sums["failures"] / sums["requests"], 2) if sums["requests"] else 0.0
     return {**sums, "error_rate": rate}

@@ -5,7 +5,8 @@
    isolated failures, or an older version that counted outages), so that they come back as soon as they work;
    re-validate, per group at most every ``key_validation_interval_minutes``, the keys invalid on key evidence and
    the keys whose cooldowns have ended (with the same probe as the console's validation);
-3. trim request logs past ``request_log_retention_days`` and expired affinity records where the store has no TTL.
+3. trim request logs past ``request_log_retention_days``, and expired affinity records and usage batch names
+   (``Store.purge_expired``: a no-op where TTL policies do it).
 
 Serverless deployments call it through ``POST /api/tasks/run`` (Cloud Scheduler with an OIDC token); the embedded
 mode runs it on a timer thread (``start_embedded_timer``), since a laptop process has its CPU all the time.
@@ -50,9 +51,7 @@ def run_maintenance(services: Services, now: float | None = None) -> dict[str, A
             services.store.put_task({"id": marker_id, "kind": "maintenance", "last_validation_at": now})
     retention = services.pool.settings.request_log_retention_days
     report["logs_purged"] = services.store.purge_logs(now - retention * DAY)
-    purge = getattr(services.store, "purge_expired", None)
-    if purge is not None:
-        report["bindings_purged"] = purge(now)
+    report["bindings_purged"] = services.store.purge_expired(now)
     return report
 
 

@@ -6,7 +6,7 @@ import os
 
 import requests
 
-from gptload.store.firestore_store import FirestoreStore
+from gptload.store.firestore import FirestoreStore
 
 # FIRESTORE_TEST_PROJECT lets two test runs share one emulator without wiping each other's data.
 PROJECT = os.environ.get("FIRESTORE_TEST_PROJECT", "gptload-test")

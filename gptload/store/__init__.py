@@ -13,7 +13,7 @@ __all__ = ["RESOURCE", "UPLOAD", "Binding", "Store", "open_store"]
 def open_store(config: Config) -> Store:
     """Build the configured store adapter. Only the chosen backend's SDK gets imported."""
     if config.store == "firestore":
-        from gptload.store.firestore_store import FirestoreStore
+        from gptload.store.firestore import FirestoreStore
 
         return FirestoreStore(project=config.google_cloud_project or "", database=config.firestore_database)
     from gptload.store.sqlite_store import SqliteStore

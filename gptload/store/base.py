@@ -23,12 +23,15 @@ Contract shared by every adapter (checked by ``tests/contract``):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy
 from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
+
+T = TypeVar("T")
 
 RESOURCE = "resource"
 UPLOAD = "upload"
@@ -52,6 +55,12 @@ def batch_key(events: list[UsageEvent]) -> str:
     for e in sorted(events, key=lambda e: (e.id, e.at, e.key_id)):
         digest.update(repr((e.id, e.group, e.key_id, e.at, e.attempt)).encode())
     return digest.hexdigest()[:32]
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """Consecutive slices of ``items``, each of at most ``size`` (SQL parameter lists, batched writes)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class Store(Protocol):
@@ -162,4 +171,12 @@ class Store(Protocol):
 
     def get_binding(self, kind: str, name: str, now: float) -> Binding | None:
         """The live binding, or None when absent or expired."""
+        ...
+
+    # -- upkeep ---------------------------------------------------------------------------------------------
+    def purge_expired(self, now: float) -> int:
+        """Delete what has outlived its use at ``now``: bindings expired at or before ``now``, and names of usage
+        batches recorded more than a day ago (``record_usage`` recognises a retried batch within a day); return
+        the number of bindings deleted. Run by the maintenance task. A store whose TTL policies delete these
+        documents may do nothing and return 0: no reader depends on it (``get_binding`` checks expiry itself)."""
         ...

@@ -24,7 +24,8 @@ from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
 from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
-from gptload.store.base import Binding, batch_key
+from gptload.store.base import Binding, batch_key, chunks
+from gptload.store.rollup import STAT_FIELDS, rollup
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ _LOG_COLUMNS = (
     "id, at, group_name, key_id, key_masked, model, method, path, status_code, success, stream, duration_ms, "
     "attempt, final, source_ip, user_agent, error, upstream, prompt_tokens, candidates_tokens, total_tokens"
 )
-_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
 
 _KEY_COLUMNS = (
     "group_name, id, masked, status, cooldowns, failure_count, last_error, request_count, failure_total, "
@@ -216,10 +216,6 @@ class SqliteStore:
             self._all.clear()
         self._local = threading.local()
 
-    @property
-    def schema_version(self) -> int:
-        return int(self._read("PRAGMA user_version")[0][0])
-
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
         rows = self._read("SELECT k, v FROM meta WHERE k LIKE 'marker:%'")
@@ -319,7 +315,7 @@ class SqliteStore:
             return 0
         with self._write() as conn:
             deleted = 0
-            for chunk in _chunks(ids, 500):
+            for chunk in chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
                 deleted += conn.execute(
                     f"DELETE FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
@@ -356,7 +352,7 @@ class SqliteStore:
                 ).fetchall()
             else:
                 rows = []
-                for chunk in _chunks(ids, 500):
+                for chunk in chunks(ids, 500):
                     marks = ",".join("?" * len(chunk))
                     rows += conn.execute(
                         f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
@@ -390,23 +386,7 @@ class SqliteStore:
     def record_usage(self, events: list[UsageEvent]) -> None:
         if not events:
             return
-        keys: dict[tuple[str, str], list[float]] = {}
-        hours: dict[tuple[str, float], list[int]] = {}
-        minutes: dict[tuple[str, float], int] = {}
-        for e in events:
-            if e.key_id:  # requests refused before any upstream call have no key
-                k = keys.setdefault((e.group, e.key_id), [0, 0, 0.0, 0])
-                k[0] += 1
-                k[1] += 0 if e.success else 1
-                k[2] = max(k[2], e.at)
-                k[3] += e.total_tokens
-            if e.final:
-                h = hours.setdefault((e.group, hour_of(e.at)), [0, 0, 0, 0, 0])
-                for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):
-                    h[i] += v
-                slot = (e.group, e.at - e.at % 60)
-                minutes[slot] = minutes.get(slot, 0) + 1
-        logs = [e for e in events if e.logged]
+        usage = rollup(events)
         with self._write() as conn:
             applied = conn.execute(
                 "INSERT OR IGNORE INTO usage_batches (key, at) VALUES (?, ?)", (batch_key(events), time.time())
@@ -416,7 +396,10 @@ class SqliteStore:
             conn.executemany(
                 "UPDATE keys SET request_count = request_count + ?, failure_total = failure_total + ?, "
                 "last_used_at = MAX(last_used_at, ?), total_tokens = total_tokens + ? WHERE group_name = ? AND id = ?",
-                [(int(c), int(f), at, int(t), g, k) for (g, k), (c, f, at, t) in keys.items()],
+                [
+                    (int(u.requests), int(u.failures), u.last_used_at, int(u.tokens), g, k)
+                    for (g, k), u in usage.keys.items()
+                ],
             )
             conn.executemany(
                 "INSERT INTO stats_hourly (group_name, hour, requests, failures, prompt_tokens, candidates_tokens, "
@@ -425,12 +408,12 @@ class SqliteStore:
                 "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
                 "candidates_tokens = candidates_tokens + excluded.candidates_tokens, "
                 "total_tokens = total_tokens + excluded.total_tokens",
-                [(g, hr, *v) for (g, hr), v in hours.items()],
+                [(g, hr, *stats.values()) for (g, hr), stats in usage.hours.items()],
             )
             conn.executemany(
                 "INSERT INTO stats_minute (group_name, minute, requests) VALUES (?, ?, ?) "
                 "ON CONFLICT(group_name, minute) DO UPDATE SET requests = requests + excluded.requests",
-                [(g, m, n) for (g, m), n in minutes.items()],
+                [(g, m, n) for (g, m), n in usage.minutes.items()],
             )
             conn.executemany(
                 f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 22)})",
@@ -459,7 +442,7 @@ class SqliteStore:
                         e.total_tokens,
                         e.request_body,
                     )
-                    for e in logs
+                    for e in usage.logged
                 ],
             )
 
@@ -487,7 +470,7 @@ class SqliteStore:
 
     def hourly_stats(self, group: str | None, since: float) -> list[dict[str, Any]]:
         """Buckets at or after ``since``, summed over groups unless ``group`` is given, oldest first."""
-        fields = ", ".join(f"SUM({f})" for f in _STAT_FIELDS)
+        fields = ", ".join(f"SUM({f})" for f in STAT_FIELDS)
         if group is None:
             rows = self._read(
                 f"SELECT hour, {fields} FROM stats_hourly WHERE hour >= ? GROUP BY hour ORDER BY hour", (since,)
@@ -498,14 +481,14 @@ class SqliteStore:
                 "ORDER BY hour",
                 (group, since),
             )
-        return [{"hour": r[0], **{f: int(v or 0) for f, v in zip(_STAT_FIELDS, r[1:], strict=True)}} for r in rows]
+        return [{"hour": r[0], **{f: int(v or 0) for f, v in zip(STAT_FIELDS, r[1:], strict=True)}} for r in rows]
 
     def group_totals(self, since: float) -> dict[str, dict[str, int]]:
-        fields = ", ".join(f"SUM({f})" for f in _STAT_FIELDS)
+        fields = ", ".join(f"SUM({f})" for f in STAT_FIELDS)
         rows = self._read(
             f"SELECT group_name, {fields} FROM stats_hourly WHERE hour >= ? GROUP BY group_name", (since,)
         )
-        return {r[0]: {f: int(v or 0) for f, v in zip(_STAT_FIELDS, r[1:], strict=True)} for r in rows}
+        return {r[0]: {f: int(v or 0) for f, v in zip(STAT_FIELDS, r[1:], strict=True)} for r in rows}
 
     def requests_since(self, since: float) -> int:
         rows = self._read("SELECT SUM(requests) FROM stats_minute WHERE minute >= ?", (since,))
@@ -556,7 +539,7 @@ class SqliteStore:
         return Binding(*rows[0]) if rows else None
 
     def purge_expired(self, now: float) -> int:
-        """Delete expired bindings (SQLite has no TTL); run by the maintenance task."""
+        """Delete expired bindings and usage batch names older than a day (SQLite has no TTL)."""
         with self._write() as conn:
             conn.execute("DELETE FROM usage_batches WHERE at <= ?", (now - 86400,))
             return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
@@ -598,10 +581,6 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     )
 
 
-def hour_of(at: float) -> float:
-    return at - at % 3600
-
-
 def _log(row: tuple[Any, ...]) -> dict[str, Any]:
     out = dict(zip(LOG_FIELDS, row, strict=True))
     for flag in ("success", "stream", "final"):
@@ -639,8 +618,3 @@ def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
 
 def _dump_cooldowns(cooldowns: tuple[CoolDown, ...]) -> str:
     return json.dumps([{"model": c.model, "until": c.until, "reason": c.reason} for c in cooldowns])
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gptload.cipher import Cipher
 from gptload.config import Config
+from gptload.errors import ConfigError
 from gptload.store.base import Store
 from gptload.vault.base import Vault
 
@@ -17,5 +18,6 @@ def open_vault(config: Config, store: Store, cipher: Cipher | None) -> Vault:
         return SecretManagerVault.from_config(config)
     from gptload.vault.store_vault import StoreVault
 
-    assert cipher is not None, "the store vault needs ENCRYPTION_KEY (or the generated key file)"
+    if cipher is None:
+        raise ConfigError("VAULT=store needs a cipher: ENCRYPTION_KEY or the generated key file in DATA_DIR")
     return StoreVault(store, cipher)

@@ -124,10 +124,29 @@ def test_binding_overwrite_and_group_delete_removes_bindings(store):
     assert store.get_binding(RESOURCE, "files/a", now) is None
 
 
+def test_purge_expired_keeps_live_bindings_and_recent_usage_batches(store):
+    """Expired bindings may go (a TTL store leaves that to its TTL policies and returns 0); live ones stay, and a
+    usage batch recorded just before is still recognised as a retry afterwards."""
+    now = time.time()
+    store.create_group(group("g1"))
+    store.add_keys("g1", records("g1", 1), {})
+    store.put_binding(Binding(RESOURCE, "files/live", "g1", "k0000", "http://up", now + 100))
+    store.put_binding(Binding(RESOURCE, "files/gone", "g1", "k0000", "http://up", now - 1))
+    batch = [UsageEvent("g1", "k0000", now, True, id="p1")]
+    store.record_usage(batch)
+    purged = store.purge_expired(now)
+    assert purged == (1 if store.kind == "sqlite" else 0)
+    assert store.purge_expired(now) == 0
+    assert store.get_binding(RESOURCE, "files/live", now).key_id == "k0000"
+    assert store.get_binding(RESOURCE, "files/gone", now) is None
+    store.record_usage(batch)  # a retry of the batch after the purge: still counted once
+    assert store.list_keys("g1")[0].request_count == 1
+
+
 @pytest.mark.firestore
 def test_unreachable_firestore_fails_fast_with_store_unavailable(monkeypatch):
     require(bool(os.environ.get("FIRESTORE_EMULATOR_HOST")), "FIRESTORE_EMULATOR_HOST is not set")
-    from gptload.store.firestore_store import FirestoreStore
+    from gptload.store.firestore import FirestoreStore
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens on the discard port
     store = FirestoreStore(project="gptload-test")

@@ -95,7 +95,7 @@ def vault_permissions() -> set[str]:
 
 
 def store_indexes() -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
-    from gptload.store.firestore_store import FIRESTORE_INDEXES
+    from gptload.store.firestore.schema import FIRESTORE_INDEXES
 
     return {
         (
@@ -108,7 +108,7 @@ def store_indexes() -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
 
 
 def store_ttl_fields() -> set[tuple[str, str]]:
-    from gptload.store.firestore_store import FIRESTORE_TTL_FIELDS
+    from gptload.store.firestore.schema import FIRESTORE_TTL_FIELDS
 
     return {(c, f) for c, f in FIRESTORE_TTL_FIELDS}
 

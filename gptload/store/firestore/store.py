@@ -1,96 +1,58 @@
-"""Firestore adapter of the Store port (``STORE=firestore``); the data model and costs are in ``docs/firestore.md``.
-
-Layout (Native mode)::
-
-    meta/version-{0..S-1}      {n: int}           version shards, bumped with Increment beside every cached change
-    meta/salt                  {salt: bytes}      created once (create() = first writer wins)
-    settings/system            {<name>: json}     one field per setting, values JSON-encoded (lossless)
-    groups/{name}              {data: map, sort, name}
-    groups/{name}/keys/{id}    key record + state + counters + ``secret`` (store-vault ciphertext, bytes)
-    bindings/{kind}:{name}     affinity; ``expires_at`` Timestamp carries the TTL policy
+"""The Firestore adapter of the Store port (``STORE=firestore``); the data model and costs are in
+``docs/firestore.md``.
 
 Where transactions are: key state (``apply_verdict``, ``restore_keys``), ``add_keys`` dedupe and ``delete_keys``
 counts run in transactions that read only the keys' own documents (plus the group document when adding); the
-version shard is written blind (Increment, never read inside a transaction), so it adds no read contention.
+marker shard is written blind (Increment, never read inside a transaction), so it adds no read contention.
 Counters (``record_usage``) are Increment/Maximum transforms in batches of at most 500 writes, no transaction.
-
-Deadlines: the SDK's defaults retry for 60-300 s, which would hang a proxied request when Firestore is
-unreachable. Every RPC of this client gets a short retry budget and timeout, so such a call fails with
-``StoreUnavailable`` within a few seconds; list scans get a longer timeout because they legitimately stream.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
-from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState, LogQuery, UsageEvent
+from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
-from gptload.store.base import Binding, batch_key
+from gptload.store.base import Binding, batch_key, chunks
+from gptload.store.firestore.client import (
+    BATCH_LIMIT,
+    RPC_TIMEOUT_SECONDS,
+    SCAN_TIMEOUT_SECONDS,
+    FirestoreConnection,
+    already_applied,
+)
+from gptload.store.firestore.mappers import (
+    LOG_DOC_FIELDS,
+    doc_id,
+    group_doc,
+    key_doc,
+    state_fields,
+    timestamp,
+    to_group,
+    to_log,
+    to_record,
+)
+from gptload.store.firestore.schema import DAY, MINUTE_STATS_TTL, TASK_TTL, USAGE_BATCH_TTL
+from gptload.store.rollup import STAT_FIELDS, rollup
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-RPC_RETRY_SECONDS = 3.0  # total retry budget of one unary call (connection refused, UNAVAILABLE...)
-RPC_TIMEOUT_SECONDS = 4.0  # one attempt of a unary call
-SCAN_TIMEOUT_SECONDS = 30.0  # a whole streamed query (list_keys of a big group)
-TX_DEADLINE_SECONDS = 30.0  # contention retries of one transaction (the store answers, but is busy)
 TX_CHUNK = 100  # documents read and written by one multi-key transaction
-BATCH_LIMIT = 500  # Firestore's maximum writes per batched write
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 TEXT_SCAN_LIMIT = 5000  # log rows (newest first, other filters applied) searched in memory for a ``text`` filter
 PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL policy does the bulk)
-MINUTE_STATS_TTL = 86400.0  # stats_minute buckets serve requests_since (requests per minute) only
-TASK_TTL = 30 * 86400.0  # task documents (maintenance markers, validation jobs)
-DAY = 86400.0
-_STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
-_LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
-
-# -- what the deployment must provision (imported by infra code and its tests) ---------------------------------
-# Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
-# list filters on any subset of six equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
-# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^6 indexes.
-_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream")
-FIRESTORE_INDEXES: list[dict] = [
-    *(
-        {
-            "collection": "request_logs",
-            "query_scope": "COLLECTION",
-            "fields": [(f, "ASCENDING"), ("at", "DESCENDING")],
-        }
-        for f in _LOG_EQUALITY_FIELDS
-    ),
-    # hourly_stats(group, since): group == g and hour >= since, ordered by hour
-    {
-        "collection": "stats_hourly",
-        "query_scope": "COLLECTION",
-        "fields": [("group", "ASCENDING"), ("hour", "ASCENDING")],
-    },
-]
-# (collection, field) pairs holding a Timestamp after which the document may be deleted (Firestore TTL policies).
-# "keys" is the collection id of the subcollection groups/{name}/keys (TTL policies apply per collection id).
-FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
-    ("bindings", "expires_at"),
-    ("request_logs", "expires_at"),
-    ("stats_minute", "expires_at"),
-    ("tasks", "expires_at"),
-    ("usage_batches", "expires_at"),
-]
 
 
-class FirestoreStore:
+class FirestoreStore(FirestoreConnection):
     kind = "firestore"
 
     def __init__(
@@ -101,33 +63,7 @@ class FirestoreStore:
         *,
         marker_shards: int = 4,
     ) -> None:
-        # Imported here: only this backend pays for the SDK import (cold starts matter on serverless).
-        from google.api_core import exceptions as api_exceptions
-        from google.api_core import retry as api_retry
-        from google.cloud import firestore
-
-        self._fs = firestore
-        self._api = api_exceptions
-        self._errors: tuple[type[BaseException], ...] = (api_exceptions.GoogleAPICallError, api_exceptions.RetryError)
-        self._retry = api_retry.Retry(
-            initial=0.1,
-            maximum=1.0,
-            multiplier=2.0,
-            timeout=RPC_RETRY_SECONDS,
-            predicate=api_retry.if_exception_type(
-                api_exceptions.ServiceUnavailable,
-                api_exceptions.InternalServerError,
-                api_exceptions.DeadlineExceeded,
-                api_exceptions.ResourceExhausted,
-            ),
-        )
-        try:
-            self._client = client if client is not None else firestore.Client(project=project, database=database)
-            _bound_deadlines(self._client, self._retry, RPC_TIMEOUT_SECONDS)
-        except Exception as exc:  # auth or transport setup errors of any kind mean "no store"
-            raise StoreUnavailable(f"cannot create the Firestore client: {type(exc).__name__}") from exc
-        self.project = project
-        self.database = database
+        super().__init__(project, database, client)
         self._shards = max(1, marker_shards)
         self._salt: bytes | None = None
         self._handoff: dict[str, tuple[float, dict[str, bytes]]] = {}
@@ -136,46 +72,7 @@ class FirestoreStore:
         self._key_locks_guard = threading.Lock()
         self._retention_days = float(Settings().request_log_retention_days)
 
-    # -- plumbing -------------------------------------------------------------------------------------------
-    @contextmanager
-    def _boundary(self, what: str) -> Iterator[None]:
-        """Translate SDK errors into StoreUnavailable; gptload errors raised inside pass through untouched."""
-        try:
-            yield
-        except self._errors as exc:
-            raise StoreUnavailable(f"Firestore {what} failed: {type(exc).__name__}: {_short(exc)}") from exc
-
-    def _transact(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(transaction)`` in a read-write transaction; on contention, retry with jittered backoff.
-
-        Every attempt is a fresh transaction (SDK ``max_attempts=1``) after a random pause. Measured on the
-        emulator, 6 clients x 3 failures on one key: the SDK's immediate retries took 68 s (each loser waits out
-        the emulator's ~2 s lock timeout and collides again); fresh transactions after a jittered pause, 5-30 s.
-        Gives up with StoreUnavailable after ``TX_DEADLINE_SECONDS``.
-        """
-        deadline = time.monotonic() + TX_DEADLINE_SECONDS
-        pause = 0.05
-        while True:
-            transaction = self._client.transaction(max_attempts=1)
-            try:
-                with self._boundary(what):
-                    return self._fs.transactional(fn)(transaction)
-            except StoreUnavailable as exc:  # an Aborted read (lock contention) arrives here
-                if not isinstance(exc.__cause__, self._api.Aborted) or time.monotonic() > deadline:
-                    raise
-            except ValueError as exc:
-                # The SDK's "Failed to commit transaction in 1 attempts" wraps an Aborted commit; a failed
-                # BeginTransaction surfaces as the rollback's "no transaction in progress", chained to the cause.
-                if not isinstance(exc.__cause__, self._api.Aborted):
-                    cause = exc.__cause__ or exc.__context__
-                    if isinstance(cause, self._errors):
-                        raise StoreUnavailable(f"Firestore {what} failed: {type(cause).__name__}") from cause
-                    raise
-                if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"Firestore {what}: contention did not clear, gave up") from exc
-            time.sleep(random.uniform(0, pause))
-            pause = min(pause * 2, 2.0)
-
+    # -- document references and markers ------------------------------------------------------------------
     def _meta(self, name: str) -> Any:
         return self._client.collection("meta").document(name)
 
@@ -190,7 +87,7 @@ class FirestoreStore:
         return self._client.collection("bindings").document(quote(f"{kind}:{name}", safe=""))
 
     def _usage_ref(self, group: str) -> Any:
-        return self._client.collection("key_usage").document(_id(group))
+        return self._client.collection("key_usage").document(doc_id(group))
 
     def _bump(self, writer: Any, *names: str) -> None:
         """Move markers: a blind Increment of ``m.<name>`` on one random shard, inside the caller's batch or
@@ -208,12 +105,6 @@ class FirestoreStore:
     def _forget_handoff(self, group: str) -> None:
         with self._handoff_lock:
             self._handoff.pop(group, None)
-
-    def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
-            log.debug("closing the Firestore client: %s", type(exc).__name__)
 
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
@@ -279,17 +170,17 @@ class FirestoreStore:
         """A full scan of ``groups`` (G reads), sorted here: groups are few, and it needs no index."""
         with self._boundary("group list"):
             snaps = list(self._client.collection("groups").stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
-        groups = [_group(s) for s in snaps]
+        groups = [to_group(s) for s in snaps]
         return sorted(groups, key=lambda g: (g.sort, g.name))
 
     def get_group(self, name: str) -> Group | None:
         with self._boundary("group read"):
             snap = self._group_ref(name).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-        return _group(snap) if snap.exists else None
+        return to_group(snap) if snap.exists else None
 
     def create_group(self, group: Group) -> None:
         batch = self._client.batch()
-        batch.create(self._group_ref(group.name), _group_doc(group))
+        batch.create(self._group_ref(group.name), group_doc(group))
         self._bump(batch, "config")
         with self._boundary("group create"):
             try:
@@ -299,7 +190,7 @@ class FirestoreStore:
 
     def update_group(self, group: Group) -> None:
         batch = self._client.batch()
-        batch.update(self._group_ref(group.name), _group_doc(group))  # update() requires the document to exist
+        batch.update(self._group_ref(group.name), group_doc(group))  # update() requires the document to exist
         self._bump(batch, "config")
         with self._boundary("group update"):
             try:
@@ -340,13 +231,6 @@ class FirestoreStore:
             self._delete_refs(refs)
         return len(refs)
 
-    def _delete_refs(self, refs: list[Any]) -> None:
-        for i in range(0, len(refs), BATCH_LIMIT):
-            batch = self._client.batch()
-            for ref in refs[i : i + BATCH_LIMIT]:
-                batch.delete(ref)
-            batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-
     # -- keys -----------------------------------------------------------------------------------------------
     def _usage_of(self, group: str) -> dict[str, dict[str, Any]]:
         """The group's per-key usage counters: one read of ``key_usage/{group}``."""
@@ -364,7 +248,7 @@ class FirestoreStore:
         with self._boundary("key list"):
             snaps = list(self._keys(group).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
         usage = self._usage_of(group) if snaps else {}
-        records = sorted((_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
+        records = sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
         secrets_ = {s.id: bytes(s.get("secret")) for s in snaps if s.to_dict().get("secret") is not None}
         with self._handoff_lock:
             self._handoff[group] = (time.monotonic(), secrets_)
@@ -374,11 +258,11 @@ class FirestoreStore:
         """Keys whose ``state_at`` (the commit time of their last state write) is at or after ``since``:
         one range query on the group's keys (1 read + 1 per match, single-field index) and, when something
         matched, the usage document (1 read)."""
-        query = self._keys(group).where(filter=self._fs.FieldFilter("state_at", ">=", _ts(since)))
+        query = self._keys(group).where(filter=self._fs.FieldFilter("state_at", ">=", timestamp(since)))
         with self._boundary("changed keys"):
             snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
         usage = self._usage_of(group) if snaps else {}
-        return sorted((_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
+        return sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
         """Create-if-absent, ``TX_CHUNK`` keys per transaction (which also reads the group document)."""
@@ -392,7 +276,7 @@ class FirestoreStore:
                 raise GroupNotFound(f"no group named {group!r}")
             return []
         added: list[str] = []
-        for chunk in _chunks(todo, TX_CHUNK):
+        for chunk in chunks(todo, TX_CHUNK):
 
             def create_missing(tx: Any, chunk: list[KeyRecord] = chunk) -> list[str]:
                 refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
@@ -403,7 +287,7 @@ class FirestoreStore:
                 for ref, r in zip(refs[1:], chunk, strict=True):
                     if snaps[ref.path].exists:
                         continue
-                    tx.create(ref, {**_key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
+                    tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
                     new.append(r.id)
                 if new:
                     # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
@@ -421,7 +305,7 @@ class FirestoreStore:
             return 0
         self._forget_handoff(group)
         deleted = 0
-        for chunk in _chunks(ids, TX_CHUNK):
+        for chunk in chunks(ids, TX_CHUNK):
 
             def remove(tx: Any, chunk: list[str] = chunk) -> int:
                 refs = [self._keys(group).document(i) for i in chunk]
@@ -452,11 +336,11 @@ class FirestoreStore:
             snap = next(iter(tx.get(ref, timeout=RPC_TIMEOUT_SECONDS)))
             if not snap.exists:
                 return None
-            record = _record(group, snap, None)
+            record = to_record(group, snap, None)
             new = transition(record.state, verdict, model, now, policy)
             if new == record.state:
                 return record
-            tx.update(ref, {**_state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
+            tx.update(ref, {**state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
             if new.status != record.state.status or new.cooldowns != record.state.cooldowns:
                 self._bump(tx, f"state:{group}")
             return record.with_state(new)
@@ -476,7 +360,7 @@ class FirestoreStore:
                 ids = [s.id for s in query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
         ids = list(dict.fromkeys(ids))
         changed = 0
-        for chunk in _chunks(ids, TX_CHUNK):
+        for chunk in chunks(ids, TX_CHUNK):
 
             def restore(tx: Any, chunk: list[str] = chunk) -> int:
                 refs = [self._keys(group).document(i) for i in chunk]
@@ -484,10 +368,10 @@ class FirestoreStore:
                 for snap in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS):
                     if not snap.exists:
                         continue
-                    state = _record(group, snap, None).state
+                    state = to_record(group, snap, None).state
                     new = restored(state)
                     if new != state:
-                        tx.update(snap.reference, {**_state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
+                        tx.update(snap.reference, {**state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
                         count += 1
                 if count:
                     self._bump(tx, f"state:{group}")
@@ -509,55 +393,41 @@ class FirestoreStore:
         """
         if not events:
             return
-        keys: dict[str, dict[str, list[float]]] = {}
-        hours: dict[tuple[str, float], list[int]] = {}
-        minutes: dict[tuple[str, float], int] = {}
-        for e in events:
-            if e.key_id:  # requests refused before any upstream call have no key (and "" is no Firestore field)
-                k = keys.setdefault(e.group, {}).setdefault(e.key_id, [0, 0, 0.0, 0])
-                k[0] += 1
-                k[1] += 0 if e.success else 1
-                k[2] = max(k[2], e.at)
-                k[3] += e.total_tokens
-            if e.final:
-                h = hours.setdefault((e.group, e.at - e.at % 3600), [0, 0, 0, 0, 0])
-                for i, v in enumerate((1, 0 if e.success else 1, e.prompt_tokens, e.candidates_tokens, e.total_tokens)):
-                    h[i] += v
-                slot = (e.group, e.at - e.at % 60)
-                minutes[slot] = minutes.get(slot, 0) + 1
+        usage = rollup(events)
         inc = self._fs.Increment
-        writes: list[tuple[Any, dict[str, Any]]] = []
-        for g, per_key in keys.items():
-            counters = {
-                kid: {"n": inc(int(n)), "f": inc(int(f)), "at": self._fs.Maximum(float(at)), "tok": inc(int(t))}
-                for kid, (n, f, at, t) in per_key.items()
+        per_group: dict[str, dict[str, Any]] = {}
+        for (g, kid), u in usage.keys.items():  # no empty key ids here ("" is no Firestore field)
+            per_group.setdefault(g, {})[kid] = {
+                "n": inc(int(u.requests)),
+                "f": inc(int(u.failures)),
+                "at": self._fs.Maximum(float(u.last_used_at)),
+                "tok": inc(int(u.tokens)),
             }
-            writes.append((self._usage_ref(g), {"k": counters}))
-        for (g, hour), values in hours.items():
+        writes: list[tuple[Any, dict[str, Any]]] = [(self._usage_ref(g), {"k": c}) for g, c in per_group.items()]
+        for (g, hour), stats in usage.hours.items():
             doc: dict[str, Any] = {"group": g, "hour": hour}
-            doc.update({f: inc(int(v)) for f, v in zip(_STAT_FIELDS, values, strict=True)})
-            writes.append((self._client.collection("stats_hourly").document(f"{_id(g)}:{int(hour)}"), doc))
-        for (g, minute), n in minutes.items():
-            doc = {"group": g, "minute": minute, "requests": inc(n), "expires_at": _ts(minute + MINUTE_STATS_TTL)}
-            writes.append((self._client.collection("stats_minute").document(f"{_id(g)}:{int(minute)}"), doc))
+            doc.update({f: inc(int(v)) for f, v in zip(STAT_FIELDS, stats.values(), strict=True)})
+            writes.append((self._client.collection("stats_hourly").document(f"{doc_id(g)}:{int(hour)}"), doc))
+        for (g, minute), n in usage.minutes.items():
+            doc = {"group": g, "minute": minute, "requests": inc(n), "expires_at": timestamp(minute + MINUTE_STATS_TTL)}
+            writes.append((self._client.collection("stats_minute").document(f"{doc_id(g)}:{int(minute)}"), doc))
         expiry = self._retention_days * DAY
-        for e in events:
-            if e.logged:
-                log_id = e.id or secrets.token_hex(8)
-                row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": _ts(e.at + expiry)}
-                writes.append((self._logs().document(log_id), row))
+        for e in usage.logged:
+            log_id = e.id or secrets.token_hex(8)
+            row = {**e.log_row(), "id": log_id, "request_body": e.request_body, "expires_at": timestamp(e.at + expiry)}
+            writes.append((self._logs().document(log_id), row))
         key = batch_key(events)
         markers = self._client.collection("usage_batches")
-        for n, chunk in enumerate(_chunks(writes, BATCH_LIMIT - 1)):
+        for n, chunk in enumerate(chunks(writes, BATCH_LIMIT - 1)):
             batch = self._client.batch()
-            batch.create(markers.document(f"{key}-{n}"), {"expires_at": _ts(time.time() + DAY)})
+            batch.create(markers.document(f"{key}-{n}"), {"expires_at": timestamp(time.time() + USAGE_BATCH_TTL)})
             for ref, fields in chunk:
                 batch.set(ref, fields, merge=True)
             try:
                 with self._boundary("usage write"):
                     batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             except StoreUnavailable as exc:
-                if _already_applied(exc, self._api):
+                if already_applied(exc, self._api):
                     continue
                 raise
 
@@ -596,17 +466,17 @@ class FirestoreStore:
             if query.text:
                 needle = query.text.lower()
                 snaps = (
-                    ordered.select(list(_LOG_DOC_FIELDS))
+                    ordered.select(list(LOG_DOC_FIELDS))
                     .limit(TEXT_SCAN_LIMIT)
                     .stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
                 )
                 hits = [s for s in snaps if needle in str(s.get("error") or "").lower()]
-                return [_log(s) for s in hits[offset : offset + limit]], len(hits)
+                return [to_log(s) for s in hits[offset : offset + limit]], len(hits)
             total = int(base.count().get(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)[0][0].value)
             if limit <= 0 or offset >= total:
                 return [], total
-            page = ordered.select(list(_LOG_DOC_FIELDS)).offset(offset).limit(limit)
-            rows = [_log(s) for s in page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
+            page = ordered.select(list(LOG_DOC_FIELDS)).offset(offset).limit(limit)
+            rows = [to_log(s) for s in page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
         return rows, total
 
     def get_log(self, log_id: str) -> dict[str, Any] | None:
@@ -614,7 +484,7 @@ class FirestoreStore:
             snap = self._logs().document(log_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
         if not snap.exists:
             return None
-        return {**_log(snap), "request_body": snap.get("request_body")}
+        return {**to_log(snap), "request_body": snap.get("request_body")}
 
     def purge_logs(self, before: float) -> int:
         """Delete log rows (and minute buckets) older than ``before``, at most ``PURGE_LIMIT`` rows per call.
@@ -650,16 +520,16 @@ class FirestoreStore:
         """One query (1 read per (group, hour) bucket), summed over groups here, oldest first."""
         buckets: dict[float, dict[str, int]] = {}
         for d in self._hourly_docs(group, since):
-            b = buckets.setdefault(float(d["hour"]), dict.fromkeys(_STAT_FIELDS, 0))
-            for f in _STAT_FIELDS:
+            b = buckets.setdefault(float(d["hour"]), dict.fromkeys(STAT_FIELDS, 0))
+            for f in STAT_FIELDS:
                 b[f] += int(d.get(f) or 0)
         return [{"hour": hour, **buckets[hour]} for hour in sorted(buckets)]
 
     def group_totals(self, since: float) -> dict[str, dict[str, int]]:
         totals: dict[str, dict[str, int]] = {}
         for d in self._hourly_docs(None, since):
-            t = totals.setdefault(d["group"], dict.fromkeys(_STAT_FIELDS, 0))
-            for f in _STAT_FIELDS:
+            t = totals.setdefault(d["group"], dict.fromkeys(STAT_FIELDS, 0))
+            for f in STAT_FIELDS:
                 t[f] += int(d.get(f) or 0)
         return totals
 
@@ -684,14 +554,14 @@ class FirestoreStore:
             snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
         if not snap.exists:
             return None
-        return _record(group, snap, self._usage_of(group).get(key_id))
+        return to_record(group, snap, self._usage_of(group).get(key_id))
 
     def _task_ref(self, task_id: str) -> Any:
         return self._client.collection("tasks").document(quote(task_id, safe=""))
 
     def put_task(self, task: dict[str, Any]) -> None:
         now = time.time()
-        doc = {"data": json.dumps(task), "updated_at": now, "expires_at": _ts(now + TASK_TTL)}
+        doc = {"data": json.dumps(task), "updated_at": now, "expires_at": timestamp(now + TASK_TTL)}
         with self._boundary("task write"):
             self._task_ref(str(task["id"])).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
 
@@ -724,7 +594,7 @@ class FirestoreStore:
             "group": binding.group,
             "key_id": binding.key_id,
             "target": binding.target,
-            "expires_at": datetime.fromtimestamp(binding.expires_at, UTC),
+            "expires_at": timestamp(binding.expires_at),
         }
         with self._boundary("binding write"):
             self._binding_ref(binding.kind, binding.name).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
@@ -741,114 +611,8 @@ class FirestoreStore:
             return None
         return Binding(d["kind"], d["name"], d["group"], d["key_id"], d["target"], expires_at)
 
-
-# -- documents <-> models -----------------------------------------------------------------------------------
-def _group_doc(group: Group) -> dict[str, Any]:
-    data = group.to_dict()
-    return {"name": group.name, "sort": group.sort, "data": data}
-
-
-def _group(snap: Any) -> Group:
-    data = dict(snap.get("data"))
-    data["name"] = snap.id
-    return Group.from_dict(data)
-
-
-def _key_doc(record: KeyRecord, secret: bytes | None) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "masked": record.masked,
-        "created_at": record.created_at,
-        "notes": record.notes,
-        "secret": secret,
-        **_state_fields(record.state),
-    }
-
-
-def _state_fields(state: KeyState) -> dict[str, Any]:
-    return {
-        "status": state.status,
-        "cooldowns": [{"model": c.model, "until": c.until, "reason": c.reason} for c in state.cooldowns],
-        "failure_count": state.failure_count,
-        "last_error": state.last_error,
-        # what restore_keys(None) looks for, kept beside the state so one equality query finds it
-        "restorable": state.status == INVALID or bool(state.cooldowns),
-    }
-
-
-def _record(group: str, snap: Any, usage: dict[str, Any] | None) -> KeyRecord:
-    """A key document plus its entry of the group's usage map (``n`` requests, ``f`` failures, ``at`` last use,
-    ``tok`` tokens). Key documents written by older versions may carry their own counters; they are added."""
-    d = snap.to_dict() or {}
-    u = usage or {}
-    status = d.get("status", ACTIVE)
-    state = KeyState(
-        status=status if status in (ACTIVE, INVALID) else ACTIVE,
-        cooldowns=tuple(CoolDown(c["model"], float(c["until"]), c.get("reason", "")) for c in d.get("cooldowns") or ()),
-        failure_count=int(d.get("failure_count", 0)),
-        last_error=d.get("last_error", ""),
-    )
-    return KeyRecord(
-        id=snap.id,
-        group=group,
-        masked=d.get("masked", ""),
-        state=state,
-        request_count=int(d.get("request_count", 0)) + int(u.get("n") or 0),
-        failure_total=int(d.get("failure_total", 0)) + int(u.get("f") or 0),
-        last_used_at=max(float(d.get("last_used_at", 0.0)), float(u.get("at") or 0.0)),
-        created_at=float(d.get("created_at", 0.0)),
-        notes=d.get("notes", ""),
-        total_tokens=int(u.get("tok") or 0),
-    )
-
-
-def _log(snap: Any) -> dict[str, Any]:
-    d = snap.to_dict() or {}
-    out = {f: d.get(f) for f in LOG_FIELDS}
-    out["id"] = snap.id
-    return out
-
-
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def _id(name: str) -> str:
-    """A document id from a group name ([a-z0-9_-] today: unchanged) or anything else (percent-encoded)."""
-    return quote(name, safe="")
-
-
-def _bound_deadlines(client: Any, retry: Any, timeout: float) -> None:
-    """Give every RPC of ``client`` a short default retry and timeout.
-
-    Per-call arguments cover reads and batches, but a transaction's BeginTransaction, Commit and Rollback take
-    only the SDK's defaults (retry for 60 s). The SDK offers no public knob for them, so the defaults of the
-    wrapped GAPIC methods are replaced; if a future SDK moves these internals, this degrades to its defaults.
-    """
-    try:
-        wrapped = client._firestore_api._transport._wrapped_methods
-    except AttributeError:
-        log.warning("Firestore SDK internals changed; transactions keep the SDK's 60 s retry budget")
-        return
-    for method in wrapped.values():
-        if hasattr(method, "_retry") and hasattr(method, "_timeout"):
-            method._retry = retry
-            method._timeout = timeout
-
-
-def _already_applied(exc: BaseException, api: Any) -> bool:
-    """Did a usage commit fail only because its batch marker exists, i.e. an earlier attempt was applied?"""
-    cause = exc.__cause__
-    if isinstance(cause, api.RetryError):
-        cause = cause.cause
-    return isinstance(cause, api.Conflict)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:200]
-
-
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+    # -- upkeep ---------------------------------------------------------------------------------------------
+    def purge_expired(self, now: float) -> int:
+        """Nothing to do, and nothing billed: the TTL policies on ``bindings.expires_at`` and
+        ``usage_batches.expires_at`` delete expired documents, and ``get_binding`` checks expiry itself."""
+        return 0
