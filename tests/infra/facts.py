@@ -79,7 +79,7 @@ def entry_point() -> str:
 
 def maintenance_path() -> str:
     source = (ROOT / "gptload" / "web" / "router.py").read_text()
-    match = re.search(r'Rule\("(/api/tasks/run)", endpoint="maintenance", methods=\["POST"\]\)', source)
+    match = re.search(r'Route\("(/api/tasks/run)", \("POST",\), SCHEDULER,', source)
     assert match, "the maintenance route POST /api/tasks/run is gone from gptload/web/router.py"
     return match.group(1)
 
