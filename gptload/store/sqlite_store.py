@@ -15,7 +15,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -545,7 +545,7 @@ class SqliteStore:
             return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
 
 
-def _record(row: tuple[Any, ...]) -> KeyRecord:
+def _record(row: Sequence[Any]) -> KeyRecord:
     (
         group,
         key_id,
@@ -581,7 +581,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
     )
 
 
-def _log(row: tuple[Any, ...]) -> dict[str, Any]:
+def _log(row: Sequence[Any]) -> dict[str, Any]:
     out = dict(zip(LOG_FIELDS, row, strict=True))
     for flag in ("success", "stream", "final"):
         out[flag] = bool(out[flag])

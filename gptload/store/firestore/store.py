@@ -140,7 +140,8 @@ class FirestoreStore(FirestoreConnection):
                 .document("system")
                 .get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             )
-        values = {name: json.loads(value) for name, value in (snap.to_dict() or {}).items()}
+        stored: dict[str, Any] = snap.to_dict() or {}  # type: ignore[union-attr]  # the sync client's snapshot
+        values = {name: json.loads(value) for name, value in stored.items()}
         self._remember_retention(values)
         return values
 
