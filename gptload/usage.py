@@ -3,9 +3,8 @@
 The buffer never blocks a request: a request tail that finds the buffer big or old enough wakes one long-lived
 flusher thread (one thread for the life of the process: a thread per flush would also mean a new SQLite
 connection per flush), so the store round trip delays neither that response nor the next request on the same
-keep-alive connection. Shutdown and the maintenance task flush
-synchronously. When the store is
-unreachable the batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
+keep-alive connection. Shutdown and the maintenance task flush synchronously. When the store is unreachable the
+batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
 After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
 still try), so an unreachable store costs one timed-out attempt per interval, not one per request.
 
