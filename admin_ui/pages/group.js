@@ -1,18 +1,9 @@
 // Group detail: endpoint URL, ready-to-paste SDK snippets, proxy keys (with a generator), edit, copy, delete.
 import { api, proxyBase } from "../api.js";
-import { navigate } from "../app.js";
 import { clear, confirmDialog, copyText, errorBox, field, fmtTime, generateProxyKey, h, openDialog, showFieldErrors, toast } from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
-
-export function groupTabs(name, active) {
-  const base = "#/groups/" + encodeURIComponent(name);
-  return h(
-    "nav",
-    { class: "tabs", "aria-label": "Group sections" },
-    h("a", { href: base, "aria-current": active === "overview" ? "page" : undefined }, "Overview"),
-    h("a", { href: base + "/keys", "aria-current": active === "keys" ? "page" : undefined }, "Keys"),
-  );
-}
+import { navigate } from "../nav.js";
+import { groupTabs } from "../widgets.js";
 
 function snippets(base, proxyKey, model) {
   return {

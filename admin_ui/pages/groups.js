@@ -1,7 +1,7 @@
 // Groups list: key counts per group, create, reorder.
 import { api } from "../api.js";
-import { navigate } from "../app.js";
 import { chip, clear, emptyState, errorBox, field, generateProxyKey, h, missingNotice, openDialog, showFieldErrors, toast } from "../dom.js";
+import { navigate } from "../nav.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 

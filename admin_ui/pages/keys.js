@@ -1,9 +1,8 @@
 // Keys of one group: masked keys, status chips, live per-model cooldown countdowns, filters, import, export,
 // validation with progress, restore, notes, delete. Real keys never reach the page (export goes to a Blob file).
 import { api, download } from "../api.js";
-import { tickCountdowns } from "../app.js";
 import { chip, clear, confirmDialog, emptyState, errorBox, field, fmtAgo, fmtCompact, fmtInt, h, missingNotice, openDialog, toast } from "../dom.js";
-import { groupTabs } from "./group.js";
+import { groupTabs, tickCountdowns } from "../widgets.js";
 
 const PAGE_SIZE = 100;
 

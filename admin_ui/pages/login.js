@@ -1,7 +1,7 @@
 // Login: the AUTH_KEY is checked against the API and then kept in sessionStorage (gone when the tab closes).
 import { api, auth } from "../api.js";
-import { navigate } from "../app.js";
 import { field, h } from "../dom.js";
+import { navigate } from "../nav.js";
 
 export async function render(main) {
   const input = h("input", { type: "password", name: "auth_key", autocomplete: "current-password", required: true });

@@ -1,7 +1,7 @@
 // Request logs: filters (kept in the URL), a paged table, a detail drawer, CSV export.
 import { api, download } from "../api.js";
-import { navigate } from "../app.js";
 import { clear, emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
+import { navigate } from "../nav.js";
 
 const PAGE_SIZE = 50;
 const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id"];
