@@ -108,7 +108,11 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
       "div",
       { class: "dialog-head" },
       h("h2", {}, title),
-      h("button", { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: () => dialog.close() }, "✕"),
+      h(
+        "button",
+        { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: () => dialog.close() },
+        "✕",
+      ),
     ),
     h("div", { class: "dialog-body" }, body),
     actions.length ? h("div", { class: "dialog-actions" }, actions) : null,
@@ -129,7 +133,11 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
 export function confirmDialog(title, text, confirmLabel = "Delete") {
   return new Promise((resolve) => {
     let answer = false;
-    const yes = h("button", { type: "button", class: "btn danger", onclick: () => ((answer = true), dialog.close()) }, confirmLabel);
+    const yes = h(
+      "button",
+      { type: "button", class: "btn danger", onclick: () => ((answer = true), dialog.close()) },
+      confirmLabel,
+    );
     const no = h("button", { type: "button", class: "btn", onclick: () => dialog.close() }, "Cancel");
     const dialog = openDialog(title, h("p", {}, text), { actions: [no, yes], onClose: () => resolve(answer) });
     no.focus();

@@ -36,9 +36,19 @@ function controls(status) {
     statusSelect: h(
       "select",
       { name: "status", "aria-label": "Status filter" },
-      [["", "All statuses"], ["active", "Active"], ["cooling", "Cooling"], ["invalid", "Invalid"]].map(([v, t]) => h("option", { value: v, selected: v === status }, t)),
+      [
+        ["", "All statuses"],
+        ["active", "Active"],
+        ["cooling", "Cooling"],
+        ["invalid", "Invalid"],
+      ].map(([v, t]) => h("option", { value: v, selected: v === status }, t)),
     ),
-    search: h("input", { type: "search", name: "search", placeholder: "Filter by key, note or error", "aria-label": "Filter keys on this page" }),
+    search: h("input", {
+      type: "search",
+      name: "search",
+      placeholder: "Filter by key, note or error",
+      "aria-label": "Filter keys on this page",
+    }),
     refresh: h("button", { type: "button", class: "btn" }, "Refresh"),
     importBtn: h("button", { type: "button", class: "btn primary" }, "Import keys"),
     exportBtn: h("button", { type: "button", class: "btn" }, "Export"),
@@ -55,9 +65,36 @@ function controls(status) {
 
 function layout({ name, ui }) {
   return [
-    h("div", { class: "page-head" }, h("div", {}, h("p", { class: "crumbs" }, h("a", { href: "#/groups" }, "Groups"), " / ", h("a", { href: "#/groups/" + encodeURIComponent(name) }, name), " /"), h("h1", {}, "Keys")), h("div", { class: "toolbar" }, ui.importBtn, ui.exportBtn, ui.validateBtn, ui.restoreBtn)),
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        {},
+        h(
+          "p",
+          { class: "crumbs" },
+          h("a", { href: "#/groups" }, "Groups"),
+          " / ",
+          h("a", { href: "#/groups/" + encodeURIComponent(name) }, name),
+          " /",
+        ),
+        h("h1", {}, "Keys"),
+      ),
+      h("div", { class: "toolbar" }, ui.importBtn, ui.exportBtn, ui.validateBtn, ui.restoreBtn),
+    ),
     groupTabs(name, "keys"),
-    h("div", { class: "filters" }, ui.statusSelect, ui.search, ui.refresh, ui.selInfo, h("span", { class: "spacer" }), ui.deleteBtn, ui.clearInvalidBtn),
+    h(
+      "div",
+      { class: "filters" },
+      ui.statusSelect,
+      ui.search,
+      ui.refresh,
+      ui.selInfo,
+      h("span", { class: "spacer" }),
+      ui.deleteBtn,
+      ui.clearInvalidBtn,
+    ),
     ui.progress,
     ui.tableBox,
     ui.pager,
@@ -89,7 +126,8 @@ function keepFresh(page) {
     }
   });
   life.every(5000, () => {
-    if (!document.hidden && !ui.tableBox.contains(document.activeElement) && !document.querySelector("dialog[open]")) page.load();
+    if (!document.hidden && !ui.tableBox.contains(document.activeElement) && !document.querySelector("dialog[open]"))
+      page.load();
   });
 }
 
@@ -98,7 +136,11 @@ function wireControls(page) {
   ui.statusSelect.addEventListener("change", () => {
     state.status = ui.statusSelect.value;
     state.page = 1;
-    history.replaceState(null, "", `#/groups/${encodeURIComponent(name)}/keys${state.status ? "?status=" + state.status : ""}`);
+    history.replaceState(
+      null,
+      "",
+      `#/groups/${encodeURIComponent(name)}/keys${state.status ? "?status=" + state.status : ""}`,
+    );
     page.load();
   });
   ui.search.addEventListener("input", () => {

@@ -13,7 +13,15 @@ export async function render(main) {
     h("h1", { id: "login-title" }, h("img", { src: "favicon.svg", alt: "", width: 28, height: 28 }), " gptload"),
     h("p", { class: "muted" }, "Gemini key-pool proxy — admin console"),
     // A username field (hidden) lets password managers and Chromium's form checks pair the password with an account.
-    h("input", { type: "text", name: "username", autocomplete: "username", value: "admin", hidden: true, "aria-hidden": "true", tabindex: "-1" }),
+    h("input", {
+      type: "text",
+      name: "username",
+      autocomplete: "username",
+      value: "admin",
+      hidden: true,
+      "aria-hidden": "true",
+      tabindex: "-1",
+    }),
     field("Admin key (AUTH_KEY)", input, { hint: "Kept in this tab only (sessionStorage); cleared on log out." }),
     error,
     submit,

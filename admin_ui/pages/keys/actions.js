@@ -18,7 +18,13 @@ export async function restoreKeys(page, ids) {
 export async function deleteKeys(page, ids, label) {
   if (!ids.length) return;
   const what = label ? `key ${label}` : `${ids.length} selected key${ids.length === 1 ? "" : "s"}`;
-  if (!(await confirmDialog(`Delete ${what}?`, "Deleted keys and their stored secrets are gone for good; import them again to bring them back."))) return;
+  if (
+    !(await confirmDialog(
+      `Delete ${what}?`,
+      "Deleted keys and their stored secrets are gone for good; import them again to bring them back.",
+    ))
+  )
+    return;
   try {
     const r = await api("DELETE", page.path, { body: { ids } });
     toast(`Deleted ${r.deleted} key${r.deleted === 1 ? "" : "s"}`);
@@ -30,7 +36,13 @@ export async function deleteKeys(page, ids, label) {
 }
 
 export async function clearInvalid(page) {
-  if (!(await confirmDialog("Delete all invalid keys?", "Every key marked invalid in this group is deleted with its stored secret."))) return;
+  if (
+    !(await confirmDialog(
+      "Delete all invalid keys?",
+      "Every key marked invalid in this group is deleted with its stored secret.",
+    ))
+  )
+    return;
   try {
     const r = await api("POST", page.path + "/clear-invalid", { body: {} });
     toast(`Deleted ${r.deleted} invalid key${r.deleted === 1 ? "" : "s"}`);

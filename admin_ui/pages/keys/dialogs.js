@@ -4,7 +4,14 @@ import { api, download } from "../../api.js";
 import { clear, errorBox, field, h, missingNotice, openDialog, toast } from "../../dom.js";
 
 export function importDialog(page) {
-  const text = h("textarea", { name: "keys", rows: 8, class: "mono", spellcheck: "false", autocomplete: "off", placeholder: "AIza…\nAIza…" });
+  const text = h("textarea", {
+    name: "keys",
+    rows: 8,
+    class: "mono",
+    spellcheck: "false",
+    autocomplete: "off",
+    placeholder: "AIza…\nAIza…",
+  });
   const file = h("input", { type: "file", name: "file", accept: ".txt,text/plain" });
   const fileInfo = h("p", { class: "muted small", "aria-live": "polite" });
   const result = h("div", { role: "status" });
@@ -27,7 +34,8 @@ export function importDialog(page) {
     e.preventDefault();
     const all = [text.value, chosen.text].filter(Boolean).join("\n");
     clear(result);
-    if (!all.trim()) return result.append(h("div", { class: "alert error", role: "alert" }, "Paste keys or choose a file first."));
+    if (!all.trim())
+      return result.append(h("div", { class: "alert error", role: "alert" }, "Paste keys or choose a file first."));
     submit.disabled = true;
     try {
       const r = await api("POST", page.path, { body: { keys: all } });
@@ -58,7 +66,9 @@ function importSummary(r) {
     "div",
     { class: "alert " + (r.rejected ? "warn" : "ok") },
     `Added ${r.added} · ${r.duplicate} duplicate · ${r.rejected} rejected`,
-    r.rejected_samples && r.rejected_samples.length ? h("div", { class: "mono small" }, "Rejected: " + r.rejected_samples.join(", ")) : null,
+    r.rejected_samples && r.rejected_samples.length
+      ? h("div", { class: "mono small" }, "Rejected: " + r.rejected_samples.join(", "))
+      : null,
   );
 }
 
@@ -69,7 +79,15 @@ function submitOnCtrlEnter(textarea, form) {
 }
 
 export function exportDialog(page) {
-  const scope = h("select", { name: "export_status" }, [["all", "All keys"], ["active", "Active keys"], ["invalid", "Invalid keys"]].map(([v, t]) => h("option", { value: v }, t)));
+  const scope = h(
+    "select",
+    { name: "export_status" },
+    [
+      ["all", "All keys"],
+      ["active", "Active keys"],
+      ["invalid", "Invalid keys"],
+    ].map(([v, t]) => h("option", { value: v }, t)),
+  );
   const go = h("button", { type: "submit", class: "btn primary" }, "Download .txt");
   const form = h(
     "form",
@@ -97,13 +115,24 @@ export function exportDialog(page) {
 
 export function validateDialog(page) {
   const { selected } = page.state;
-  const options = [["all", "All keys"], ["invalid", "Invalid keys only"]];
+  const options = [
+    ["all", "All keys"],
+    ["invalid", "Invalid keys only"],
+  ];
   if (selected.size) options.unshift(["selected", `The ${selected.size} selected keys`]);
-  const scope = h("select", { name: "scope" }, options.map(([v, t]) => h("option", { value: v }, t)));
+  const scope = h(
+    "select",
+    { name: "scope" },
+    options.map(([v, t]) => h("option", { value: v }, t)),
+  );
   const form = h(
     "form",
     { class: "form" },
-    h("p", {}, "Each key gets one minimal request to the group's test model. Valid keys become active, dead keys invalid."),
+    h(
+      "p",
+      {},
+      "Each key gets one minimal request to the group's test model. Valid keys become active, dead keys invalid.",
+    ),
     field("Validate", scope),
     h("div", { class: "dialog-actions" }, h("button", { type: "submit", class: "btn primary" }, "Start")),
   );
@@ -118,7 +147,10 @@ export function validateDialog(page) {
       const { task } = await api("POST", page.path + "/validate", { body });
       await followTask(page, task);
     } catch (err) {
-      toast(err.missingRoute ? "Key validation is not available on this server yet (404 ROUTE_NOT_FOUND)." : err.message, "error");
+      toast(
+        err.missingRoute ? "Key validation is not available on this server yet (404 ROUTE_NOT_FOUND)." : err.message,
+        "error",
+      );
     }
   });
 }
@@ -152,7 +184,13 @@ async function followTask(page, task) {
 export function notesDialog(page, k) {
   const notes = h("textarea", { name: "notes", rows: 3, maxlength: 500 }, k.notes || "");
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
-  const form = h("form", { class: "form" }, field("Notes", notes, { hint: "Up to 500 characters. Ctrl+Enter saves." }), error, h("div", { class: "dialog-actions" }, h("button", { type: "submit", class: "btn primary" }, "Save")));
+  const form = h(
+    "form",
+    { class: "form" },
+    field("Notes", notes, { hint: "Up to 500 characters. Ctrl+Enter saves." }),
+    error,
+    h("div", { class: "dialog-actions" }, h("button", { type: "submit", class: "btn primary" }, "Save")),
+  );
   const dialog = openDialog("Notes for " + k.key, form);
   notes.focus();
   submitOnCtrlEnter(notes, form);
@@ -164,7 +202,9 @@ export function notesDialog(page, k) {
       toast("Notes saved");
       page.load();
     } catch (err) {
-      error.textContent = err.missingRoute ? "Notes are not available on this server yet (404 ROUTE_NOT_FOUND)." : err.message;
+      error.textContent = err.missingRoute
+        ? "Notes are not available on this server yet (404 ROUTE_NOT_FOUND)."
+        : err.message;
       error.hidden = false;
     }
   });

@@ -22,16 +22,27 @@ export function renderTable(page) {
 /** The loaded rows whose key, notes or last error contain the search text. */
 function matchingRows({ rows, search }) {
   const needle = search.toLowerCase();
-  return rows.filter((k) => !needle || [k.key, k.notes, k.last_error].some((v) => (v || "").toLowerCase().includes(needle)));
+  return rows.filter(
+    (k) => !needle || [k.key, k.notes, k.last_error].some((v) => (v || "").toLowerCase().includes(needle)),
+  );
 }
 
 function tableOrEmptyState(page, rows) {
   const { state } = page;
   if (!state.total && !state.status) {
-    return emptyState("No keys in this group yet", "Import Gemini API keys (AIza…) from text or a .txt file.", h("button", { type: "button", class: "btn primary", onclick: () => importDialog(page) }, "Import keys"));
+    return emptyState(
+      "No keys in this group yet",
+      "Import Gemini API keys (AIza…) from text or a .txt file.",
+      h("button", { type: "button", class: "btn primary", onclick: () => importDialog(page) }, "Import keys"),
+    );
   }
   if (!rows.length) {
-    return emptyState("No keys match", state.status ? `No ${state.status} keys${state.search ? " match the filter" : ""}.` : "No key matches the filter.");
+    return emptyState(
+      "No keys match",
+      state.status
+        ? `No ${state.status} keys${state.search ? " match the filter" : ""}.`
+        : "No key matches the filter.",
+    );
   }
   return h(
     "div",
@@ -40,7 +51,11 @@ function tableOrEmptyState(page, rows) {
       "table",
       { class: "keys-table" },
       h("thead", {}, headerRow(page, rows)),
-      h("tbody", {}, rows.map((k) => keyRow(page, k))),
+      h(
+        "tbody",
+        {},
+        rows.map((k) => keyRow(page, k)),
+      ),
     ),
   );
 }
@@ -58,7 +73,11 @@ function headerRow(page, rows) {
 /** Selects or unselects every row on screen. */
 function selectAllBox(page, rows) {
   const { selected } = page.state;
-  const all = h("input", { type: "checkbox", "aria-label": "Select all keys on this page", checked: rows.every((k) => selected.has(k.id)) });
+  const all = h("input", {
+    type: "checkbox",
+    "aria-label": "Select all keys on this page",
+    checked: rows.every((k) => selected.has(k.id)),
+  });
   all.addEventListener("change", () => {
     rows.forEach((k) => (all.checked ? selected.add(k.id) : selected.delete(k.id)));
     renderTable(page);
@@ -98,21 +117,39 @@ function selectBox(page, k) {
 /** One chip per cooling model; widgets.js's tickCountdowns turns data-until into a live "model · m:ss". */
 function cooldowns(k) {
   return k.cooldowns.length
-    ? h("div", { class: "cooldowns" }, k.cooldowns.map((c) => h("span", { class: "cooldown", title: c.reason || "", dataset: { until: c.until, label: c.model } }, c.model)))
+    ? h(
+        "div",
+        { class: "cooldowns" },
+        k.cooldowns.map((c) =>
+          h("span", { class: "cooldown", title: c.reason || "", dataset: { until: c.until, label: c.model } }, c.model),
+        ),
+      )
     : h("span", { class: "muted" }, "–");
 }
 
 function notesButton(page, k) {
-  const button = h("button", { type: "button", class: "btn small ghost", "aria-label": `Edit notes of ${k.key}` }, k.notes ? "Edit" : "Add note");
+  const button = h(
+    "button",
+    { type: "button", class: "btn small ghost", "aria-label": `Edit notes of ${k.key}` },
+    k.notes ? "Edit" : "Add note",
+  );
   button.addEventListener("click", () => notesDialog(page, k));
   return button;
 }
 
 /** Restore (hidden on active keys) and Delete for one key. */
 function rowActions(page, k) {
-  const restore = h("button", { type: "button", class: "btn small", "aria-label": `Restore ${k.key}`, hidden: k.status === "active" }, "Restore");
+  const restore = h(
+    "button",
+    { type: "button", class: "btn small", "aria-label": `Restore ${k.key}`, hidden: k.status === "active" },
+    "Restore",
+  );
   restore.addEventListener("click", () => restoreKeys(page, [k.id]));
-  const del = h("button", { type: "button", class: "btn small danger ghost", "aria-label": `Delete ${k.key}` }, "Delete");
+  const del = h(
+    "button",
+    { type: "button", class: "btn small danger ghost", "aria-label": `Delete ${k.key}` },
+    "Delete",
+  );
   del.addEventListener("click", () => deleteKeys(page, [k.id], k.key));
   return [restore, del];
 }
@@ -124,12 +161,26 @@ function renderPager(page) {
   clear(ui.pager);
   if (pages > 1) {
     ui.pager.append(
-      h("button", { type: "button", class: "btn small", disabled: state.page <= 1, onclick: () => turnPage(page, -1) }, "Previous"),
+      h(
+        "button",
+        { type: "button", class: "btn small", disabled: state.page <= 1, onclick: () => turnPage(page, -1) },
+        "Previous",
+      ),
       h("span", {}, `Page ${state.page} of ${pages}`),
-      h("button", { type: "button", class: "btn small", disabled: state.page >= pages, onclick: () => turnPage(page, 1) }, "Next"),
+      h(
+        "button",
+        { type: "button", class: "btn small", disabled: state.page >= pages, onclick: () => turnPage(page, 1) },
+        "Next",
+      ),
     );
   }
-  ui.pager.append(h("span", { class: "muted small" }, `${fmtInt(state.total)} ${state.status || ""} key${state.total === 1 ? "" : "s"}`.replace("  ", " ")));
+  ui.pager.append(
+    h(
+      "span",
+      { class: "muted small" },
+      `${fmtInt(state.total)} ${state.status || ""} key${state.total === 1 ? "" : "s"}`.replace("  ", " "),
+    ),
+  );
 }
 
 function turnPage(page, by) {
