@@ -33,7 +33,7 @@ class PageLife {
   }
   end() {
     this.alive = false;
-    this.cleanups.forEach((fn) => fn());
+    for (const fn of this.cleanups) fn();
   }
 }
 

@@ -7,7 +7,7 @@ const PAD = { top: 12, right: 12, bottom: 28, left: 44 };
 
 function niceMax(v) {
   if (v <= 0) return 4;
-  const exp = Math.pow(10, Math.floor(Math.log10(v)));
+  const exp = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= v) return m * exp;
   return 10 * exp;
 }

@@ -50,7 +50,7 @@ export function toast(message, kind = "ok") {
 }
 
 export function errorBox(err) {
-  const text = err && err.message ? err.message : String(err);
+  const text = err?.message ? err.message : String(err);
   return h("div", { class: "alert error", role: "alert" }, text);
 }
 
@@ -70,8 +70,8 @@ export function emptyState(title, text, ...actions) {
 /** Put server field errors (details.fields) next to the inputs named like them; returns the names it placed. */
 export function showFieldErrors(form, fields) {
   const placed = [];
-  form.querySelectorAll(".field-error").forEach((el) => (el.textContent = ""));
-  form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
   for (const [name, message] of Object.entries(fields || {})) {
     const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
     const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
@@ -135,7 +135,14 @@ export function confirmDialog(title, text, confirmLabel = "Delete") {
     let answer = false;
     const yes = h(
       "button",
-      { type: "button", class: "btn danger", onclick: () => ((answer = true), dialog.close()) },
+      {
+        type: "button",
+        class: "btn danger",
+        onclick: () => {
+          answer = true;
+          dialog.close();
+        },
+      },
       confirmLabel,
     );
     const no = h("button", { type: "button", class: "btn", onclick: () => dialog.close() }, "Cancel");

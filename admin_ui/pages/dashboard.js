@@ -63,11 +63,11 @@ export async function render(main, _route, life) {
         ),
         card("Cooling keys", fmtInt(d.keys.cooling), "waiting for quota", d.keys.cooling ? "warn" : ""),
         card("Invalid keys", fmtInt(d.keys.invalid), "disabled", d.keys.invalid ? "bad" : ""),
-        card("Requests (24 h)", fmtInt(last.requests), trend(d.trend && d.trend.requests)),
+        card("Requests (24 h)", fmtInt(last.requests), trend(d.trend?.requests)),
         card(
           "Error rate (24 h)",
           fmtPct(last.error_rate),
-          trend(d.trend && d.trend.error_rate, { points: true, invert: true }),
+          trend(d.trend?.error_rate, { points: true, invert: true }),
           last.failures ? "warn" : "",
         ),
         card(

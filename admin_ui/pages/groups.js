@@ -1,7 +1,6 @@
 // Groups list: key counts per group, create, reorder.
 import { api } from "../api.js";
 import {
-  chip,
   clear,
   emptyState,
   errorBox,

@@ -109,7 +109,7 @@ async function load(page) {
     state.total = r.total;
     state.nextExpiry = Math.min(Infinity, ...r.keys.flatMap((k) => k.cooldowns.map((c) => c.until)));
     const ids = new Set(r.keys.map((k) => k.id));
-    state.selected.forEach((id) => ids.has(id) || state.selected.delete(id));
+    for (const id of state.selected) if (!ids.has(id)) state.selected.delete(id);
     renderTable(page);
   } catch (err) {
     clear(page.ui.tableBox).append(errorBox(err));

@@ -1,6 +1,6 @@
 // Request logs: filters (kept in the URL), a paged table, a detail drawer, CSV export.
 import { api, download } from "../api.js";
-import { clear, emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
+import { emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
 import { navigate } from "../nav.js";
 
 const PAGE_SIZE = 50;
@@ -109,9 +109,9 @@ export async function render(main, { query }) {
   });
 
   api("GET", "/api/groups")
-    .then(({ groups }) =>
-      groups.forEach((g) => group.append(h("option", { value: g.name, selected: g.name === current.group }, g.name))),
-    )
+    .then(({ groups }) => {
+      for (const g of groups) group.append(h("option", { value: g.name, selected: g.name === current.group }, g.name));
+    })
     .catch(() => {});
 
   let data;

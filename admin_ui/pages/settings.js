@@ -36,7 +36,9 @@ export async function render(main) {
     const used = new Set();
     clear(form);
     for (const [title, names] of SECTIONS) {
-      const nodes = names.filter((n) => byName[n]).map((n) => (used.add(n), byName[n]));
+      const present = names.filter((n) => byName[n]);
+      for (const n of present) used.add(n);
+      const nodes = present.map((n) => byName[n]);
       if (nodes.length)
         form.append(
           h("fieldset", { class: "card" }, h("legend", {}, title), h("div", { class: "settings-grid" }, nodes)),

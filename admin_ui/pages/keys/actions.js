@@ -28,7 +28,7 @@ export async function deleteKeys(page, ids, label) {
   try {
     const r = await api("DELETE", page.path, { body: { ids } });
     toast(`Deleted ${r.deleted} key${r.deleted === 1 ? "" : "s"}`);
-    ids.forEach((id) => page.state.selected.delete(id));
+    for (const id of ids) page.state.selected.delete(id);
     page.load();
   } catch (err) {
     toast(err.message, "error");

@@ -66,9 +66,7 @@ function importSummary(r) {
     "div",
     { class: "alert " + (r.rejected ? "warn" : "ok") },
     `Added ${r.added} · ${r.duplicate} duplicate · ${r.rejected} rejected`,
-    r.rejected_samples && r.rejected_samples.length
-      ? h("div", { class: "mono small" }, "Rejected: " + r.rejected_samples.join(", "))
-      : null,
+    r.rejected_samples?.length ? h("div", { class: "mono small" }, "Rejected: " + r.rejected_samples.join(", ")) : null,
   );
 }
 

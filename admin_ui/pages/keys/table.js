@@ -79,7 +79,10 @@ function selectAllBox(page, rows) {
     checked: rows.every((k) => selected.has(k.id)),
   });
   all.addEventListener("change", () => {
-    rows.forEach((k) => (all.checked ? selected.add(k.id) : selected.delete(k.id)));
+    for (const k of rows) {
+      if (all.checked) selected.add(k.id);
+      else selected.delete(k.id);
+    }
     renderTable(page);
   });
   return all;
