@@ -15,7 +15,7 @@ export class ApiError extends Error {
     return this.status === 404 && this.code === "ROUTE_NOT_FOUND";
   }
   get fields() {
-    return (this.details && this.details.fields) || {};
+    return this.details?.fields || {};
   }
 }
 
@@ -64,12 +64,12 @@ async function raw(method, path, { body, key, query } = {}) {
     } catch {
       /* not JSON: keep the status line */
     }
-    const e = payload && payload.error;
+    const e = payload?.error;
     const error = new ApiError(
       response.status,
-      (e && e.code) || "HTTP_" + response.status,
-      (e && e.message) || response.status + " " + response.statusText,
-      e && e.details,
+      e?.code || "HTTP_" + response.status,
+      e?.message || response.status + " " + response.statusText,
+      e?.details,
     );
     if (response.status === 401 && key === undefined) onUnauthorized(error);
     throw error;

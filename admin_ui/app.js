@@ -1,6 +1,9 @@
-// The shell: hash routing, login state, page lifecycle. Each page module exports render(main, params, page).
+// The entry point (index.html loads it; no module imports it): hash routing, login state, page lifecycle, the
+// countdown timer. Each page module exports render(main, params, page).
 import { auth, setUnauthorizedHandler } from "./api.js";
-import { clear, fmtClock, h, toast } from "./dom.js";
+import { clear, h, toast } from "./dom.js";
+import { navigate, setRouter } from "./nav.js";
+import { tickCountdowns } from "./widgets.js";
 
 const ROUTES = [
   [/^\/login$/, "login", () => import("./pages/login.js")],
@@ -30,7 +33,7 @@ class PageLife {
   }
   end() {
     this.alive = false;
-    this.cleanups.forEach((fn) => fn());
+    for (const fn of this.cleanups) fn();
   }
 }
 
@@ -38,11 +41,6 @@ function parseHash() {
   const raw = decodeURIComponent(location.hash.replace(/^#/, "")) || "/dashboard";
   const [path, qs] = raw.split("?");
   return { path: path || "/dashboard", query: new URLSearchParams(qs || "") };
-}
-
-export function navigate(path) {
-  if (location.hash === "#" + path) route();
-  else location.hash = path;
 }
 
 async function route() {
@@ -106,17 +104,7 @@ setUnauthorizedHandler(() => {
   navigate("/login");
 });
 
-// Live cooldown countdowns: any element with data-until (epoch s) and data-label shows "label · m:ss".
-function tickCountdowns() {
-  const now = Date.now() / 1000;
-  document.querySelectorAll("[data-until]").forEach((el) => {
-    const left = Number(el.dataset.until) - now;
-    el.textContent = el.dataset.label + " · " + (left > 0 ? fmtClock(left) : "ready");
-    el.classList.toggle("done", left <= 0);
-  });
-}
 setInterval(tickCountdowns, 1000);
-export { tickCountdowns };
 
 // The skip link must not touch the hash (the router owns it): it moves focus to the content instead.
 document.querySelector(".skip-link").addEventListener("click", (e) => {
@@ -124,5 +112,6 @@ document.querySelector(".skip-link").addEventListener("click", (e) => {
   main.focus();
 });
 
+setRouter(route);
 window.addEventListener("hashchange", route);
 route();

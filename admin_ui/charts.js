@@ -7,7 +7,7 @@ const PAD = { top: 12, right: 12, bottom: 28, left: 44 };
 
 function niceMax(v) {
   if (v <= 0) return 4;
-  const exp = Math.pow(10, Math.floor(Math.log10(v)));
+  const exp = 10 ** Math.floor(Math.log10(v));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= v) return m * exp;
   return 10 * exp;
 }
@@ -28,13 +28,21 @@ function frame(series, max, label) {
   for (let i = 0; i <= 4; i++) {
     const y = PAD.top + innerH - (innerH * i) / 4;
     svg.append(s("line", { x1: PAD.left, x2: W - PAD.right, y1: y, y2: y, class: "grid" }));
-    svg.append(s("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "axis" }, fmtCompact((max * i) / 4)));
+    svg.append(
+      s("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "axis" }, fmtCompact((max * i) / 4)),
+    );
   }
   const step = (W - PAD.left - PAD.right) / Math.max(1, series.length);
   const every = Math.max(1, Math.ceil(series.length / 6));
   series.forEach((p, i) => {
     if (i % every === 0) {
-      svg.append(s("text", { x: PAD.left + step * (i + 0.5), y: H - 8, "text-anchor": "middle", class: "axis" }, hourLabel(p.hour)));
+      svg.append(
+        s(
+          "text",
+          { x: PAD.left + step * (i + 0.5), y: H - 8, "text-anchor": "middle", class: "axis" },
+          hourLabel(p.hour),
+        ),
+      );
     }
   });
   return { svg, innerH, step };
@@ -52,9 +60,14 @@ export function requestsChart(series) {
     const okH = (innerH * Math.max(0, p.requests - p.failures)) / max;
     const failH = (innerH * p.failures) / max;
     const base = PAD.top + innerH;
-    const g = s("g", {}, s("title", {}, `${hourLabel(p.hour)}: ${fmtInt(p.requests)} requests, ${fmtInt(p.failures)} failures`));
+    const g = s(
+      "g",
+      {},
+      s("title", {}, `${hourLabel(p.hour)}: ${fmtInt(p.requests)} requests, ${fmtInt(p.failures)} failures`),
+    );
     if (okH > 0) g.append(s("rect", { x, y: base - okH, width: bw, height: okH, class: "bar ok", rx: 2 }));
-    if (failH > 0) g.append(s("rect", { x, y: base - okH - failH, width: bw, height: failH, class: "bar fail", rx: 2 }));
+    if (failH > 0)
+      g.append(s("rect", { x, y: base - okH - failH, width: bw, height: failH, class: "bar fail", rx: 2 }));
     g.append(s("rect", { x: PAD.left + step * i, y: PAD.top, width: step, height: innerH, fill: "transparent" }));
     svg.append(g);
   });
@@ -80,7 +93,11 @@ export function tokensChart(series) {
         s(
           "rect",
           { x: PAD.left + step * i, y: PAD.top, width: step, height: innerH, fill: "transparent" },
-          s("title", {}, `${hourLabel(p.hour)}: ${fmtInt(p.total_tokens)} tokens (${fmtInt(p.prompt_tokens)} prompt, ${fmtInt(p.candidates_tokens)} answer)`),
+          s(
+            "title",
+            {},
+            `${hourLabel(p.hour)}: ${fmtInt(p.total_tokens)} tokens (${fmtInt(p.prompt_tokens)} prompt, ${fmtInt(p.candidates_tokens)} answer)`,
+          ),
         ),
       );
     });

@@ -50,7 +50,7 @@ export function toast(message, kind = "ok") {
 }
 
 export function errorBox(err) {
-  const text = err && err.message ? err.message : String(err);
+  const text = err?.message ? err.message : String(err);
   return h("div", { class: "alert error", role: "alert" }, text);
 }
 
@@ -70,8 +70,8 @@ export function emptyState(title, text, ...actions) {
 /** Put server field errors (details.fields) next to the inputs named like them; returns the names it placed. */
 export function showFieldErrors(form, fields) {
   const placed = [];
-  form.querySelectorAll(".field-error").forEach((el) => (el.textContent = ""));
-  form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
   for (const [name, message] of Object.entries(fields || {})) {
     const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
     const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
@@ -108,7 +108,11 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
       "div",
       { class: "dialog-head" },
       h("h2", {}, title),
-      h("button", { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: () => dialog.close() }, "✕"),
+      h(
+        "button",
+        { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: () => dialog.close() },
+        "✕",
+      ),
     ),
     h("div", { class: "dialog-body" }, body),
     actions.length ? h("div", { class: "dialog-actions" }, actions) : null,
@@ -129,7 +133,18 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
 export function confirmDialog(title, text, confirmLabel = "Delete") {
   return new Promise((resolve) => {
     let answer = false;
-    const yes = h("button", { type: "button", class: "btn danger", onclick: () => ((answer = true), dialog.close()) }, confirmLabel);
+    const yes = h(
+      "button",
+      {
+        type: "button",
+        class: "btn danger",
+        onclick: () => {
+          answer = true;
+          dialog.close();
+        },
+      },
+      confirmLabel,
+    );
     const no = h("button", { type: "button", class: "btn", onclick: () => dialog.close() }, "Cancel");
     const dialog = openDialog(title, h("p", {}, text), { actions: [no, yes], onClose: () => resolve(answer) });
     no.focus();

@@ -27,7 +27,11 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
           )
         : h("input", { type: "checkbox", name: spec.name, checked: Boolean(current) });
     } else if (spec.type === "string_list") {
-      input = h("textarea", { name: spec.name, rows: 3, class: "mono", spellcheck: "false" }, (current || []).join("\n"));
+      input = h(
+        "textarea",
+        { name: spec.name, rows: 3, class: "mono", spellcheck: "false" },
+        (current || []).join("\n"),
+      );
     } else if (spec.type === "integer" || spec.type === "number") {
       input = h("input", {
         type: "number",
@@ -40,13 +44,25 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
         placeholder: inherit ? String(inherited[spec.name] ?? spec.default) : undefined,
       });
     } else {
-      input = h("input", { type: "text", name: spec.name, value: current ?? "", placeholder: inherit ? String(inherited[spec.name] ?? "") : undefined });
+      input = h("input", {
+        type: "text",
+        name: spec.name,
+        value: current ?? "",
+        placeholder: inherit ? String(inherited[spec.name] ?? "") : undefined,
+      });
     }
     const range = spec.min !== null && spec.min !== undefined ? ` Range ${spec.min}–${spec.max}.` : "";
     const hint = `${spec.description}${range} Default: ${JSON.stringify(spec.default)}.`;
-    const node = spec.type === "boolean" && !inherit
-      ? h("div", { class: "field check" }, h("label", {}, input, " ", labelOf(spec.name)), h("p", { class: "hint" }, hint), h("p", { class: "field-error", dataset: { errorFor: spec.name } }))
-      : field(labelOf(spec.name), input, { hint, name: spec.name });
+    const node =
+      spec.type === "boolean" && !inherit
+        ? h(
+            "div",
+            { class: "field check" },
+            h("label", {}, input, " ", labelOf(spec.name)),
+            h("p", { class: "hint" }, hint),
+            h("p", { class: "field-error", dataset: { errorFor: spec.name } }),
+          )
+        : field(labelOf(spec.name), input, { hint, name: spec.name });
     return { spec, input, node };
   });
 
@@ -63,7 +79,10 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
       }
       const text = input.value.trim();
       if (spec.type === "string_list") {
-        const list = text.split(/\n/).map((x) => x.trim()).filter(Boolean);
+        const list = text
+          .split(/\n/)
+          .map((x) => x.trim())
+          .filter(Boolean);
         if (JSON.stringify(list) !== JSON.stringify(values[name] || [])) out[name] = list;
         continue;
       }
@@ -78,8 +97,10 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
       const n = Number(text);
       if (!Number.isFinite(n)) errors[name] = "Enter a number.";
       else if (spec.type === "integer" && !Number.isInteger(n)) errors[name] = "Enter a whole number.";
-      else if (spec.min !== null && spec.min !== undefined && n < spec.min) errors[name] = `Must be at least ${spec.min}.`;
-      else if (spec.max !== null && spec.max !== undefined && n > spec.max) errors[name] = `Must be at most ${spec.max}.`;
+      else if (spec.min !== null && spec.min !== undefined && n < spec.min)
+        errors[name] = `Must be at least ${spec.min}.`;
+      else if (spec.max !== null && spec.max !== undefined && n > spec.max)
+        errors[name] = `Must be at most ${spec.max}.`;
       else if (inherit || n !== values[name]) out[name] = n;
     }
     return { values: out, errors };

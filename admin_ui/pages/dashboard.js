@@ -4,7 +4,13 @@ import { requestsChart, tokensChart } from "../charts.js";
 import { clear, emptyState, errorBox, fmtCompact, fmtInt, fmtPct, h, missingNotice } from "../dom.js";
 
 function card(label, value, sub, kind = "") {
-  return h("div", { class: "stat " + kind }, h("p", { class: "stat-label" }, label), h("p", { class: "stat-value" }, value), sub ? h("p", { class: "stat-sub" }, sub) : null);
+  return h(
+    "div",
+    { class: "stat " + kind },
+    h("p", { class: "stat-label" }, label),
+    h("p", { class: "stat-value" }, value),
+    sub ? h("p", { class: "stat-sub" }, sub) : null,
+  );
 }
 
 function trend(pct, { points = false, invert = false } = {}) {
@@ -16,7 +22,11 @@ function trend(pct, { points = false, invert = false } = {}) {
 }
 
 export async function render(main, _route, life) {
-  const groupSelect = h("select", { name: "group", "aria-label": "Group shown in the charts" }, h("option", { value: "" }, "All groups"));
+  const groupSelect = h(
+    "select",
+    { name: "group", "aria-label": "Group shown in the charts" },
+    h("option", { value: "" }, "All groups"),
+  );
   const hoursSelect = h(
     "select",
     { name: "hours", "aria-label": "Time range" },
@@ -29,7 +39,12 @@ export async function render(main, _route, life) {
   const groupsBox = h("section", { class: "card" });
   const updated = h("span", { class: "muted small", "aria-live": "off" });
   main.append(
-    h("div", { class: "page-head" }, h("h1", {}, "Dashboard"), h("div", { class: "toolbar" }, updated, groupSelect, hoursSelect, refresh)),
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", {}, "Dashboard"),
+      h("div", { class: "toolbar" }, updated, groupSelect, hoursSelect, refresh),
+    ),
     cards,
     charts,
     groupsBox,
@@ -40,12 +55,26 @@ export async function render(main, _route, life) {
       const d = await api("GET", "/api/dashboard");
       const last = d.last_24h;
       clear(cards).append(
-        card("Active keys", fmtInt(d.keys.active), `${fmtInt(d.keys.total)} keys in ${fmtInt(d.groups)} groups`, "good"),
+        card(
+          "Active keys",
+          fmtInt(d.keys.active),
+          `${fmtInt(d.keys.total)} keys in ${fmtInt(d.groups)} groups`,
+          "good",
+        ),
         card("Cooling keys", fmtInt(d.keys.cooling), "waiting for quota", d.keys.cooling ? "warn" : ""),
         card("Invalid keys", fmtInt(d.keys.invalid), "disabled", d.keys.invalid ? "bad" : ""),
-        card("Requests (24 h)", fmtInt(last.requests), trend(d.trend && d.trend.requests)),
-        card("Error rate (24 h)", fmtPct(last.error_rate), trend(d.trend && d.trend.error_rate, { points: true, invert: true }), last.failures ? "warn" : ""),
-        card("Tokens (24 h)", fmtCompact(last.total_tokens), `${fmtCompact(last.prompt_tokens)} prompt · ${fmtCompact(last.candidates_tokens)} answer`),
+        card("Requests (24 h)", fmtInt(last.requests), trend(d.trend?.requests)),
+        card(
+          "Error rate (24 h)",
+          fmtPct(last.error_rate),
+          trend(d.trend?.error_rate, { points: true, invert: true }),
+          last.failures ? "warn" : "",
+        ),
+        card(
+          "Tokens (24 h)",
+          fmtCompact(last.total_tokens),
+          `${fmtCompact(last.prompt_tokens)} prompt · ${fmtCompact(last.candidates_tokens)} answer`,
+        ),
         card("Requests / min", fmtInt(d.rpm), "last minute"),
       );
     } catch (err) {
@@ -64,20 +93,35 @@ export async function render(main, _route, life) {
 
   async function loadCharts() {
     try {
-      const { series } = await api("GET", "/api/stats/hourly", { query: { group: groupSelect.value, hours: hoursSelect.value } });
+      const { series } = await api("GET", "/api/stats/hourly", {
+        query: { group: groupSelect.value, hours: hoursSelect.value },
+      });
       const any = series.some((p) => p.requests > 0);
       clear(charts).append(
         h(
           "figure",
           { class: "card chart-card" },
-          h("figcaption", {}, "Requests per hour ", h("span", { class: "legend ok" }, "succeeded"), h("span", { class: "legend fail" }, "failed")),
+          h(
+            "figcaption",
+            {},
+            "Requests per hour ",
+            h("span", { class: "legend ok" }, "succeeded"),
+            h("span", { class: "legend fail" }, "failed"),
+          ),
           requestsChart(series),
           any ? null : h("p", { class: "muted small" }, "No requests in this period yet."),
         ),
         h(
           "figure",
           { class: "card chart-card" },
-          h("figcaption", {}, "Tokens per hour ", h("span", { class: "legend total" }, "total"), h("span", { class: "legend prompt" }, "prompt"), h("span", { class: "legend answer" }, "answer")),
+          h(
+            "figcaption",
+            {},
+            "Tokens per hour ",
+            h("span", { class: "legend total" }, "total"),
+            h("span", { class: "legend prompt" }, "prompt"),
+            h("span", { class: "legend answer" }, "answer"),
+          ),
           tokensChart(series),
         ),
       );
@@ -91,17 +135,28 @@ export async function render(main, _route, life) {
     try {
       const { groups } = await api("GET", "/api/stats/groups");
       if (!groups.length) {
-        return clear(groupsBox).append(head, emptyState("No groups yet", "Create a group and add keys to start proxying.", h("a", { class: "btn primary", href: "#/groups" }, "Go to groups")));
+        return clear(groupsBox).append(
+          head,
+          emptyState(
+            "No groups yet",
+            "Create a group and add keys to start proxying.",
+            h("a", { class: "btn primary", href: "#/groups" }, "Go to groups"),
+          ),
+        );
       }
       for (const g of groups) {
-        if (![...groupSelect.options].some((o) => o.value === g.name)) groupSelect.append(h("option", { value: g.name }, g.name));
+        if (![...groupSelect.options].some((o) => o.value === g.name))
+          groupSelect.append(h("option", { value: g.name }, g.name));
       }
       const row = (g) =>
         h(
           "tr",
           {},
           h("th", { scope: "row" }, h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name)),
-          ...["24h", "7d", "30d"].flatMap((p) => [h("td", { class: "num" }, fmtInt(g[p].requests)), h("td", { class: "num" }, fmtInt(g[p].failures))]),
+          ...["24h", "7d", "30d"].flatMap((p) => [
+            h("td", { class: "num" }, fmtInt(g[p].requests)),
+            h("td", { class: "num" }, fmtInt(g[p].failures)),
+          ]),
           h("td", { class: "num" }, fmtCompact(g["24h"].total_tokens)),
         );
       clear(groupsBox).append(
@@ -115,14 +170,26 @@ export async function render(main, _route, life) {
             h(
               "thead",
               {},
-              h("tr", {}, h("th", { scope: "col" }, "Group"), ...["24 h", "7 d", "30 d"].flatMap((p) => [h("th", { scope: "col", class: "num" }, `Requests ${p}`), h("th", { scope: "col", class: "num" }, `Failures ${p}`)]), h("th", { scope: "col", class: "num" }, "Tokens 24 h")),
+              h(
+                "tr",
+                {},
+                h("th", { scope: "col" }, "Group"),
+                ...["24 h", "7 d", "30 d"].flatMap((p) => [
+                  h("th", { scope: "col", class: "num" }, `Requests ${p}`),
+                  h("th", { scope: "col", class: "num" }, `Failures ${p}`),
+                ]),
+                h("th", { scope: "col", class: "num" }, "Tokens 24 h"),
+              ),
             ),
             h("tbody", {}, groups.map(row)),
           ),
         ),
       );
     } catch (err) {
-      clear(groupsBox).append(head, err.missingRoute ? missingNotice("Per-group statistics (/api/stats/groups)") : errorBox(err));
+      clear(groupsBox).append(
+        head,
+        err.missingRoute ? missingNotice("Per-group statistics (/api/stats/groups)") : errorBox(err),
+      );
     }
   }
 

@@ -1,18 +1,21 @@
 // Group detail: endpoint URL, ready-to-paste SDK snippets, proxy keys (with a generator), edit, copy, delete.
 import { api, proxyBase } from "../api.js";
-import { navigate } from "../app.js";
-import { clear, confirmDialog, copyText, errorBox, field, fmtTime, generateProxyKey, h, openDialog, showFieldErrors, toast } from "../dom.js";
+import {
+  clear,
+  confirmDialog,
+  copyText,
+  errorBox,
+  field,
+  fmtTime,
+  generateProxyKey,
+  h,
+  openDialog,
+  showFieldErrors,
+  toast,
+} from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
-
-export function groupTabs(name, active) {
-  const base = "#/groups/" + encodeURIComponent(name);
-  return h(
-    "nav",
-    { class: "tabs", "aria-label": "Group sections" },
-    h("a", { href: base, "aria-current": active === "overview" ? "page" : undefined }, "Overview"),
-    h("a", { href: base + "/keys", "aria-current": active === "keys" ? "page" : undefined }, "Keys"),
-  );
-}
+import { navigate } from "../nav.js";
+import { groupTabs } from "../widgets.js";
 
 function snippets(base, proxyKey, model) {
   return {
@@ -86,19 +89,39 @@ export async function render(main, { params: [name] }) {
   const keysList = h("ul", { class: "plain proxy-keys" });
   const renderProxyKeys = () => {
     clear(keysList);
-    if (!group.proxy_keys.length) keysList.append(h("li", { class: "muted" }, "No proxy keys: only the global proxy keys (Settings) can use this group."));
+    if (!group.proxy_keys.length)
+      keysList.append(
+        h("li", { class: "muted" }, "No proxy keys: only the global proxy keys (Settings) can use this group."),
+      );
     group.proxy_keys.forEach((k) => {
       const copy = h("button", { type: "button", class: "btn small" }, "Copy");
       copy.addEventListener("click", () => copyText(k, copy));
-      const remove = h("button", { type: "button", class: "btn small danger ghost", "aria-label": "Remove proxy key " + maskProxyKey(k) }, "Remove");
+      const remove = h(
+        "button",
+        { type: "button", class: "btn small danger ghost", "aria-label": "Remove proxy key " + maskProxyKey(k) },
+        "Remove",
+      );
       remove.addEventListener("click", async () => {
-        if (!(await confirmDialog("Remove proxy key?", `Clients using ${maskProxyKey(k)} will get 401 INVALID_PROXY_KEY.`, "Remove"))) return;
+        if (
+          !(await confirmDialog(
+            "Remove proxy key?",
+            `Clients using ${maskProxyKey(k)} will get 401 INVALID_PROXY_KEY.`,
+            "Remove",
+          ))
+        )
+          return;
         await saveProxyKeys(group.proxy_keys.filter((x) => x !== k));
       });
       keysList.append(h("li", {}, h("code", {}, maskProxyKey(k)), copy, remove));
     });
   };
-  const generated = h("input", { class: "mono", readonly: true, "aria-label": "Generated proxy key", name: "generated_key", value: "" });
+  const generated = h("input", {
+    class: "mono",
+    readonly: true,
+    "aria-label": "Generated proxy key",
+    name: "generated_key",
+    value: "",
+  });
   const genButton = h("button", { type: "button", class: "btn" }, "Generate key");
   const addButton = h("button", { type: "button", class: "btn primary", disabled: true }, "Add to group");
   genButton.addEventListener("click", () => {
@@ -128,13 +151,25 @@ export async function render(main, { params: [name] }) {
   }
 
   const snippetBox = h("div", {});
-  const renderSnippets = () => clear(snippetBox).append(snippetTabs(snippets(base, group.proxy_keys[0] || "YOUR_PROXY_KEY", group.test_model)));
+  const renderSnippets = () =>
+    clear(snippetBox).append(snippetTabs(snippets(base, group.proxy_keys[0] || "YOUR_PROXY_KEY", group.test_model)));
 
-  const editButton = h("button", { type: "button", class: "btn", onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name))) }, "Edit");
+  const editButton = h(
+    "button",
+    {
+      type: "button",
+      class: "btn",
+      onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name))),
+    },
+    "Edit",
+  );
   const copyButton = h("button", { type: "button", class: "btn", onclick: () => copyDialog(group) }, "Copy group");
   const deleteButton = h("button", { type: "button", class: "btn danger" }, "Delete group");
   deleteButton.addEventListener("click", async () => {
-    const ok = await confirmDialog(`Delete group ${group.name}?`, `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.`);
+    const ok = await confirmDialog(
+      `Delete group ${group.name}?`,
+      `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.`,
+    );
     if (!ok) return;
     try {
       const r = await api("DELETE", "/api/groups/" + encodeURIComponent(group.name));
@@ -147,15 +182,47 @@ export async function render(main, { params: [name] }) {
 
   const overrides = Object.entries(group.settings || {});
   main.append(
-    h("div", { class: "page-head" }, h("div", {}, h("p", { class: "crumbs" }, h("a", { href: "#/groups" }, "Groups"), " / "), h("h1", {}, group.display_name || group.name)), h("div", { class: "toolbar" }, editButton, copyButton, deleteButton)),
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        {},
+        h("p", { class: "crumbs" }, h("a", { href: "#/groups" }, "Groups"), " / "),
+        h("h1", {}, group.display_name || group.name),
+      ),
+      h("div", { class: "toolbar" }, editButton, copyButton, deleteButton),
+    ),
     groupTabs(group.name, "overview"),
     h("p", { class: "muted", hidden: !group.description }, group.description),
     h(
       "section",
       { class: "stats", "aria-label": "Keys" },
-      ["active", "cooling", "invalid", "total"].map((k) => h("a", { class: "stat link " + (k === "active" ? "good" : k === "invalid" && c[k] ? "bad" : k === "cooling" && c[k] ? "warn" : ""), href: `#/groups/${encodeURIComponent(group.name)}/keys` + (k === "total" ? "" : "?status=" + k) }, h("p", { class: "stat-label" }, k === "total" ? "Keys" : k[0].toUpperCase() + k.slice(1)), h("p", { class: "stat-value" }, String(c[k])))),
+      ["active", "cooling", "invalid", "total"].map((k) =>
+        h(
+          "a",
+          {
+            class:
+              "stat link " +
+              (k === "active" ? "good" : k === "invalid" && c[k] ? "bad" : k === "cooling" && c[k] ? "warn" : ""),
+            href: `#/groups/${encodeURIComponent(group.name)}/keys` + (k === "total" ? "" : "?status=" + k),
+          },
+          h("p", { class: "stat-label" }, k === "total" ? "Keys" : k[0].toUpperCase() + k.slice(1)),
+          h("p", { class: "stat-value" }, String(c[k])),
+        ),
+      ),
     ),
-    h("section", { class: "card" }, h("h2", {}, "Endpoint"), h("div", { class: "copy-row" }, endpoint, copyEndpoint), h("p", { class: "muted small" }, "Point any Gemini client here with a proxy key; every path (v1, v1beta, upload, openai) passes through.")),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "Endpoint"),
+      h("div", { class: "copy-row" }, endpoint, copyEndpoint),
+      h(
+        "p",
+        { class: "muted small" },
+        "Point any Gemini client here with a proxy key; every path (v1, v1beta, upload, openai) passes through.",
+      ),
+    ),
     h("section", { class: "card" }, h("h2", {}, "Use it"), snippetBox),
     h(
       "section",
@@ -172,11 +239,21 @@ export async function render(main, { params: [name] }) {
         "dl",
         { class: "props" },
         h("dt", {}, "Upstreams"),
-        h("dd", {}, group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`))),
+        h(
+          "dd",
+          {},
+          group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`)),
+        ),
         h("dt", {}, "Test model"),
         h("dd", {}, group.test_model),
         h("dt", {}, "Setting overrides"),
-        h("dd", {}, overrides.length ? overrides.map(([k, v]) => h("div", { class: "mono small" }, `${k} = ${JSON.stringify(v)}`)) : h("span", { class: "muted" }, "none (system settings apply)")),
+        h(
+          "dd",
+          {},
+          overrides.length
+            ? overrides.map(([k, v]) => h("div", { class: "mono small" }, `${k} = ${JSON.stringify(v)}`))
+            : h("span", { class: "muted" }, "none (system settings apply)"),
+        ),
         h("dt", {}, "Created"),
         h("dd", {}, fmtTime(group.created_at)),
       ),
@@ -189,7 +266,11 @@ export async function render(main, { params: [name] }) {
 async function editDialog(group, done) {
   const display = h("input", { name: "display_name", value: group.display_name });
   const description = h("textarea", { name: "description", rows: 2 }, group.description);
-  const upstreams = h("textarea", { name: "upstreams", rows: 3, class: "mono", spellcheck: "false" }, group.upstreams.map((u) => `${u.url} ${u.weight}`).join("\n"));
+  const upstreams = h(
+    "textarea",
+    { name: "upstreams", rows: 3, class: "mono", spellcheck: "false" },
+    group.upstreams.map((u) => `${u.url} ${u.weight}`).join("\n"),
+  );
   const model = h("input", { name: "test_model", value: group.test_model });
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
   let schema = [];
@@ -199,7 +280,11 @@ async function editDialog(group, done) {
   } catch (err) {
     toast(err.message, "error");
   }
-  const overrides = settingsFields(schema.filter((s) => s.group_overridable), group.settings || {}, { inherit: true, inherited: system });
+  const overrides = settingsFields(
+    schema.filter((s) => s.group_overridable),
+    group.settings || {},
+    { inherit: true, inherited: system },
+  );
   const submit = h("button", { type: "submit", class: "btn primary" }, "Save");
   const form = h(
     "form",
@@ -208,7 +293,12 @@ async function editDialog(group, done) {
     field("Description", description),
     field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
     field("Test model", model),
-    h("details", {}, h("summary", {}, "Setting overrides (empty = system value)"), h("div", { class: "settings-grid" }, overrides.nodes)),
+    h(
+      "details",
+      {},
+      h("summary", {}, "Setting overrides (empty = system value)"),
+      h("div", { class: "settings-grid" }, overrides.nodes),
+    ),
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
@@ -217,24 +307,41 @@ async function editDialog(group, done) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     error.hidden = true;
-    const ups = upstreams.value.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
-      const [url, weight] = l.split(/\s+/);
-      return { url, weight: weight ? Number(weight) : 1 };
-    });
+    const ups = upstreams.value
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .map((l) => {
+        const [url, weight] = l.split(/\s+/);
+        return { url, weight: weight ? Number(weight) : 1 };
+      });
     const { values, errors } = overrides.read();
     if (!ups.length) errors.upstreams = "Give at least one upstream URL.";
     if (Object.keys(errors).length) return showFieldErrors(form, errors);
     showFieldErrors(form, {});
     try {
       const g = await api("PUT", "/api/groups/" + encodeURIComponent(group.name), {
-        body: { display_name: display.value, description: description.value, upstreams: ups, test_model: model.value, settings: values },
+        body: {
+          display_name: display.value,
+          description: description.value,
+          upstreams: ups,
+          test_model: model.value,
+          settings: values,
+        },
       });
       dialog.close();
       toast("Group saved");
       done(g);
     } catch (err) {
       showFieldErrors(form, err.fields);
-      error.textContent = err.message + (err.fields && Object.keys(err.fields).length ? ": " + Object.entries(err.fields).map(([k, v]) => `${k} ${v}`).join("; ") : "");
+      error.textContent =
+        err.message +
+        (err.fields && Object.keys(err.fields).length
+          ? ": " +
+            Object.entries(err.fields)
+              .map(([k, v]) => `${k} ${v}`)
+              .join("; ")
+          : "");
       error.hidden = false;
     }
   });
@@ -258,13 +365,17 @@ function copyDialog(group) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      const g = await api("POST", `/api/groups/${encodeURIComponent(group.name)}/copy`, { body: { name: name.value, with_keys: withKeys.checked } });
+      const g = await api("POST", `/api/groups/${encodeURIComponent(group.name)}/copy`, {
+        body: { name: name.value, with_keys: withKeys.checked },
+      });
       dialog.close();
       toast(`Copied to ${g.name}`);
       navigate("/groups/" + encodeURIComponent(g.name));
     } catch (err) {
       showFieldErrors(form, err.fields);
-      error.textContent = err.missingRoute ? "Copying groups is not available on this server yet (404 ROUTE_NOT_FOUND)." : err.message;
+      error.textContent = err.missingRoute
+        ? "Copying groups is not available on this server yet (404 ROUTE_NOT_FOUND)."
+        : err.message;
       error.hidden = false;
     }
   });

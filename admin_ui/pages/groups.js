@@ -1,7 +1,18 @@
 // Groups list: key counts per group, create, reorder.
 import { api } from "../api.js";
-import { navigate } from "../app.js";
-import { chip, clear, emptyState, errorBox, field, generateProxyKey, h, missingNotice, openDialog, showFieldErrors, toast } from "../dom.js";
+import {
+  clear,
+  emptyState,
+  errorBox,
+  field,
+  generateProxyKey,
+  h,
+  missingNotice,
+  openDialog,
+  showFieldErrors,
+  toast,
+} from "../dom.js";
+import { navigate } from "../nav.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -19,7 +30,17 @@ export async function render(main) {
     }
     clear(list);
     if (!groups.length) {
-      return list.append(emptyState("No groups yet", "A group is a pool of Gemini keys behind one endpoint, with its own proxy keys.", h("button", { type: "button", class: "btn primary", onclick: () => createDialog() }, "Create your first group")));
+      return list.append(
+        emptyState(
+          "No groups yet",
+          "A group is a pool of Gemini keys behind one endpoint, with its own proxy keys.",
+          h(
+            "button",
+            { type: "button", class: "btn primary", onclick: () => createDialog() },
+            "Create your first group",
+          ),
+        ),
+      );
     }
     const move = async (index, delta) => {
       const names = groups.map((g) => g.name);
@@ -30,7 +51,10 @@ export async function render(main) {
         await load();
         // Keep keyboard focus on the moved group (on the other arrow once it reached an end).
         const same = list.querySelector(`[data-move="${CSS.escape(name + ":" + delta)}"]`);
-        (same && !same.disabled ? same : list.querySelector(`[data-move="${CSS.escape(name + ":" + -delta)}"]`))?.focus();
+        (same && !same.disabled
+          ? same
+          : list.querySelector(`[data-move="${CSS.escape(name + ":" + -delta)}"]`)
+        )?.focus();
       } catch (err) {
         if (err.missingRoute) list.prepend(missingNotice("Reordering groups (/api/groups-order)"));
         else toast(err.message, "error");
@@ -40,16 +64,58 @@ export async function render(main) {
       h(
         "tr",
         {},
-        h("th", { scope: "row" }, h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name), g.display_name ? h("div", { class: "muted small" }, g.display_name) : null),
+        h(
+          "th",
+          { scope: "row" },
+          h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
+          g.display_name ? h("div", { class: "muted small" }, g.display_name) : null,
+        ),
         h("td", { class: "num" }, String(g.key_counts.total)),
-        h("td", {}, h("div", { class: "chips" }, ["active", "cooling", "invalid"].map((st) => (g.key_counts[st] ? h("span", { class: "chip " + st }, `${g.key_counts[st]} ${st}`) : null)), g.key_counts.total ? null : h("span", { class: "muted" }, "no keys"))),
-        h("td", {}, g.upstreams.map((u) => h("div", { class: "mono small" }, u.url))),
+        h(
+          "td",
+          {},
+          h(
+            "div",
+            { class: "chips" },
+            ["active", "cooling", "invalid"].map((st) =>
+              g.key_counts[st] ? h("span", { class: "chip " + st }, `${g.key_counts[st]} ${st}`) : null,
+            ),
+            g.key_counts.total ? null : h("span", { class: "muted" }, "no keys"),
+          ),
+        ),
+        h(
+          "td",
+          {},
+          g.upstreams.map((u) => h("div", { class: "mono small" }, u.url)),
+        ),
         h(
           "td",
           { class: "actions" },
           h("a", { class: "btn small", href: `#/groups/${encodeURIComponent(g.name)}/keys` }, "Keys"),
-          h("button", { type: "button", class: "btn small ghost", "aria-label": `Move ${g.name} up`, disabled: i === 0, dataset: { move: `${g.name}:-1` }, onclick: () => move(i, -1) }, "↑"),
-          h("button", { type: "button", class: "btn small ghost", "aria-label": `Move ${g.name} down`, disabled: i === groups.length - 1, dataset: { move: `${g.name}:1` }, onclick: () => move(i, 1) }, "↓"),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "btn small ghost",
+              "aria-label": `Move ${g.name} up`,
+              disabled: i === 0,
+              dataset: { move: `${g.name}:-1` },
+              onclick: () => move(i, -1),
+            },
+            "↑",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "btn small ghost",
+              "aria-label": `Move ${g.name} down`,
+              disabled: i === groups.length - 1,
+              dataset: { move: `${g.name}:1` },
+              onclick: () => move(i, 1),
+            },
+            "↓",
+          ),
         ),
       ),
     );
@@ -60,7 +126,19 @@ export async function render(main) {
         h(
           "table",
           { class: "groups-table" },
-          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Group"), h("th", { scope: "col", class: "num" }, "Keys"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Upstream"), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", { scope: "col" }, "Group"),
+              h("th", { scope: "col", class: "num" }, "Keys"),
+              h("th", { scope: "col" }, "Status"),
+              h("th", { scope: "col" }, "Upstream"),
+              h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+            ),
+          ),
           h("tbody", {}, rows),
         ),
       ),
@@ -71,10 +149,23 @@ export async function render(main) {
 
 /** The "New group" dialog; on success opens the new group's page. */
 export function createDialog() {
-  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9_-]{1,100}", autocomplete: "off", placeholder: "main" });
+  const name = h("input", {
+    name: "name",
+    required: true,
+    pattern: "[a-z0-9_-]{1,100}",
+    autocomplete: "off",
+    placeholder: "main",
+  });
   const display = h("input", { name: "display_name", autocomplete: "off", placeholder: "Main pool" });
   const upstream = h("input", { name: "upstreams", type: "url", required: true, value: DEFAULT_UPSTREAM });
-  const proxyKey = h("input", { name: "proxy_keys", class: "mono", value: generateProxyKey(), minlength: 8, maxlength: 256, autocomplete: "off" });
+  const proxyKey = h("input", {
+    name: "proxy_keys",
+    class: "mono",
+    value: generateProxyKey(),
+    minlength: 8,
+    maxlength: 256,
+    autocomplete: "off",
+  });
   const model = h("input", { name: "test_model", value: "gemini-2.5-flash", autocomplete: "off" });
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "btn primary" }, "Create group");
@@ -84,7 +175,12 @@ export function createDialog() {
     field("Name", name, { hint: "Lower-case letters, digits, - and _. Used in the URL: /proxy/<name>." }),
     field("Display name", display),
     field("Upstream URL", upstream),
-    h("div", { class: "field-row" }, field("Proxy key", proxyKey, { hint: "Your clients use this instead of a real key." }), h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate")),
+    h(
+      "div",
+      { class: "field-row" },
+      field("Proxy key", proxyKey, { hint: "Your clients use this instead of a real key." }),
+      h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate"),
+    ),
     field("Test model", model, { hint: "Model used when validating keys." }),
     error,
     h("div", { class: "dialog-actions" }, submit),

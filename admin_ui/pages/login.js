@@ -1,7 +1,7 @@
 // Login: the AUTH_KEY is checked against the API and then kept in sessionStorage (gone when the tab closes).
 import { api, auth } from "../api.js";
-import { navigate } from "../app.js";
 import { field, h } from "../dom.js";
+import { navigate } from "../nav.js";
 
 export async function render(main) {
   const input = h("input", { type: "password", name: "auth_key", autocomplete: "current-password", required: true });
@@ -13,7 +13,15 @@ export async function render(main) {
     h("h1", { id: "login-title" }, h("img", { src: "favicon.svg", alt: "", width: 28, height: 28 }), " gptload"),
     h("p", { class: "muted" }, "Gemini key-pool proxy — admin console"),
     // A username field (hidden) lets password managers and Chromium's form checks pair the password with an account.
-    h("input", { type: "text", name: "username", autocomplete: "username", value: "admin", hidden: true, "aria-hidden": "true", tabindex: "-1" }),
+    h("input", {
+      type: "text",
+      name: "username",
+      autocomplete: "username",
+      value: "admin",
+      hidden: true,
+      "aria-hidden": "true",
+      tabindex: "-1",
+    }),
     field("Admin key (AUTH_KEY)", input, { hint: "Kept in this tab only (sessionStorage); cleared on log out." }),
     error,
     submit,

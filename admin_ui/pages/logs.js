@@ -1,7 +1,7 @@
 // Request logs: filters (kept in the URL), a paged table, a detail drawer, CSV export.
 import { api, download } from "../api.js";
-import { navigate } from "../app.js";
-import { clear, emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
+import { emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
+import { navigate } from "../nav.js";
 
 const PAGE_SIZE = 50;
 const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id"];
@@ -18,9 +18,32 @@ export async function render(main, { query }) {
 
   const group = h("select", { name: "group" }, h("option", { value: "" }, "All groups"));
   const model = h("input", { name: "model", value: current.model, placeholder: "gemini-2.5-flash" });
-  const status = h("input", { name: "status_code", type: "number", min: 100, max: 599, value: current.status_code, placeholder: "429" });
-  const success = h("select", { name: "success" }, [["", "Any"], ["true", "Succeeded"], ["false", "Failed"]].map(([v, t]) => h("option", { value: v, selected: v === current.success }, t)));
-  const stream = h("select", { name: "stream" }, [["", "Any"], ["true", "Streamed"], ["false", "Not streamed"]].map(([v, t]) => h("option", { value: v, selected: v === current.stream }, t)));
+  const status = h("input", {
+    name: "status_code",
+    type: "number",
+    min: 100,
+    max: 599,
+    value: current.status_code,
+    placeholder: "429",
+  });
+  const success = h(
+    "select",
+    { name: "success" },
+    [
+      ["", "Any"],
+      ["true", "Succeeded"],
+      ["false", "Failed"],
+    ].map(([v, t]) => h("option", { value: v, selected: v === current.success }, t)),
+  );
+  const stream = h(
+    "select",
+    { name: "stream" },
+    [
+      ["", "Any"],
+      ["true", "Streamed"],
+      ["false", "Not streamed"],
+    ].map(([v, t]) => h("option", { value: v, selected: v === current.stream }, t)),
+  );
   const q = h("input", { name: "q", type: "search", value: current.q, placeholder: "error text" });
   const since = h("input", { name: "since", type: "datetime-local", value: toLocalInput(current.since) });
   const until = h("input", { name: "until", type: "datetime-local", value: toLocalInput(current.until) });
@@ -35,13 +58,27 @@ export async function render(main, { query }) {
     field("Error contains", q),
     field("Since", since),
     field("Until", until),
-    h("div", { class: "filter-actions" }, h("button", { type: "submit", class: "btn primary" }, "Apply"), h("button", { type: "button", class: "btn ghost", onclick: () => navigate("/logs") }, "Reset")),
+    h(
+      "div",
+      { class: "filter-actions" },
+      h("button", { type: "submit", class: "btn primary" }, "Apply"),
+      h("button", { type: "button", class: "btn ghost", onclick: () => navigate("/logs") }, "Reset"),
+    ),
   );
   const exportBtn = h("button", { type: "button", class: "btn" }, "Export CSV");
-  const refresh = h("button", { type: "button", class: "btn", onclick: () => navigate(location.hash.slice(1)) }, "Refresh");
+  const refresh = h(
+    "button",
+    { type: "button", class: "btn", onclick: () => navigate(location.hash.slice(1)) },
+    "Refresh",
+  );
   const tableBox = h("div", {});
   const pager = h("div", { class: "pager" });
-  main.append(h("div", { class: "page-head" }, h("h1", {}, "Logs"), h("div", { class: "toolbar" }, refresh, exportBtn)), form, tableBox, pager);
+  main.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Logs"), h("div", { class: "toolbar" }, refresh, exportBtn)),
+    form,
+    tableBox,
+    pager,
+  );
 
   const filters = () => {
     const toEpoch = (v) => (v ? String(Math.floor(new Date(v).getTime() / 1000)) : "");
@@ -72,7 +109,9 @@ export async function render(main, { query }) {
   });
 
   api("GET", "/api/groups")
-    .then(({ groups }) => groups.forEach((g) => group.append(h("option", { value: g.name, selected: g.name === current.group }, g.name))))
+    .then(({ groups }) => {
+      for (const g of groups) group.append(h("option", { value: g.name, selected: g.name === current.group }, g.name));
+    })
     .catch(() => {});
 
   let data;
@@ -84,11 +123,22 @@ export async function render(main, { query }) {
   }
   if (!data.logs.length) {
     const filtered = FILTERS.some((f) => current[f]);
-    tableBox.append(emptyState(filtered ? "No log entries match these filters" : "No requests logged yet", filtered ? "Widen the filters or reset them." : "Send a request through a group's endpoint and it shows up here."));
+    tableBox.append(
+      emptyState(
+        filtered ? "No log entries match these filters" : "No requests logged yet",
+        filtered
+          ? "Widen the filters or reset them."
+          : "Send a request through a group's endpoint and it shows up here.",
+      ),
+    );
     return;
   }
   const rows = data.logs.map((l) => {
-    const open = h("button", { type: "button", class: "btn small ghost", "aria-label": `Details of request ${l.id}` }, "Details");
+    const open = h(
+      "button",
+      { type: "button", class: "btn small ghost", "aria-label": `Details of request ${l.id}` },
+      "Details",
+    );
     open.addEventListener("click", () => drawer(l));
     return h(
       "tr",
@@ -112,7 +162,18 @@ export async function render(main, { query }) {
       h(
         "table",
         { class: "logs-table" },
-        h("thead", {}, h("tr", {}, ["Time", "Group", "Key", "Model", "Status", "Duration", "Tokens", "Attempt", "Error"].map((t) => h("th", { scope: "col", class: ["Duration", "Tokens", "Attempt"].includes(t) ? "num" : "" }, t)), h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Details")))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Time", "Group", "Key", "Model", "Status", "Duration", "Tokens", "Attempt", "Error"].map((t) =>
+              h("th", { scope: "col", class: ["Duration", "Tokens", "Attempt"].includes(t) ? "num" : "" }, t),
+            ),
+            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Details")),
+          ),
+        ),
         h("tbody", {}, rows),
       ),
     ),
@@ -136,7 +197,15 @@ export async function render(main, { query }) {
 async function drawer(row) {
   const props = h("dl", { class: "props" });
   const body = h("div", {});
-  const add = (k, v) => props.append(h("dt", {}, k), h("dd", { class: typeof v === "string" && v.length > 40 ? "mono small" : "" }, v === null || v === undefined || v === "" ? "–" : String(v)));
+  const add = (k, v) =>
+    props.append(
+      h("dt", {}, k),
+      h(
+        "dd",
+        { class: typeof v === "string" && v.length > 40 ? "mono small" : "" },
+        v === null || v === undefined || v === "" ? "–" : String(v),
+      ),
+    );
   openDialog(`Request ${row.id}`, h("div", {}, props, body), { drawer: true });
   let log = row;
   try {
@@ -156,9 +225,17 @@ async function drawer(row) {
   add("Duration", `${log.duration_ms} ms`);
   add("Attempt", `${log.attempt}${log.final ? " (final)" : " (retried on another key)"}`);
   add("Upstream", log.upstream);
-  add("Tokens", `${fmtInt(log.prompt_tokens)} prompt · ${fmtInt(log.candidates_tokens)} answer · ${fmtInt(log.total_tokens)} total`);
+  add(
+    "Tokens",
+    `${fmtInt(log.prompt_tokens)} prompt · ${fmtInt(log.candidates_tokens)} answer · ${fmtInt(log.total_tokens)} total`,
+  );
   add("Client", log.source_ip);
   add("User agent", log.user_agent);
   add("Error", log.error);
-  body.append(h("h3", {}, "Request body"), log.request_body ? h("pre", { class: "code" }, log.request_body) : h("p", { class: "muted small" }, "Not kept (enable request body logging in Settings)."));
+  body.append(
+    h("h3", {}, "Request body"),
+    log.request_body
+      ? h("pre", { class: "code" }, log.request_body)
+      : h("p", { class: "muted small" }, "Not kept (enable request body logging in Settings)."),
+  );
 }

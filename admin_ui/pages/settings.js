@@ -5,9 +5,15 @@ import { clear, errorBox, h, showFieldErrors, toast } from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
 
 const SECTIONS = [
-  ["Retries and failures", ["max_retries", "blacklist_threshold", "bare_429_cooldown_seconds", "default_quota_cooldown_seconds"]],
+  [
+    "Retries and failures",
+    ["max_retries", "blacklist_threshold", "bare_429_cooldown_seconds", "default_quota_cooldown_seconds"],
+  ],
   ["Timeouts", ["request_timeout_seconds", "connect_timeout_seconds", "stream_idle_timeout_seconds"]],
-  ["Key validation", ["key_validation_interval_minutes", "key_validation_concurrency", "key_validation_timeout_seconds"]],
+  [
+    "Key validation",
+    ["key_validation_interval_minutes", "key_validation_concurrency", "key_validation_timeout_seconds"],
+  ],
   ["Request logs", ["request_log_retention_days", "enable_request_body_logging", "log_failures_only"]],
 ];
 
@@ -30,15 +36,31 @@ export async function render(main) {
     const used = new Set();
     clear(form);
     for (const [title, names] of SECTIONS) {
-      const nodes = names.filter((n) => byName[n]).map((n) => (used.add(n), byName[n]));
-      if (nodes.length) form.append(h("fieldset", { class: "card" }, h("legend", {}, title), h("div", { class: "settings-grid" }, nodes)));
+      const present = names.filter((n) => byName[n]);
+      for (const n of present) used.add(n);
+      const nodes = present.map((n) => byName[n]);
+      if (nodes.length)
+        form.append(
+          h("fieldset", { class: "card" }, h("legend", {}, title), h("div", { class: "settings-grid" }, nodes)),
+        );
     }
     const rest = schema.filter((s) => !used.has(s.name)).map((s) => byName[s.name]);
-    if (rest.length) form.append(h("fieldset", { class: "card" }, h("legend", {}, "Proxy"), h("div", { class: "settings-grid" }, rest)));
+    if (rest.length)
+      form.append(
+        h("fieldset", { class: "card" }, h("legend", {}, "Proxy"), h("div", { class: "settings-grid" }, rest)),
+      );
     form.append(h("div", { class: "form-foot" }, status, save));
   };
   build();
-  main.append(h("div", { class: "page-head" }, h("h1", {}, "Settings"), h("p", { class: "muted" }, "System-wide; groups can override the retry, cooldown and timeout settings.")), form);
+  main.append(
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", {}, "Settings"),
+      h("p", { class: "muted" }, "System-wide; groups can override the retry, cooldown and timeout settings."),
+    ),
+    form,
+  );
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -46,7 +68,13 @@ export async function render(main) {
     const { values: changed, errors } = fields.read();
     showFieldErrors(form, errors);
     if (Object.keys(errors).length) {
-      status.append(h("div", { class: "alert error", role: "alert" }, `Fix ${Object.keys(errors).length === 1 ? "the field" : "the fields"} marked below.`));
+      status.append(
+        h(
+          "div",
+          { class: "alert error", role: "alert" },
+          `Fix ${Object.keys(errors).length === 1 ? "the field" : "the fields"} marked below.`,
+        ),
+      );
       form.querySelector("[aria-invalid]")?.focus();
       return;
     }

@@ -7,7 +7,8 @@ data "archive_file" "source" {
     ".git/**", ".ci/**", ".benchmarks/**", ".hypothesis/**", ".pytest_cache/**", ".ruff_cache/**", ".venv/**",
     "bench/**", "data/**", "docs/**", "infra/**", "test-artifacts/**", "tests/**",
     "**/__pycache__/**", "**/*.pyc", "**/*.db", "**/*.db-wal", "**/*.db-shm",
-    ".env", ".env.example", ".gcloudignore", ".gitignore", "README.md", "pyproject.toml", "requirements-dev.txt",
+    ".env", ".env.example", ".gcloudignore", ".gitignore", "README.md", "biome.json", "pyproject.toml",
+    "requirements-dev.txt",
   ]
 }
 

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Format and lint check of the console's JavaScript (admin_ui/, config in biome.json), then its import rules.
+# Needs only Node 20+ and the npm registry: npx fetches the pinned Biome on first use. Exits non-zero on any
+# problem. To apply the formatter and the safe fixes: npx --yes @biomejs/biome@2.6.9 check --write
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx --yes @biomejs/biome@2.6.9 check --error-on-warnings admin_ui .ci/check-js-imports.mjs biome.json
+node .ci/check-js-imports.mjs admin_ui

@@ -1,0 +1,14 @@
+// Navigation for the pages. Importing it has no side effects: app.js (the entry point) owns the router and hands it
+// over with setRouter, so a page can navigate without importing app.js.
+let reroute = () => {};
+
+/** app.js registers its router here once, at start. */
+export function setRouter(route) {
+  reroute = route;
+}
+
+/** Go to a route ("/groups/x"); going to the route already on screen renders it again. */
+export function navigate(path) {
+  if (location.hash === "#" + path) reroute();
+  else location.hash = path;
+}
