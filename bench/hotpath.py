@@ -80,8 +80,14 @@ def main() -> None:
         router = Router(services)
         admin = {"Authorization": "Bearer hotpath-admin-key"}
         for path, payload in (
-            ("/api/groups", {"name": "bench", "upstreams": [{"url": "http://upstream.invalid"}],
-                             "proxy_keys": ["bench-proxy-key-123"]}),
+            (
+                "/api/groups",
+                {
+                    "name": "bench",
+                    "upstreams": [{"url": "http://upstream.invalid"}],
+                    "proxy_keys": ["bench-proxy-key-123"],
+                },
+            ),
             ("/api/groups/bench/keys", {"keys": "\n".join(make_key(i) for i in range(20))}),
         ):
             env = EnvironBuilder(path=path, method="POST", json=payload, headers=admin).get_environ()
@@ -90,8 +96,12 @@ def main() -> None:
             path="/proxy/bench/v1beta/models/gemini-2.5-flash:generateContent",
             method="POST",
             data=BODY,
-            headers={"Content-Type": "application/json", "x-goog-api-key": "bench-proxy-key-123",
-                     "User-Agent": "hotpath", "Accept-Encoding": "gzip, deflate"},
+            headers={
+                "Content-Type": "application/json",
+                "x-goog-api-key": "bench-proxy-key-123",
+                "User-Agent": "hotpath",
+                "Accept-Encoding": "gzip, deflate",
+            },
         ).get_environ()
 
         def one() -> None:

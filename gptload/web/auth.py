@@ -74,9 +74,7 @@ def _google_verify(token: str, audience: str, certs: GoogleCerts) -> dict[str, A
     from google.oauth2 import id_token
 
     try:
-        claims: dict[str, Any] = id_token.verify_oauth2_token(
-            token, certs, audience=audience
-        )
+        claims: dict[str, Any] = id_token.verify_oauth2_token(token, certs, audience=audience)
         return claims
     except GoogleAuthError as exc:  # a wrong issuer is a GoogleAuthError, not a ValueError
         raise ValueError(str(exc)) from None

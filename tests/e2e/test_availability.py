@@ -190,7 +190,9 @@ def test_field_names_quoted_by_google_never_condemn_keys(server, fake):
     keys = [fake.add_key() for _ in range(5)]
     group = server.make_group(fake.url, keys)
     for name in ("API key not valid", "API key not valid. Please pass a valid API key.", "has been suspended"):
-        fake.script("*", [errors.bad_request(f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')])
+        fake.script(
+            "*", [errors.bad_request(f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')]
+        )
         r = post(group, body={**BODY, name: 1})
         assert r.status_code == 400 and name in r.json()["error"]["message"]
     for openai_style in ("list", "object"):

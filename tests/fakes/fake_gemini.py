@@ -158,8 +158,12 @@ def _quota(model: str, quota_id: str, value: str, retry_delay: str | None) -> Re
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay})
     return Reply(
         429,
-        _err(429, "RESOURCE_EXHAUSTED",
-             "You exceeded your current quota, please check your plan and billing details.", details),
+        _err(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "You exceeded your current quota, please check your plan and billing details.",
+            details,
+        ),
     )
 
 
@@ -169,28 +173,54 @@ class errors:
     @staticmethod
     def invalid_key() -> Reply:
         msg = "API key not valid. Please pass a valid API key."
-        return Reply(400, _err(400, "INVALID_ARGUMENT", msg, [
-            _error_info("API_KEY_INVALID"),
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": msg},
-        ]))
+        return Reply(
+            400,
+            _err(
+                400,
+                "INVALID_ARGUMENT",
+                msg,
+                [
+                    _error_info("API_KEY_INVALID"),
+                    {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": msg},
+                ],
+            ),
+        )
 
     @staticmethod
     def key_not_found() -> Reply:
-        return Reply(400, _err(400, "INVALID_ARGUMENT", "API Key not found. Please pass a valid API key.",
-                               [_error_info("API_KEY_INVALID")]))
+        return Reply(
+            400,
+            _err(
+                400,
+                "INVALID_ARGUMENT",
+                "API Key not found. Please pass a valid API key.",
+                [_error_info("API_KEY_INVALID")],
+            ),
+        )
 
     @staticmethod
     def suspended(project_number: str = "123456789") -> Reply:
-        return Reply(403, _err(403, "PERMISSION_DENIED",
-                               "Permission denied: Consumer 'api_key:AIza...' has been suspended.",
-                               [_error_info("CONSUMER_SUSPENDED", consumer=f"projects/{project_number}")]))
+        return Reply(
+            403,
+            _err(
+                403,
+                "PERMISSION_DENIED",
+                "Permission denied: Consumer 'api_key:AIza...' has been suspended.",
+                [_error_info("CONSUMER_SUSPENDED", consumer=f"projects/{project_number}")],
+            ),
+        )
 
     @staticmethod
     def service_disabled(project_number: str = "123456789") -> Reply:
-        return Reply(403, _err(
-            403, "PERMISSION_DENIED",
-            f"Generative Language API has not been used in project {project_number} before or it is disabled.",
-            [_error_info("SERVICE_DISABLED", consumer=f"projects/{project_number}")]))
+        return Reply(
+            403,
+            _err(
+                403,
+                "PERMISSION_DENIED",
+                f"Generative Language API has not been used in project {project_number} before or it is disabled.",
+                [_error_info("SERVICE_DISABLED", consumer=f"projects/{project_number}")],
+            ),
+        )
 
     @staticmethod
     def quota_per_minute(model: str = "gemini-2.5-flash", retry_delay: str | None = "26s") -> Reply:
@@ -214,23 +244,36 @@ class errors:
 
     @staticmethod
     def internal() -> Reply:
-        return Reply(500, _err(500, "INTERNAL",
-                               "An internal error has occurred. Please retry or report in "
-                               "https://developers.generativeai.google/guide/troubleshooting"))
+        return Reply(
+            500,
+            _err(
+                500,
+                "INTERNAL",
+                "An internal error has occurred. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting",
+            ),
+        )
 
     @staticmethod
     def deadline() -> Reply:
         return Reply(504, _err(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."))
 
     @staticmethod
-    def bad_request(message: str = 'Invalid JSON payload received. Unknown name "content": Cannot find field.') -> Reply:
+    def bad_request(
+        message: str = 'Invalid JSON payload received. Unknown name "content": Cannot find field.',
+    ) -> Reply:
         return Reply(400, _err(400, "INVALID_ARGUMENT", message))
 
     @staticmethod
     def not_found_model(model: str = "gemini-9", version: str = "v1beta", method: str = "generateContent") -> Reply:
-        return Reply(404, _err(404, "NOT_FOUND",
-                               f"models/{model} is not found for API version {version}, "
-                               f"or is not supported for {method}."))
+        return Reply(
+            404,
+            _err(
+                404,
+                "NOT_FOUND",
+                f"models/{model} is not found for API version {version}, or is not supported for {method}.",
+            ),
+        )
 
     @staticmethod
     def region() -> Reply:
@@ -239,14 +282,26 @@ class errors:
     @staticmethod
     def other_project_file(file_id: str = "abc123") -> Reply:
         file_id = file_id.split("/")[-1]
-        return Reply(403, _err(403, "PERMISSION_DENIED",
-                               f"You do not have permission to access the File {file_id} or it may not exist."))
+        return Reply(
+            403,
+            _err(
+                403,
+                "PERMISSION_DENIED",
+                f"You do not have permission to access the File {file_id} or it may not exist.",
+            ),
+        )
 
     @staticmethod
     def missing_key() -> Reply:
-        return Reply(403, _err(403, "PERMISSION_DENIED",
-                               "Method doesn't allow unregistered callers (callers without established identity)."
-                               " Please use API Key or other form of API consumer identity to call this API."))
+        return Reply(
+            403,
+            _err(
+                403,
+                "PERMISSION_DENIED",
+                "Method doesn't allow unregistered callers (callers without established identity)."
+                " Please use API Key or other form of API consumer identity to call this API.",
+            ),
+        )
 
     @staticmethod
     def method_not_found() -> Reply:
@@ -285,21 +340,21 @@ class CIDict(dict):
 @dataclass
 class RecordedRequest:
     method: str
-    raw_path: str                   # path + query exactly as received
-    path: str                       # path only
-    query: dict                     # name -> [values]
-    query_list: list                # [(name, value)] in order
+    raw_path: str  # path + query exactly as received
+    path: str  # path only
+    query: dict  # name -> [values]
+    query_list: list  # [(name, value)] in order
     headers: CIDict
     body: bytes
-    key: str | None              # API key presented (None for key-less upload chunk requests)
-    key_source: str | None       # "header" | "query" | "bearer" | None
-    received_at: float              # time.monotonic()
-    received_wall: float            # time.time()
+    key: str | None  # API key presented (None for key-less upload chunk requests)
+    key_source: str | None  # "header" | "query" | "bearer" | None
+    received_at: float  # time.monotonic()
+    received_wall: float  # time.time()
     client_address: tuple = ()
-    effective_key: str | None = None   # for upload chunks: the key that started the session
-    status: int | None = None    # status the fake answered with (None if dropped)
-    chunk_times: list = field(default_factory=list)   # time.monotonic() just before each chunk is written
-    chunks: list = field(default_factory=list)        # bytes of each streamed chunk (payload, pre-gzip)
+    effective_key: str | None = None  # for upload chunks: the key that started the session
+    status: int | None = None  # status the fake answered with (None if dropped)
+    chunk_times: list = field(default_factory=list)  # time.monotonic() just before each chunk is written
+    chunks: list = field(default_factory=list)  # bytes of each streamed chunk (payload, pre-gzip)
     completed_at: float | None = None
     scripted: bool = False
 
@@ -331,8 +386,17 @@ class RecordedRequest:
 _GEN_METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 
 
-def _model(name: str, display: str, inp: int, out: int, methods: list, thinking: bool = False,
-           temperature: float | None = 1.0, top_k: int | None = 64, version: str = "001") -> dict:
+def _model(
+    name: str,
+    display: str,
+    inp: int,
+    out: int,
+    methods: list,
+    thinking: bool = False,
+    temperature: float | None = 1.0,
+    top_k: int | None = 64,
+    version: str = "001",
+) -> dict:
     m = {
         "name": f"models/{name}",
         "version": version,
@@ -360,17 +424,34 @@ MODELS: list[dict] = [
     _model("gemini-1.5-flash", "Gemini 1.5 Flash", 1000000, 8192, _GEN_METHODS, top_k=40),
     _model("gemini-1.5-pro", "Gemini 1.5 Pro", 2000000, 8192, _GEN_METHODS, top_k=40),
     _model("text-embedding-004", "Text Embedding 004", 2048, 1, ["embedContent"], temperature=None, version="004"),
-    _model("gemini-embedding-001", "Gemini Embedding 001", 2048, 1,
-           ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"], temperature=None),
+    _model(
+        "gemini-embedding-001",
+        "Gemini Embedding 001",
+        2048,
+        1,
+        ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"],
+        temperature=None,
+    ),
     _model("embedding-001", "Embedding 001", 2048, 1, ["embedContent"], temperature=None),
 ]
 
 _EMBED_DIMS = {"text-embedding-004": 768, "embedding-001": 768, "gemini-embedding-001": 3072}
 
 _GENERATE_FIELDS = {
-    "contents", "tools", "toolConfig", "safetySettings", "systemInstruction", "generationConfig",
-    "cachedContent", "model", "labels",
-    "tool_config", "safety_settings", "system_instruction", "generation_config", "cached_content",
+    "contents",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "systemInstruction",
+    "generationConfig",
+    "cachedContent",
+    "model",
+    "labels",
+    "tool_config",
+    "safety_settings",
+    "system_instruction",
+    "generation_config",
+    "cached_content",
 }
 
 # enum values used when the client asks for `$alt=json;enum-encoding=int` (legacy SDK)
@@ -473,7 +554,7 @@ def _split_text(text: str, n: int) -> list[str]:
     out, pos = [], 0
     for i in range(n):
         ln = size + (1 if i < extra else 0)
-        out.append(text[pos:pos + ln])
+        out.append(text[pos : pos + ln])
         pos += ln
     return out
 
@@ -507,36 +588,37 @@ class _Dropped(Exception):
 class FakeGemini:
     """Fake Gemini upstream. See module docstring."""
 
-    def __init__(self, valid_keys: Iterable[str] | None = None, n_keys: int = 5,
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, valid_keys: Iterable[str] | None = None, n_keys: int = 5, host: str = "127.0.0.1", port: int = 0
+    ):
         self.keys: list[str] = list(valid_keys) if valid_keys is not None else [make_key(i) for i in range(n_keys)]
         self.valid_keys: set[str] = set(self.keys)
         self.host, self._port = host, port
         self.models: list[dict] = copy.deepcopy(MODELS)
         # streaming knobs
         self.stream_chunks: int = 3
-        self.stream_interval: float = 0.0          # seconds between chunks
-        self.stream_first_delay: float = 0.0       # seconds before the first chunk
-        self.reset_mid_stream_after: int | None = None   # abort the connection after N chunks (all streams)
+        self.stream_interval: float = 0.0  # seconds between chunks
+        self.stream_first_delay: float = 0.0  # seconds before the first chunk
+        self.reset_mid_stream_after: int | None = None  # abort the connection after N chunks (all streams)
         # how a connection is aborted (Reply.drop, reset_after_chunks, reset_mid_stream_after):
         #   "close": FIN without the final 0-chunk (client reliably reads what was sent, then sees a truncated body)
         #   "rst":   TCP RST (SO_LINGER 0) - like a real reset, but the client may lose bytes it had not read yet
         self.abort_mode: str = "close"
-        self.usage_in_every_chunk: bool = True     # Google puts promptTokenCount/totalTokenCount in every chunk
+        self.usage_in_every_chunk: bool = True  # Google puts promptTokenCount/totalTokenCount in every chunk
         # other knobs
-        self.gzip: bool = False                    # gzip responses when the client sends Accept-Encoding: gzip
-        self.openai_error_style: str = "list"      # "list": [{"error": {...}}] (what Google returns); "object"
-        self.public_url: str | None = None      # base for X-Goog-Upload-URL and file uris (default self.url)
-        self.file_state: str = "ACTIVE"            # state of freshly uploaded files
-        self.response_delay: float = 0.0           # delay before every normal non-stream answer
+        self.gzip: bool = False  # gzip responses when the client sends Accept-Encoding: gzip
+        self.openai_error_style: str = "list"  # "list": [{"error": {...}}] (what Google returns); "object"
+        self.public_url: str | None = None  # base for X-Goog-Upload-URL and file uris (default self.url)
+        self.file_state: str = "ACTIVE"  # state of freshly uploaded files
+        self.response_delay: float = 0.0  # delay before every normal non-stream answer
 
         self._lock = threading.RLock()
         self.requests: list[RecordedRequest] = []
-        self._scripts: list[tuple[str, str | None, list[Reply]]] = []   # (key or "*", path filter, replies)
+        self._scripts: list[tuple[str, str | None, list[Reply]]] = []  # (key or "*", path filter, replies)
         self._behaviors: dict[str, Reply | Callable[[RecordedRequest], Reply | None]] = {}
         self._projects: dict[str, str] = {}
-        self.files: dict[str, dict] = {}           # id -> {"meta": {...}, "project": p, "key": k, "data": bytes}
-        self.uploads: dict[str, dict] = {}         # upload_id -> session
+        self.files: dict[str, dict] = {}  # id -> {"meta": {...}, "project": p, "key": k, "data": bytes}
+        self.uploads: dict[str, dict] = {}  # upload_id -> session
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._conns: set = set()
@@ -548,8 +630,9 @@ class FakeGemini:
         srv = _Server((self.host, self._port), _Handler)
         srv.fake = self
         self._server = srv
-        self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-gemini", daemon=True)
+        self._thread = threading.Thread(
+            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gemini", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -628,8 +711,7 @@ class FakeGemini:
         with self._lock:
             return sum(len(r) for k, _, r in self._scripts if k == key)
 
-    def set_behavior(self, key: str,
-                     behavior: Reply | Callable[[RecordedRequest], Reply | None] | None) -> None:
+    def set_behavior(self, key: str, behavior: Reply | Callable[[RecordedRequest], Reply | None] | None) -> None:
         """Permanent behaviour of a key: a Reply (always), a callable(request) -> Reply|None (None = normal),
         or None to clear. Scripts of the key take precedence while they last."""
         with self._lock:
@@ -652,8 +734,11 @@ class FakeGemini:
     def requests_for(self, key: str | None = None, path_contains: str | None = None) -> list[RecordedRequest]:
         with self._lock:
             rs = list(self.requests)
-        return [r for r in rs if (key is None or (r.effective_key or r.key) == key)
-                and (path_contains is None or path_contains in r.path)]
+        return [
+            r
+            for r in rs
+            if (key is None or (r.effective_key or r.key) == key) and (path_contains is None or path_contains in r.path)
+        ]
 
     def keys_used(self, path_contains: str | None = None) -> list[str | None]:
         return [r.effective_key or r.key for r in self.requests_for(path_contains=path_contains)]
@@ -723,13 +808,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.server.fake
 
     # every method goes through one dispatcher
-    def do_GET(self) -> None: self._handle()
-    def do_POST(self) -> None: self._handle()
-    def do_PUT(self) -> None: self._handle()
-    def do_PATCH(self) -> None: self._handle()
-    def do_DELETE(self) -> None: self._handle()
-    def do_HEAD(self) -> None: self._handle()
-    def do_OPTIONS(self) -> None: self._handle()
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
 
     # -- request parsing -----------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -767,9 +865,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if qkey:
                 key, source = qkey[0], "query"
         req = RecordedRequest(
-            method=self.command, raw_path=self.path, path=parts.path, query=parse_qs(parts.query, keep_blank_values=True),
-            query_list=qlist, headers=headers, body=body, key=key, key_source=source,
-            received_at=time.monotonic(), received_wall=time.time(), client_address=self.client_address,
+            method=self.command,
+            raw_path=self.path,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            query_list=qlist,
+            headers=headers,
+            body=body,
+            key=key,
+            key_source=source,
+            received_at=time.monotonic(),
+            received_wall=time.time(),
+            client_address=self.client_address,
         )
         with self.fake._lock:
             self.fake.requests.append(req)
@@ -798,8 +905,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Server-Timing", "gfet4t7; dur=12")
 
-    def _send(self, status: int, body: Any = None, headers: dict | None = None,
-              content_type: str | None = None) -> None:
+    def _send(
+        self, status: int, body: Any = None, headers: dict | None = None, content_type: str | None = None
+    ) -> None:
         if body is None:
             raw = b""
         elif isinstance(body, (bytes, bytearray)):
@@ -856,8 +964,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.req.status = self.req.status or 0
         raise _Dropped()
 
-    def _stream(self, pieces: list[bytes], content_type: str, reset_after: int | None,
-                first_delay: float, interval: float) -> None:
+    def _stream(
+        self, pieces: list[bytes], content_type: str, reset_after: int | None, first_delay: float, interval: float
+    ) -> None:
         self.req.status = 200
         self.send_response(200)
         self.send_header("Content-Type", content_type)
@@ -968,8 +1077,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(errors.bad_request(f"Invalid JSON payload received. {e}"))
             return None
         if not isinstance(obj, dict):
-            self._error(errors.bad_request(
-                "Invalid JSON payload received. Unknown name \"\": Root element must be a message."))
+            self._error(
+                errors.bad_request('Invalid JSON payload received. Unknown name "": Root element must be a message.')
+            )
             return None
         return obj
 
@@ -983,7 +1093,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _list_models(self, req: RecordedRequest) -> None:
         size = int((req.query.get("pageSize") or req.query.get("page_size") or ["50"])[0] or 50)
         start = int((req.query.get("pageToken") or req.query.get("page_token") or ["0"])[0] or 0)
-        models = self.fake.models[start:start + size]
+        models = self.fake.models[start : start + size]
         out: dict = {"models": models}
         if start + size < len(self.fake.models):
             out["nextPageToken"] = str(start + size)
@@ -1013,10 +1123,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if h is None:
             self._error(errors.method_not_found())
             return
-        if info is None or action not in info["supportedGenerationMethods"] + ["streamGenerateContent"] or (
-                action == "streamGenerateContent" and "generateContent" not in info["supportedGenerationMethods"]):
-            if not (action == "batchEmbedContents" and info is not None
-                    and "embedContent" in info["supportedGenerationMethods"]):
+        if (
+            info is None
+            or action not in info["supportedGenerationMethods"] + ["streamGenerateContent"]
+            or (action == "streamGenerateContent" and "generateContent" not in info["supportedGenerationMethods"])
+        ):
+            if not (
+                action == "batchEmbedContents"
+                and info is not None
+                and "embedContent" in info["supportedGenerationMethods"]
+            ):
                 self._error(errors.not_found_model(model, version, action))
                 return
         body = self._json_body(req)
@@ -1050,8 +1166,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _generate(self, req: RecordedRequest, version: str, model: str, body: dict, action: str) -> None:
         unknown = [k for k in body if k not in _GENERATE_FIELDS]
         if unknown:
-            self._error(errors.bad_request(
-                f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'))
+            self._error(
+                errors.bad_request(f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.')
+            )
             return
         contents = _get(body, "contents")
         if not contents:
@@ -1064,21 +1181,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         response_id = _random_id(22)
         if action == "generateContent":
             out_tokens = _count_tokens_text(text)
-            self._send(200, {
-                "candidates": [{
-                    "content": {"parts": [{"text": text}], "role": "model"},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }],
-                "usageMetadata": {
-                    "promptTokenCount": prompt,
-                    "candidatesTokenCount": out_tokens,
-                    "totalTokenCount": prompt + out_tokens,
-                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+            self._send(
+                200,
+                {
+                    "candidates": [
+                        {
+                            "content": {"parts": [{"text": text}], "role": "model"},
+                            "finishReason": "STOP",
+                            "index": 0,
+                        }
+                    ],
+                    "usageMetadata": {
+                        "promptTokenCount": prompt,
+                        "candidatesTokenCount": out_tokens,
+                        "totalTokenCount": prompt + out_tokens,
+                        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+                    },
+                    "modelVersion": model,
+                    "responseId": response_id,
                 },
-                "modelVersion": model,
-                "responseId": response_id,
-            })
+            )
             return
         fake = self.fake
         n = max(1, int(fake.stream_chunks))
@@ -1100,8 +1222,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
                 }
             elif fake.usage_in_every_chunk:
-                o["usageMetadata"] = {"promptTokenCount": prompt, "totalTokenCount": prompt,
-                                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
+                o["usageMetadata"] = {
+                    "promptTokenCount": prompt,
+                    "totalTokenCount": prompt,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+                }
             o["modelVersion"] = model
             o["responseId"] = response_id
             if self.enum_int:
@@ -1109,8 +1234,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             objs.append(o)
         sse = any(k in ("alt", "$alt") and v.split(";")[0] == "sse" for k, v in req.query_list)
         if sse:
-            pieces = [b"data: " + json.dumps(o, ensure_ascii=False, separators=(",", ":")).encode() + b"\r\n\r\n"
-                      for o in objs]
+            pieces = [
+                b"data: " + json.dumps(o, ensure_ascii=False, separators=(",", ":")).encode() + b"\r\n\r\n"
+                for o in objs
+            ]
             ctype = "text/event-stream"
         else:
             pieces = []
@@ -1155,8 +1282,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for i, r in enumerate(reqs):
             rm = str(r.get("model", "")).removeprefix("models/")
             if rm != model:
-                self._error(errors.bad_request(
-                    f"* BatchEmbedContentsRequest.requests[{i}].model: model must match models/{model}\n"))
+                self._error(
+                    errors.bad_request(
+                        f"* BatchEmbedContentsRequest.requests[{i}].model: model must match models/{model}\n"
+                    )
+                )
                 return
             out.append({"values": self._embed_values(model, _get(r, "content"), r)})
         self._send(200, {"embeddings": out})
@@ -1164,8 +1294,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- files ---------------------------------------------------------------------------------------------
     def _upload_start(self, req: RecordedRequest, version: str) -> None:
         h = req.headers
-        if (h.get("x-goog-upload-protocol") or "").lower() != "resumable" or \
-                (h.get("x-goog-upload-command") or "").lower() != "start":
+        if (h.get("x-goog-upload-protocol") or "").lower() != "resumable" or (
+            h.get("x-goog-upload-command") or ""
+        ).lower() != "start":
             # Google also supports multipart/media uploads; the fake only does resumable ones.
             self._error(errors.bad_request("Upload protocol not supported by the fake (use resumable)."))
             return
@@ -1193,13 +1324,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = f"{self.fake.base}/upload/{version}/files?upload_id={upload_id}&upload_protocol=resumable"
         if req.key_source == "query":
             url += f"&key={req.key}"
-        self._send(200, None, {
-            "X-Goog-Upload-Status": "active",
-            "X-Goog-Upload-URL": url,
-            "X-Goog-Upload-Control-URL": url,
-            "X-Goog-Upload-Chunk-Granularity": "8388608",
-            "X-GUploader-UploadID": upload_id,
-        }, content_type="text/plain; charset=utf-8")
+        self._send(
+            200,
+            None,
+            {
+                "X-Goog-Upload-Status": "active",
+                "X-Goog-Upload-URL": url,
+                "X-Goog-Upload-Control-URL": url,
+                "X-Goog-Upload-Chunk-Granularity": "8388608",
+                "X-GUploader-UploadID": upload_id,
+            },
+            content_type="text/plain; charset=utf-8",
+        )
 
     def _upload_chunk(self, req: RecordedRequest) -> None:
         fake = self.fake
@@ -1218,20 +1354,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(400, None, {"X-Goog-Upload-Status": "final"})
             return
         if "query" in cmds:
-            self._send(200, None, {"X-Goog-Upload-Status": "active",
-                                   "X-Goog-Upload-Size-Received": str(len(s["data"]))})
+            self._send(
+                200, None, {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(len(s["data"]))}
+            )
             return
         if "upload" in cmds:
             off = req.headers.get("x-goog-upload-offset")
             if off is not None and int(off) != len(s["data"]):
-                self._send(400, _err(400, "INVALID_ARGUMENT",
-                                     f"Invalid X-Goog-Upload-Offset {off}, expected {len(s['data'])}."),
-                           {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(len(s["data"]))})
+                self._send(
+                    400,
+                    _err(400, "INVALID_ARGUMENT", f"Invalid X-Goog-Upload-Offset {off}, expected {len(s['data'])}."),
+                    {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(len(s["data"]))},
+                )
                 return
             s["data"] += req.body
         if "finalize" not in cmds:
-            self._send(200, None, {"X-Goog-Upload-Status": "active",
-                                   "X-Goog-Upload-Size-Received": str(len(s["data"]))})
+            self._send(
+                200, None, {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(len(s["data"]))}
+            )
             return
         s["done"] = True
         data = bytes(s["data"])
@@ -1240,17 +1380,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         meta = {"name": f"files/{fid}"}
         if s["display_name"]:
             meta["displayName"] = s["display_name"]
-        meta.update({
-            "mimeType": s["mime"],
-            "sizeBytes": str(len(data)),
-            "createTime": _rfc3339(now),
-            "updateTime": _rfc3339(now),
-            "expirationTime": _rfc3339(now + 48 * 3600),
-            "sha256Hash": base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode(),
-            "uri": f"{fake.base}/v1beta/files/{fid}",
-            "state": fake.file_state,
-            "source": "UPLOADED",
-        })
+        meta.update(
+            {
+                "mimeType": s["mime"],
+                "sizeBytes": str(len(data)),
+                "createTime": _rfc3339(now),
+                "updateTime": _rfc3339(now),
+                "expirationTime": _rfc3339(now + 48 * 3600),
+                "sha256Hash": base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode(),
+                "uri": f"{fake.base}/v1beta/files/{fid}",
+                "state": fake.file_state,
+                "source": "UPLOADED",
+            }
+        )
         with fake._lock:
             fake.files[fid] = {"meta": meta, "project": s["project"], "key": s["key"], "data": data}
         self._send(200, {"file": meta}, {"X-Goog-Upload-Status": "final"})
@@ -1263,8 +1405,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         size = int((req.query.get("pageSize") or ["10"])[0] or 10)
         start = int((req.query.get("pageToken") or ["0"])[0] or 0)
         out: dict = {}
-        if mine[start:start + size]:
-            out["files"] = mine[start:start + size]
+        if mine[start : start + size]:
+            out["files"] = mine[start : start + size]
         if start + size < len(mine):
             out["nextPageToken"] = str(start + size)
         self._send(200, out)
@@ -1289,11 +1431,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         m = re.match(r"^/(v1beta|v1alpha|v1)/openai/(.*?)/?$", req.path)
         rest = m.group(2) if m else ""
         if rest == "models" and req.method == "GET":
-            self._send(200, {"object": "list", "data": [
-                {"id": mm["name"], "object": "model", "owned_by": "google"} for mm in fake.models]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": mm["name"], "object": "model", "owned_by": "google"} for mm in fake.models],
+                },
+            )
             return
         if rest.startswith("models/") and req.method == "GET":
-            info = self._find_model(rest[len("models/"):].removeprefix("models/"))
+            info = self._find_model(rest[len("models/") :].removeprefix("models/"))
             if info is None:
                 self._send_reply(errors.not_found_model(rest.split("/")[-1], m.group(1) if m else "v1beta", "get"))
             else:
@@ -1313,12 +1460,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if rest == "embeddings":
             inp = body.get("input")
             inputs = inp if isinstance(inp, list) else [inp]
-            data = [{"object": "embedding", "index": i,
-                     "embedding": _embedding(str(t), int(body.get("dimensions") or _EMBED_DIMS.get(model, 768)))}
-                    for i, t in enumerate(inputs)]
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": _embedding(str(t), int(body.get("dimensions") or _EMBED_DIMS.get(model, 768))),
+                }
+                for i, t in enumerate(inputs)
+            ]
             toks = sum(_count_tokens_text(str(t)) for t in inputs)
-            self._send(200, {"object": "list", "data": data, "model": model,
-                             "usage": {"prompt_tokens": toks, "total_tokens": toks}})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": model,
+                    "usage": {"prompt_tokens": toks, "total_tokens": toks},
+                },
+            )
             return
         msgs = body.get("messages") or []
         if not msgs:
@@ -1340,13 +1499,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if fake.response_delay:
                 time.sleep(fake.response_delay)
             out_tokens = _count_tokens_text(text)
-            self._send(200, {
-                "choices": [{"finish_reason": "stop", "index": 0,
-                             "message": {"content": text, "role": "assistant"}}],
-                "created": created, "id": cid, "model": model, "object": "chat.completion",
-                "usage": {"completion_tokens": out_tokens, "prompt_tokens": prompt,
-                          "total_tokens": prompt + out_tokens},
-            })
+            self._send(
+                200,
+                {
+                    "choices": [
+                        {"finish_reason": "stop", "index": 0, "message": {"content": text, "role": "assistant"}}
+                    ],
+                    "created": created,
+                    "id": cid,
+                    "model": model,
+                    "object": "chat.completion",
+                    "usage": {
+                        "completion_tokens": out_tokens,
+                        "prompt_tokens": prompt,
+                        "total_tokens": prompt + out_tokens,
+                    },
+                },
+            )
             return
         n = max(1, int(fake.stream_chunks))
         texts = _split_text(text, n)
@@ -1356,12 +1525,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ch: dict = {"delta": {"content": t, "role": "assistant"}, "index": 0}
             if last:
                 ch["finish_reason"] = "stop"
-            o: dict = {"choices": [ch], "created": created, "id": cid, "model": model,
-                       "object": "chat.completion.chunk"}
+            o: dict = {
+                "choices": [ch],
+                "created": created,
+                "id": cid,
+                "model": model,
+                "object": "chat.completion.chunk",
+            }
             if last:
                 out_tokens = _count_tokens_text("".join(texts))
-                o["usage"] = {"completion_tokens": out_tokens, "prompt_tokens": prompt,
-                              "total_tokens": prompt + out_tokens}
+                o["usage"] = {
+                    "completion_tokens": out_tokens,
+                    "prompt_tokens": prompt,
+                    "total_tokens": prompt + out_tokens,
+                }
             piece = b"data: " + json.dumps(o, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
             if last:
                 piece += b"data: [DONE]\n\n"

@@ -41,7 +41,7 @@ def fake(server):
     return server
 
 
-_clients: dict = {}   # kept alive: google-genai closes its HTTP client when the Client is garbage-collected
+_clients: dict = {}  # kept alive: google-genai closes its HTTP client when the Client is garbage-collected
 
 
 def gclient(fake, key=None, **http):
@@ -104,7 +104,7 @@ def test_genai_generate_default_v1_header_key(fake):
     assert req.method == "POST" and req.path == f"/v1/models/{MODEL}:generateContent"
     assert req.api_version == "v1" and req.model == MODEL
     assert req.key == fake.keys[0] and req.key_source == "header"
-    assert req.headers["X-GOOG-API-KEY"] == fake.keys[0]          # case-insensitive
+    assert req.headers["X-GOOG-API-KEY"] == fake.keys[0]  # case-insensitive
     assert "key" not in req.query
     assert req.json() == {"contents": [{"parts": [{"text": "hello there"}], "role": "user"}]}
     # the fake stamps completed_at after the last byte went out, so the client can get there first: wait for it
@@ -123,7 +123,7 @@ def test_genai_v1beta(fake):
 def test_genai_stream_chunks_arrive_spaced(fake):
     fake.stream_chunks = 4
     c = gclient(fake)
-    list(c.models.generate_content_stream(model=MODEL, contents="warm up"))   # one-time SDK set-up cost
+    list(c.models.generate_content_stream(model=MODEL, contents="warm up"))  # one-time SDK set-up cost
     fake.reset()
     fake.stream_chunks, fake.stream_interval = 4, 0.08
     recv, texts = [], []
@@ -153,27 +153,36 @@ def test_genai_count_tokens_embed_list(fake):
     assert c.models.count_tokens(model=MODEL, contents="hello world").total_tokens == 3
     e = c.models.embed_content(model="gemini-embedding-001", contents=["a", "b"])
     assert len(e.embeddings) == 2 and len(e.embeddings[0].values) == 3072
-    e1 = c.models.embed_content(model="text-embedding-004", contents="a",
-                                config=types.EmbedContentConfig(output_dimensionality=8))
+    e1 = c.models.embed_content(
+        model="text-embedding-004", contents="a", config=types.EmbedContentConfig(output_dimensionality=8)
+    )
     assert len(e1.embeddings[0].values) == 8
-    assert e.embeddings[0].values[:8] == e1.embeddings[0].values   # deterministic: derived from the text only
+    assert e.embeddings[0].values[:8] == e1.embeddings[0].values  # deterministic: derived from the text only
     models = list(c.models.list())
     names = [m.name for m in models]
-    assert {"models/gemini-2.5-flash", "models/gemini-2.5-pro", "models/text-embedding-004",
-            "models/gemini-embedding-001"} <= set(names)
+    assert {
+        "models/gemini-2.5-flash",
+        "models/gemini-2.5-pro",
+        "models/text-embedding-004",
+        "models/gemini-embedding-001",
+    } <= set(names)
     flash = c.models.get(model=MODEL)
     assert flash.input_token_limit == 1048576 and "generateContent" in flash.supported_actions
     paths = [r.path for r in fake.requests]
-    assert paths[:3] == [f"/v1/models/{MODEL}:countTokens", "/v1/models/gemini-embedding-001:batchEmbedContents",
-                         "/v1/models/text-embedding-004:batchEmbedContents"]
+    assert paths[:3] == [
+        f"/v1/models/{MODEL}:countTokens",
+        "/v1/models/gemini-embedding-001:batchEmbedContents",
+        "/v1/models/text-embedding-004:batchEmbedContents",
+    ]
     assert "/v1/models" in paths and f"/v1/models/{MODEL}" in paths
 
 
 def test_genai_files_upload_then_generate_and_affinity(fake):
     k1, k2 = fake.keys[:2]
     c1 = gclient(fake, k1)
-    f = c1.files.upload(file=io.BytesIO(b"hello file"),
-                        config=types.UploadFileConfig(mime_type="text/plain", display_name="greeting"))
+    f = c1.files.upload(
+        file=io.BytesIO(b"hello file"), config=types.UploadFileConfig(mime_type="text/plain", display_name="greeting")
+    )
     assert f.name.startswith("files/") and f.state == types.FileState.ACTIVE and f.size_bytes == 10
     assert f.uri == f"{fake.url}/v1beta/files/{f.name[6:]}" and f.display_name == "greeting"
     start, chunk = fake.requests
@@ -190,16 +199,18 @@ def test_genai_files_upload_then_generate_and_affinity(fake):
     assert [x.name for x in c1.files.list()] == [f.name]
 
     c2 = gclient(fake, k2)
-    for call in (lambda: c2.files.get(name=f.name),
-                 lambda: c2.models.generate_content(model=MODEL, contents=[f, "x"]),
-                 lambda: c2.files.delete(name=f.name)):
+    for call in (
+        lambda: c2.files.get(name=f.name),
+        lambda: c2.models.generate_content(model=MODEL, contents=[f, "x"]),
+        lambda: c2.files.delete(name=f.name),
+    ):
         with pytest.raises(genai_errors.ClientError) as ei:
             call()
         assert ei.value.code == 403 and ei.value.status == "PERMISSION_DENIED"
         assert f"You do not have permission to access the File {f.name[6:]}" in ei.value.message
     assert list(c2.files.list()) == []
 
-    fake.set_project(k2, fake.project_of(k1))       # same project -> the file is visible
+    fake.set_project(k2, fake.project_of(k1))  # same project -> the file is visible
     assert c2.files.get(name=f.name).name == f.name
     c1.files.delete(name=f.name)
     with pytest.raises(genai_errors.ClientError):
@@ -219,29 +230,37 @@ def test_genai_follows_upload_url_verbatim(fake):
 
 def test_resumable_upload_curl_style_multi_chunk(fake):
     k = fake.keys[2]
-    r = requests.post(f"{fake.url}/upload/v1beta/files?key={k}",
-                      headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
-                               "X-Goog-Upload-Header-Content-Length": "6",
-                               "X-Goog-Upload-Header-Content-Type": "text/plain"},
-                      json={"file": {"display_name": "six"}})
+    r = requests.post(
+        f"{fake.url}/upload/v1beta/files?key={k}",
+        headers={
+            "X-Goog-Upload-Protocol": "resumable",
+            "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": "6",
+            "X-Goog-Upload-Header-Content-Type": "text/plain",
+        },
+        json={"file": {"display_name": "six"}},
+    )
     assert r.status_code == 200 and r.headers["X-Goog-Upload-Status"] == "active"
     url = r.headers["X-Goog-Upload-URL"]
     assert url.startswith(f"{fake.url}/upload/v1beta/files?upload_id=") and "upload_protocol=resumable" in url
-    assert url.endswith(f"&key={k}")                  # key echoed because the start used ?key=
+    assert url.endswith(f"&key={k}")  # key echoed because the start used ?key=
     r1 = requests.post(url, headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"}, data=b"abc")
     assert r1.status_code == 200 and r1.headers["X-Goog-Upload-Status"] == "active"
     bad = requests.post(url, headers={"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "1"}, data=b"x")
     assert bad.status_code == 400
-    r2 = requests.post(url, headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "3"},
-                       data=b"def")
+    r2 = requests.post(
+        url, headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "3"}, data=b"def"
+    )
     assert r2.status_code == 200 and r2.headers["X-Goog-Upload-Status"] == "final"
     meta = r2.json()["file"]
     assert meta["sizeBytes"] == "6" and meta["displayName"] == "six" and meta["mimeType"] == "text/plain"
     assert fake.files[meta["name"][6:]]["data"] == b"abcdef" and fake.file_owner(meta["name"]) == k
     # header-authenticated start: no key in the upload URL
-    r = requests.post(f"{fake.url}/upload/v1beta/files",
-                      headers={"x-goog-api-key": k, "X-Goog-Upload-Protocol": "resumable",
-                               "X-Goog-Upload-Command": "start"}, json={})
+    r = requests.post(
+        f"{fake.url}/upload/v1beta/files",
+        headers={"x-goog-api-key": k, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"},
+        json={},
+    )
     assert "key=" not in r.headers["X-Goog-Upload-URL"]
 
 
@@ -261,7 +280,7 @@ def test_scripted_errors_surface_as_genai_exceptions(fake):
     with pytest.raises(genai_errors.ServerError) as ei:
         c.models.generate_content(model=MODEL, contents="x")
     assert ei.value.code == 503
-    assert c.models.generate_content(model=MODEL, contents="x").text == "echo: x"   # script exhausted
+    assert c.models.generate_content(model=MODEL, contents="x").text == "echo: x"  # script exhausted
     assert len(fake.requests) == 3 and [r.scripted for r in fake.requests] == [True, True, False]
 
 
@@ -269,13 +288,19 @@ def test_error_bodies_match_reference():
     ref = json.loads((Path(__file__).with_name("gemini_errors.json")).read_text())["cases"]
     by_name = {c["name"]: c for c in ref}
     pairs = {
-        "invalid key": errors.invalid_key(), "key not found variant": errors.key_not_found(),
-        "suspended": errors.suspended(), "api disabled on the key's project": errors.service_disabled(),
+        "invalid key": errors.invalid_key(),
+        "key not found variant": errors.key_not_found(),
+        "suspended": errors.suspended(),
+        "api disabled on the key's project": errors.service_disabled(),
         "per-minute quota": errors.quota_per_minute("gemini-2.5-flash", "26s"),
         "per-minute input tokens quota": errors.quota_input_tokens_per_minute("gemini-2.5-pro", "41s"),
-        "bare 429": errors.bare_429(), "overloaded": errors.overloaded(), "internal": errors.internal(),
-        "deadline": errors.deadline(), "bad request body": errors.bad_request(),
-        "unknown model": errors.not_found_model("gemini-9"), "region not supported": errors.region(),
+        "bare 429": errors.bare_429(),
+        "overloaded": errors.overloaded(),
+        "internal": errors.internal(),
+        "deadline": errors.deadline(),
+        "bad request body": errors.bad_request(),
+        "unknown model": errors.not_found_model("gemini-9"),
+        "region not supported": errors.region(),
         "another project's file": errors.other_project_file("abc123"),
     }
     for name, reply in pairs.items():
@@ -290,14 +315,18 @@ def test_error_bodies_match_reference():
                 if "reason" in d:
                     assert got["details"][0]["reason"] == d["reason"]
     day = errors.quota_per_day("gemini-2.5-flash")
-    assert day.body["error"]["details"][0]["violations"][0]["quotaId"] == \
-        "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    assert (
+        day.body["error"]["details"][0]["violations"][0]["quotaId"]
+        == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    )
     assert errors.quota_per_minute(retry_delay=None).body["error"]["details"][-1]["@type"].endswith("Help")
 
 
 def test_auth_errors(fake):
-    r = requests.post(f"{fake.url}/v1beta/models/{MODEL}:generateContent?key=AIzaNOTKNOWN",
-                      json={"contents": [{"parts": [{"text": "x"}]}]})
+    r = requests.post(
+        f"{fake.url}/v1beta/models/{MODEL}:generateContent?key=AIzaNOTKNOWN",
+        json={"contents": [{"parts": [{"text": "x"}]}]},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
     assert fake.requests[-1].key == "AIzaNOTKNOWN" and fake.requests[-1].key_source == "query"
@@ -346,13 +375,23 @@ def test_unknown_path_model_and_bad_body(fake):
     with pytest.raises(genai_errors.ClientError) as ei:
         gclient(fake, api_version="v1beta").models.generate_content(model="gemini-9", contents="x")
     assert ei.value.code == 404
-    assert ei.value.message == "models/gemini-9 is not found for API version v1beta, or is not supported for " \
-                               "generateContent."
-    r = requests.post(f"{fake.url}/v1beta/models/{MODEL}:generateContent",
-                      headers={"x-goog-api-key": fake.keys[0]}, json={"content": [{"parts": [{"text": "x"}]}]})
+    assert (
+        ei.value.message == "models/gemini-9 is not found for API version v1beta, or is not supported for "
+        "generateContent."
+    )
+    r = requests.post(
+        f"{fake.url}/v1beta/models/{MODEL}:generateContent",
+        headers={"x-goog-api-key": fake.keys[0]},
+        json={"content": [{"parts": [{"text": "x"}]}]},
+    )
     assert r.status_code == 400
-    assert r.json() == {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
-                                  'Invalid JSON payload received. Unknown name "content": Cannot find field.'}}
+    assert r.json() == {
+        "error": {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "message": 'Invalid JSON payload received. Unknown name "content": Cannot find field.',
+        }
+    }
 
 
 def test_reply_delay_drop_and_reset_mid_stream(fake):
@@ -364,8 +403,11 @@ def test_reply_delay_drop_and_reset_mid_stream(fake):
 
     fake.script(k, [Reply.hang_up()])
     with pytest.raises(requests.ConnectionError):
-        requests.post(f"{fake.url}/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": k},
-                      json={"contents": [{"parts": [{"text": "x"}]}]})
+        requests.post(
+            f"{fake.url}/v1beta/models/{MODEL}:generateContent",
+            headers={"x-goog-api-key": k},
+            json={"contents": [{"parts": [{"text": "x"}]}]},
+        )
 
     fake.stream_chunks = 5
     fake.script(k, [Reply.stream_reset(after_chunks=2)])
@@ -381,7 +423,7 @@ def test_reply_delay_drop_and_reset_mid_stream(fake):
     fake.reset_mid_stream_after = None
     assert len(list(gclient(fake, k).models.generate_content_stream(model=MODEL, contents="abc"))) == 5
 
-    fake.abort_mode = "rst"     # a real TCP RST: the client may lose already-sent bytes, so only the error is sure
+    fake.abort_mode = "rst"  # a real TCP RST: the client may lose already-sent bytes, so only the error is sure
     fake.script(k, [Reply.stream_reset(after_chunks=1)])
     with pytest.raises(Exception):
         list(gclient(fake, k).models.generate_content_stream(model=MODEL, contents="abc"))
@@ -393,9 +435,11 @@ def test_reply_delay_drop_and_reset_mid_stream(fake):
 def test_json_array_stream_wire_format_one_http_chunk_each(fake):
     fake.stream_chunks = 3
     body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "array please"}]}]}).encode()
-    req = (f"POST /v1beta/models/{MODEL}:streamGenerateContent HTTP/1.1\r\nHost: x\r\n"
-           f"x-goog-api-key: {fake.keys[0]}\r\nContent-Type: application/json\r\nConnection: close\r\n"
-           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    req = (
+        f"POST /v1beta/models/{MODEL}:streamGenerateContent HTTP/1.1\r\nHost: x\r\n"
+        f"x-goog-api-key: {fake.keys[0]}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     head, chunks = read_raw(fake.port, req)
     assert "Transfer-Encoding: chunked" in head and "application/json" in head
     assert len(chunks) == 3
@@ -404,7 +448,7 @@ def test_json_array_stream_wire_format_one_http_chunk_each(fake):
     assert "".join(o["candidates"][0]["content"]["parts"][0]["text"] for o in arr) == "echo: array please"
     assert arr[-1]["candidates"][0]["finishReason"] == "STOP"
     assert "candidatesTokenCount" in arr[-1]["usageMetadata"]
-    assert "candidatesTokenCount" not in arr[0]["usageMetadata"]      # earlier chunks: prompt counts only
+    assert "candidatesTokenCount" not in arr[0]["usageMetadata"]  # earlier chunks: prompt counts only
 
     req_sse = req.replace(b":streamGenerateContent", b":streamGenerateContent?alt=sse")
     head, chunks = read_raw(fake.port, req_sse)
@@ -419,16 +463,18 @@ def test_keep_alive_and_concurrency(fake):
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read())["models"]
     conn.close()
-    assert len({r.client_address for r in fake.requests}) == 1      # one TCP connection, three requests
+    assert len({r.client_address for r in fake.requests}) == 1  # one TCP connection, three requests
 
     fake.reset()
     errs = []
 
     def worker(i):
         try:
-            r = requests.post(f"{fake.url}/v1beta/models/{MODEL}:generateContent",
-                              headers={"x-goog-api-key": fake.keys[i % 5]},
-                              json={"contents": [{"parts": [{"text": f"n{i}"}]}]})
+            r = requests.post(
+                f"{fake.url}/v1beta/models/{MODEL}:generateContent",
+                headers={"x-goog-api-key": fake.keys[i % 5]},
+                json={"contents": [{"parts": [{"text": f"n{i}"}]}]},
+            )
             assert r.json()["candidates"][0]["content"]["parts"][0]["text"] == f"echo: n{i}"
         except Exception as e:  # pragma: no cover
             errs.append(e)
@@ -466,10 +512,11 @@ def test_openai_chat_nonstream_stream_models(fake):
 
     fake.stream_chunks = 3
     list(oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "warm"}], stream=True))
-    fake.stream_interval = 0.08                       # (the first stream pays the SDK's one-time set-up cost)
+    fake.stream_interval = 0.08  # (the first stream pays the SDK's one-time set-up cost)
     recv, parts, usage = [], [], None
-    for ch in oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "stream oai"}],
-                                         stream=True):
+    for ch in oc.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "stream oai"}], stream=True
+    ):
         recv.append(time.monotonic())
         if ch.choices:
             parts.append(ch.choices[0].delta.content)
@@ -496,13 +543,13 @@ def test_openai_errors_list_wrapped(fake):
     fake.script(k, [errors.overloaded()])
     with pytest.raises(openai.InternalServerError) as ei:
         oclient(fake, k).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
-    assert ei.value.body["code"] == 503   # openai SDK unwraps body["error"] for dict bodies
+    assert ei.value.body["code"] == 503  # openai SDK unwraps body["error"] for dict bodies
 
 
 def test_openai_sdk_retries_429_by_default(fake):
     k = fake.keys[0]
     fake.script(k, [errors.bare_429()])
-    oc = OpenAI(base_url=fake.url + "/v1beta/openai/", api_key=k)   # default max_retries=2
+    oc = OpenAI(base_url=fake.url + "/v1beta/openai/", api_key=k)  # default max_retries=2
     oc.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert [r.headers["x-stainless-retry-count"] for r in fake.requests] == ["0", "1"]
 
@@ -524,7 +571,7 @@ def test_legacy_generate_stream_count(fake):
     req = fake.requests[-1]
     assert req.path.endswith(":streamGenerateContent") and "alt" not in req.query
     last = json.loads(req.chunks[-1][3:-2])
-    assert last["candidates"][0]["finishReason"] == 1          # enum-encoding=int honoured
+    assert last["candidates"][0]["finishReason"] == 1  # enum-encoding=int honoured
     assert m.count_tokens("hello world").total_tokens == 3
     assert fake.requests[-1].json()["generateContentRequest"]["model"] == f"models/{MODEL}"
     assert "models/gemini-2.5-pro" in [x.name for x in lg.list_models()]
