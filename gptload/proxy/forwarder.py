@@ -28,7 +28,7 @@ from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub
 from gptload.models import UsageEvent
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import rewrite
+from gptload.proxy import rewrite, upstream_io
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.tokens import NO_TOKENS, TokenCounts, TokenTap
 from gptload.store.base import RESOURCE, UPLOAD, Binding
@@ -73,9 +73,10 @@ def make_session(pool_size: int) -> requests.Session:
 
     The session is only a connection pool: requests go out through ``Session.send`` with a request prepared by
     ``_prepare`` (no per-request merging of session settings or environment lookups), and its cookie jar accepts
-    nothing, so that a cookie set by the upstream for one client is never replayed for another.
+    nothing, so that a cookie set by the upstream for one client is never replayed for another. Its ``send``
+    (``upstream_io.UpstreamSession``) never follows a redirect: a 3xx is the answer, passed on as it came.
     """
-    session = requests.Session()
+    session = upstream_io.UpstreamSession()
     session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
     session.headers.clear()  # forward the client's headers, not requests' defaults
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -245,6 +246,8 @@ class Forwarder:
     def _captures(req: IncomingRequest, resp: requests.Response) -> bool:
         """Buffer a success only when it may name a resource created by this key (small JSON, not generation)."""
         if req.method != "POST" or any(s in req.path for s in _NO_CAPTURE) or rewrite.is_openai(req.path):
+            return False
+        if not 200 <= resp.status_code < 300:
             return False
         if "json" not in resp.headers.get("content-type", ""):
             return False
