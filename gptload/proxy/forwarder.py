@@ -10,8 +10,10 @@ Rules (ARCHITECTURE.md, "Key state and error policy"):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.cookiejar
+import itertools
 import logging
 import re
 import secrets
@@ -180,7 +182,7 @@ class Forwarder:
     @staticmethod
     def _error_answer(resp: requests.Response) -> tuple[ProxyResponse, Verdict]:
         try:
-            body = resp.content  # decoded: an error body is small and must be read to be classified
+            body = upstream_io.read_capped(resp)  # decoded, at most 1 MiB: the rest is dropped with the connection
         except requests.RequestException as exc:
             resp.close()
             return ProxyResponse(resp.status_code, [], b""), network_error(exc)
@@ -222,14 +224,26 @@ class Forwarder:
             public = view.settings.app_url or req.public_base
             headers.append(("X-Goog-Upload-URL", rewrite.proxied_upload_url(upload_url, public, view.name)))
         if self._captures(req, resp):
+            # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
+            # this key created: it is relayed, the bytes already read first, and binds nothing.
+            chunks = upstream_io.body_chunks(resp)
             try:
-                body = resp.content
-            finally:
+                body, complete = upstream_io.read_head(chunks, _MAX_CAPTURE)
+            except requests.RequestException as exc:
+                chunks.close()
                 resp.close()
+                error = f"upstream body failed: {type(exc).__name__}"
+                self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, error=error))
+                raise upstream_io.as_gptload_error(exc) from exc
+            if not complete:
+                relay = self._relay(resp, view, key, None, trace, attempt, started, base, head=body, chunks=chunks)
+                return ProxyResponse(resp.status_code, headers, relay, streamed=True, attempts=attempt, key_id=key.id)
+            chunks.close()
+            resp.close()
             ttl = view.settings.affinity_ttl_hours * 3600
-            for name in rewrite.resources_created(body):
+            encoding = resp.headers.get("content-encoding", "")
+            for name in rewrite.resources_created(upstream_io.decode_capped(body, encoding, _MAX_CAPTURE)):
                 self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
-            headers = [(n, v) for n, v in headers if n.lower() not in ("content-encoding", "content-length")]
             self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base))
             return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
         tap = TokenTap(resp.headers.get("content-encoding", "")) if trace.counts_tokens else None
@@ -264,23 +278,23 @@ class Forwarder:
         attempt: int,
         started: float,
         base: str,
+        head: bytes = b"",
+        chunks: Iterator[bytes] | None = None,
     ) -> Iterator[bytes]:
         """Yield upstream bytes as they arrive, still encoded (gzip passes through). Closing this generator (the
         client went away) closes the upstream response, with no penalty to the key. An upstream failure
         mid-stream is re-raised so the server aborts the connection: the client must see a broken stream, not a
-        clean but truncated one; it counts as a transient failure of the key."""
-        raw = resp.raw
+        clean but truncated one; it counts as a transient failure of the key. ``head``: bytes already read from
+        ``chunks`` (the rest of the body), relayed first. Reads are bounded and timed by ``upstream_io``."""
         error = ""
         try:
-            if raw.chunked and raw.supports_chunked_reads():
-                chunks = raw.read_chunked(decode_content=False)
-            else:
-                chunks = iter(lambda: raw.read1(65536, decode_content=False), b"")
-            for chunk in chunks:
-                if chunk:
-                    if tap is not None:
-                        tap.feed(chunk)
-                    yield chunk
+            source = chunks if chunks is not None else upstream_io.body_chunks(resp)
+            with contextlib.closing(source):  # type: ignore[type-var]
+                for chunk in itertools.chain((head,), source):
+                    if chunk:
+                        if tap is not None:
+                            tap.feed(chunk)
+                        yield chunk
         except GeneratorExit:
             error = "client closed the connection"
             raise

@@ -52,6 +52,8 @@ _RESOURCE_NAME = re.compile(
     r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$"
 )
 MAX_SCAN_BYTES = 4 * 1024 * 1024
+# Encodings gptload can decode with a bound on the output (upstream_io.Inflater): the only ones it asks for.
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def strip_key_from_query(query_string: str) -> str:
 def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai: bool) -> dict[str, str]:
     """Client headers minus hop-by-hop and credentials, plus the real key (repeated headers joined with ", ",
     as RFC 9110 allows). Accept-Encoding is pinned to the client's own (or identity) so that no encoding the
-    client never asked for comes back."""
+    client never asked for comes back, narrowed to the encodings gptload can decode within a bound (error bodies
+    and token counts are read): gzip, deflate, identity."""
     out: dict[str, str] = {}
     accept_encoding = "identity"
     for name, value in headers:
@@ -100,12 +103,18 @@ def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai:
             accept_encoding = value
         elif lname not in _DROP_UPSTREAM:
             out[name] = f"{out[name]}, {value}" if name in out else value
-    out["Accept-Encoding"] = accept_encoding
+    out["Accept-Encoding"] = decodable_encodings(accept_encoding)
     if openai:
         out["Authorization"] = f"Bearer {secret}"
     else:
         out["x-goog-api-key"] = secret
     return out
+
+
+def decodable_encodings(accept_encoding: str) -> str:
+    """The client's Accept-Encoding without the codings gptload cannot decode boundedly (br, zstd, ``*``...)."""
+    kept = [p.strip() for p in accept_encoding.split(",") if p.split(";", 1)[0].strip().lower() in _DECODABLE]
+    return ", ".join(kept) or "identity"
 
 
 def downstream_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool) -> list[tuple[str, str]]:

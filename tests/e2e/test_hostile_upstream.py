@@ -3,13 +3,17 @@ bodies, trickles, resets, foreign upload URLs. The upstream is ``tests.fakes.hos
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
+from pathlib import Path
 
 import pytest
 import requests
 
+from tests.e2e.conftest import start_server
 from tests.fakes.fake_gemini import make_key
-from tests.fakes.hostile_upstream import HostileUpstream, Redirect
+from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect
 
 BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
 MiB = 1 << 20
@@ -59,3 +63,107 @@ def test_a_redirect_is_passed_through_and_never_followed(server, hostile, elsewh
     assert r.content == b'{"moved": "there"}'
     assert len(hostile.requests) == 1
     assert elsewhere.requests == []
+
+
+# -- 2. bombs and endless bodies ------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_gzip_bomb_error_is_cut_to_one_mib(server, hostile, status):
+    hostile.on(":generateContent", GzipBomb(status=status, inflated=1 << 30))
+    group = one_key_group(server, hostile.url)
+    r = post(group, "v1beta/models/gemini-2.5-flash:generateContent", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == status
+    assert len(r.content) <= MiB
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_huge_error_body_is_cut_and_its_connection_closed(server, hostile, chunked):
+    hostile.on(":generateContent", Huge(208 * MiB, status=500, chunked=chunked))
+    group = one_key_group(server, hostile.url)
+    started = time.monotonic()
+    r = post(group, "v1beta/models/gemini-2.5-flash:generateContent")
+    assert r.status_code == 500
+    assert len(r.content) <= MiB
+    (seen,) = hostile.wait_until_ended(1, timeout=30)
+    assert seen.peer_gone, "the proxy read the whole 208 MB instead of closing the connection"
+    assert time.monotonic() - started < 10
+
+
+def test_a_huge_answer_to_a_captured_call_is_streamed_through(server, hostile):
+    size = 300 * MiB
+    hostile.on("cachedContents", Huge(size, status=200, chunked=True))
+    group = one_key_group(server, hostile.url)
+    r = post(group, "v1beta/cachedContents", json={"model": "models/gemini-2.5-flash"}, stream=True)
+    assert r.status_code == 200
+    total = 0
+    for piece in r.raw.stream(MiB, decode_content=False):
+        total += len(piece)
+    assert total == size
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for the worker's RSS")
+def test_bombs_and_huge_bodies_leave_the_worker_rss_flat(tmp_path):
+    """The server runs gunicorn: a master and one worker. The worker's peak RSS (VmHWM, reset before each case)
+    must stay within 100 MiB of its RSS before the case, whatever the upstream sends."""
+    server = start_server(tmp_path)
+    cases = [
+        ("v1beta/models/bomb-ok:generateContent", GzipBomb(status=200)),  # relayed; the token tap inflates it
+        ("v1beta/models/bomb-400:generateContent", GzipBomb(status=400)),  # error bodies are decoded
+        ("v1beta/models/bomb-500:generateContent", GzipBomb(status=500)),
+        ("v1beta/models/huge-500:generateContent", Huge(208 * MiB, status=500)),
+        ("v1beta/models/huge-503:generateContent", Huge(208 * MiB, status=503, chunked=True)),
+        ("v1beta/cachedContents", Huge(300 * MiB, status=200, chunked=True)),  # captured calls are buffered
+        ("v1beta/batches", GzipBomb(status=200)),
+    ]
+    try:
+        with HostileUpstream() as up:
+            for path, act in cases:
+                up.on(path, act)
+            # errors must not disable the one key midway (this test is about memory, not key state)
+            group = one_key_group(server, up.url, blacklist_threshold=100)
+            assert post(group, "v1beta/models/warm-up:generateContent").status_code == 200
+            (worker,) = _children(server.process.pid)
+            figures, worst = [], 0.0
+            for path, _ in cases:
+                before = _status_kib(worker, "VmRSS")
+                _reset_peak(worker)
+                r = post(group, path, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=300)
+                for _ in r.raw.stream(MiB, decode_content=False):
+                    pass
+                r.close()
+                peak = _status_kib(worker, "VmHWM")
+                worst = max(worst, (peak - before) / 1024)
+                figures.append(
+                    f"{path} -> {r.status_code}: RSS before {before / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, "
+                    f"growth {(peak - before) / 1024:.0f} MiB"
+                )
+        report = "\n".join(figures)
+        print(report)
+        if os.environ.get("GPTLOAD_RSS_REPORT"):
+            Path(os.environ["GPTLOAD_RSS_REPORT"]).write_text(report + "\n")
+        assert worst < 100, report
+    finally:
+        server.stop()

@@ -90,3 +90,11 @@ def test_stream_detection_for_logs_and_timeouts():
     assert stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream" : true}')
     assert not stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream": false}')
     assert not stream("v1beta/models/m:generateContent", body=b'{"text": "\\"stream\\": true"}')
+
+
+def test_accept_encoding_upstream_is_narrowed_to_what_can_be_decoded_boundedly():
+    assert rewrite.decodable_encodings("gzip, deflate, br, zstd") == "gzip, deflate"
+    assert rewrite.decodable_encodings("br;q=1.0, gzip;q=0.5, *;q=0.1") == "gzip;q=0.5"
+    assert rewrite.decodable_encodings("br") == "identity"
+    headers = rewrite.upstream_headers([("Accept-Encoding", "zstd, gzip")], "AIzaREAL", openai=False)
+    assert headers["Accept-Encoding"] == "gzip"
