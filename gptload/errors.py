@@ -18,6 +18,7 @@
     │   └── GroupExists               409 GROUP_EXISTS
     ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
+    │   └── UpstreamTimeout           504 UPSTREAM_TIMEOUT
     └── StoreUnavailable              503 STORE_UNAVAILABLE
 
 Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
@@ -119,6 +120,14 @@ class UpstreamUnreachable(GptloadError):
 
     status = 502
     code = "UPSTREAM_UNREACHABLE"
+
+
+class UpstreamTimeout(UpstreamUnreachable):
+    """The upstream answered but its answer did not arrive before the call's deadline, and no byte of it had been
+    relayed yet (``request_timeout_seconds``)."""
+
+    status = 504
+    code = "UPSTREAM_TIMEOUT"
 
 
 class StoreUnavailable(GptloadError):

@@ -38,14 +38,14 @@ SCOPES = ("all", "invalid", "selected")
 
 
 def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: float) -> Verdict:
-    """Send the minimal request with ``key``; return what the answer means. At most 1 MiB of the answer is read
-    (decoded): an upstream cannot make a probe fill memory."""
+    """Send the minimal request with ``key``; return what the answer means. ``timeout`` bounds the whole probe,
+    and at most 1 MiB of the answer is read (decoded): an upstream cannot make a probe hang or fill memory."""
     url = f"{view.balancer.next().rstrip('/')}/v1beta/models/{view.group.test_model}:generateContent"
     try:
         resp = session.post(
             url,
             data=PROBE_BODY,
-            timeout=timeout,
+            timeout=upstream_io.Timeouts(timeout, timeout, total=timeout),
             headers={"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
             stream=True,
             allow_redirects=False,

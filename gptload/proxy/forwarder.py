@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from gptload.errors import NoKeysAvailable, UpstreamUnreachable
@@ -82,7 +81,7 @@ def make_session(pool_size: int) -> requests.Session:
     session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
     session.headers.clear()  # forward the client's headers, not requests' defaults
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
+    adapter = upstream_io.UpstreamAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -101,10 +100,7 @@ class Forwarder:
         openai = rewrite.is_openai(req.path)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
-        timeout = (
-            settings.connect_timeout_seconds,
-            settings.stream_idle_timeout_seconds if trace.stream else settings.request_timeout_seconds,
-        )
+        timeout = upstream_io.call_timeouts(settings, stream=trace.stream)
         tried: set[str] = set()
         last_answer: ProxyResponse | None = None
         last_exc: Exception | None = None
@@ -250,7 +246,8 @@ class Forwarder:
         return ProxyResponse(
             resp.status_code,
             headers,
-            self._relay(resp, view, key, tap, trace, attempt, started, base),
+            # the first piece is read now: a failure before any byte becomes an error answer (504/502)
+            upstream_io.Primed(self._relay(resp, view, key, tap, trace, attempt, started, base)),
             streamed=True,
             attempts=attempt,
             key_id=key.id,

@@ -13,7 +13,7 @@ import requests
 
 from tests.e2e.conftest import start_server
 from tests.fakes.fake_gemini import make_key
-from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect
+from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect, Reset, Trickle
 
 BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
 MiB = 1 << 20
@@ -167,3 +167,75 @@ def test_bombs_and_huge_bodies_leave_the_worker_rss_flat(tmp_path):
         assert worst < 100, report
     finally:
         server.stop()
+
+
+# -- 3. deadlines ---------------------------------------------------------------------------------------------
+def test_request_timeout_is_a_deadline_for_a_trickled_body(server, hostile):
+    hostile.on(":generateContent", Trickle(body=b'{"candidates": []}' + b" " * 60, interval=0.5))
+    group = one_key_group(server, hostile.url, request_timeout_seconds=2)
+    started = time.monotonic()
+    with pytest.raises(requests.RequestException):
+        post(group, "v1beta/models/gemini-2.5-flash:generateContent").content
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 + MARGIN, f"ran {elapsed:.1f} s past a 2 s request timeout"
+    (seen,) = hostile.wait_until_ended(1, timeout=5)
+    assert seen.peer_gone and seen.ended_at - seen.at < 2 + MARGIN  # the proxy closed the upstream
+
+
+def test_no_body_byte_before_the_deadline_is_a_504(server, hostile):
+    late = Trickle(body=b"{}", interval=0.1, body_delay=5)  # headers at once, the body too late
+    hostile.on(":generateContent", late)
+    hostile.on("cachedContents", late)
+    group = one_key_group(server, hostile.url, request_timeout_seconds=1)
+    for path in ("v1beta/models/gemini-2.5-flash:generateContent", "v1beta/cachedContents"):
+        started = time.monotonic()
+        r = post(group, path)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504, (path, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "UPSTREAM_TIMEOUT"
+        assert elapsed < 1 + MARGIN, (path, elapsed)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"first_byte_timeout_seconds": 1, "request_timeout_seconds": 60}, {"request_timeout_seconds": 1}],
+)
+def test_trickled_headers_end_at_the_first_byte_or_request_timeout(server, hostile, settings):
+    hostile.on(":generateContent", Trickle(headers_too=True, interval=0.2))
+    group = one_key_group(server, hostile.url, **settings)
+    started = time.monotonic()
+    r = post(group, "v1beta/models/gemini-2.5-flash:generateContent")
+    elapsed = time.monotonic() - started
+    assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_UNREACHABLE"
+    assert elapsed < 1 + MARGIN, elapsed
+
+
+def test_a_trickled_error_body_ends_at_the_deadline(server, hostile):
+    hostile.on(":generateContent", Trickle(status=500, body=b'{"error": {"code": 500}}' + b" " * 60, interval=0.5))
+    group = one_key_group(server, hostile.url, request_timeout_seconds=1)
+    started = time.monotonic()
+    r = post(group, "v1beta/models/gemini-2.5-flash:generateContent")
+    assert r.status_code >= 500
+    assert time.monotonic() - started < 1 + MARGIN
+
+
+def test_streams_are_bound_by_the_idle_timeout_not_the_request_timeout(server, hostile):
+    body = b"".join(b'data: {"n": %d}\r\n\r\n' % i for i in range(4))
+    hostile.on(
+        ":streamGenerateContent", Trickle(body=body, interval=0.05, chunked=True, content_type="text/event-stream")
+    )
+    group = one_key_group(server, hostile.url, request_timeout_seconds=1, stream_idle_timeout_seconds=1)
+    started = time.monotonic()
+    r = post(group, "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+    assert r.status_code == 200 and r.content == body
+    assert time.monotonic() - started > 1  # a 1 s whole-request timeout did not cut the stream
+
+
+def test_a_reset_before_any_body_byte_is_a_502_and_after_it_a_broken_body(server, hostile):
+    hostile.on("models/none:generateContent", Reset(declared=1000, send=0))
+    hostile.on("models/some:generateContent", Reset(declared=1_000_000, send=1000))
+    group = one_key_group(server, hostile.url)
+    r = post(group, "v1beta/models/none:generateContent")
+    assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_UNREACHABLE"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        post(group, "v1beta/models/some:generateContent")
