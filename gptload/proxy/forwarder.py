@@ -204,8 +204,17 @@ class Forwarder:
         raw_headers = list(resp.raw.headers.items())
         upload_url = resp.headers.get("x-goog-upload-url")
         headers = rewrite.downstream_headers(raw_headers, keep_length=True)
-        if upload_url:
-            upload_id = rewrite.upload_id_of(upload_url.partition("?")[2])
+        # Chunk requests go out later with this key to the URL bound here: only one on the upstream that answered
+        # (same scheme, host and port, under its path) is bound and handed out, as this proxy's own URL.
+        safe_upload_url = rewrite.upload_url_under(upload_url, base) if upload_url else None
+        if upload_url and safe_upload_url is None:
+            log.warning(
+                "dropped an upload URL from the upstream of %s: it points outside that upstream (%s)",
+                view.name,
+                rewrite.origin_of(upload_url),
+            )
+        if safe_upload_url:
+            upload_id = rewrite.upload_id_of(safe_upload_url.partition("?")[2])
             if upload_id:
                 self._affinity.bind(
                     Binding(
@@ -213,12 +222,13 @@ class Forwarder:
                         upload_id,
                         view.name,
                         key.id,
-                        rewrite.strip_key_from_url(upload_url),
+                        rewrite.strip_key_from_url(safe_upload_url),
                         time.time() + _UPLOAD_TTL,
                     )
                 )
             public = view.settings.app_url or req.public_base
-            headers.append(("X-Goog-Upload-URL", rewrite.proxied_upload_url(upload_url, public, view.name)))
+            proxied = rewrite.proxied_upload_url(safe_upload_url, public, view.name, base)
+            headers.append(("X-Goog-Upload-URL", proxied))
         if self._captures(req, resp):
             # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
             # this key created: it is relayed, the bytes already read first, and binds nothing.

@@ -13,7 +13,7 @@ import requests
 
 from tests.e2e.conftest import start_server
 from tests.fakes.fake_gemini import make_key
-from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect, Reset, Trickle
+from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect, Reset, Trickle, UploadStart
 
 BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
 MiB = 1 << 20
@@ -239,3 +239,61 @@ def test_a_reset_before_any_body_byte_is_a_502_and_after_it_a_broken_body(server
     assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_UNREACHABLE"
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         post(group, "v1beta/models/some:generateContent")
+
+
+# -- 4. upload URLs -------------------------------------------------------------------------------------------
+def start_upload(group) -> requests.Response:
+    return post(
+        group,
+        "upload/v1beta/files",
+        headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"},
+        json={"file": {"display_name": "x"}},
+    )
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        "{elsewhere}/upload/v1beta/files?upload_id={uid}",  # another port
+        "{hostile}/prefix/../upload/v1beta/files?upload_id={uid}",  # escapes the upstream's path prefix
+        "{hostile}/prefix/%2e%2E/upload/v1beta/files?upload_id={uid}",  # the same, percent-encoded
+        "{hostile}/upload/v1beta/files?upload_id={uid}",  # same host, outside the prefix
+    ],
+)
+def test_a_foreign_upload_url_is_neither_bound_nor_handed_out(server, hostile, elsewhere, foreign):
+    uid = f"evil-{secrets.token_hex(6)}"
+    url = foreign.format(elsewhere=elsewhere.url, hostile=hostile.url, uid=uid)
+    hostile.on("upload/v1beta/files", UploadStart(url), times=1)
+    group = one_key_group(server, f"{hostile.url}/prefix")
+    r = start_upload(group)
+    assert r.status_code == 200
+    assert "X-Goog-Upload-URL" not in r.headers
+    # the client tries the upload id anyway: without a binding it is an unauthenticated proxy call
+    chunk = requests.post(
+        f"{group.base}/upload/v1beta/files?upload_id={uid}",
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+        data=b"hello",
+        timeout=30,
+    )
+    assert chunk.status_code == 401 and chunk.json()["error"]["code"] == "INVALID_PROXY_KEY"
+    assert elsewhere.requests == []
+    assert [s.path for s in hostile.requests] == ["/prefix/upload/v1beta/files"]
+    assert "dropped an upload URL" in server.log()
+
+
+def test_an_upload_url_under_a_path_prefixed_upstream_is_followed_there(server, hostile):
+    uid = f"ok-{secrets.token_hex(6)}"
+    hostile.on("upload/v1beta/files", UploadStart(f"{hostile.url}/prefix/upload/v1beta/files?upload_id={uid}"), times=1)
+    group = one_key_group(server, f"{hostile.url}/prefix")
+    r = start_upload(group)
+    assert r.headers["X-Goog-Upload-URL"] == f"{group.base}/upload/v1beta/files?upload_id={uid}"
+    chunk = requests.post(
+        r.headers["X-Goog-Upload-URL"],
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+        data=b"hello",
+        timeout=30,
+    )
+    assert chunk.status_code == 200, chunk.text
+    start, sent = hostile.requests
+    assert sent.target == f"/prefix/upload/v1beta/files?upload_id={uid}"
+    assert sent.headers["x-goog-api-key"] == start.headers["x-goog-api-key"]
