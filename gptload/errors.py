@@ -20,6 +20,7 @@
     ├── NoKeysAvailable               503 NO_KEYS_AVAILABLE
     ├── CircuitOpen                   503 UPSTREAM_UNAVAILABLE
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
+    │   └── UpstreamTimeout           504 UPSTREAM_TIMEOUT
     ├── StoreUnavailable              503 STORE_UNAVAILABLE
     └── AuthUnavailable               503 AUTH_UNAVAILABLE
 
@@ -138,6 +139,14 @@ class UpstreamUnreachable(GptloadError):
 
     status = 502
     code = "UPSTREAM_UNREACHABLE"
+
+
+class UpstreamTimeout(UpstreamUnreachable):
+    """The upstream answered but its answer did not arrive before the call's deadline, and no byte of it had been
+    relayed yet (``request_timeout_seconds``)."""
+
+    status = 504
+    code = "UPSTREAM_TIMEOUT"
 
 
 class StoreUnavailable(GptloadError):

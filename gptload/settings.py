@@ -42,8 +42,23 @@ class Spec:
 SCHEMA: tuple[Spec, ...] = (
     Spec("max_retries", int, 3, "Extra attempts on other keys after a retryable failure.", 0, 20),
     Spec("blacklist_threshold", int, 3, "5xx in a row on a key while other keys served, that disable it.", 1, 100),
-    Spec("request_timeout_seconds", float, 600.0, "Whole-request timeout for non-streamed upstream calls.", 1, 3600),
+    Spec(
+        "request_timeout_seconds",
+        float,
+        600.0,
+        "Deadline of a non-streamed upstream call: its headers and whole body relayed.",
+        1,
+        3600,
+    ),
     Spec("connect_timeout_seconds", float, 10.0, "Timeout for connecting to the upstream.", 0.1, 120),
+    Spec(
+        "first_byte_timeout_seconds",
+        float,
+        600.0,
+        "Longest wait for the upstream's response headers (non-streamed calls: also within the request timeout).",
+        1,
+        3600,
+    ),
     Spec("stream_idle_timeout_seconds", float, 120.0, "Longest silence allowed between streamed chunks.", 1, 3600),
     Spec("bare_429_cooldown_seconds", float, 10.0, "Cooldown after a 429 without quota details.", 0, 3600),
     Spec("default_quota_cooldown_seconds", float, 60.0, "Cooldown after a per-minute 429 without RetryInfo.", 1, 3600),
@@ -137,6 +152,7 @@ class Settings:
     blacklist_threshold: int = 3
     request_timeout_seconds: float = 600.0
     connect_timeout_seconds: float = 10.0
+    first_byte_timeout_seconds: float = 600.0
     stream_idle_timeout_seconds: float = 120.0
     bare_429_cooldown_seconds: float = 10.0
     default_quota_cooldown_seconds: float = 60.0

@@ -27,6 +27,7 @@ from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.classify import Kind, Verdict, classify, network_error
 from gptload.models import INVALID
 from gptload.pool import GroupView, KeyPool, LiveKey
+from gptload.proxy import upstream_io
 from gptload.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,25 @@ SCOPES = ("all", "invalid", "selected")
 
 
 def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: float) -> Verdict:
-    """Send the minimal request with ``key``; return what the answer means."""
+    """Send the minimal request with ``key``; return what the answer means. ``timeout`` bounds the whole probe,
+    and at most 1 MiB of the answer is read (decoded): an upstream cannot make a probe hang or fill memory."""
     url = f"{view.balancer.next().rstrip('/')}/v1beta/models/{view.group.test_model}:generateContent"
     try:
         resp = session.post(
             url,
             data=PROBE_BODY,
-            timeout=timeout,
+            timeout=upstream_io.Timeouts(timeout, timeout, total=timeout),
             headers={"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
+            stream=True,
+            allow_redirects=False,
         )
+        try:
+            body = upstream_io.read_capped(resp)
+        finally:
+            resp.close()
     except requests.RequestException as exc:
         return network_error(exc)
-    return classify(resp.status_code, resp.content)
+    return classify(resp.status_code, body)
 
 
 class Validator:

@@ -9,7 +9,10 @@ const SECTIONS = [
     "Retries and failures",
     ["max_retries", "blacklist_threshold", "bare_429_cooldown_seconds", "default_quota_cooldown_seconds"],
   ],
-  ["Timeouts", ["request_timeout_seconds", "connect_timeout_seconds", "stream_idle_timeout_seconds"]],
+  [
+    "Timeouts",
+    ["request_timeout_seconds", "connect_timeout_seconds", "first_byte_timeout_seconds", "stream_idle_timeout_seconds"],
+  ],
   [
     "Key validation",
     ["key_validation_interval_minutes", "key_validation_concurrency", "key_validation_timeout_seconds"],

@@ -15,6 +15,7 @@ Rules (docs/architecture.md, "Error policy"):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.cookiejar
 import itertools
@@ -23,11 +24,10 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field, replace
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
@@ -36,7 +36,7 @@ from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_e
 from gptload.keypool.keytext import scrub, scrub_secrets
 from gptload.models import ANY_MODEL, KeyState, UsageEvent
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import rewrite
+from gptload.proxy import rewrite, upstream_io
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.tokens import NO_TOKENS, TokenCounts, TokenTap
 from gptload.store.base import RESOURCE, UPLOAD, Binding
@@ -81,13 +81,14 @@ def make_session(pool_size: int) -> requests.Session:
 
     The session is only a connection pool: requests go out through ``Session.send`` with a request prepared by
     ``_prepare`` (no per-request merging of session settings or environment lookups), and its cookie jar accepts
-    nothing, so that a cookie set by the upstream for one client is never replayed for another.
+    nothing, so that a cookie set by the upstream for one client is never replayed for another. Its ``send``
+    (``upstream_io.UpstreamSession``) never follows a redirect: a 3xx is the answer, passed on as it came.
     """
-    session = requests.Session()
+    session = upstream_io.UpstreamSession()
     session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
     session.headers.clear()  # forward the client's headers, not requests' defaults
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
+    adapter = upstream_io.UpstreamAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -117,10 +118,7 @@ class Forwarder:
         openai = rewrite.is_openai(req.path)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
-        timeout = (
-            settings.connect_timeout_seconds,
-            settings.stream_idle_timeout_seconds if trace.stream else settings.request_timeout_seconds,
-        )
+        timeout = upstream_io.call_timeouts(settings, stream=trace.stream)
         request_id = next(self._request_ids)
         outcomes: list[_Outcome] = []
         refused: Admission | None = None
@@ -263,7 +261,7 @@ class Forwarder:
         echoes the key in some messages, e.g. a suspended consumer's) before it reaches a client, a log or a key's
         ``last_error``."""
         try:
-            body = resp.content  # decoded: an error body is small and must be read to be classified
+            body = upstream_io.read_capped(resp)  # decoded, at most 1 MiB: the rest is dropped with the connection
         except requests.RequestException as exc:
             resp.close()
             return ProxyResponse(resp.status_code, [], b""), network_error(exc)
@@ -290,8 +288,17 @@ class Forwarder:
         raw_headers = list(resp.raw.headers.items())
         upload_url = resp.headers.get("x-goog-upload-url")
         headers = rewrite.downstream_headers(raw_headers, keep_length=True)
-        if upload_url:
-            upload_id = rewrite.upload_id_of(upload_url.partition("?")[2])
+        # Chunk requests go out later with this key to the URL bound here: only one on the upstream that answered
+        # (same scheme, host and port, under its path) is bound and handed out, as this proxy's own URL.
+        safe_upload_url = rewrite.upload_url_under(upload_url, base) if upload_url else None
+        if upload_url and safe_upload_url is None:
+            log.warning(
+                "dropped an upload URL from the upstream of %s: it points outside that upstream (%s)",
+                view.name,
+                rewrite.origin_of(upload_url),
+            )
+        if safe_upload_url:
+            upload_id = rewrite.upload_id_of(safe_upload_url.partition("?")[2])
             if upload_id:
                 self._affinity.bind(
                     Binding(
@@ -299,28 +306,42 @@ class Forwarder:
                         upload_id,
                         view.name,
                         key.id,
-                        rewrite.strip_key_from_url(upload_url),
+                        rewrite.strip_key_from_url(safe_upload_url),
                         time.time() + _UPLOAD_TTL,
                     )
                 )
             public = view.settings.app_url or req.public_base
-            headers.append(("X-Goog-Upload-URL", rewrite.proxied_upload_url(upload_url, public, view.name)))
+            proxied = rewrite.proxied_upload_url(safe_upload_url, public, view.name, base)
+            headers.append(("X-Goog-Upload-URL", proxied))
         if self._captures(req, resp):
+            # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
+            # this key created: it is relayed, the bytes already read first, and binds nothing.
+            chunks = upstream_io.body_chunks(resp)
             try:
-                body = resp.content
-            finally:
+                body, complete = upstream_io.read_head(chunks, _MAX_CAPTURE)
+            except requests.RequestException as exc:
+                chunks.close()
                 resp.close()
+                error = f"upstream body failed: {type(exc).__name__}"
+                self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, error=error))
+                raise upstream_io.as_gptload_error(exc) from exc
+            if not complete:
+                relay = self._relay(resp, view, key, None, trace, attempt, started, base, head=body, chunks=chunks)
+                return ProxyResponse(resp.status_code, headers, relay, streamed=True, attempts=attempt, key_id=key.id)
+            chunks.close()
+            resp.close()
             ttl = view.settings.affinity_ttl_hours * 3600
-            for name in rewrite.resources_created(body):
+            encoding = resp.headers.get("content-encoding", "")
+            for name in rewrite.resources_created(upstream_io.decode_capped(body, encoding, _MAX_CAPTURE)):
                 self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
-            headers = [(n, v) for n, v in headers if n.lower() not in ("content-encoding", "content-length")]
             self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base))
             return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
         tap = TokenTap(resp.headers.get("content-encoding", "")) if trace.counts_tokens else None
         return ProxyResponse(
             resp.status_code,
             headers,
-            self._relay(resp, view, key, tap, trace, attempt, started, base),
+            # the first piece is read now: a failure before any byte becomes an error answer (504/502)
+            upstream_io.Primed(self._relay(resp, view, key, tap, trace, attempt, started, base)),
             streamed=True,
             attempts=attempt,
             key_id=key.id,
@@ -330,6 +351,8 @@ class Forwarder:
     def _captures(req: IncomingRequest, resp: requests.Response) -> bool:
         """Buffer a success only when it may name a resource created by this key (small JSON, not generation)."""
         if req.method != "POST" or any(s in req.path for s in _NO_CAPTURE) or rewrite.is_openai(req.path):
+            return False
+        if not 200 <= resp.status_code < 300:
             return False
         if "json" not in resp.headers.get("content-type", ""):
             return False
@@ -346,24 +369,24 @@ class Forwarder:
         attempt: int,
         started: float,
         base: str,
+        head: bytes = b"",
+        chunks: Generator[bytes, None, None] | None = None,
     ) -> Iterator[bytes]:
         """Yield upstream bytes as they arrive, still encoded (gzip passes through). Closing this generator (the
         client went away) closes the upstream response, with no penalty to the key. An upstream failure
         mid-stream is re-raised so the server aborts the connection: the client must see a broken stream, not a
-        clean but truncated one; it counts as a transient failure of the key."""
-        raw = resp.raw
+        clean but truncated one; it counts for the breaker, never against the key. ``head``: bytes already read from
+        ``chunks`` (the rest of the body), relayed first. Reads are bounded and timed by ``upstream_io``."""
         error = ""
         broken = False
         try:
-            if raw.chunked and raw.supports_chunked_reads():
-                chunks = raw.read_chunked(decode_content=False)
-            else:
-                chunks = iter(lambda: raw.read1(65536, decode_content=False), b"")
-            for chunk in chunks:
-                if chunk:
-                    if tap is not None:
-                        tap.feed(chunk)
-                    yield chunk
+            source = chunks if chunks is not None else upstream_io.body_chunks(resp)
+            with contextlib.closing(source):
+                for chunk in itertools.chain((head,), source):
+                    if chunk:
+                        if tap is not None:
+                            tap.feed(chunk)
+                        yield chunk
         except GeneratorExit:
             error = "client closed the connection"
             raise
@@ -545,7 +568,7 @@ def _prepared_url(url: str) -> str:
     """requests' URL normalisation (IDNA, percent-encoding checks) is costly; proxied URLs repeat a lot."""
     prepared = requests.PreparedRequest()
     prepared.prepare_url(url, None)
-    return prepared.url
+    return str(prepared.url)
 
 
 def _join(base: str, path: str, query: str) -> str:

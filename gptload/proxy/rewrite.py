@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 # RFC 9110 hop-by-hop headers plus the ones a proxy must recompute itself.
 HOP_BY_HOP = frozenset(
@@ -52,6 +52,8 @@ _RESOURCE_NAME = re.compile(
     r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$"
 )
 MAX_SCAN_BYTES = 4 * 1024 * 1024
+# Encodings gptload can decode with a bound on the output (upstream_io.Inflater): the only ones it asks for.
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def strip_key_from_query(query_string: str) -> str:
 def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai: bool) -> dict[str, str]:
     """Client headers minus hop-by-hop and credentials, plus the real key (repeated headers joined with ", ",
     as RFC 9110 allows). Accept-Encoding is pinned to the client's own (or identity) so that no encoding the
-    client never asked for comes back."""
+    client never asked for comes back, narrowed to the encodings gptload can decode within a bound (error bodies
+    and token counts are read): gzip, deflate, identity."""
     out: dict[str, str] = {}
     accept_encoding = "identity"
     for name, value in headers:
@@ -100,12 +103,18 @@ def upstream_headers(headers: Iterable[tuple[str, str]], secret: str, *, openai:
             accept_encoding = value
         elif lname not in _DROP_UPSTREAM:
             out[name] = f"{out[name]}, {value}" if name in out else value
-    out["Accept-Encoding"] = accept_encoding
+    out["Accept-Encoding"] = decodable_encodings(accept_encoding)
     if openai:
         out["Authorization"] = f"Bearer {secret}"
     else:
         out["x-goog-api-key"] = secret
     return out
+
+
+def decodable_encodings(accept_encoding: str) -> str:
+    """The client's Accept-Encoding without the codings gptload cannot decode boundedly (br, zstd, ``*``...)."""
+    kept = [p.strip() for p in accept_encoding.split(",") if p.split(";", 1)[0].strip().lower() in _DECODABLE]
+    return ", ".join(kept) or "identity"
 
 
 def downstream_headers(headers: Iterable[tuple[str, str]], *, keep_length: bool) -> list[tuple[str, str]]:
@@ -169,11 +178,69 @@ def upload_id_of(query_string: str) -> str | None:
     return None
 
 
-def proxied_upload_url(upstream_url: str, public_base: str, group: str) -> str:
-    """Rewrite Google's ``X-Goog-Upload-URL`` to this proxy's own URL, without any ``key=``."""
+def proxied_upload_url(upstream_url: str, public_base: str, group: str, upstream_base: str = "") -> str:
+    """Rewrite Google's ``X-Goog-Upload-URL`` to this proxy's own URL, without any ``key=``. The path is taken
+    relative to ``upstream_base``'s path (an upstream ``https://gw/gemini`` hands out ``https://gw/gemini/upload/..``,
+    which becomes ``/proxy/{group}/upload/...``)."""
     parts = urlsplit(upstream_url)
     query = strip_key_from_query(parts.query)
-    return f"{public_base.rstrip('/')}/proxy/{group}{parts.path}" + (f"?{query}" if query else "")
+    path = parts.path
+    prefix = urlsplit(upstream_base).path.rstrip("/")
+    if prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix) :]
+    return f"{public_base.rstrip('/')}/proxy/{group}{path}" + (f"?{query}" if query else "")
+
+
+def upload_url_under(upload_url: str, upstream_base: str) -> str | None:
+    """``upload_url`` with its dot segments resolved, when it stays on the upstream that answered: same scheme,
+    host and port as ``upstream_base``, no user info, and a path under ``upstream_base``'s path. None otherwise
+    (another host or port, a path escaping the prefix with ``..`` raw or percent-encoded, an encoded slash)."""
+    try:
+        url, base = urlsplit(upload_url.strip()), urlsplit(upstream_base)
+        ports = (_port(url), _port(base))
+    except ValueError:
+        return None
+    if url.scheme.lower() not in ("http", "https") or url.scheme.lower() != base.scheme.lower():
+        return None
+    if "@" in url.netloc or not url.hostname or url.hostname != base.hostname or ports[0] != ports[1]:
+        return None
+    path = _resolve_dots(url.path or "/")
+    prefix = base.path.rstrip("/")
+    if path is None or (prefix and not path.startswith(prefix + "/")):
+        return None
+    return urlunsplit((url.scheme, url.netloc, path, url.query, ""))
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of ``url`` for log lines (no user info, path or query)."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}:{_port(parts)}"
+    except ValueError:
+        return "an unparsable URL"
+
+
+def _port(parts) -> int | None:  # type: ignore[no-untyped-def]
+    return parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
+def _resolve_dots(path: str) -> str | None:
+    """RFC 3986 dot-segment removal that also treats percent-encoded dots as dots; None when the path climbs
+    above the root or a segment hides a slash or backslash (``%2F``, ``%5C``) an upstream might decode."""
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        plain = unquote(segment)
+        if "/" in plain or "\\" in plain:
+            return None
+        if plain == ".":
+            continue
+        if plain == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(segment)
+    return "/" + "/".join(out)
 
 
 def strip_key_from_url(url: str) -> str:

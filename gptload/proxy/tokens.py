@@ -3,14 +3,19 @@
 Gemini reports ``usageMetadata`` (``promptTokenCount``, ``candidatesTokenCount``, ``totalTokenCount``) in plain
 answers and in streamed chunks (the last chunk carries the totals); the OpenAI-compatible layer reports ``usage``
 (``prompt_tokens``, ``completion_tokens``, ``total_tokens``). The tap never holds more than ``window`` bytes and
-decompresses gzip itself because the relay passes encoded bytes through untouched.
+decompresses gzip/deflate itself because the relay passes encoded bytes through untouched: in pieces of at most
+64 KiB (``zlib`` ``max_length``), and at most ``max_decoded`` bytes in all, after which it gives up (no counts)
+rather than spend CPU on what can only be a decompression bomb or an answer no model produces.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
+
+import requests
+
+from gptload.proxy.upstream_io import Inflater
 
 _GEMINI = {
     "prompt": re.compile(rb'"promptTokenCount"\s*:\s*(\d+)'),
@@ -34,24 +39,32 @@ class TokenCounts:
 NO_TOKENS = TokenCounts()
 
 
+MAX_DECODED = 64 * 1024 * 1024
+
+
 class TokenTap:
-    def __init__(self, content_encoding: str = "", window: int = 16384) -> None:
+    def __init__(self, content_encoding: str = "", window: int = 16384, max_decoded: int = MAX_DECODED) -> None:
         self._window = window
         self._tail = b""
-        encoding = content_encoding.lower().strip()
-        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
-        self._usable = encoding in ("", "identity", "gzip")
+        self._inflater = Inflater(content_encoding)
+        self._usable = self._inflater.supported
+        self._left = max_decoded
 
     def feed(self, chunk: bytes) -> None:
         if not self._usable:
             return
-        if self._inflate is not None:
-            try:
-                chunk = self._inflate.decompress(chunk)
-            except zlib.error:
-                self._usable = False
-                return
-        self._tail = (self._tail + chunk)[-self._window :]
+        if not self._inflater.decodes:
+            self._tail = (self._tail + chunk)[-self._window :]
+            return
+        try:
+            for piece in self._inflater.pieces(chunk):
+                self._left -= len(piece)
+                if self._left < 0:
+                    self._usable, self._tail = False, b""
+                    return
+                self._tail = (self._tail + piece)[-self._window :]
+        except requests.exceptions.ContentDecodingError:
+            self._usable, self._tail = False, b""
 
     def counts(self) -> TokenCounts:
         if not self._usable or not self._tail:

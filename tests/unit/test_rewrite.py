@@ -90,3 +90,60 @@ def test_stream_detection_for_logs_and_timeouts():
     assert stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream" : true}')
     assert not stream("v1beta/openai/chat/completions", body=b'{"model": "m", "stream": false}')
     assert not stream("v1beta/models/m:generateContent", body=b'{"text": "\\"stream\\": true"}')
+
+
+GOOGLE = "https://generativelanguage.googleapis.com"
+
+
+def test_upload_url_on_the_upstream_that_answered_is_kept_with_dot_segments_resolved():
+    url = f"{GOOGLE}/upload/v1beta/files?upload_id=U1&upload_protocol=resumable"
+    assert rewrite.upload_url_under(url, GOOGLE) == url
+    assert rewrite.upload_url_under(url, GOOGLE + "/") == url
+    assert rewrite.upload_url_under(url.replace("https://generativelanguage", "HTTPS://GenerativeLanguage"), GOOGLE)
+    assert (
+        rewrite.upload_url_under(f"{GOOGLE}:443/upload/x?upload_id=U", GOOGLE) == f"{GOOGLE}:443/upload/x?upload_id=U"
+    )
+    assert (
+        rewrite.upload_url_under("http://h/p/a/./../upload?upload_id=U", "http://h/p")
+        == "http://h/p/upload?upload_id=U"
+    )
+    assert rewrite.upload_url_under("http://h:8080/p/upload#frag", "http://h:8080/p") == "http://h:8080/p/upload"
+
+
+def test_upload_url_elsewhere_is_refused():
+    refused = [
+        ("https://evil.example/upload/v1beta/files?upload_id=U", GOOGLE),  # another host
+        (f"{GOOGLE}:8443/upload/v1beta/files?upload_id=U", GOOGLE),  # another port
+        ("http://generativelanguage.googleapis.com/upload?upload_id=U", GOOGLE),  # another scheme
+        (f"https://user:pw@{GOOGLE[8:]}/upload?upload_id=U", GOOGLE),  # user info
+        ("ftp://h/upload", "ftp://h"),
+        ("http://h/other/upload?upload_id=U", "http://h/prefix"),  # outside the upstream's path
+        ("http://h/prefixed/upload?upload_id=U", "http://h/prefix"),  # a longer name is not under it
+        ("http://h/prefix/../other/upload?upload_id=U", "http://h/prefix"),  # escapes with ..
+        ("http://h/prefix/%2e%2E/other/upload?upload_id=U", "http://h/prefix"),  # percent-encoded ..
+        ("http://h/prefix/.%2e/other/upload?upload_id=U", "http://h/prefix"),
+        ("http://h/prefix/..%2Fother/upload?upload_id=U", "http://h/prefix"),  # an encoded slash
+        ("http://h/prefix/..%5Cother/upload?upload_id=U", "http://h/prefix"),  # an encoded backslash
+        ("http://h/../../etc/passwd", "http://h"),  # above the root
+        ("http://h:99999/upload", "http://h"),  # not a port
+        ("/upload/v1beta/files?upload_id=U", GOOGLE),  # relative
+        ("", GOOGLE),
+    ]
+    for url, base in refused:
+        assert rewrite.upload_url_under(url, base) is None, url
+    assert rewrite.origin_of("https://user:pw@evil.example/x?key=AIzaREAL") == "https://evil.example:443"
+
+
+def test_upload_url_of_a_path_prefixed_upstream_is_proxied_relative_to_the_prefix():
+    out = rewrite.proxied_upload_url(
+        "https://gw/gemini/upload/v1beta/files?upload_id=U", "http://p", "g", "https://gw/gemini"
+    )
+    assert out == "http://p/proxy/g/upload/v1beta/files?upload_id=U"
+
+
+def test_accept_encoding_upstream_is_narrowed_to_what_can_be_decoded_boundedly():
+    assert rewrite.decodable_encodings("gzip, deflate, br, zstd") == "gzip, deflate"
+    assert rewrite.decodable_encodings("br;q=1.0, gzip;q=0.5, *;q=0.1") == "gzip;q=0.5"
+    assert rewrite.decodable_encodings("br") == "identity"
+    headers = rewrite.upstream_headers([("Accept-Encoding", "zstd, gzip")], "AIzaREAL", openai=False)
+    assert headers["Accept-Encoding"] == "gzip"
