@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from gptload.app import build_services  # noqa: E402
 from gptload.config import Config  # noqa: E402
-from gptload.proxy.forwarder import make_session  # noqa: E402
+from gptload.proxy.upstream import make_session  # noqa: E402
 from gptload.web.router import Router  # noqa: E402
 from tests.fakes.fake_gemini import make_key  # noqa: E402
 

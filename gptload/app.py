@@ -13,7 +13,8 @@ from gptload.config import Config
 from gptload.insights import Insights
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
-from gptload.proxy.forwarder import Forwarder, make_session
+from gptload.proxy.forwarder import Forwarder
+from gptload.proxy.upstream import make_session
 from gptload.store import open_store
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer

@@ -16,29 +16,27 @@ Rules (docs/architecture.md, "Error policy"):
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.cookiejar
 import itertools
 import logging
 import math
-import re
-import secrets
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import requests
-from requests.structures import CaseInsensitiveDict
 
 from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_secrets
-from gptload.models import ANY_MODEL, KeyState, UsageEvent
+from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import rewrite, upstream_io
 from gptload.proxy.affinity import AffinityMap
-from gptload.proxy.tokens import NO_TOKENS, TokenCounts, TokenTap
+from gptload.proxy.request import IncomingRequest, ProxyResponse, RequestFacts
+from gptload.proxy.tokens import NO_TOKENS, TokenTap
+from gptload.proxy.trace import Trace
+from gptload.proxy.upstream import join_url, prepare
 from gptload.store.base import RESOURCE, UPLOAD, Binding
 from gptload.usage import UsageBuffer
 
@@ -46,52 +44,16 @@ log = logging.getLogger(__name__)
 _MAX_CAPTURE = 2 * 1024 * 1024
 _NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
 _UPLOAD_TTL = 7 * 24 * 3600.0
-_BODY_LOG_LIMIT = 64 * 1024
-_OPENAI_STREAM = re.compile(rb'"stream"\s*:\s*true')
 
 
 @dataclass(frozen=True)
-class IncomingRequest:
-    """A proxied request, framework-free. ``path`` is the upstream path without a leading slash."""
+class Attempt:
+    """One try of a request: the key, the upstream it went to, its number (1-based) and when it started."""
 
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    public_base: str
-    content_type: str = ""
-    source_ip: str = ""
-    user_agent: str = ""
-
-
-@dataclass
-class ProxyResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: Iterator[bytes] | bytes = b""
-    streamed: bool = False
-    attempts: int = 1
-    key_id: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def make_session(pool_size: int) -> requests.Session:
-    """One session per process; the connection pool sized to the server's threads (requests' default is 10).
-
-    The session is only a connection pool: requests go out through ``Session.send`` with a request prepared by
-    ``_prepare`` (no per-request merging of session settings or environment lookups), and its cookie jar accepts
-    nothing, so that a cookie set by the upstream for one client is never replayed for another. Its ``send``
-    (``upstream_io.UpstreamSession``) never follows a redirect: a 3xx is the answer, passed on as it came.
-    """
-    session = upstream_io.UpstreamSession()
-    session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
-    session.headers.clear()  # forward the client's headers, not requests' defaults
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = upstream_io.UpstreamAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    key: LiveKey
+    base: str
+    number: int
+    started: float
 
 
 class Forwarder:
@@ -114,34 +76,34 @@ class Forwarder:
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
-        trace = _Trace(view, req, rewrite.model_of(req.path, req.body, req.content_type))
-        openai = rewrite.is_openai(req.path)
+        facts = RequestFacts.of(req)
+        trace = Trace(view, req, facts)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
-        timeout = upstream_io.call_timeouts(settings, stream=trace.stream)
+        timeout = upstream_io.call_timeouts(settings, stream=facts.stream)
         request_id = next(self._request_ids)
         outcomes: list[_Outcome] = []
         refused: Admission | None = None
         try:
-            for attempt in range(1, attempts + 1):
-                key = pinned or self._pool.acquire(view, trace.model, {o.key.id for o in outcomes})
+            for number in range(1, attempts + 1):
+                key = pinned or self._pool.acquire(view, facts.model, {o.key.id for o in outcomes})
                 if key is None:
                     break
-                base, admission = self._upstream(view, trace.model, target)
+                base, admission = self._upstream(view, facts.model, target)
                 if base is None:
                     refused = admission
                     break
-                circuit = (view.name, base, trace.model)
+                attempt = Attempt(key, base, number, time.monotonic())
+                circuit = (view.name, base, facts.model)
                 url = (
                     upload.target
                     if upload is not None
-                    else _join(base, req.path, rewrite.strip_key_from_query(req.query))
+                    else join_url(base, req.path, rewrite.strip_key_from_query(req.query))
                 )
-                headers = rewrite.upstream_headers(req.headers, key.secret, openai=openai)
-                started = time.monotonic()
+                headers = rewrite.upstream_headers(req.headers, key.secret, openai=facts.openai)
                 try:
                     resp = self._session.send(
-                        _prepare(req.method, url, headers, req.body),
+                        prepare(req.method, url, headers, req.body),
                         stream=True,
                         timeout=timeout,
                         allow_redirects=False,
@@ -150,12 +112,12 @@ class Forwarder:
                     verdict = network_error(exc)
                     self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                     outcomes.append(_Outcome(key, base, verdict))
-                    trace.failed(key, attempt, 0, verdict.reason, started, base)
-                    log.info("attempt %d on key %s of %s: %s", attempt, key.id, view.name, type(exc).__name__)
+                    trace.failed(attempt, 0, verdict.reason)
+                    log.info("attempt %d on key %s of %s: %s", number, key.id, view.name, type(exc).__name__)
                     continue
                 if resp.status_code >= 400:
                     answer, verdict = self._error_answer(resp, view.secrets)
-                    answer.attempts, answer.key_id = attempt, key.id
+                    answer.attempts, answer.key_id = number, key.id
                     if verdict.upstream_failure:
                         # A 500 is often caused by the request itself: only different requests count as different
                         # witnesses, so one client repeating a poison request cannot open the breaker alone.
@@ -163,22 +125,22 @@ class Forwarder:
                         self.breakers.failure(circuit, self._clock(), witness, verdict.reason)
                     else:
                         self.breakers.success(circuit)
-                        self._pool.report(view, key, verdict, trace.model)
+                        self._pool.report(view, key, verdict, facts.model)
                     outcomes.append(_Outcome(key, base, verdict, answer))
-                    trace.failed(key, attempt, resp.status_code, verdict.reason, started, base)
+                    trace.failed(attempt, resp.status_code, verdict.reason)
                     if verdict.retryable:
                         log.info(
-                            "attempt %d on key %s of %s: %s, retrying", attempt, key.id, view.name, verdict.kind.value
+                            "attempt %d on key %s of %s: %s, retrying", number, key.id, view.name, verdict.kind.value
                         )
                         continue
                     return answer  # the request's own fault: Google's answer, unchanged but for scrubbed keys
                 self.breakers.success(circuit)
-                self._pool.report(view, key, SUCCESS, trace.model)
+                self._pool.report(view, key, SUCCESS, facts.model)
                 for o in outcomes:  # these keys failed where this one served the same request: count them
                     if o.answer is not None and o.verdict.upstream_failure and o.base == base:
-                        self._pool.report(view, o.key, replace(o.verdict, isolated=True), trace.model)
+                        self._pool.report(view, o.key, replace(o.verdict, isolated=True), facts.model)
                 trace.answered = True
-                return self._success(view, req, resp, key, base, attempt, trace, started)
+                return self._success(view, req, resp, attempt, trace)
         finally:
             trace.flush_failures(self._usage)
         return self._no_answer(view, trace, outcomes, refused)
@@ -198,20 +160,20 @@ class Forwarder:
         return None, refused or Admission(False)
 
     def _no_answer(
-        self, view: GroupView, trace: _Trace, outcomes: list[_Outcome], refused: Admission | None
+        self, view: GroupView, trace: Trace, outcomes: list[_Outcome], refused: Admission | None
     ) -> ProxyResponse:
         """No attempt succeeded and none was the request's own fault. Google's own 5xx is passed on (with
         ``Retry-After`` when the breaker opened); errors that belong to pool keys never are: the client gets
         503 NO_KEYS_AVAILABLE saying what happened to each key, by masked form only."""
         now = self._clock()
-        summary = _summary(outcomes, view, trace.model, self._pool)
+        summary = _summary(outcomes, view, trace.facts.model, self._pool)
         upstream_answers = [o for o in outcomes if o.answer is not None and o.verdict.upstream_failure]
         if upstream_answers and all(o.verdict.upstream_failure for o in outcomes):
             # Google itself is failing for this request on every key tried: its own answer says it best.
             last = upstream_answers[-1]
             answer = last.answer
             assert answer is not None
-            state, wait, _ = self.breakers.state((view.name, last.base, trace.model), now)
+            state, wait, _ = self.breakers.state((view.name, last.base, trace.facts.model), now)
             if state != "closed":
                 answer.headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
             return answer
@@ -219,23 +181,23 @@ class Forwarder:
             trace.rejected(503, "breaker open", attempted=bool(outcomes))
             trace.flush_failures(self._usage)
             raise CircuitOpen(
-                f"{trace.model or 'this request'} is failing upstream for group {view.name!r}; "
+                f"{trace.facts.model or 'this request'} is failing upstream for group {view.name!r}; "
                 f"gptload holds requests for {refused.retry_after:.1f} s before it tries again"
                 + (f" ({summary})" if summary else ""),
                 details={"retry_after": round(refused.retry_after, 1)},
             )
         if outcomes and all(o.verdict.network for o in outcomes):
-            waits = [self.breakers.state((view.name, o.base, trace.model), now)[1] for o in outcomes]
+            waits = [self.breakers.state((view.name, o.base, trace.facts.model), now)[1] for o in outcomes]
             wait = max(waits) if waits else 0.0
             raise UpstreamUnreachable(
                 f"no upstream answer after {len(outcomes)} attempt(s): {summary}",
                 details={"retry_after": round(wait, 1)} if wait > 0 else None,
             )
-        retry_after = self._pool.retry_after(view, trace.model)
+        retry_after = self._pool.retry_after(view, trace.facts.model)
         trace.rejected(503, "no key available", attempted=bool(outcomes))
         trace.flush_failures(self._usage)
         raise NoKeysAvailable(
-            f"no key of group {view.name!r} can serve {trace.model or 'this request'} now: {summary}"
+            f"no key of group {view.name!r} can serve {trace.facts.model or 'this request'} now: {summary}"
             + (f"; the first comes back in {retry_after:.0f} s" if retry_after is not None else ""),
             details={"retry_after": round(retry_after, 1)} if retry_after is not None else None,
         )
@@ -279,12 +241,10 @@ class Forwarder:
         view: GroupView,
         req: IncomingRequest,
         resp: requests.Response,
-        key: LiveKey,
-        base: str,
-        attempt: int,
-        trace: _Trace,
-        started: float,
+        attempt: Attempt,
+        trace: Trace,
     ) -> ProxyResponse:
+        key, base = attempt.key, attempt.base
         raw_headers = list(resp.raw.headers.items())
         upload_url = resp.headers.get("x-goog-upload-url")
         headers = rewrite.downstream_headers(raw_headers, keep_length=True)
@@ -313,7 +273,7 @@ class Forwarder:
             public = view.settings.app_url or req.public_base
             proxied = rewrite.proxied_upload_url(safe_upload_url, public, view.name, base)
             headers.append(("X-Goog-Upload-URL", proxied))
-        if self._captures(req, resp):
+        if self._captures(req, trace.facts, resp):
             # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
             # this key created: it is relayed, the bytes already read first, and binds nothing.
             chunks = upstream_io.body_chunks(resp)
@@ -323,34 +283,36 @@ class Forwarder:
                 chunks.close()
                 resp.close()
                 error = f"upstream body failed: {type(exc).__name__}"
-                self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base, error=error))
+                self._usage.add(trace.succeeded(attempt, resp.status_code, error=error))
                 raise upstream_io.as_gptload_error(exc) from exc
             if not complete:
-                relay = self._relay(resp, view, key, None, trace, attempt, started, base, head=body, chunks=chunks)
-                return ProxyResponse(resp.status_code, headers, relay, streamed=True, attempts=attempt, key_id=key.id)
+                relay = self._relay(resp, view, attempt, trace, None, head=body, chunks=chunks)
+                return ProxyResponse(
+                    resp.status_code, headers, relay, streamed=True, attempts=attempt.number, key_id=key.id
+                )
             chunks.close()
             resp.close()
             ttl = view.settings.affinity_ttl_hours * 3600
             encoding = resp.headers.get("content-encoding", "")
             for name in rewrite.resources_created(upstream_io.decode_capped(body, encoding, _MAX_CAPTURE)):
                 self._affinity.bind(Binding(RESOURCE, name, view.name, key.id, base, time.time() + ttl))
-            self._usage.add(trace.succeeded(key, attempt, resp.status_code, started, base))
-            return ProxyResponse(resp.status_code, headers, body, attempts=attempt, key_id=key.id)
-        tap = TokenTap(resp.headers.get("content-encoding", "")) if trace.counts_tokens else None
+            self._usage.add(trace.succeeded(attempt, resp.status_code))
+            return ProxyResponse(resp.status_code, headers, body, attempts=attempt.number, key_id=key.id)
+        tap = TokenTap(resp.headers.get("content-encoding", "")) if trace.facts.counts_tokens else None
         return ProxyResponse(
             resp.status_code,
             headers,
             # the first piece is read now: a failure before any byte becomes an error answer (504/502)
-            upstream_io.Primed(self._relay(resp, view, key, tap, trace, attempt, started, base)),
+            upstream_io.Primed(self._relay(resp, view, attempt, trace, tap)),
             streamed=True,
-            attempts=attempt,
+            attempts=attempt.number,
             key_id=key.id,
         )
 
     @staticmethod
-    def _captures(req: IncomingRequest, resp: requests.Response) -> bool:
+    def _captures(req: IncomingRequest, facts: RequestFacts, resp: requests.Response) -> bool:
         """Buffer a success only when it may name a resource created by this key (small JSON, not generation)."""
-        if req.method != "POST" or any(s in req.path for s in _NO_CAPTURE) or rewrite.is_openai(req.path):
+        if req.method != "POST" or any(s in req.path for s in _NO_CAPTURE) or facts.openai:
             return False
         if not 200 <= resp.status_code < 300:
             return False
@@ -363,12 +325,9 @@ class Forwarder:
         self,
         resp: requests.Response,
         view: GroupView,
-        key: LiveKey,
+        attempt: Attempt,
+        trace: Trace,
         tap: TokenTap | None,
-        trace: _Trace,
-        attempt: int,
-        started: float,
-        base: str,
         head: bytes = b"",
         chunks: Generator[bytes, None, None] | None = None,
     ) -> Iterator[bytes]:
@@ -393,120 +352,17 @@ class Forwarder:
         except Exception as exc:
             broken = True
             error = f"upstream stream broke: {type(exc).__name__}"
-            log.warning("upstream stream of key %s in %s broke: %s", key.id, view.name, type(exc).__name__)
-            self.breakers.failure((view.name, base, trace.model), self._clock(), id(trace), error)
+            log.warning("upstream stream of key %s in %s broke: %s", attempt.key.id, view.name, type(exc).__name__)
+            self.breakers.failure((view.name, attempt.base, trace.facts.model), self._clock(), id(trace), error)
             raise
         finally:
             resp.close()
             tokens = tap.counts() if tap is not None else NO_TOKENS
-            event = trace.succeeded(key, attempt, resp.status_code, started, base, tokens, error)
+            event = trace.succeeded(attempt, resp.status_code, tokens, error)
             self._usage.add(replace(event, success=False) if broken else event)
             # The request's tail for streamed answers: werkzeug hands a direct-passthrough iterable to the server
             # as is, so response.call_on_close never runs for them.
             self._usage.maybe_flush()
-
-
-class _Trace:
-    """Per-request bookkeeping that turns attempts into usage events (request-log rows and statistics)."""
-
-    def __init__(self, view: GroupView, req: IncomingRequest, model: str) -> None:
-        self.view = view
-        self.req = req
-        self.model = model
-        self.stream = (
-            ":streamGenerateContent" in req.path
-            or "alt=sse" in req.query
-            or (rewrite.is_openai(req.path) and _OPENAI_STREAM.search(req.body[: rewrite.MAX_SCAN_BYTES]) is not None)
-        )
-        self.counts_tokens = any(s in req.path for s in (":generateContent", ":streamGenerateContent")) or (
-            rewrite.is_openai(req.path) and "completions" in req.path
-        )
-        self.failures: list[UsageEvent] = []
-        self.answered = False  # a successful attempt is being relayed
-
-    def _event(
-        self,
-        key: LiveKey,
-        attempt: int,
-        status: int,
-        success: bool,
-        error: str,
-        started: float,
-        upstream: str,
-        tokens: TokenCounts = NO_TOKENS,
-        final: bool = True,
-    ) -> UsageEvent:
-        s = self.view.settings
-        body = None
-        if s.enable_request_body_logging and self.req.body:
-            body = scrub(self.req.body[:_BODY_LOG_LIMIT].decode("utf-8", "replace"))
-        return UsageEvent(
-            group=self.view.name,
-            key_id=key.id,
-            at=time.time(),
-            success=success,
-            status_code=status,
-            model=self.model,
-            method=self.req.method,
-            path="/" + self.req.path.split("?", 1)[0],
-            stream=self.stream,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            attempt=attempt,
-            final=final,
-            key_masked=key.masked,
-            source_ip=self.req.source_ip,
-            user_agent=self.req.user_agent[:300],
-            error=scrub(error)[:1000],
-            upstream=upstream,
-            prompt_tokens=tokens.prompt,
-            candidates_tokens=tokens.candidates,
-            total_tokens=tokens.total,
-            request_body=body,
-            logged=not (success and s.log_failures_only),
-            id=secrets.token_hex(8),
-        )
-
-    def failed(self, key: LiveKey, attempt: int, status: int, reason: str, started: float, upstream: str) -> None:
-        self.failures.append(self._event(key, attempt, status, False, reason, started, upstream, final=False))
-
-    def succeeded(
-        self,
-        key: LiveKey,
-        attempt: int,
-        status: int,
-        started: float,
-        upstream: str,
-        tokens: TokenCounts = NO_TOKENS,
-        error: str = "",
-    ) -> UsageEvent:
-        return self._event(key, attempt, status, True, error, started, upstream, tokens)
-
-    def rejected(self, status: int, error: str, *, attempted: bool) -> None:
-        """A request that never got an answer from Google (no key, breaker open): one final row with no key, so it
-        is counted in the statistics and the log. Not needed when attempts were made (their rows count)."""
-        if attempted:
-            return
-        self.failures.append(
-            replace(
-                self._event(_NO_KEY, 0, status, False, error, time.monotonic(), ""),
-                final=True,
-            )
-        )
-
-    def flush_failures(self, usage: UsageBuffer) -> None:
-        """Push failed attempts; the last one is final unless a success followed it."""
-        if self.failures and not self.answered:
-            self.failures[-1] = replace(self.failures[-1], final=True)
-        for event in self.failures:
-            usage.add(event)
-        self.failures = []
-
-
-def rejection_event(view: GroupView, req: IncomingRequest, status: int, error: str) -> UsageEvent:
-    """The usage row of a request refused before any upstream call (bad proxy key, body too large): counted in
-    the group's statistics and logged with its source, never with the presented key."""
-    trace = _Trace(view, req, rewrite.model_of(req.path, b"", req.content_type))
-    return trace._event(_NO_KEY, 0, status, False, error, time.monotonic(), "")
 
 
 @dataclass
@@ -517,9 +373,6 @@ class _Outcome:
     base: str
     verdict: Verdict
     answer: ProxyResponse | None = None
-
-
-_NO_KEY = LiveKey(id="", group="", secret="", state=KeyState(), masked="")
 
 
 def _summary(outcomes: list[_Outcome], view: GroupView, model: str, pool: KeyPool) -> str:
@@ -547,30 +400,3 @@ def _summary(outcomes: list[_Outcome], view: GroupView, model: str, pool: KeyPoo
     scope = "other keys" if parts else f"{len(view.keys)} key{'s' if len(view.keys) != 1 else ''}"
     tail = f"{scope}: " + ", ".join(rest) if rest else ("no other keys" if parts else "the group has no keys")
     return scrub("; ".join(p for p in (text, tail) if p))
-
-
-def _prepare(method: str, url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:
-    """A request ready for ``Session.send``, prepared without requests' session-merging machinery."""
-    prepared = requests.PreparedRequest()
-    prepared.method = method
-    prepared.url = _prepared_url(url)
-    prepared.headers = CaseInsensitiveDict(headers)
-    prepared.body = body or None
-    if body or method in ("POST", "PUT", "PATCH"):
-        prepared.headers["Content-Length"] = str(len(body))
-    prepared.hooks = {"response": []}
-    prepared._cookies = None
-    return prepared
-
-
-@functools.lru_cache(maxsize=4096)
-def _prepared_url(url: str) -> str:
-    """requests' URL normalisation (IDNA, percent-encoding checks) is costly; proxied URLs repeat a lot."""
-    prepared = requests.PreparedRequest()
-    prepared.prepare_url(url, None)
-    return str(prepared.url)
-
-
-def _join(base: str, path: str, query: str) -> str:
-    url = f"{base.rstrip('/')}/{path.lstrip('/')}"
-    return f"{url}?{query}" if query else url

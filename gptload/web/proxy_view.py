@@ -11,7 +11,8 @@ from werkzeug.wrappers import Request, Response
 from gptload.app import Services
 from gptload.errors import BodyTooLarge, GroupNotFound, InvalidProxyKey
 from gptload.proxy import rewrite
-from gptload.proxy.forwarder import IncomingRequest, ProxyResponse, rejection_event
+from gptload.proxy.request import IncomingRequest, ProxyResponse
+from gptload.proxy.trace import rejection_event
 from gptload.store.base import UPLOAD
 from gptload.web import forwarded
 

@@ -16,7 +16,9 @@ from gptload.keypool.breaker import Breakers
 from gptload.models import Group, KeyRecord, Upstream
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
-from gptload.proxy.forwarder import Forwarder, IncomingRequest, make_session
+from gptload.proxy.forwarder import Forwarder
+from gptload.proxy.request import IncomingRequest
+from gptload.proxy.upstream import make_session
 from gptload.store.base import RESOURCE, Binding
 from gptload.usage import UsageBuffer
 from gptload.vault.store_vault import StoreVault

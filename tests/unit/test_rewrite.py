@@ -76,14 +76,19 @@ def test_upload_url_is_rewritten_to_the_proxy_without_a_key():
     assert "AIzaREAL" not in rewrite.strip_key_from_url(url)
 
 
-def test_stream_detection_for_logs_and_timeouts():
-    from gptload.proxy.forwarder import IncomingRequest, _Trace
+def test_request_facts_are_computed_once_from_the_request():
+    from gptload.proxy.request import IncomingRequest, RequestFacts
 
-    class View:
-        name = "g"
+    def facts(path, query="", body=b"", content_type="application/json"):
+        return RequestFacts.of(IncomingRequest("POST", path, query, [], body, "http://x", content_type))
 
     def stream(path, query="", body=b""):
-        return _Trace(View(), IncomingRequest("POST", path, query, [], body, "http://x"), "m").stream
+        return facts(path, query, body).stream
+
+    f = facts("v1beta/openai/chat/completions", body=b'{"model": "models/gemini-2.5-pro", "stream": true}')
+    assert f == RequestFacts(model="gemini-2.5-pro", openai=True, stream=True, counts_tokens=True)
+    f = facts("v1beta/models/gemini-2.5-flash:countTokens")
+    assert f == RequestFacts(model="gemini-2.5-flash", openai=False, stream=False, counts_tokens=False)
 
     assert stream("v1beta/models/m:streamGenerateContent")
     assert stream("v1beta/models/m:generateContent", "alt=sse")

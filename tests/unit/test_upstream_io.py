@@ -14,8 +14,8 @@ import requests
 from gptload.errors import UpstreamTimeout, UpstreamUnreachable
 from gptload.keypool.classify import Kind
 from gptload.proxy import upstream_io
-from gptload.proxy.forwarder import _prepare, make_session
 from gptload.proxy.tokens import TokenTap
+from gptload.proxy.upstream import make_session, prepare
 from gptload.validation import probe
 from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect, Reset, Trickle, gzip_bomb
 
@@ -48,7 +48,7 @@ def peak_bytes(fn):
 
 
 def send(session, url, timeout, method="POST", body=b"{}"):
-    return session.send(_prepare(method, url, {}, body), stream=True, timeout=timeout, allow_redirects=False)
+    return session.send(prepare(method, url, {}, body), stream=True, timeout=timeout, allow_redirects=False)
 
 
 # -- decoding ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Per-request bookkeeping that turns attempts into usage events (request-log rows and statistics)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from gptload.keypool.keytext import scrub
+from gptload.models import KeyState, UsageEvent
+from gptload.pool import GroupView, LiveKey
+from gptload.proxy.request import IncomingRequest, RequestFacts
+from gptload.proxy.tokens import NO_TOKENS, TokenCounts
+from gptload.usage import UsageBuffer
+
+if TYPE_CHECKING:
+    from gptload.proxy.forwarder import Attempt
+
+_BODY_LOG_LIMIT = 64 * 1024
+NO_KEY = LiveKey(id="", group="", secret="", state=KeyState(), masked="")
+
+
+class Trace:
+    """Per-request bookkeeping that turns attempts into usage events (request-log rows and statistics)."""
+
+    def __init__(self, view: GroupView, req: IncomingRequest, facts: RequestFacts) -> None:
+        self.view = view
+        self.req = req
+        self.facts = facts
+        self.failures: list[UsageEvent] = []
+        self.answered = False  # a successful attempt is being relayed
+
+    def event(
+        self,
+        attempt: Attempt | None,
+        status: int,
+        success: bool,
+        error: str,
+        tokens: TokenCounts = NO_TOKENS,
+        final: bool = True,
+    ) -> UsageEvent:
+        """One usage event; ``attempt`` None for a request refused before any upstream call."""
+        s = self.view.settings
+        body = None
+        if s.enable_request_body_logging and self.req.body:
+            body = scrub(self.req.body[:_BODY_LOG_LIMIT].decode("utf-8", "replace"))
+        key = attempt.key if attempt is not None else NO_KEY
+        return UsageEvent(
+            group=self.view.name,
+            key_id=key.id,
+            at=time.time(),
+            success=success,
+            status_code=status,
+            model=self.facts.model,
+            method=self.req.method,
+            path="/" + self.req.path.split("?", 1)[0],
+            stream=self.facts.stream,
+            duration_ms=int((time.monotonic() - attempt.started) * 1000) if attempt is not None else 0,
+            attempt=attempt.number if attempt is not None else 0,
+            final=final,
+            key_masked=key.masked,
+            source_ip=self.req.source_ip,
+            user_agent=self.req.user_agent[:300],
+            error=scrub(error)[:1000],
+            upstream=attempt.base if attempt is not None else "",
+            prompt_tokens=tokens.prompt,
+            candidates_tokens=tokens.candidates,
+            total_tokens=tokens.total,
+            request_body=body,
+            logged=not (success and s.log_failures_only),
+            id=secrets.token_hex(8),
+        )
+
+    def failed(self, attempt: Attempt, status: int, reason: str) -> None:
+        self.failures.append(self.event(attempt, status, False, reason, final=False))
+
+    def succeeded(self, attempt: Attempt, status: int, tokens: TokenCounts = NO_TOKENS, error: str = "") -> UsageEvent:
+        return self.event(attempt, status, True, error, tokens)
+
+    def rejected(self, status: int, error: str, *, attempted: bool) -> None:
+        """A request that never got an answer from Google (no key, breaker open): one final row with no key, so it
+        is counted in the statistics and the log. Not needed when attempts were made (their rows count)."""
+        if not attempted:
+            self.failures.append(self.event(None, status, False, error, final=True))
+
+    def flush_failures(self, usage: UsageBuffer) -> None:
+        """Push failed attempts; the last one is final unless a success followed it."""
+        if self.failures and not self.answered:
+            self.failures[-1] = replace(self.failures[-1], final=True)
+        for event in self.failures:
+            usage.add(event)
+        self.failures = []
+
+
+def rejection_event(view: GroupView, req: IncomingRequest, status: int, error: str) -> UsageEvent:
+    """The usage row of a request refused before any upstream call (bad proxy key, body too large): counted in
+    the group's statistics and logged with its source, never with the presented key."""
+    return Trace(view, req, RequestFacts.of(replace(req, body=b""))).event(None, status, False, error)

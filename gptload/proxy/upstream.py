@@ -1,0 +1,58 @@
+"""The upstream side's plumbing: one pooled session per process, and requests prepared without requests' session
+machinery (no per-request merging of settings or environment lookups). Reads, caps and deadlines are in
+``upstream_io``."""
+
+from __future__ import annotations
+
+import functools
+import http.cookiejar
+
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from gptload.proxy import upstream_io
+
+
+def make_session(pool_size: int) -> requests.Session:
+    """One session per process; the connection pool sized to the server's threads (requests' default is 10).
+
+    The session is only a connection pool: requests go out through ``Session.send`` with a request prepared by
+    ``prepare`` (no per-request merging of session settings or environment lookups), and its cookie jar accepts
+    nothing, so that a cookie set by the upstream for one client is never replayed for another. Its ``send``
+    (``upstream_io.UpstreamSession``) never follows a redirect: a 3xx is the answer, passed on as it came.
+    """
+    session = upstream_io.UpstreamSession()
+    session.trust_env = False  # no per-request proxy/netrc lookups; the upstream URL is explicit
+    session.headers.clear()  # forward the client's headers, not requests' defaults
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = upstream_io.UpstreamAdapter(pool_connections=8, pool_maxsize=max(10, pool_size), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def prepare(method: str, url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:
+    """A request ready for ``Session.send``, prepared without requests' session-merging machinery."""
+    prepared = requests.PreparedRequest()
+    prepared.method = method
+    prepared.url = prepared_url(url)
+    prepared.headers = CaseInsensitiveDict(headers)
+    prepared.body = body or None
+    if body or method in ("POST", "PUT", "PATCH"):
+        prepared.headers["Content-Length"] = str(len(body))
+    prepared.hooks = {"response": []}
+    prepared._cookies = None
+    return prepared
+
+
+@functools.lru_cache(maxsize=4096)
+def prepared_url(url: str) -> str:
+    """requests' URL normalisation (IDNA, percent-encoding checks) is costly; proxied URLs repeat a lot."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return str(prepared.url)
+
+
+def join_url(base: str, path: str, query: str) -> str:
+    url = f"{base.rstrip('/')}/{path.lstrip('/')}"
+    return f"{url}?{query}" if query else url
