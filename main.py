@@ -73,7 +73,12 @@ def _serve() -> None:
         if router is not None:
             router.services.usage.drain()
 
-    serve(app, config, post_worker_init=warm, on_stop=write_usage)
+    def cut_streams() -> None:  # the graceful period is nearly over: end relays, even of silent upstreams
+        router = module._router
+        if router is not None:
+            router.services.forwarder.abort_streams()
+
+    serve(app, config, post_worker_init=warm, on_stop=write_usage, on_cut=cut_streams)
 
 
 if __name__ == "__main__":

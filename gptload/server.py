@@ -208,6 +208,7 @@ class GptloadWorker(ThreadWorker):
     body_budget = 64 * 1024 * 1024 + 1024 * 1024  # bytes of one request body read at most (MAX_BODY_BYTES + slack)
     graceful_timeout = 30  # the arbiter's: it kills the worker this long after its SIGTERM
     on_stop: Callable[[], None] | None = None  # the process is stopping: write usage now, then as it comes
+    on_cut: Callable[[], None] | None = None  # the graceful period is nearly over: end what still runs
     _current = threading.local()  # the _Reader of the request a pool thread is serving
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -271,6 +272,11 @@ class GptloadWorker(ThreadWorker):
                     pass
         if running:
             log.warning("stopping: cut %d requests still running %.1f s after SIGTERM", len(running), cut_at - started)
+        if self.on_cut is not None:
+            try:
+                self.on_cut()  # end relays whose upstream is silent too: each records its usage as it ends
+            except Exception:
+                log.exception("cutting running streams failed")
 
     def _notify_stop(self) -> None:
         if self.on_stop is None:
@@ -395,7 +401,9 @@ class _Application(BaseApplication):
         return self._app
 
 
-def gunicorn_options(config: Config, on_stop: Callable[[], None] | None = None) -> dict[str, Any]:
+def gunicorn_options(
+    config: Config, on_stop: Callable[[], None] | None = None, on_cut: Callable[[], None] | None = None
+) -> dict[str, Any]:
     worker = type(
         "GptloadWorker",
         (GptloadWorker,),
@@ -405,6 +413,7 @@ def gunicorn_options(config: Config, on_stop: Callable[[], None] | None = None) 
             "body_budget": config.max_body_bytes + 1024 * 1024,
             "graceful_timeout": config.graceful_timeout_seconds,
             "on_stop": None if on_stop is None else staticmethod(on_stop),
+            "on_cut": None if on_cut is None else staticmethod(on_cut),
         },
     )
     return {
@@ -449,10 +458,12 @@ def serve(
     *,
     post_worker_init: Callable[[Any], None],
     on_stop: Callable[[], None] | None = None,
+    on_cut: Callable[[], None] | None = None,
 ) -> None:
     """Serve functions-framework's Flask ``app`` on ``config.host:config.port`` until stopped.
 
     ``post_worker_init(worker)`` runs in the worker process after the fork (build services there, not before);
-    ``on_stop()`` when the worker starts stopping and once more right before it exits (write usage)."""
+    ``on_stop()`` when the worker starts stopping and once more right before it exits (write usage); ``on_cut()``
+    when the graceful period is nearly over and running requests are cut (end the relays)."""
     answer_late_timeouts_in_json(app)
-    _Application(app, {**gunicorn_options(config, on_stop), "post_worker_init": post_worker_init}).run()
+    _Application(app, {**gunicorn_options(config, on_stop, on_cut), "post_worker_init": post_worker_init}).run()

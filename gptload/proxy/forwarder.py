@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, replace
@@ -73,6 +74,19 @@ class Forwarder:
         self.breakers = breakers or Breakers()
         self._clock = clock
         self._request_ids = itertools.count(1)
+        self._streams: set[requests.Response] = set()  # upstream answers being relayed now
+        self._streams_lock = threading.Lock()
+        self._stopping = False
+
+    def abort_streams(self) -> int:
+        """The server is stopping and will not wait any longer: end every relay now, even one whose upstream is
+        silent, so that each records its usage row (as cut) before the process exits. Returns how many."""
+        self._stopping = True
+        with self._streams_lock:
+            running = list(self._streams)
+        for resp in running:
+            upstream_io.shutdown_socket(getattr(getattr(resp.raw, "connection", None), "sock", None))
+        return len(running)
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
@@ -338,6 +352,8 @@ class Forwarder:
         ``chunks`` (the rest of the body), relayed first. Reads are bounded and timed by ``upstream_io``."""
         error = ""
         broken = False
+        with self._streams_lock:
+            self._streams.add(resp)
         try:
             source = chunks if chunks is not None else upstream_io.body_chunks(resp)
             with contextlib.closing(source):
@@ -351,11 +367,16 @@ class Forwarder:
             raise
         except Exception as exc:
             broken = True
+            if self._stopping:
+                error = "cut: the server stopped before the stream ended"
+                raise
             error = f"upstream stream broke: {type(exc).__name__}"
             log.warning("upstream stream of key %s in %s broke: %s", attempt.key.id, view.name, type(exc).__name__)
             self.breakers.failure((view.name, attempt.base, trace.facts.model), self._clock(), id(trace), error)
             raise
         finally:
+            with self._streams_lock:
+                self._streams.discard(resp)
             resp.close()
             tokens = tap.counts() if tap is not None else NO_TOKENS
             event = trace.succeeded(attempt, resp.status_code, tokens, error)

@@ -160,6 +160,11 @@ class _Watchdog:
 WATCHDOG = _Watchdog()
 
 
+def shutdown_socket(sock: Any) -> None:
+    """Wake up whoever is blocked reading ``sock`` (public: the forwarder cuts running streams at shutdown)."""
+    _shutdown(sock)
+
+
 def _shutdown(sock: Any) -> None:
     """Wake up whoever is blocked reading ``sock``. ``socket.socket.shutdown`` on purpose: SSLSocket's override
     drops its SSL object, which would race with the reading thread."""

@@ -141,3 +141,25 @@ def test_streams_still_running_at_the_graceful_timeout_are_cut_and_still_written
         for sock in streams:
             sock.close()
         srv.stop()
+
+
+def test_streams_whose_upstream_is_silent_at_the_cut_are_ended_and_written(tmp_path, fake):
+    """A relay blocked on an upstream that sends nothing is ended by the cut too (the forwarder shuts its upstream
+    socket), so its row is written before the process exits instead of being lost at the kill."""
+    graceful = 6
+    srv = start_server(tmp_path, {"USAGE_FLUSH_SECONDS": "3600", "GRACEFUL_TIMEOUT_SECONDS": str(graceful)})
+    streams: list[socket.socket] = []
+    try:
+        group = srv.make_group(fake.url, [fake.add_key()])
+        fake.stream_chunks, fake.stream_interval = 3, 60.0  # one event, then a minute of silence
+        streams = [_open_stream(group) for _ in range(STREAMS)]
+        srv.process.send_signal(signal.SIGTERM)
+        took = _wait_exit(srv, graceful + 15)
+        print(f"exited {took:.2f} s after SIGTERM with {STREAMS} silent streams; rows {_counts(srv)}")
+        assert took < graceful
+        assert _counts(srv) == (STREAMS, STREAMS)
+        assert all(error.startswith("cut:") for error in _errors(srv)), _errors(srv)
+    finally:
+        for sock in streams:
+            sock.close()
+        srv.stop()
