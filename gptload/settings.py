@@ -1,7 +1,9 @@
 """Runtime settings: one schema, validated on write, stored system-wide with per-group overrides.
 
-The schema is the single source for validation, defaults, the admin API's schema endpoint and the console's forms.
-``Settings`` is the resolved, typed view a request uses (system values overlaid with the group's overrides).
+``Settings`` is the resolved, typed view a request uses (system values overlaid with the group's overrides); each of
+its fields declares its default, description, range and whether a group may override it, and ``SCHEMA`` (validation,
+defaults, the admin API's schema endpoint, the console's forms) is derived from those fields, so nothing is written
+twice.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gptload.errors import ValidationFailed
@@ -39,44 +41,71 @@ class Spec:
         }
 
 
-SCHEMA: tuple[Spec, ...] = (
-    Spec("max_retries", int, 3, "Extra attempts on other keys after a retryable failure.", 0, 20),
-    Spec("blacklist_threshold", int, 3, "5xx in a row on a key while other keys served, that disable it.", 1, 100),
-    Spec(
-        "request_timeout_seconds",
-        float,
-        600.0,
-        "Deadline of a non-streamed upstream call: its headers and whole body relayed.",
-        1,
-        3600,
-    ),
-    Spec("connect_timeout_seconds", float, 10.0, "Timeout for connecting to the upstream.", 0.1, 120),
-    Spec(
-        "first_byte_timeout_seconds",
-        float,
+def _setting(
+    default: Any, description: str, lo: float | None = None, hi: float | None = None, *, group: bool = True
+) -> Any:
+    """A field of ``Settings`` with what the schema says about it (``SCHEMA`` is derived from these fields)."""
+    return field(default=default, metadata={"description": description, "min": lo, "max": hi, "group": group})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one group: defaults < system values < group overrides. Each field declares its
+    default, description, range and whether a group may override it, once: ``SCHEMA`` is built from them."""
+
+    max_retries: int = _setting(3, "Extra attempts on other keys after a retryable failure.", 0, 20)
+    blacklist_threshold: int = _setting(3, "5xx in a row on a key while other keys served, that disable it.", 1, 100)
+    request_timeout_seconds: float = _setting(
+        600.0, "Deadline of a non-streamed upstream call: its headers and whole body relayed.", 1, 3600
+    )
+    connect_timeout_seconds: float = _setting(10.0, "Timeout for connecting to the upstream.", 0.1, 120)
+    first_byte_timeout_seconds: float = _setting(
         600.0,
         "Longest wait for the upstream's response headers (non-streamed calls: also within the request timeout).",
         1,
         3600,
-    ),
-    Spec("stream_idle_timeout_seconds", float, 120.0, "Longest silence allowed between streamed chunks.", 1, 3600),
-    Spec("bare_429_cooldown_seconds", float, 10.0, "Cooldown after a 429 without quota details.", 0, 3600),
-    Spec("default_quota_cooldown_seconds", float, 60.0, "Cooldown after a per-minute 429 without RetryInfo.", 1, 3600),
-    Spec("key_validation_interval_minutes", int, 60, "How often invalid keys are re-validated.", 1, 10080),
-    Spec("key_validation_concurrency", int, 10, "Parallel validation requests.", 1, 100),
-    Spec("key_validation_timeout_seconds", float, 20.0, "Timeout of one validation request.", 1, 300),
-    Spec("request_log_retention_days", int, 7, "Days request logs are kept.", 1, 365, group_overridable=False),
-    Spec("enable_request_body_logging", bool, False, "Store request bodies in request logs.", group_overridable=False),
-    Spec("log_failures_only", bool, False, "Record request logs only for failed attempts.", group_overridable=False),
-    Spec("affinity_ttl_hours", float, 48.0, "How long a created file/cache/batch stays bound to its key.", 1, 720),
+    )
+    stream_idle_timeout_seconds: float = _setting(120.0, "Longest silence allowed between streamed chunks.", 1, 3600)
+    bare_429_cooldown_seconds: float = _setting(10.0, "Cooldown after a 429 without quota details.", 0, 3600)
+    default_quota_cooldown_seconds: float = _setting(
+        60.0, "Cooldown after a per-minute 429 without RetryInfo.", 1, 3600
+    )
+    key_validation_interval_minutes: int = _setting(60, "How often invalid keys are re-validated.", 1, 10080)
+    key_validation_concurrency: int = _setting(10, "Parallel validation requests.", 1, 100)
+    key_validation_timeout_seconds: float = _setting(20.0, "Timeout of one validation request.", 1, 300)
+    request_log_retention_days: int = _setting(7, "Days request logs are kept.", 1, 365, group=False)
+    enable_request_body_logging: bool = _setting(False, "Store request bodies in request logs.", group=False)
+    log_failures_only: bool = _setting(False, "Record request logs only for failed attempts.", group=False)
+    affinity_ttl_hours: float = _setting(48.0, "How long a created file/cache/batch stays bound to its key.", 1, 720)
+    app_url: str = _setting(
+        "", "Public base URL of this proxy (for upload URLs); empty: taken from the request.", group=False
+    )
+    proxy_keys: tuple[str, ...] = _setting((), "Global proxy keys accepted by every group.", group=False)
+
+    @classmethod
+    def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
+        merged = {s.name: s.default for s in SCHEMA}
+        merged.update(valid_stored(system))
+        if group:
+            merged.update(valid_stored(group, for_group=True))
+        merged["proxy_keys"] = tuple(merged["proxy_keys"])
+        return cls(**merged)
+
+
+# The schema, derived from ``Settings``' fields: the single source for validation, defaults, the admin API's schema
+# endpoint and the console's forms.
+_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str, "tuple[str, ...]": list}
+SCHEMA: tuple[Spec, ...] = tuple(
     Spec(
-        "app_url",
-        str,
-        "",
-        "Public base URL of this proxy (for upload URLs); empty: taken from the request.",
-        group_overridable=False,
-    ),
-    Spec("proxy_keys", list, [], "Global proxy keys accepted by every group.", group_overridable=False),
+        f.name,
+        _TYPES[str(f.type)],
+        list(f.default) if isinstance(f.default, tuple) else f.default,
+        f.metadata["description"],
+        f.metadata["min"],
+        f.metadata["max"],
+        f.metadata["group"],
+    )
+    for f in fields(Settings)
 )
 BY_NAME: dict[str, Spec] = {s.name: s for s in SCHEMA}
 
@@ -142,38 +171,6 @@ def valid_stored(values: Mapping[str, Any], *, for_group: bool = False) -> dict[
         except (ValueError, OverflowError, TypeError) as exc:
             log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, raw, exc, spec.default)
     return out
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Resolved settings for one group: defaults < system values < group overrides."""
-
-    max_retries: int = 3
-    blacklist_threshold: int = 3
-    request_timeout_seconds: float = 600.0
-    connect_timeout_seconds: float = 10.0
-    first_byte_timeout_seconds: float = 600.0
-    stream_idle_timeout_seconds: float = 120.0
-    bare_429_cooldown_seconds: float = 10.0
-    default_quota_cooldown_seconds: float = 60.0
-    key_validation_interval_minutes: int = 60
-    key_validation_concurrency: int = 10
-    key_validation_timeout_seconds: float = 20.0
-    request_log_retention_days: int = 7
-    enable_request_body_logging: bool = False
-    log_failures_only: bool = False
-    affinity_ttl_hours: float = 48.0
-    app_url: str = ""
-    proxy_keys: tuple[str, ...] = ()
-
-    @classmethod
-    def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
-        merged = {s.name: s.default for s in SCHEMA}
-        merged.update(valid_stored(system))
-        if group:
-            merged.update(valid_stored(group, for_group=True))
-        merged["proxy_keys"] = tuple(merged["proxy_keys"])
-        return cls(**merged)
 
 
 def effective(system: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,12 +8,16 @@ from gptload import settings
 from gptload.errors import ValidationFailed
 
 
-def test_schema_and_resolved_settings_agree():
+def test_the_schema_is_derived_from_the_settings_fields():
     fields = {f.name: f.default for f in dataclasses.fields(settings.Settings)}
-    assert set(fields) == set(settings.BY_NAME)
+    assert [s.name for s in settings.SCHEMA] == list(fields)
     for spec in settings.SCHEMA:
         default = tuple(spec.default) if isinstance(spec.default, list) else spec.default
         assert fields[spec.name] == default, spec.name
+        assert spec.description and isinstance(spec.default, spec.type)
+    assert settings.Settings() == settings.Settings.resolve({})
+    overridable = {s.name for s in settings.SCHEMA if s.group_overridable}
+    assert "max_retries" in overridable and "proxy_keys" not in overridable
 
 
 def test_validate_coerces_and_names_every_bad_field():
