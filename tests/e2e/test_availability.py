@@ -62,7 +62,12 @@ def test_overload_on_every_key_leaves_every_key_active_and_recovers_within_2s(se
     recovered = time.monotonic()
     for k in keys:
         fake.set_behavior(k, None)
-    assert first_success_after(group, recovered) < 2.0
+    took = first_success_after(group, recovered)
+    print(
+        f"overload: {len(fake.requests_for(path_contains='gemini-2.5-pro'))} upstream calls for 20 requests; "
+        f"first success {took:.2f} s after recovery"
+    )
+    assert took < 2.0
     assert statuses(group) == ["active"] * 4
 
 
@@ -86,7 +91,12 @@ def test_upstream_down_for_3s_then_back(server, tmp_path):
     back = FakeGemini(valid_keys=upstream.keys, port=port).start()
     try:
         recovered = time.monotonic()
-        assert first_success_after(group, recovered) < 2.0
+        took = first_success_after(group, recovered)
+        print(
+            f"upstream down 3 s: {len(answers)} requests answered {sorted({r.status_code for r in answers})}; "
+            f"first success {took:.2f} s after it came back"
+        )
+        assert took < 2.0
         assert statuses(group) == ["active"] * 4
     finally:
         back.stop()
