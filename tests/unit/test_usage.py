@@ -126,7 +126,7 @@ def test_background_flushes_reuse_one_thread():
         buf.add(ev(i))
         buf.maybe_flush()
         deadline = time.monotonic() + 5
-        while len(buf) and time.monotonic() < deadline:
+        while sum(len(b) for b in store.batches) <= i and time.monotonic() < deadline:  # taken, then written
             time.sleep(0.001)
     assert sum(len(b) for b in store.batches) == 20
     assert flushers() == before + 1
@@ -180,7 +180,7 @@ def test_while_draining_an_event_added_during_a_running_flush_is_written_after_i
     buf.add(ev(2))
     buf.maybe_flush()  # a flush is running: while draining, the flusher goes round once more afterwards
     release.set()
-    deadline = time.monotonic() + 5
-    while len(buf) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # the flusher thread takes the event out of the buffer, then writes it
+    while sum(len(b) for b in store.batches) < 2 and time.monotonic() < deadline:
         release.wait(0.01)
     assert sum(len(b) for b in store.batches) == 2 and len(buf) == 0
