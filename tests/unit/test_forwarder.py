@@ -243,3 +243,21 @@ def test_the_dashboard_lists_open_breakers(rig, sqlite_store):
     (row,) = insights.dashboard()["breakers"]
     assert row["group"] == "g" and row["model"] == "gemini-2.5-pro" and row["state"] == "open"
     assert "503" in row["last_failure"]
+
+
+def test_event_ids_are_unique_and_drawn_again_in_a_forked_process():
+    import os
+
+    from gptload.proxy.trace import EventIds
+
+    ids = EventIds()
+    drawn = [ids.next() for _ in range(10_000)]
+    assert len(set(drawn)) == 10_000 and all(len(i) >= 16 for i in drawn)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new prefix, never the parent's
+        os.write(write, ids.next().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert child[:10] != drawn[0][:10] and child not in drawn
