@@ -6,6 +6,7 @@
     ├── ConfigError                   (startup only; never reaches HTTP)
     ├── BadRequest                    400 BAD_REQUEST
     │   ├── InvalidJson               400 INVALID_JSON
+    │   ├── IncompleteBody            400 INCOMPLETE_BODY
     │   ├── ValidationFailed          400 VALIDATION_FAILED
     │   ├── BodyTooLarge              413 BODY_TOO_LARGE
     │   └── RequestTimeout            408 REQUEST_TIMEOUT
@@ -66,6 +67,12 @@ class BadRequest(GptloadError):
 
 class InvalidJson(BadRequest):
     code = "INVALID_JSON"
+
+
+class IncompleteBody(BadRequest):
+    """The request body ended before its Content-Length (the client went away): nothing is forwarded."""
+
+    code = "INCOMPLETE_BODY"
 
 
 class ValidationFailed(BadRequest):

@@ -42,6 +42,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from gptload.config import Config
 from gptload.errors import RequestTimeout
+from gptload.web.responses import google_error_body
 
 log = logging.getLogger("gptload.server")
 
@@ -347,7 +348,9 @@ class GptloadWorker(ThreadWorker):
             self.log.exception("Error handling request from ip=%s", ip)
         else:
             self.log.warning("Invalid request from ip=%s: %s %s", ip, status, code)
-        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+        # Before any route is known: Google's envelope (numeric code, status, the code as ErrorInfo reason), so that
+        # SDKs, which send nearly all traffic, raise their typed errors; docs/api.md says so.
+        body = json.dumps(google_error_body(status, message, code), separators=(",", ":")).encode()
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

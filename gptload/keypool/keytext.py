@@ -54,12 +54,48 @@ def scrub(text: str) -> str:
 
 _KEY_ANYWHERE_BYTES = re.compile(rb"AIza[0-9A-Za-z_-]{35}")
 _TOKEN_BYTES = re.compile(rb"[0-9A-Za-z_-]{16,}")
+_ESCAPES = re.compile(rb"\\u[0-9a-fA-F]{4}|%[0-9a-fA-F]{2}")
+_TRAILING_TOKEN = re.compile(rb"[0-9A-Za-z_-]{8,}$")
 
 
 def scrub_secrets(data: bytes, secrets: Collection[str]) -> bytes:
     """Mask every key in ``data``: each of ``secrets`` by exact value (a set lookup per token, so the cost does not
     grow with the number of keys), and anything shaped like a Gemini key. For bodies and headers that come from
-    upstream before they reach a client, a log row or ``last_error`` (Google echoes keys in some messages)."""
+    upstream before they reach a client, a log row or ``last_error`` (Google echoes keys in some messages).
+
+    A key written with JSON ``\\u`` escapes or percent-encoding would be read by a client's parser: when decoding
+    them reveals a key (looking through up to ``_MAX_DECODES`` layers), the decoded text, scrubbed, is returned
+    instead: fidelity matters less than the key."""
+    data = scrub_secrets_plain(data, secrets)
+    probe = data
+    for _ in range(_MAX_DECODES):  # look through up to this many layers of escaping
+        if not _ESCAPES.search(probe):
+            break
+        probe = _unescaped(probe)
+        scrubbed = scrub_secrets_plain(probe, secrets)
+        if scrubbed != probe:
+            data = probe = scrubbed
+    return data
+
+
+_MAX_DECODES = 4
+
+
+def scrub_cut(data: bytes, secrets: Collection[str]) -> bytes:
+    """``scrub_secrets`` for a body cut at a size cap: a key straddling the cut is not whole any more, so a trailing
+    run of key characters is dropped too."""
+    return _TRAILING_TOKEN.sub(b"", scrub_secrets(data, secrets))
+
+
+def _unescaped(data: bytes) -> bytes:
+    from urllib.parse import unquote_to_bytes
+
+    text = re.sub(rb"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)).encode("utf-8", "replace"), data)
+    return unquote_to_bytes(text)
+
+
+def scrub_secrets_plain(data: bytes, secrets: Collection[str]) -> bytes:
+    """``scrub_secrets`` without looking into escapes (one level)."""
     if secrets:
         data = _TOKEN_BYTES.sub(
             lambda m: mask(m.group(0).decode()).encode() if m.group(0).decode() in secrets else m.group(0), data

@@ -29,7 +29,7 @@ import requests
 from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
-from gptload.keypool.keytext import scrub, scrub_secrets
+from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
 from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import rewrite, upstream_io
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 _MAX_CAPTURE = 2 * 1024 * 1024
 _NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
 _UPLOAD_TTL = 7 * 24 * 3600.0
+# Upstream failures that count toward the breaker: the upstream's own state (overloaded, bad gateway) and network
+# errors (status 0). A 500 is often caused by the request itself, and a 504 by a deadline the client chose
+# (X-Server-Timeout): a client could open the breaker for everyone with them, so they never count.
+_BREAKER_STATUS = {0: True, 502: True, 503: True}
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,15 @@ class Forwarder:
 
     def abort_streams(self) -> int:
         """The server is stopping and will not wait any longer: end every relay now, even one whose upstream is
-        silent, so that each records its usage row (as cut) before the process exits. Returns how many."""
+        silent, and every call still waiting for its headers, so that each records its usage row (as cut) before the
+        process exits. Returns how many."""
         self._stopping = True
         with self._streams_lock:
             running = list(self._streams)
         for resp in running:
             upstream_io.shutdown_socket(getattr(getattr(resp.raw, "connection", None), "sock", None))
-        return len(running)
+        # calls still waiting for their headers end too: their attempts are recorded as failures
+        return len(running) + upstream_io.WATCHDOG.fire_all()
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
@@ -100,6 +106,8 @@ class Forwarder:
         refused: Admission | None = None
         try:
             for number in range(1, attempts + 1):
+                if self._stopping and outcomes:
+                    break  # the server is stopping: no new calls
                 key = pinned or self._pool.acquire(view, facts.model, {o.key.id for o in outcomes})
                 if key is None:
                     break
@@ -124,19 +132,25 @@ class Forwarder:
                     )
                 except requests.RequestException as exc:
                     verdict = network_error(exc)
-                    self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
+                    if not self._stopping:  # a call cut because the server stops says nothing about the upstream
+                        self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                     outcomes.append(_Outcome(key, base, verdict))
                     trace.failed(attempt, 0, verdict.reason)
                     log.info("attempt %d on key %s of %s: %s", number, key.id, view.name, type(exc).__name__)
                     continue
+                if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
+                    resp.close()
+                    verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)
+                    outcomes.append(_Outcome(key, base, verdict))
+                    trace.failed(attempt, 0, verdict.reason)
+                    continue
                 if resp.status_code >= 400:
                     answer, verdict = self._error_answer(resp, view.secrets)
-                    answer.attempts, answer.key_id = number, key.id
+                    if answer is not None:
+                        answer.attempts, answer.key_id = number, key.id
                     if verdict.upstream_failure:
-                        # A 500 is often caused by the request itself: only different requests count as different
-                        # witnesses, so one client repeating a poison request cannot open the breaker alone.
-                        witness = hash((req.path, req.body)) if resp.status_code == 500 else request_id
-                        self.breakers.failure(circuit, self._clock(), witness, verdict.reason)
+                        if _BREAKER_STATUS.get(resp.status_code if answer is not None else 0, False):
+                            self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                     else:
                         self.breakers.success(circuit)
                         self._pool.report(view, key, verdict, facts.model)
@@ -147,11 +161,12 @@ class Forwarder:
                             "attempt %d on key %s of %s: %s, retrying", number, key.id, view.name, verdict.kind.value
                         )
                         continue
+                    assert answer is not None  # only an unreadable answer has none, and that is retryable
                     return answer  # the request's own fault: Google's answer, unchanged but for scrubbed keys
                 self.breakers.success(circuit)
                 self._pool.report(view, key, SUCCESS, facts.model)
-                for o in outcomes:  # these keys failed where this one served the same request: count them
-                    if o.answer is not None and o.verdict.upstream_failure and o.base == base:
+                for o in outcomes:  # these keys failed with a 500 where this one served the same request: count them
+                    if o.answer is not None and o.answer.status == 500 and o.base == base:
                         self._pool.report(view, o.key, replace(o.verdict, isolated=True), facts.model)
                 trace.answered = True
                 return self._success(view, req, resp, attempt, trace)
@@ -163,7 +178,11 @@ class Forwarder:
         """The upstream for the next attempt: ``target`` when the request is pinned, else the balancer's next one
         whose breaker for ``model`` lets it through (an open upstream is skipped while another can serve)."""
         now = self._clock()
-        candidates = [target] if target else [view.balancer.next() for _ in view.group.upstreams]
+        if target:
+            candidates = [target]
+        else:  # the balancer's pick first (one draw per attempt keeps the weights), then the others as fallbacks
+            first = view.balancer.next()
+            candidates = [first, *(u.url for u in view.group.upstreams if u.url != first)]
         refused: Admission | None = None
         for base in dict.fromkeys(candidates):
             admission = self.breakers.admit((view.name, base, model), now)
@@ -232,23 +251,27 @@ class Forwarder:
         return None, None
 
     @staticmethod
-    def _error_answer(resp: requests.Response, secrets: Collection[str]) -> tuple[ProxyResponse, Verdict]:
+    def _error_answer(resp: requests.Response, secrets: Collection[str]) -> tuple[ProxyResponse | None, Verdict]:
         """Read an error answer and classify it. Every pool key is scrubbed out of its body and headers (Google
         echoes the key in some messages, e.g. a suspended consumer's) before it reaches a client, a log or a key's
-        ``last_error``."""
+        ``last_error``. An answer whose body broke off or timed out is no answer: (None, a network verdict)."""
         try:
             body = upstream_io.read_capped(resp)  # decoded, at most 1 MiB: the rest is dropped with the connection
         except requests.RequestException as exc:
             resp.close()
-            return ProxyResponse(resp.status_code, [], b""), network_error(exc)
+            return None, network_error(exc)
         resp.close()
-        body = scrub_secrets(body, secrets)
+        cut = len(body) >= upstream_io.ERROR_BODY_CAP
+        body = scrub_cut(body, secrets) if cut else scrub_secrets(body, secrets)
         headers = [
             (n, scrub_secrets(v.encode("latin-1", "replace"), secrets).decode("latin-1"))
             for n, v in rewrite.downstream_headers(resp.raw.headers.items(), keep_length=False)
             if n.lower() != "content-encoding"
         ]
-        return ProxyResponse(resp.status_code, headers, body), classify(resp.status_code, body)
+        verdict = classify(resp.status_code, body)
+        # the reason is decoded from the body's JSON: scrub it again (it goes to last_error, logs, the dashboard)
+        reason = scrub_secrets(verdict.reason.encode(), secrets).decode("utf-8", "replace")
+        return ProxyResponse(resp.status_code, headers, body), replace(verdict, reason=reason)
 
     def _success(
         self,

@@ -28,10 +28,17 @@ HOP_BY_HOP = frozenset(
     }
 )
 CREDENTIAL_HEADERS = frozenset({"x-goog-api-key", "authorization", "x-api-key"})
-# Never forwarded upstream: credentials, cookies of the console's origin, and this hop's forwarding metadata.
+# Headers Google checks against a key's application restrictions or billing: a client sending them could make a
+# pool key answer API_KEY_*_BLOCKED (key evidence) for its own request. The proxy, not the client, uses the key.
+KEY_RESTRICTION_HEADERS = frozenset(
+    {"referer", "x-android-package", "x-android-cert", "x-ios-bundle-identifier", "x-goog-user-project"}
+)
+# Never forwarded upstream: credentials, cookies of the console's origin, this hop's forwarding metadata, and what
+# would let a client's request speak for the key.
 _DROP_UPSTREAM = (
     HOP_BY_HOP
     | CREDENTIAL_HEADERS
+    | KEY_RESTRICTION_HEADERS
     | {
         "cookie",
         "forwarded",
@@ -137,7 +144,7 @@ def model_of(path: str, body: bytes, content_type: str) -> str:
     if is_openai(path) and body and "json" in content_type and len(body) <= MAX_SCAN_BYTES:
         try:
             value = json.loads(body).get("model", "")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, or nested past the limit
             return ""
         if isinstance(value, str):
             return value.removeprefix("models/")

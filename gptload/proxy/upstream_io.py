@@ -132,6 +132,20 @@ class _Watchdog:
                     heapq.heapify(self._heap)
                     self._dead = 0
 
+    def fire_all(self) -> int:
+        """Shut down every armed call now (the server is stopping): calls waiting for headers end at once, so their
+        attempts are recorded before the process exits. Returns how many were cut."""
+        cut = 0
+        with self._cond:
+            for _, _, ticket in self._heap:
+                if ticket.active and not ticket.fired:
+                    ticket.fired = True
+                    try:
+                        cut += bool(ticket.kill(ticket))
+                    except Exception:  # never let one odd socket stop the others
+                        log.exception("could not cut an upstream call")
+        return cut
+
     def _run(self) -> None:
         with self._cond:
             while True:
@@ -369,8 +383,12 @@ class Inflater:
 
 def read_capped(resp: requests.Response, cap: int = ERROR_BODY_CAP) -> bytes:
     """The decoded body, cut after ``cap`` bytes; the rest is never read (close the response afterwards, which
-    closes its connection). A body in an encoding that cannot be decoded is returned raw, cut the same way."""
+    closes its connection). A body in an encoding that cannot be decoded (``br``, a list of codings) comes back
+    empty: it could not be read, so it cannot be scrubbed, so it is never passed on."""
     inflater = Inflater(resp.headers.get("content-encoding", ""))
+    if not inflater.supported:
+        resp.close()
+        return b""
     out = bytearray()
     read = 0
     chunks = body_chunks(resp)

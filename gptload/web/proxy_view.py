@@ -9,7 +9,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
 from gptload.app import Services
-from gptload.errors import BodyTooLarge, GroupNotFound, InvalidProxyKey
+from gptload.errors import BodyTooLarge, GroupNotFound, IncompleteBody, InvalidProxyKey
 from gptload.proxy import rewrite
 from gptload.proxy.request import IncomingRequest, ProxyResponse
 from gptload.proxy.trace import rejection_event
@@ -84,6 +84,8 @@ def _read_body(request: Request, limit: int) -> bytes:
     data = request.stream.read(limit + 1) if length is None else request.get_data(cache=False)
     if len(data) > limit:
         raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+    if length is not None and len(data) != length:  # the client went away mid-body: never forward a part of it
+        raise IncompleteBody(f"request body ended after {len(data)} of {length} bytes")
     return data
 
 

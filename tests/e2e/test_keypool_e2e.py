@@ -81,12 +81,23 @@ def test_per_day_429_cools_only_that_model(group, fake):
     assert cd["until"] in (next_daily_reset(before), next_daily_reset(after)) and cd["until"] > after
 
 
-def test_503_is_retried_on_another_key_and_counts_toward_the_threshold(group, fake):
+def test_503_is_retried_on_another_key_and_never_counts_against_it(group, fake):
+    """An overload is the model's state, whatever key asked: retried, never counted (an intermittent overload would
+    otherwise disable keys that happened to be asked at the wrong moment)."""
     k = group.keys[0]
     fake.set_behavior(k, errors.overloaded())
     codes = [generate(group).status_code for _ in range(9)]
     assert codes == [200] * 9
-    assert gen_keys(fake).count(k) == 3  # blacklist_threshold = 3 consecutive failures, then disabled
+    row = group.row_of(k)
+    assert row["status"] == "active" and row["failure_count"] == 0
+
+
+def test_a_500_on_one_key_while_others_serve_counts_toward_the_threshold(group, fake):
+    k = group.keys[0]
+    fake.set_behavior(k, errors.internal())
+    codes = [generate(group).status_code for _ in range(9)]
+    assert codes == [200] * 9
+    assert gen_keys(fake).count(k) == 3  # blacklist_threshold = 3 consecutive isolated failures, then disabled
     row = group.row_of(k)
     assert row["status"] == "invalid" and row["failure_count"] == 3
 

@@ -14,7 +14,7 @@ def test_maintenance_endpoint_revalidates_invalid_keys(tmp_path, fake):
     try:
         group = srv.make_group(fake.url, keys)
         fake.set_behavior(keys[0], errors.invalid_key())
-        fake.set_behavior(keys[1], errors.overloaded())
+        fake.set_behavior(keys[1], errors.internal())
         url = f"{group.base}/v1beta/models/gemini-2.5-flash:generateContent"
         for _ in range(12):
             requests.post(
@@ -27,7 +27,7 @@ def test_maintenance_endpoint_revalidates_invalid_keys(tmp_path, fake):
         assert {r["status"] for r in group.key_rows()} == {"invalid", "active"}
         assert sum(r["status"] == "invalid" for r in group.key_rows()) == 2
         assert group.row_of(keys[1])["last_error"].startswith("failing: 3 failures")
-        # key 0 is revived at Google (e.g. billing fixed); key 1 still overloaded: inconclusive, stays invalid
+        # key 0 is revived at Google (e.g. billing fixed); key 1 still failing: inconclusive, stays invalid
         fake.set_behavior(keys[0], None)
         assert requests.post(f"{srv.url}/api/tasks/run", timeout=10).status_code == 401
         r = srv.api("POST", "/api/tasks/run")
