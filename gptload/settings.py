@@ -54,7 +54,7 @@ class Settings:
     default, description, range and whether a group may override it, once: ``SCHEMA`` is built from them."""
 
     max_retries: int = _setting(3, "Extra attempts on other keys after a retryable failure.", 0, 20)
-    blacklist_threshold: int = _setting(3, "5xx in a row on a key while other keys served, that disable it.", 1, 100)
+    blacklist_threshold: int = _setting(3, "500s in a row on a key while other keys served, that disable it.", 1, 100)
     request_timeout_seconds: float = _setting(
         600.0, "Deadline of a non-streamed upstream call: its headers and whole body relayed.", 1, 3600
     )

@@ -13,10 +13,9 @@ would still try ``1 + max_retries`` keys and hammer Google. The breaker remember
 The period is ``base * 2**n`` capped at ``cap``, times a jitter factor in ``[1 - jitter, 1 + jitter]`` so many
 instances do not probe in step. Requests refused while open get ``retry_after`` (the rest of the period).
 
-Two witnesses at least are needed to open it: a single request that makes Google fail on every key it tries (a
-poison request) cannot shut a model for everyone. The caller names the witness: the request for 502/503/504 and
-network errors (clearly the upstream's state), the request's content for a 500 (often caused by the request
-itself), so that a client repeating one poison request is one witness however often it sends it.
+Two witnesses (requests) at least are needed to open it, and the caller reports only failures that are the
+upstream's own state (502, 503, network errors; see ``proxy/forwarder.py``): a 500 or a 504 can be caused by a
+client, so a client cannot shut a model for everyone.
 A probe whose outcome never arrives (a stuck call) frees its slot after ``probe_timeout`` seconds. Each
 instance keeps its own breakers (nothing in the store): an instance learns of an outage from its own traffic,
 which costs at most ``threshold`` failed attempts per instance.

@@ -16,10 +16,11 @@ no ErrorInfo, Google's whole message sentence)
                                                                      midnight Pacific
 429 with a per-minute quota id / RetryInfo     QUOTA_MINUTE   yes    the key cools for retryDelay
 429 without details                            QUOTA_BARE     yes    the key cools briefly
-500, 502, 503, 504, timeouts, connect errors   TRANSIENT      yes    nothing on the key: a breaker failure for
-                                                                     (group, upstream, model); counted against
-                                                                     the key only when another key then served
-                                                                     the same request (``isolated``)
+500, 502, 503, 504, timeouts, connect errors   TRANSIENT      yes    nothing on the key; 502/503/network: a
+                                                                     breaker failure for (group, upstream,
+                                                                     model); a 500 counts against the key only
+                                                                     when another key then served the same
+                                                                     request (``isolated``)
 everything else (400, 401, 403, 404, 413...)   REQUEST_ERROR  no     none: the request's fault, passed through
 =============================================  =============  =====  ==========================================
 

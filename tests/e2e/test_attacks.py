@@ -1,5 +1,6 @@
 """Attacks from outside (QA round h7): each test reproduces a defect found against the real server, a fake Gemini
-or a hostile upstream on loopback, and a raw or SDK client. They fail until the defect is fixed.
+or a hostile upstream on loopback, and a raw or SDK client. Each failed when it was written and passes since the
+fix.
 
 Claims attacked (README "How it treats Gemini's errors", "Limits and timeouts"; docs/api.md "Outages"):
 1. a Google-side failure never empties the pool; one client cannot shut a model for others; weighted upstreams;
