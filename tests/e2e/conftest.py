@@ -25,6 +25,22 @@ ROOT = Path(__file__).resolve().parents[2]
 AUTH_KEY = "e2e-admin-key-0123456789"
 
 
+def wait_for(condition, seconds: float = 10, what: str = "the condition", interval: float = 0.05):
+    """Poll ``condition`` until it returns a truthy value (returned), failing after ``seconds``.
+
+    Use it before reading request logs or statistics right after a proxied answer: a relayed answer's usage row is
+    added when the relay ends, a moment *after* the client has read its last byte (known Content-Length), so a read
+    issued at once may not include it yet."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

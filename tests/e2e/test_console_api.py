@@ -11,7 +11,7 @@ import requests
 from google import genai
 from google.genai import types
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import start_server, wait_for
 from tests.fakes.fake_gemini import errors
 
 BODY = {"contents": [{"parts": [{"text": "count my tokens please"}]}]}
@@ -49,6 +49,8 @@ def test_dashboard_counts_requests_errors_and_tokens_of_plain_and_streamed_answe
     fake.set_behavior(group.keys[2], errors.overloaded())
     assert generate(group).status_code == 503
 
+    # the plain answer's row is added as its relay ends, just after the SDK read the last byte
+    wait_for(lambda: own_server.api("GET", "/api/dashboard").json()["last_24h"]["requests"] >= 3, what="3 rows")
     d = own_server.api("GET", "/api/dashboard").json()
     assert d["last_24h"]["requests"] == 3 and d["last_24h"]["failures"] == 1
     assert d["last_24h"]["error_rate"] == pytest.approx(33.33, abs=0.01)

@@ -324,13 +324,19 @@ def test_three_instances_on_one_emulator(tmp_path, fake):
             statuses = list(ex.map(lambda i: generate(servers[i % 3]), range(600)))
         assert statuses == [200] * 600
         assert len(fake.requests) - base == 600
-        flush_all()
-        r = servers[1].api("GET", "/api/stats/groups")
-        rows = r.json()["groups"] if isinstance(r.json(), dict) else r.json()
-        (row,) = [g for g in rows if g["name"] == group.name]
-        total = row["24h"]["requests"]
-        per_key = {k["key"]: k["request_count"] for k in group.key_rows()}
         warm = 2  # the two requests that found the group on servers 1 and 2
+
+        def counted() -> int:
+            flush_all()
+            r = servers[1].api("GET", "/api/stats/groups")
+            rows = r.json()["groups"] if isinstance(r.json(), dict) else r.json()
+            (row,) = [g for g in rows if g["name"] == group.name]
+            return row["24h"]["requests"]
+
+        # the last answers' rows are added as their relays end, just after the client read the last byte
+        _wait(lambda: counted() >= 600 + warm, 10, "every request's usage row")
+        total = counted()
+        per_key = {k["key"]: k["request_count"] for k in group.key_rows()}
         assert total == 600 + warm
         assert sum(per_key.values()) == 600 + warm
         even = (600 + warm) / len(keys)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.e2e.conftest import start_server
+from tests.e2e.conftest import start_server, wait_for
 
 START_HEADERS = {
     "X-Goog-Upload-Protocol": "resumable",
@@ -37,8 +37,13 @@ def _logged_source_ip(group, headers: dict) -> str:
         timeout=10,
     )
     assert r.status_code == 200, r.text
-    logs = group.server.api("GET", f"/api/logs?group={group.name}").json()["logs"]
-    return logs[0]["source_ip"]
+
+    def generation_rows():
+        logs = group.server.api("GET", f"/api/logs?group={group.name}").json()["logs"]
+        return [row for row in logs if row["path"].endswith(":generateContent")]
+
+    (row,) = wait_for(generation_rows, what="the generation's log row")  # written just after its last byte came
+    return row["source_ip"]
 
 
 SPOOFED = {
