@@ -63,6 +63,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+from tests.fakes.serving import Served
+
 __all__ = ["MODELS", "FakeGemini", "RecordedRequest", "Reply", "errors", "make_key"]
 
 SERVICE = "generativelanguage.googleapis.com"
@@ -585,7 +587,7 @@ class _Dropped(Exception):
     pass
 
 
-class FakeGemini:
+class FakeGemini(Served):
     """Fake Gemini upstream. See module docstring."""
 
     def __init__(
@@ -651,21 +653,6 @@ class FakeGemini:
                 pass
         if self._thread:
             self._thread.join(5)
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeGemini not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def base(self) -> str:

@@ -30,6 +30,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.serving import Served
+
 __all__ = [
     "Echo",
     "GzipBomb",
@@ -274,7 +276,7 @@ class _Server(http.server.ThreadingHTTPServer):
     stopping: threading.Event
 
 
-class HostileUpstream:
+class HostileUpstream(Served):
     """See the module docstring. ``routes`` are tried in order; the first whose text is in the request's target
     answers (``times``: how many requests it answers before it is skipped); otherwise ``default``."""
 
@@ -315,21 +317,6 @@ class HostileUpstream:
                 pass
         if self._thread is not None:
             self._thread.join(5)
-
-    def __enter__(self) -> HostileUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "HostileUpstream not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # -- scripting and inspection --------------------------------------------------------------------------
     def on(self, contains: str, act: Act, times: int | None = None) -> HostileUpstream:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 
 from gptload.errors import StoreUnavailable
@@ -17,6 +18,20 @@ class Store:
             raise self.fail
         self.batches.append(list(events))
 
+
+
+class SlowStore(Store):
+    """A store whose writes wait for ``release``; ``entered`` is set when a write begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def record_usage(self, events):
+        self.entered.set()
+        self.release.wait(5)
+        super().record_usage(events)
 
 def ev(i):
     return UsageEvent("g", "k", float(i), True)
@@ -87,18 +102,8 @@ def test_after_a_failed_flush_request_tails_leave_the_store_alone_for_a_while():
 
 
 def test_request_tails_hand_the_flush_to_a_helper_thread():
-    import threading
-
-    release = threading.Event()
-    entered = threading.Event()
-
-    class SlowStore(Store):
-        def record_usage(self, events):
-            entered.set()
-            release.wait(5)
-            super().record_usage(events)
-
     store = SlowStore()
+    entered, release = store.entered, store.release
     buf = UsageBuffer(store, flush_size=1)
     buf.add(ev(1))
     buf.maybe_flush()  # returns at once although the store is slow
@@ -162,18 +167,8 @@ def test_draining_ignores_the_quiet_period_after_a_failed_flush():
 
 
 def test_while_draining_an_event_added_during_a_running_flush_is_written_after_it():
-    import threading
-
-    release = threading.Event()
-    entered = threading.Event()
-
-    class SlowStore(Store):
-        def record_usage(self, events):
-            entered.set()
-            release.wait(5)
-            super().record_usage(events)
-
     store = SlowStore()
+    entered, release = store.entered, store.release
     buf = UsageBuffer(store, flush_size=500, flush_seconds=3600)
     buf.drain()  # nothing buffered yet: writes nothing
     buf.add(ev(1))
