@@ -36,9 +36,20 @@ def own_server(tmp_path):
     srv.stop()
 
 
+def clear_of_a_minute_end(margin: float = 10.0) -> None:
+    """Wait for the next minute if this one ends within ``margin`` seconds. The dashboard's rpm counts the requests
+    of the current calendar minute (stats_minute buckets from now - 60 s on: the bucket holding now - 60 s starts
+    before it) and the hourly series ends with the current hour, so a test comparing them with the requests it
+    just made must not straddle a minute's end (each hour's end is one too)."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.1)
+
+
 def test_dashboard_counts_requests_errors_and_tokens_of_plain_and_streamed_answers(own_server, fake):
     fake.gzip = True  # the SDKs ask for gzip; the token tap must read through it
     group = own_server.make_group(fake.url, [fake.add_key() for _ in range(3)])
+    clear_of_a_minute_end()
     c = genai.Client(api_key=group.proxy_key, http_options=types.HttpOptions(base_url=group.base, api_version="v1beta"))
     plain = c.models.generate_content(model="gemini-2.5-flash", contents="one two three")
     streamed = list(c.models.generate_content_stream(model="gemini-2.5-flash", contents="four five six seven"))
