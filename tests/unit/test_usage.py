@@ -19,7 +19,6 @@ class Store:
         self.batches.append(list(events))
 
 
-
 class SlowStore(Store):
     """A store whose writes wait for ``release``; ``entered`` is set when a write begins."""
 
@@ -32,6 +31,7 @@ class SlowStore(Store):
         self.entered.set()
         self.release.wait(5)
         super().record_usage(events)
+
 
 def ev(i):
     return UsageEvent("g", "k", float(i), True)
