@@ -631,28 +631,10 @@ class FakeGemini(Served):
             return self
         srv = _Server((self.host, self._port), _Handler)
         srv.fake = self
-        self._server = srv
-        self._thread = threading.Thread(
-            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-gemini", daemon=True
-        )
-        self._thread.start()
-        return self
+        return self._serve(srv, "fake-gemini")
 
     def stop(self) -> None:
-        srv, self._server = self._server, None
-        if srv is None:
-            return
-        srv.shutdown()
-        srv.server_close()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread:
-            self._thread.join(5)
+        self._close()
 
     @property
     def base(self) -> str:

@@ -294,29 +294,12 @@ class HostileUpstream(Served):
     def start(self) -> HostileUpstream:
         srv = _Server((self.host, 0), _Handler)
         srv.upstream, srv.stopping = self, threading.Event()
-        self._server = srv
-        self._thread = threading.Thread(
-            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name="hostile-upstream", daemon=True
-        )
-        self._thread.start()
-        return self
+        return self._serve(srv, "hostile-upstream")
 
     def stop(self) -> None:
-        srv, self._server = self._server, None
-        if srv is None:
-            return
-        srv.stopping.set()
-        srv.shutdown()
-        srv.server_close()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._server is not None:
+            self._server.stopping.set()  # acts that trickle or wait end at once
+        self._close()
 
     # -- scripting and inspection --------------------------------------------------------------------------
     def on(self, contains: str, act: Act, times: int | None = None) -> HostileUpstream:

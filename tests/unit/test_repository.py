@@ -7,7 +7,10 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"\.\./shared|/work/(?:shared|main)|/root/|/home/\w+/")
+# The shared folder beside the clone, and absolute paths of a developer machine; written from parts so
+# that this file, which must name them, does not count as referring to them itself.
+_UP, _ABSOLUTE = re.escape("../") + "shared", "/" + "(?:work/(?:shared|main)|root|home/\\w+)" + "/"
+OUTSIDE = re.compile(f"{_UP}|{_ABSOLUTE}")
 
 
 SKIP_DIRS = {
@@ -35,7 +38,7 @@ def tracked_files() -> list[Path]:
 def test_no_file_refers_outside_the_repository():
     offenders = []
     for path in tracked_files():
-        if not path.is_file() or path.name == "test_repository.py":
+        if not path.is_file():
             continue
         text = path.read_text(errors="replace")
         offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in OUTSIDE.finditer(text)]
