@@ -53,7 +53,6 @@ _KEY_REASONS = frozenset(
         "API_KEY_IOS_APP_BLOCKED",
     }
 )
-KEY_REASONS = _KEY_REASONS
 # Fallbacks when a layer has stripped the details (the OpenAI-compatible layer): Google's *whole* message, anchored,
 # mapped to the reason it stands for. Never a substring: messages can quote the client's request.
 _KEY_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (

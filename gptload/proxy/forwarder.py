@@ -48,7 +48,7 @@ _UPLOAD_TTL = 7 * 24 * 3600.0
 # Upstream failures that count toward the breaker: the upstream's own state (overloaded, bad gateway) and network
 # errors (status 0). A 500 is often caused by the request itself, and a 504 by a deadline the client chose
 # (X-Server-Timeout): a client could open the breaker for everyone with them, so they never count.
-_BREAKER_STATUS = {0: True, 502: True, 503: True}
+_BREAKER_STATUS = frozenset({0, 502, 503})
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class Forwarder:
                     if answer is not None:
                         answer.attempts, answer.key_id = number, key.id
                     if verdict.upstream_failure:
-                        if _BREAKER_STATUS.get(resp.status_code if answer is not None else 0, False):
+                        if (resp.status_code if answer is not None else 0) in _BREAKER_STATUS:
                             self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                     else:
                         self.breakers.success(circuit)
