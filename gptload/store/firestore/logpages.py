@@ -65,7 +65,7 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
     for attr, _prefix, field in FILTER_TAGS:
         value = getattr(q, attr)
         if value is not None:
-            checks.append(lambda r, f=field, v=value: r.get(f) == v)
+            checks.append(_equals(field, value))
     if q.since is not None:
         since = float(q.since)
         checks.append(lambda r: float(r.get("at") or 0) >= since)
@@ -76,6 +76,10 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
         needle = q.text.lower()
         checks.append(lambda r: needle in str(r.get("error") or "").lower())
     return lambda r: all(c(r) for c in checks)
+
+
+def _equals(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r.get(field) == value
 
 
 def has_row_filters(q: LogQuery) -> bool:

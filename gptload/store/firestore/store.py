@@ -25,6 +25,7 @@ from gptload.keypool.state import Policy, restored, transition
 from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
 from gptload.store.base import Binding, batch_key, chunks
+from gptload.store.firestore import logpages
 from gptload.store.firestore.client import (
     BATCH_LIMIT,
     RPC_TIMEOUT_SECONDS,
@@ -32,7 +33,6 @@ from gptload.store.firestore.client import (
     FirestoreConnection,
     already_applied,
 )
-from gptload.store.firestore import logpages
 from gptload.store.firestore.mappers import (
     doc_id,
     group_doc,
