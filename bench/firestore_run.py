@@ -47,6 +47,7 @@ class StoreCounter:
 
         self.grpc = grpc
         self.fs = fs
+        self.upstream = upstream  # the emulator: a second counter for a second instance can relay to it too
         self.lock = threading.Lock()
         self.counts = {"reads": 0, "writes": 0, "rpcs": 0}
         self.by_method: dict[str, int] = {}
