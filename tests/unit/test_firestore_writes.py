@@ -59,6 +59,7 @@ def test_set_and_create_encode_every_value_kind_like_the_sdk(sdk):
     _same(enc.set(ref._document_path, fields)._pb, _sdk_write(client, "set", ref, fields))
     marker = {"expires_at": fields["expires_at"]}
     _same(enc.create(ref._document_path, marker)._pb, _sdk_write(client, "create", ref, marker))
+    _same(enc.as_create(enc.set(ref._document_path, fields))._pb, _sdk_write(client, "create", ref, fields))
 
 
 def test_merge_with_increments_and_maxima_like_the_sdk(sdk):

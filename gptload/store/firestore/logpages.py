@@ -151,14 +151,16 @@ class Page:
 def pack(
     rows: Iterable[dict[str, Any]], hour_of: Callable[[float], float], pause: Callable[[], None] = lambda: None
 ) -> list[Page]:
-    """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), in arrival order, split
-    at ``PAGE_ROWS`` rows and halved again while the compressed rows exceed ``PAGE_BYTES``. ``pause`` is called
+    """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), oldest first, split at
+    ``PAGE_ROWS`` rows and halved again while the compressed rows exceed ``PAGE_BYTES``. The same rows in any
+    order give the same pages in the same order (page names derive from it: a retried batch must meet its own). ``pause`` is called
     between pieces of work (the adapter lets other threads run there)."""
     buckets: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
         buckets.setdefault((str(r["group"]), hour_of(float(r["at"]))), []).append(r)
     pages: list[Page] = []
-    for (group, hour), members in buckets.items():
+    for (group, hour), members in sorted(buckets.items()):
+        members.sort(key=lambda r: (float(r["at"]), str(r["id"])))
         for i in range(0, len(members), PAGE_ROWS):
             pages.extend(_sized(group, hour, members[i : i + PAGE_ROWS], pause))
     return pages

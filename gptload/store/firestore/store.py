@@ -43,7 +43,7 @@ from gptload.store.firestore.mappers import (
     to_log,
     to_record,
 )
-from gptload.store.firestore.schema import DAY, MINUTE_STATS_TTL, TASK_TTL, USAGE_BATCH_TTL
+from gptload.store.firestore.schema import DAY, TASK_TTL, USAGE_BATCH_TTL
 from gptload.store.firestore.writes import WriteEncoder
 from gptload.store.rollup import STAT_FIELDS, hour_of, rollup
 
@@ -419,13 +419,14 @@ class FirestoreStore(FirestoreConnection):
             top[enc.path("k", kid, "at")] = float(u.last_used_at)
         for g, (inc, top) in per_group.items():
             writes.append((enc.merge(f"{root}/key_usage/{doc_id(g)}", {}, inc, top), 0))
+        minutes: dict[tuple[str, float], dict[str, int]] = {}
+        for (g, minute), n in usage.minutes.items():  # requests per minute: a map in the hour's document
+            minutes.setdefault((g, hour_of(minute)), {})[enc.path("m", str(int(minute)))] = n
         for (g, hour), stats in usage.hours.items():
             counters = {f: int(v) for f, v in zip(STAT_FIELDS, stats.values(), strict=True)}
+            counters.update(minutes.get((g, hour), {}))
             path = f"{root}/stats_hourly/{doc_id(g)}:{int(hour)}"
             writes.append((enc.merge(path, {"group": g, "hour": hour}, counters), 0))
-        for (g, minute), n in usage.minutes.items():
-            doc = {"group": g, "minute": minute, "expires_at": timestamp(minute + MINUTE_STATS_TTL)}
-            writes.append((enc.merge(f"{root}/stats_minute/{doc_id(g)}:{int(minute)}", doc, {"requests": n}), 0))
         key = batch_key(events)
         _yield_gil()
         if usage.logged:
@@ -439,15 +440,21 @@ class FirestoreStore(FirestoreConnection):
                 fields = page.fields()
                 fields["expires_at"] = timestamp(fields["last_at"] + expiry)
                 path = f"{root}/log_pages/{doc_id(page.group)}:{int(page.hour)}:{key}-{n}"
-                # replaced whole: a retry writes the same rows again, never twice
                 writes.append((enc.set(path, fields), len(page.blob)))
                 _yield_gil()
         for n, chunk in enumerate(_commits(writes)):
-            marker = enc.create(
-                f"{root}/usage_batches/{key}-{n}", {"expires_at": timestamp(time.time() + USAGE_BATCH_TTL)}
-            )
+            # The batch marker: a log page of this commit, written with create() (it is named after the batch),
+            # or else a usage_batches document. Either fails with ALREADY_EXISTS when the commit was applied.
+            first_page = next((i for i, (_w, size) in enumerate(chunk) if size), None)
+            if first_page is None:
+                expires = timestamp(time.time() + USAGE_BATCH_TTL)
+                pbs = [enc.create(f"{root}/usage_batches/{key}-{n}", {"expires_at": expires})]
+                pbs += [w for w, _size in chunk]
+            else:
+                pbs = [w for w, _size in chunk]
+                pbs[first_page] = enc.as_create(pbs[first_page])
             batch = self._client.batch()
-            batch._add_write_pbs([marker, *(w for w, _size in chunk)])
+            batch._add_write_pbs(pbs)
             try:
                 with self._boundary("usage write"):
                     batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
@@ -617,13 +624,16 @@ class FirestoreStore(FirestoreConnection):
         return totals
 
     def requests_since(self, since: float) -> int:
-        """One query over ``stats_minute`` (1 read per (group, minute) bucket from ``since`` on)."""
-        query = self._client.collection("stats_minute").where(filter=self._fs.FieldFilter("minute", ">=", since))
+        """One query over ``stats_hourly`` from the hour of ``since`` on (1 read per (group, hour): about 1-2 per
+        group for the last minute), summing the per-minute map ``m`` from ``since`` on."""
+        ff = self._fs.FieldFilter
+        query = self._client.collection("stats_hourly").where(filter=ff("hour", ">=", hour_of(float(since))))
+        total = 0
         with self._boundary("stats read"):
-            return sum(
-                int(s.get("requests") or 0)
-                for s in query.select(["requests"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
-            )
+            for snap in query.select(["m"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS):
+                per_minute = (snap.to_dict() or {}).get("m") or {}
+                total += sum(int(n or 0) for minute, n in per_minute.items() if float(minute) >= since)
+        return total
 
     # -- notes and tasks ------------------------------------------------------------------------------------
     def set_key_notes(self, group: str, key_id: str, notes: str) -> KeyRecord | None:

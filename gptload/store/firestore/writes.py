@@ -71,6 +71,13 @@ class WriteEncoder:
         pre = self._precondition(exists=False)
         return self._wrap(self._write(update=self._doc(name=path, fields=self._fields(fields)), current_document=pre))
 
+    def as_create(self, wrapped: Any) -> Any:
+        """The same write made a ``create()``: it fails with ALREADY_EXISTS when the document exists."""
+        pb = self._write()
+        pb.CopyFrom(wrapped._pb)
+        pb.current_document.CopyFrom(self._precondition(exists=False))
+        return self._wrap(pb)
+
     def merge(
         self,
         path: str,
