@@ -153,8 +153,8 @@ def pack(
 ) -> list[Page]:
     """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), oldest first, split at
     ``PAGE_ROWS`` rows and halved again while the compressed rows exceed ``PAGE_BYTES``. The same rows in any
-    order give the same pages in the same order (page names derive from it: a retried batch must meet its own). ``pause`` is called
-    between pieces of work (the adapter lets other threads run there)."""
+    order give the same pages in the same order (page names derive from it: a retried batch must meet its own).
+    ``pause`` is called between pieces of work (the adapter lets other threads run there)."""
     buckets: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
         buckets.setdefault((str(r["group"]), hour_of(float(r["at"]))), []).append(r)
