@@ -756,6 +756,7 @@ def report(results: dict, notes: list[str], st: Settings, machine: dict) -> str:
         f"(direct actually sent {soak['requests_1']:,} + {soak['requests_2']:,})",
         f"- streaming: {st.streams} sequential streamGenerateContent?alt=sse calls, fake sends {st.chunks} events "
         f"{st.interval_ms:g} ms apart",
+        "- Firestore mode, where the time goes (profiles before/after log pages): bench/results/firestore.md",
         "",
     ]
     tail = ["", *[f"- {n}" for n in notes]] if notes else []
