@@ -131,11 +131,13 @@ class FirestoreStore(FirestoreConnection):
         if self._salt is None:
             ref = self._meta("salt")
             with self._boundary("salt"):
-                try:
-                    ref.create({"salt": secrets.token_bytes(32)}, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-                except self._api.AlreadyExists:
-                    pass  # another instance created it first: theirs wins
-                snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+                snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)  # one read on every start but the first
+                if not snap.exists:
+                    try:
+                        ref.create({"salt": secrets.token_bytes(32)}, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+                    except self._api.AlreadyExists:
+                        pass  # another instance created it first: theirs wins
+                    snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             self._salt = bytes(snap.get("salt"))
         return self._salt
 
