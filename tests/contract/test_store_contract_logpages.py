@@ -76,6 +76,7 @@ def test_filters_over_many_rows(store, logged, query, keep):
     want = _expected(logged, keep)
     rows, total = store.query_logs(query, 3, 40)
     assert total == len(want) and [r["id"] for r in rows] == want[3:43]
+    assert store.query_logs(query, 0, 0) == ([], len(want))  # a count alone
 
 
 def test_detail_of_rows_in_every_page_and_a_retried_batch_adds_nothing(store, logged):
