@@ -95,3 +95,23 @@ def test_purge_keeps_exactly_the_newer_rows(store, logged):
     rows, total = store.query_logs(LogQuery(), 0, 2000)
     assert total == N - 700 and [r["id"] for r in rows] == _expected(logged, lambda e: e.at >= T0 + 3700)
     assert store.get_log("row-00001") is None and store.get_log("row-00700")["id"] == "row-00700"
+
+
+def test_what_the_log_list_reads_on_firestore(store, logged):
+    """The costs docs/firestore.md states for log pages: the default view reads its pages only, a filter on a value
+    no page carries reads nothing but the empty query, the detail view one page."""
+    if store.kind != "firestore":
+        pytest.skip("SQLite reads are not billed")
+    from tests.firestore_support import CallCounter
+
+    counter = CallCounter(store)
+    store.query_logs(LogQuery(), 0, 50)
+    _calls, reads, _writes = counter.snapshot()
+    # the sum(count) aggregation + the 2 pages of the newest hour (both groups) + 1 to see that the next is older
+    assert reads <= 1 + 2 + 1
+    counter.reset()
+    assert store.query_logs(LogQuery(model="no-such-model"), 0, 50) == ([], 0)
+    assert counter.snapshot()[1] == 1  # an empty query is billed one read
+    counter.reset()
+    store.get_log("row-00601")
+    assert counter.snapshot()[1] == 1

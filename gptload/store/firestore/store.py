@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -489,19 +489,19 @@ class FirestoreStore(FirestoreConnection):
             query = query.where(filter=ff("last_at", "<", float(q.until) + 3600.0))
         return query.order_by("last_at", direction=self._fs.Query.DESCENDING)
 
-    def _scan_pages(self, query: Any, limit: int) -> Iterator[Any]:
-        """Page snapshots of ``query`` in reads of ``PAGE_READ`` documents, at most ``limit`` in all."""
+    def _scan_pages(self, query: Any, limit: int, size: Callable[[], int] = lambda: PAGE_READ) -> Iterator[Any]:
+        """Page snapshots of ``query``, at most ``limit`` in all, each read asking for ``size()`` documents (a reader
+        that stops early pays only for what it asked for)."""
         last = None
         seen = 0
         while seen < limit:
             chunk = query if last is None else query.start_after(last)
+            want = max(1, min(size(), limit - seen))
             with self._boundary("log query"):
-                snaps = list(
-                    chunk.limit(min(PAGE_READ, limit - seen)).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
-                )
+                snaps = list(chunk.limit(want).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
             yield from snaps
             seen += len(snaps)
-            if len(snaps) < PAGE_READ:
+            if len(snaps) < want:
                 return
             last = snaps[-1]
 
@@ -523,7 +523,9 @@ class FirestoreStore(FirestoreConnection):
             if limit <= 0 or offset >= total:
                 return [], total
             found: list[dict[str, Any]] = []
-            for snap in self._scan_pages(pages, 10**9):  # stops as soon as the requested rows are certain
+            # 2 pages first; once the rows are there, 1 page at a time, to see whether the next is older
+            size = lambda: 1 if len(found) >= need else 2  # noqa: E731
+            for snap in self._scan_pages(pages, 10**9, size):  # stops once the requested rows are certain
                 if len(found) >= need:
                     found.sort(key=logpages.newest_first)
                     del found[need:]
