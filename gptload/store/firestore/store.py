@@ -392,17 +392,18 @@ class FirestoreStore(FirestoreConnection):
 
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
-        ``key_usage/{group}``), 1 write per (group, hour) and per (group, minute) touched, and 1 per log page
-        (``logpages``: the logged events of one group and hour, up to 500 rows, in one document); commits of at
-        most 500 writes and ``COMMIT_BYTES`` of pages, no transaction, no read.
+        ``key_usage/{group}``), 1 write per (group, hour) touched (``stats_hourly``, requests per minute in its
+        ``m`` map) and 1 per log page (``logpages``: the logged events of one group and hour, up to 500 rows, in
+        one document); commits of at most 500 writes and ``COMMIT_BYTES`` of pages, no transaction, no read. The
+        write messages are built by ``writes.WriteEncoder`` in short steps with pauses between them (``_yield_gil``).
 
-        Exactly once per batch: every commit also *creates* ``usage_batches/{hash of the events}-{n}``. A commit
-        whose outcome was unknown (a timeout after the server applied it, or the SDK's own retry of it) is
-        retried with the same events; its create then fails with ALREADY_EXISTS, which means "applied before",
-        so Increment counters are never added twice. Any commit that may not have been applied raises
-        StoreUnavailable and the caller retries the same batch; commits already applied are skipped. Pages are
-        named after the batch too (``{group}:{hour}:{batch}-{n}``) and written whole with ``set()``, so even a
-        page rewritten by a retry holds its rows once.
+        Exactly once per batch: every commit also *creates* a document named after the batch: its first log page
+        (``log_pages/{group}:{hour}:{batch_key(events)}-{n}``, the same pages for the same events in any order) or,
+        in a commit without one, ``usage_batches/{batch_key}-{n}``. A commit whose outcome was unknown (a timeout
+        after the server applied it, or the SDK's own retry of it) is retried with the same events; its create then
+        fails with ALREADY_EXISTS, which means "applied before", so Increment counters are never added twice. Any
+        commit that may not have been applied raises StoreUnavailable and the caller retries the same batch;
+        commits already applied are skipped.
         """
         if not events:
             return
