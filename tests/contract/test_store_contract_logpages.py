@@ -126,3 +126,17 @@ def _reads(store):
         return n
 
     return since_last
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["no-log-rows", "log-rows"])
+def test_a_retried_batch_is_counted_once_with_or_without_log_rows(store, logged):
+    """The batch marker is the first log page of a commit, or a usage_batches document when nothing is logged
+    (log_failures_only and no failure): a retry is recognised either way."""
+    store.create_group(group("g1"))
+    store.add_keys("g1", records("g1", 1), {})
+    batch = [UsageEvent("g1", "k0000", T0 + i, True, logged=logged, id=f"r{i}") for i in range(5)]
+    store.record_usage(batch)
+    store.record_usage(batch[::-1])
+    assert store.list_keys("g1")[0].request_count == 5
+    assert store.group_totals(0)["g1"]["requests"] == 5
+    assert store.query_logs(LogQuery(), 0, 10)[1] == (5 if logged else 0)
