@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -11,6 +11,7 @@ from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
 from gptload.insights import Insights
+from gptload.metrics import Metrics
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
@@ -37,6 +38,7 @@ class Services:
     validator: Validator
     session: requests.Session
     started_at: float
+    metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
@@ -64,7 +66,9 @@ def build_services(
     affinity = AffinityMap(store)
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
-    forwarder = Forwarder(pool, affinity, usage, session)
+    metrics = Metrics()
+    usage.observer = metrics.observe
+    forwarder = Forwarder(pool, affinity, usage, session, metrics=metrics)
     return Services(
         config=config,
         store=store,
@@ -78,4 +82,5 @@ def build_services(
         validator=Validator(store, pool, session),
         session=session,
         started_at=time.time(),
+        metrics=metrics,
     )

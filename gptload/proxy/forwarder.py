@@ -30,6 +30,7 @@ from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
+from gptload.metrics import Metrics
 from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import rewrite, upstream_io
@@ -70,6 +71,7 @@ class Forwarder:
         session: requests.Session,
         breakers: Breakers | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._affinity = affinity
@@ -81,6 +83,11 @@ class Forwarder:
         self._streams: set[requests.Response] = set()  # upstream answers being relayed now
         self._streams_lock = threading.Lock()
         self._stopping = False
+        self.metrics = metrics  # time to the upstream's response headers, per group (gptload.metrics)
+
+    def open_streams(self) -> int:
+        """How many answers are being relayed now (for /metrics)."""
+        return len(self._streams)
 
     def abort_streams(self) -> int:
         """The server is stopping and will not wait any longer: end every relay now, even one whose upstream is
@@ -138,6 +145,8 @@ class Forwarder:
                     trace.failed(attempt, 0, verdict.reason)
                     log.info("attempt %d on key %s of %s: %s", number, key.id, view.name, type(exc).__name__)
                     continue
+                if self.metrics is not None:
+                    self.metrics.upstream_answered(view.name, time.monotonic() - attempt.started)
                 if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)

@@ -36,6 +36,7 @@ from gptload.errors import (
 from gptload.insights import parse_log_query
 from gptload.maintenance import run_maintenance
 from gptload.web.auth import AdminAuth, SchedulerAuth
+from gptload.web.metrics_view import MetricsAuth, metrics_response
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
@@ -55,8 +56,9 @@ _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 Handler = Callable[..., Any]
 # Who may call a route: anyone; admin (AUTH_KEY); the maintenance scheduler (AUTH_KEY or its OIDC token); proxy
-# (the proxy view authenticates proxy keys itself).
+# (the proxy view authenticates proxy keys itself); metrics (METRICS_TOKEN or AUTH_KEY).
 PUBLIC, ADMIN, SCHEDULER, PROXY = "public", "admin", "scheduler", "proxy"
+METRICS = "metrics"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Router:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
         self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
+        self.metrics_auth = MetricsAuth(self.auth, services.config.metrics_token)
         try:
             self.console_policy = console_policy((UI_DIR / "config.js").read_text())
         except OSError:
@@ -88,6 +91,7 @@ class Router:
         services, admin, insights = self.services, self.services.admin, self.services.insights
         return [
             Route("/health", ("GET", "HEAD"), PUBLIC, lambda r: self._health()),
+            Route("/metrics", ("GET",), METRICS, lambda r: metrics_response(services)),
             Route("/proxy/<group>/<path:path>", (), PROXY, lambda r, group, path: proxy(services, r, group)),
             Route("/api/groups", ("GET",), ADMIN, lambda r: {"groups": admin.list_groups()}),
             Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
@@ -176,6 +180,8 @@ class Router:
                     raise RouteNotFound(f"no route for {request.path!r}")
             elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
+            elif route.auth == METRICS:
+                self.metrics_auth.check(request.headers.get("Authorization"))
             result = route.handler(request, **args)
             if not isinstance(result, Response):
                 status = 200
