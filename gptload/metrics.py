@@ -79,40 +79,58 @@ class Histogram:
         return out
 
 
+class _GroupCounts:
+    """The counters of one group (plain attributes: the hot path does a few increments, labels are built when
+    scraped)."""
+
+    __slots__ = (
+        "attempt_failures",
+        "attempt_successes",
+        "candidates",
+        "codes",
+        "failures",
+        "prompt",
+        "retries",
+        "total",
+    )
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}  # final status code -> requests
+        self.failures: dict[int, int] = {}  # final status code -> requests that did not succeed
+        self.attempt_successes = self.attempt_failures = self.retries = 0
+        self.prompt = self.candidates = self.total = 0
+
+
 class Metrics:
-    """The counters of one instance. Thread-safe; cheap enough to call on every attempt."""
+    """The counters of one instance. Thread-safe; cheap enough to call on every attempt (about a microsecond)."""
 
     def __init__(self, clock: float | None = None) -> None:
         self.started_at = time.time() if clock is None else clock
         self._lock = threading.Lock()
-        self._requests: dict[Labels, float] = {}
-        self._failures: dict[Labels, float] = {}
-        self._attempts: dict[Labels, float] = {}
-        self._retries: dict[Labels, float] = {}
-        self._tokens: dict[Labels, float] = {}
+        self._groups: dict[str, _GroupCounts] = {}
         self._latency = Histogram(LATENCY_BUCKETS)
 
     def observe(self, event: UsageEvent) -> None:
         """Count one usage event: an attempt (``attempt`` >= 1) and/or the end of a request (``final``)."""
-        group = (("group", event.group),)
         with self._lock:
+            g = self._groups.get(event.group)
+            if g is None:
+                g = self._groups[event.group] = _GroupCounts()
             if event.attempt:
-                outcome = (("outcome", "success" if event.success else "failure"),)
-                _inc(self._attempts, group + outcome)
+                if event.success:
+                    g.attempt_successes += 1
+                else:
+                    g.attempt_failures += 1
                 if event.attempt > 1:
-                    _inc(self._retries, group)
+                    g.retries += 1
             if event.final:
-                code = (*group, ("code", str(event.status_code)))
-                _inc(self._requests, code)
+                code = event.status_code
+                g.codes[code] = g.codes.get(code, 0) + 1
                 if not event.success:
-                    _inc(self._failures, code)
-                for kind, n in (
-                    ("prompt", event.prompt_tokens),
-                    ("candidates", event.candidates_tokens),
-                    ("total", event.total_tokens),
-                ):
-                    if n:
-                        _inc(self._tokens, (*group, ("type", kind)), n)
+                    g.failures[code] = g.failures.get(code, 0) + 1
+                g.prompt += event.prompt_tokens
+                g.candidates += event.candidates_tokens
+                g.total += event.total_tokens
 
     def upstream_answered(self, group: str, seconds: float) -> None:
         """An upstream attempt got its response headers ``seconds`` after it started."""
@@ -121,34 +139,45 @@ class Metrics:
 
     def families(self) -> list[Family]:
         """The counted families, a consistent snapshot."""
+        requests: dict[Labels, float] = {}
+        failures: dict[Labels, float] = {}
+        attempts: dict[Labels, float] = {}
+        retries: dict[Labels, float] = {}
+        tokens: dict[Labels, float] = {}
         with self._lock:
-            return [
-                _family("gptload_requests_total", "counter", "Proxied requests by final status code", self._requests),
-                _family(
-                    "gptload_request_failures_total",
-                    "counter",
-                    "Proxied requests that did not succeed (error answers, broken streams, refusals)",
-                    self._failures,
-                ),
-                _family("gptload_attempts_total", "counter", "Upstream attempts (one per key tried)", self._attempts),
-                _family(
-                    "gptload_retries_total",
-                    "counter",
-                    "Attempts after a request's first (on another key)",
-                    self._retries,
-                ),
-                _family("gptload_tokens_total", "counter", "Tokens from Google's usageMetadata", self._tokens),
-                Family(
-                    "gptload_upstream_latency_seconds",
-                    "histogram",
-                    "Time from the start of an upstream attempt to its response headers",
-                    tuple(self._latency.samples("gptload_upstream_latency_seconds")),
-                ),
-            ]
-
-
-def _inc(table: dict[Labels, float], labels: Labels, by: float = 1.0) -> None:
-    table[labels] = table.get(labels, 0.0) + by
+            for name, g in self._groups.items():
+                group = (("group", name),)
+                for code, n in g.codes.items():
+                    requests[(*group, ("code", str(code)))] = n
+                for code, n in g.failures.items():
+                    failures[(*group, ("code", str(code)))] = n
+                for outcome, n in (("success", g.attempt_successes), ("failure", g.attempt_failures)):
+                    if n:
+                        attempts[(*group, ("outcome", outcome))] = n
+                if g.retries:
+                    retries[group] = g.retries
+                for kind, n in (("prompt", g.prompt), ("candidates", g.candidates), ("total", g.total)):
+                    if n:
+                        tokens[(*group, ("type", kind))] = n
+            latency = tuple(self._latency.samples("gptload_upstream_latency_seconds"))
+        return [
+            _family("gptload_requests_total", "counter", "Proxied requests by final status code", requests),
+            _family(
+                "gptload_request_failures_total",
+                "counter",
+                "Proxied requests that did not succeed (error answers, broken streams, refusals)",
+                failures,
+            ),
+            _family("gptload_attempts_total", "counter", "Upstream attempts (one per key tried)", attempts),
+            _family("gptload_retries_total", "counter", "Attempts after a request's first (on another key)", retries),
+            _family("gptload_tokens_total", "counter", "Tokens from Google's usageMetadata", tokens),
+            Family(
+                "gptload_upstream_latency_seconds",
+                "histogram",
+                "Time from the start of an upstream attempt to its response headers",
+                latency,
+            ),
+        ]
 
 
 def _family(name: str, kind: str, help_text: str, table: dict[Labels, float]) -> Family:
