@@ -207,8 +207,24 @@ def taskset(cores: str) -> list[str]:
     return []
 
 
-def start_server(env_extra: dict, work: Path, logdir: Path, fake_port: int, pin: list[str]) -> tuple[bench.Server, int]:
-    main_py = bench.ROOT / "main.py"
+def server_argv(kind: str, stack_kib: int, port: int) -> list[str]:
+    """``main``: ``python main.py`` (gptload.server's hardened gthread); ``ff``: functions-framework's own gunicorn
+    serving ``main.handler``, as Cloud Run runs the function. ``stack_kib``: the threads' stack size."""
+    main_py = str(bench.ROOT / "main.py")
+    if kind == "ff":
+        args = ["--target", "handler", "--source", main_py, "--host", bench.HOST, "--port", str(port)]
+        code = "import sys; from functions_framework._cli import _cli; sys.argv[0] = 'functions-framework'; _cli()"
+    else:
+        code = "import runpy, sys; sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        args = [main_py]
+    if stack_kib:
+        code = f"import threading; threading.stack_size({stack_kib * 1024}); " + code
+    return [sys.executable, "-c", code, *args]
+
+
+def start_server(
+    env_extra: dict, work: Path, logdir: Path, fake_port: int, pin: list[str], kind: str = "main", stack_kib: int = 0
+) -> tuple[bench.Server, int]:
     env = {
         "AUTH_KEY": bench.AUTH_KEY,
         "DATA_DIR": str(work / "data"),
@@ -217,9 +233,8 @@ def start_server(env_extra: dict, work: Path, logdir: Path, fake_port: int, pin:
         **env_extra,
     }
     port = bench.free_port()
-    srv = bench.Server(
-        "proxy-streams", [*pin, sys.executable, str(main_py)], {**env, "PORT": str(port)}, bench.ROOT, logdir
-    )
+    argv = [*pin, *server_argv(kind, stack_kib, port)]
+    srv = bench.Server("proxy-streams", argv, {**env, "PORT": str(port)}, bench.ROOT, logdir)
     try:
         bench.wait_until(lambda: bench.http_call(port, "GET", "/health", timeout=2)[0] == 200, 60, 0.05, srv)
         bench.setup_group(port, fake_port)
@@ -239,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain-every", type=float, default=0.5, help="seconds between plain requests meanwhile")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server (repeatable)")
     ap.add_argument("--label", default=None, help="name of this candidate in the report")
+    ap.add_argument(
+        "--server",
+        choices=("main", "ff"),
+        default="main",
+        help="main: python main.py (default); ff: functions-framework's gunicorn, as on Cloud Run",
+    )
+    ap.add_argument("--stack-kib", type=int, default=0, help="thread stack size of the server (default: the OS's)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the server to one core")
     ap.add_argument("--out", default=None, help="markdown (default bench/results/streams-LABEL.md; JSON beside)")
     args = ap.parse_args(argv)
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         servers.append(fake)
         bench.wait_until(lambda: bench.http_call(fake_port, "GET", "/health", timeout=2)[0] == 200, 20, 0.02, fake)
-        srv, port = start_server(env_extra, work, logdir, fake_port, pin_server)
+        srv, port = start_server(env_extra, work, logdir, fake_port, pin_server, args.server, args.stack_kib)
         servers.append(srv)
         bench.log(f"{label}: {args.streams} streams x {args.stream_seconds:g} s, ramp {ramp:g} s")
         sampler = Sampler(srv.pid)
@@ -314,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "label": label,
         "env": env_extra,
+        "server": args.server + (f", thread stack {args.stack_kib} KiB" if args.stack_kib else ""),
         "streams": args.streams,
         "stream_seconds": args.stream_seconds,
         "interval_ms": args.interval_ms,
@@ -386,7 +409,8 @@ def report(r: dict) -> str:
     lines = [
         f"### streams: {r['label']}",
         "",
-        f"{r['when']}; server env {r['env']}; {r['streams']} streams of {r['stream_seconds']:g} s, an event every "
+        f"{r['when']}; server {r['server']}, env {r['env']}; {r['streams']} streams of {r['stream_seconds']:g} s, "
+        "an event every "
         f"{r['interval_ms']:g} ms, opened over {r['ramp_seconds']:g} s; server pinned: {r['pinned']}; "
         f"{r['cpus']} CPUs, load average before {r['load_before']} after {r['load_after']} (a shared machine).",
         "",

@@ -46,6 +46,7 @@ class Config:
     graceful_timeout_seconds: int = 30
     trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For / -Proto are believed (Cloud Run: 1)
     metrics_token: str | None = field(default=None, repr=False)  # GET /metrics also accepts it (besides AUTH_KEY)
+    metrics_log_seconds: float = 0.0  # > 0: /metrics' figures as structured log lines this often (gptload.metrics_log)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -103,6 +104,7 @@ class Config:
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
             metrics_token=metrics_token,
+            metrics_log_seconds=_float(env, "METRICS_LOG_SECONDS", 0.0, 0.0, 86400.0),
         )
 
 

@@ -32,6 +32,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 Labels = tuple[tuple[str, str], ...]
+# Per-group counters, as ``Metrics.group_totals`` names them (and the metrics log lines, gptload.metrics_log).
+COUNTED = ("requests", "failures", "attempts", "retries", "prompt_tokens", "candidates_tokens", "total_tokens")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,22 @@ class Metrics:
                 g.candidates += event.candidates_tokens
                 g.total += event.total_tokens
 
+    def group_totals(self) -> dict[str, dict[str, int]]:
+        """Each group's counters since the instance started, named as in ``COUNTED``."""
+        with self._lock:
+            return {
+                name: {
+                    "requests": sum(g.codes.values()),
+                    "failures": sum(g.failures.values()),
+                    "attempts": g.attempt_successes + g.attempt_failures,
+                    "retries": g.retries,
+                    "prompt_tokens": g.prompt,
+                    "candidates_tokens": g.candidates,
+                    "total_tokens": g.total,
+                }
+                for name, g in self._groups.items()
+            }
+
     def upstream_answered(self, group: str, seconds: float) -> None:
         """An upstream attempt got its response headers ``seconds`` after it started."""
         with self._lock:
@@ -191,7 +209,7 @@ def gauge(name: str, help_text: str, samples: Iterable[tuple[Labels, float]], ki
 def process_families(started_at: float) -> list[Family]:
     """The process's own figures (Prometheus' conventional ``process_*`` names)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    rss = _rss_bytes()
+    rss = rss_bytes()
     families = [
         gauge(
             "process_cpu_seconds_total", "User and system CPU time", [((), usage.ru_utime + usage.ru_stime)], "counter"
@@ -204,7 +222,8 @@ def process_families(started_at: float) -> list[Family]:
     return families
 
 
-def _rss_bytes() -> float | None:
+def rss_bytes() -> float | None:
+    """Resident memory of this process (Linux), None elsewhere."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -18,7 +18,7 @@ from gptload import __version__
 from gptload.app import Services
 from gptload.errors import Unauthorized
 from gptload.metrics import CONTENT_TYPE, Family, Labels, gauge, process_families, render
-from gptload.models import KEY_STATUSES
+from gptload.metrics_log import key_states
 from gptload.web.auth import AdminAuth
 
 
@@ -50,14 +50,12 @@ def metrics_response(services: Services) -> Response:
 def families(services: Services) -> list[Family]:
     """Everything ``/metrics`` shows: the counters, then the gauges read now."""
     now = time.time()
-    keys: list[tuple[Labels, float]] = []
-    for view in services.pool.views():
-        counts = dict.fromkeys(KEY_STATUSES, 0)
-        for key in view.keys:
-            status = key.state.display_status(now)
-            counts[status] = counts.get(status, 0) + 1
-        keys += [((("group", view.name), ("state", state)), n) for state, n in counts.items()]
-    breakers = services.forwarder.breakers.open_circuits(now)
+    keys: list[tuple[Labels, float]] = [
+        ((("group", group), ("state", state)), n)
+        for group, counts in key_states(services, now).items()
+        for state, n in counts.items()
+    ]
+    breakers = services.forwarder.breakers.open_circuits(time.monotonic())  # the forwarder's clock
     return [
         *services.metrics.families(),
         gauge("gptload_keys", "Keys by state per group (this instance's cached view)", keys),

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from google import genai
@@ -85,9 +87,16 @@ def test_counters_move_after_real_proxied_requests(server, group, fake):
     assert of(after, "process_resident_memory_bytes") > 0
 
 
-def test_a_separate_metrics_token_opens_metrics_and_nothing_else(tmp_path):
-    srv = start_server(tmp_path, {"METRICS_TOKEN": METRICS_TOKEN})
+def test_a_separate_metrics_token_opens_metrics_and_nothing_else_and_the_metrics_log(tmp_path):
+    srv = start_server(tmp_path, {"METRICS_TOKEN": METRICS_TOKEN, "METRICS_LOG_SECONDS": "0.2"})
     try:
+        # METRICS_LOG_SECONDS: the same figures as one JSON line per group and one per instance, on stdout
+        line = wait_for(
+            lambda: next((x for x in srv.log().splitlines() if '"gptload instance metrics"' in x), None),
+            what="a metrics log line",
+        )
+        entry = json.loads(line)
+        assert entry["severity"] == "INFO" and entry["rss_bytes"] > 0 and entry["usage_dropped"] == 0
         assert of(scrape(srv, METRICS_TOKEN), "gptload_breaker_open_circuits") == 0
         assert of(scrape(srv, AUTH_KEY), "gptload_usage_dropped_total") == 0
         r = requests.get(f"{srv.url}/api/groups", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)

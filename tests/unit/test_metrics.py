@@ -181,3 +181,40 @@ def test_usage_events_reach_the_metrics_even_when_the_buffer_drops_them(client):
     assert usage.dropped == 1
     p = parse(render(client.services.metrics.families()))
     assert value(p, "gptload_requests", "gptload_requests_total", group="g", code="500") == 1
+
+
+def test_metrics_log_lines_carry_deltas_per_group_and_the_instance_gauges(client):
+    from gptload.metrics_log import MetricsLog
+
+    assert client.open("POST", "/api/groups", body={"name": "g1", "proxy_keys": ["pk-123456789"]}).status_code == 201
+    assert client.open("POST", "/api/groups/g1/keys", body={"keys": "AIza" + "A" * 35}).status_code == 200
+    ticks = iter([0.0, 60.0, 120.0, 180.0])
+    builder = MetricsLog(client.services, clock=lambda: next(ticks))
+    metrics = client.services.metrics
+    metrics.observe(event("g1", total_tokens=10))
+    metrics.observe(event("g1", success=False, status_code=503))
+    first = builder.lines()
+    (group_line,) = [line for line in first if line["message"] == "gptload metrics"]
+    assert group_line == {
+        "severity": "INFO",
+        "message": "gptload metrics",
+        "group": "g1",
+        "interval_seconds": 60.0,
+        "requests": 2,
+        "failures": 1,
+        "attempts": 2,
+        "retries": 0,
+        "prompt_tokens": 0,
+        "candidates_tokens": 0,
+        "total_tokens": 10,
+        "keys_active": 1,
+        "keys_cooling": 0,
+        "keys_invalid": 0,
+    }
+    (instance,) = [line for line in first if line["message"] == "gptload instance metrics"]
+    assert instance["usage_buffer_events"] == 0 and instance["streams_open"] == 0 and instance["rss_bytes"] > 0
+    # nothing moved: only the instance line
+    assert [line["message"] for line in builder.lines()] == ["gptload instance metrics"]
+    metrics.observe(event("g1"))
+    (again,) = [line for line in builder.lines() if line["message"] == "gptload metrics"]
+    assert again["requests"] == 1 and again["failures"] == 0 and again["total_tokens"] == 0  # deltas, not totals
