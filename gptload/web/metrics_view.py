@@ -1,7 +1,10 @@
 """``GET /metrics``: this instance's figures in the Prometheus text format, for the operator's own monitoring.
 
 Who may read it: ``Authorization: Bearer <METRICS_TOKEN>`` (a separate secret for a scraper, so that it never holds
-the admin password) or ``Bearer <AUTH_KEY>``; both compared in constant time. The counters are ``gptload.metrics``;
+the admin password) or ``Bearer <AUTH_KEY>``; both compared in constant time. ``?token=<METRICS_TOKEN>`` is accepted
+too, for scrapers that cannot send a header (the Managed Service for Prometheus sidecar on Cloud Run sets only query
+parameters; it scrapes inside the instance, so the URL never passes Google's front end or its request log). AUTH_KEY
+is never accepted in a URL. The counters are ``gptload.metrics``;
 the gauges are read here, at scrape time, from the services (no store call: the pool's cached view, the breakers,
 the usage buffer).
 """
@@ -29,15 +32,18 @@ class MetricsAuth:
         self._admin = admin
         self._digest = hashlib.sha256(metrics_token.encode()).digest() if metrics_token else None
 
-    def check(self, authorization: str | None) -> None:
+    def check(self, authorization: str | None, query_token: str | None = None) -> None:
         token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else ""
-        if self._digest is not None and hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._digest):
-            return
+        if self._digest is not None:
+            for presented in (token, query_token or ""):
+                if hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest):
+                    return
         try:
             self._admin.check(authorization)
         except Unauthorized:
             raise Unauthorized(
-                "missing or wrong metrics token (send Authorization: Bearer <METRICS_TOKEN> or <AUTH_KEY>)"
+                "missing or wrong metrics token (send Authorization: Bearer <METRICS_TOKEN> or <AUTH_KEY>, "
+                "or ?token=<METRICS_TOKEN>)"
             ) from None
 
 

@@ -181,7 +181,7 @@ class Router:
             elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
             elif route.auth == METRICS:
-                self.metrics_auth.check(request.headers.get("Authorization"))
+                self.metrics_auth.check(request.headers.get("Authorization"), request.args.get("token"))
             result = route.handler(request, **args)
             if not isinstance(result, Response):
                 status = 200

@@ -124,6 +124,21 @@ def test_metrics_refuses_without_the_token(client, authorization):
     assert body["error"]["code"] == "UNAUTHORIZED" and "gptload_" not in r.get_data(as_text=True)
 
 
+def test_metrics_takes_the_metrics_token_but_never_the_admin_key_in_the_url(client):
+    assert client.open("GET", f"/metrics?token={METRICS_TOKEN}", headers={"Authorization": ""}).status_code == 200
+    assert client.open("GET", f"/metrics?token={AUTH_KEY}", headers={"Authorization": ""}).status_code == 401
+    assert client.open("GET", "/metrics?token=", headers={"Authorization": ""}).status_code == 401
+
+
+def test_without_a_metrics_token_only_the_admin_key_opens_metrics(tmp_path):
+    c = AdminClient(tmp_path)  # no METRICS_TOKEN: an empty token must not match an unset one
+    try:
+        assert c.open("GET", "/metrics?token=", headers={"Authorization": "Bearer "}).status_code == 401
+        assert c.open("GET", "/metrics").status_code == 200
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize("token", [METRICS_TOKEN, AUTH_KEY])
 def test_metrics_accepts_the_metrics_token_or_the_admin_key(client, token):
     r = client.open("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
