@@ -245,7 +245,30 @@ def start_server(
     return srv, port
 
 
+def summarize(paths: list[Path]) -> str:
+    """One table of several runs (their JSON results), for bench/results/streams.md."""
+    head = (
+        "| candidate | server | open at once / complete / errors | event delay p50 / p99 / max (ms), all open "
+        "| plain requests ok, p50 / p99 (ms) | CPU (one core) all open | RSS peak (MiB) | load before / after |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for path in paths:
+        r = json.loads(path.read_text())
+        s, p = r["steady_delay_ms"], r["plain"]
+        rows.append(
+            f"| {r['label']} ({r['when']}) | {r.get('server', 'main')}, THREADS={r['env'].get('THREADS')} "
+            f"| {r['open_max']} of {r['streams']} / {r['complete']} / {r['errors']} "
+            f"| {s['50']} / {s['99']} / {s['100']} | {p['ok']} of {p['sent']}, {p['p50_ms']} / {p['p99_ms']} "
+            f"| {r['cpu_share_steady']} | {r['rss_peak_mib']} | {r['load_before'][0]} / {r['load_after'][0]} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "--summarize":  # python bench/streams.py --summarize results/streams-*.json
+        print(summarize([Path(a) for a in argv[1:]]), end="")
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("streams", type=int, help="concurrent streams")
     ap.add_argument("--stream-seconds", type=float, default=60.0)
@@ -423,4 +446,4 @@ def report(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
