@@ -207,7 +207,7 @@ def taskset(cores: str) -> list[str]:
     return []
 
 
-def server_argv(kind: str, stack_kib: int, port: int) -> list[str]:
+def server_argv(kind: str, stack_kib: int, port: int, switch_ms: float = 0.0) -> list[str]:
     """``main``: ``python main.py`` (gptload.server's hardened gthread); ``ff``: functions-framework's own gunicorn
     serving ``main.handler``, as Cloud Run runs the function. ``stack_kib``: the threads' stack size."""
     main_py = str(bench.ROOT / "main.py")
@@ -219,11 +219,20 @@ def server_argv(kind: str, stack_kib: int, port: int) -> list[str]:
         args = [main_py]
     if stack_kib:
         code = f"import threading; threading.stack_size({stack_kib * 1024}); " + code
+    if switch_ms:
+        code = f"import sys; sys.setswitchinterval({switch_ms / 1000}); " + code
     return [sys.executable, "-c", code, *args]
 
 
 def start_server(
-    env_extra: dict, work: Path, logdir: Path, fake_port: int, pin: list[str], kind: str = "main", stack_kib: int = 0
+    env_extra: dict,
+    work: Path,
+    logdir: Path,
+    fake_port: int,
+    pin: list[str],
+    kind: str = "main",
+    stack_kib: int = 0,
+    switch_ms: float = 0.0,
 ) -> tuple[bench.Server, int]:
     env = {
         "AUTH_KEY": bench.AUTH_KEY,
@@ -233,7 +242,7 @@ def start_server(
         **env_extra,
     }
     port = bench.free_port()
-    argv = [*pin, *server_argv(kind, stack_kib, port)]
+    argv = [*pin, *server_argv(kind, stack_kib, port, switch_ms)]
     srv = bench.Server("proxy-streams", argv, {**env, "PORT": str(port)}, bench.ROOT, logdir)
     try:
         bench.wait_until(lambda: bench.http_call(port, "GET", "/health", timeout=2)[0] == 200, 60, 0.05, srv)
@@ -283,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         default="main",
         help="main: python main.py (default); ff: functions-framework's gunicorn, as on Cloud Run",
     )
+    ap.add_argument("--switch-ms", type=float, default=0.0, help="the server's sys.setswitchinterval, in ms")
     ap.add_argument("--stack-kib", type=int, default=0, help="thread stack size of the server (default: the OS's)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the server to one core")
     ap.add_argument("--out", default=None, help="markdown (default bench/results/streams-LABEL.md; JSON beside)")
@@ -327,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         servers.append(fake)
         bench.wait_until(lambda: bench.http_call(fake_port, "GET", "/health", timeout=2)[0] == 200, 20, 0.02, fake)
-        srv, port = start_server(env_extra, work, logdir, fake_port, pin_server, args.server, args.stack_kib)
+        srv, port = start_server(
+            env_extra, work, logdir, fake_port, pin_server, args.server, args.stack_kib, args.switch_ms
+        )
         servers.append(srv)
         bench.log(f"{label}: {args.streams} streams x {args.stream_seconds:g} s, ramp {ramp:g} s")
         sampler = Sampler(srv.pid)
@@ -359,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "label": label,
         "env": env_extra,
-        "server": args.server + (f", thread stack {args.stack_kib} KiB" if args.stack_kib else ""),
+        "server": args.server
+        + (f", thread stack {args.stack_kib} KiB" if args.stack_kib else "")
+        + (f", switch interval {args.switch_ms:g} ms" if args.switch_ms else ""),
         "streams": args.streams,
         "stream_seconds": args.stream_seconds,
         "interval_ms": args.interval_ms,
