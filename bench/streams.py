@@ -216,6 +216,16 @@ def boost(pids: list[int], nice: int) -> list[int]:
     return done
 
 
+def cpu_pressure() -> float | None:
+    """Linux PSI: the share of the last 60 s in which some runnable task waited for a CPU, in %."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = f.readline().split()
+        return float(dict(kv.split("=") for kv in some[1:])["avg60"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
 def taskset(cores: str) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         return ["taskset", "-c", cores]
@@ -273,8 +283,9 @@ def summarize(paths: list[Path]) -> str:
     """One table of several runs (their JSON results), for bench/results/streams.md."""
     head = (
         "| candidate | server | open at once / complete / errors | event delay p50 / p99 / max (ms), all open "
-        "| plain requests ok, p50 / p99 (ms) | CPU (one core) all open | RSS peak (MiB) | load before / after |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| plain requests ok, p50 / p99 (ms) | CPU (one core) all open | RSS peak (MiB) | priority boost "
+        "| machine's CPU pressure before / after (%) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for path in paths:
@@ -284,7 +295,8 @@ def summarize(paths: list[Path]) -> str:
             f"| {r['label']} ({r['when']}) | {r.get('server', 'main')}, THREADS={r['env'].get('THREADS')} "
             f"| {r['open_max']} of {r['streams']} / {r['complete']} / {r['errors']} "
             f"| {s['50']} / {s['99']} / {s['100']} | {p['ok']} of {p['sent']}, {p['p50_ms']} / {p['p99_ms']} "
-            f"| {r['cpu_share_steady']} | {r['rss_peak_mib']} | {r['load_before'][0]} / {r['load_after'][0]} |"
+            f"| {r['cpu_share_steady']} | {r['rss_peak_mib']} | {r.get('boost', 'no')} "
+            f"| {r.get('cpu_pressure_before', '-')} / {r.get('cpu_pressure_after', '-')} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -335,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir()
     servers: list[bench.Server] = []
     load_before = os.getloadavg()
+    pressure_before = cpu_pressure()
     tally = Tally(args.streams)
     try:
         fake_port = bench.free_port()
@@ -382,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in reversed(servers):
             s.stop()
     load_after = os.getloadavg()
+    pressure_after = cpu_pressure()
 
     delays = [d for _, d in tally.delays]
     steady = (
@@ -430,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(t_end - t_begin, 1),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
+        "cpu_pressure_before": pressure_before,
+        "cpu_pressure_after": pressure_after,
         "cpus": ncpu,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -474,7 +490,9 @@ def report(r: dict) -> str:
         "an event every "
         f"{r['interval_ms']:g} ms, opened over {r['ramp_seconds']:g} s; server pinned: {r['pinned']}; "
         f"priority boost: {r.get('boost', 'no')}; "
-        f"{r['cpus']} CPUs, load average before {r['load_before']} after {r['load_after']} (a shared machine).",
+        f"{r['cpus']} CPUs, load average before {r['load_before']} after {r['load_after']} (it counts the server's own "
+        f"runnable threads), CPU pressure (share of time something waited for a CPU, last 60 s) before "
+        f"{r.get('cpu_pressure_before')} % after {r.get('cpu_pressure_after')} % (a shared machine).",
         "",
         "| | |",
         "|---|---|",
