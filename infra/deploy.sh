@@ -177,7 +177,7 @@ $DRY_RUN || [[ "$PROJECT_NUMBER" =~ ^[0-9]+$ ]] || die "no project number for ${
 # Deployments made before the prefix became NAME_vault keep their keys in NAME-vault-* secrets: say so rather
 # than deploy a function that looks for them under the new prefix.
 if [ "$SECRET_PREFIX" = "${NAME}_vault" ]; then
-  read_into LEGACY_SECRET "" gcloud secrets list "${G[@]}" --filter="name~/secrets/${LEGACY_SECRET_PREFIX}-" \
+  read_into LEGACY_SECRET "" gcloud secrets list "${G[@]}" --filter="name~/secrets/${LEGACY_SECRET_PREFIX}-[^_]+-keys-[0-9]+$" \
     --limit=1 --format='value(name)'
   [ -z "$LEGACY_SECRET" ] || die "key secrets of the old layout exist (${LEGACY_SECRET}): re-run with" \
     "--secret-prefix ${LEGACY_SECRET_PREFIX} to keep using them (README: \"Key secrets of older deployments\")"
