@@ -114,6 +114,7 @@ LEGACY_SECRET_PREFIX="${NAME}-vault"
 SECRET_PREFIX="${SECRET_PREFIX:-${NAME}_vault}"
 AUTH_KEY_SECRET="${NAME}-auth-key" # outside SECRET_PREFIX: the function may only read it
 JOB="${NAME}-maintenance"
+IMAGES_REPO="${NAME}-functions" # the function's images, with a cleanup policy (same as function.tf)
 CONSOLE_BUCKET_NAME="${PROJECT}-${NAME}-console"
 # Deterministic (no need to deploy first); the scheduler sends it as the token's audience and the function
 # compares it exactly (OIDC_AUDIENCE). See infra/terraform/main.tf.
@@ -269,6 +270,13 @@ retry gcloud secrets add-iam-policy-binding "$AUTH_KEY_SECRET" --member="service
   --role=roles/secretmanager.secretAccessor "${G[@]}" --format=none
 
 # --- 6. the function -----------------------------------------------------------------------------------------
+say "image repository ${IMAGES_REPO}: keep the 2 newest images, delete the rest after 7 days"
+exists gcloud artifacts repositories describe "$IMAGES_REPO" --location="$REGION" "${G[@]}" \
+  || run gcloud artifacts repositories create "$IMAGES_REPO" --repository-format=docker --location="$REGION" \
+    --description="gptload function images" "${G[@]}"
+run gcloud artifacts repositories set-cleanup-policies "$IMAGES_REPO" --location="$REGION" \
+  --policy=infra/artifact-cleanup-policy.json --no-dry-run "${G[@]}" --format=none
+
 say "function ${NAME} (gen2, python312, entry point handler; public: it authenticates proxy keys and AUTH_KEY itself)"
 # '^|^' makes | the separator, so ALLOWED_ORIGINS may contain commas (gcloud topic escaping).
 ENV_VARS="^|^STORE=firestore|VAULT=secretmanager|GOOGLE_CLOUD_PROJECT=${PROJECT}|FIRESTORE_DATABASE=${DATABASE}"
@@ -279,6 +287,7 @@ ENV_VARS+="|TRUSTED_PROXY_HOPS=1"  # Google's front end: the one proxy whose X-F
 run gcloud functions deploy "$NAME" --gen2 --region="$REGION" "${G[@]}" \
   --runtime=python312 --entry-point=handler --source=. --trigger-http --allow-unauthenticated \
   --service-account="$RUN_SA" --build-service-account="projects/${PROJECT}/serviceAccounts/${BUILD_SA}" \
+  --docker-repository="projects/${PROJECT}/locations/${REGION}/repositories/${IMAGES_REPO}" \
   --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="${TIMEOUT}s" \
   --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
   --set-env-vars="$ENV_VARS" --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest"

@@ -285,3 +285,21 @@ def test_a_vault_grant_matches_no_secret_of_another_deployment(tmp_path):
     for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
         _, theirs = _vault_scope(tmp_path, other)
         assert not [s for s in theirs if s.startswith(scope)], other
+
+
+def test_function_images_go_to_a_repository_with_the_terraform_cleanup_policy(out, deploy):
+    lines = out[1]
+    (create,) = gcloud(lines, "artifacts", "repositories", "create")
+    assert create[4] == "gptload-functions" and flags(create)["--repository-format"] == "docker"
+    (policy,) = gcloud(lines, "artifacts", "repositories", "set-cleanup-policies")
+    assert policy[4] == "gptload-functions" and "--no-dry-run" in policy
+    assert lines.index(policy) < lines.index(deploy)
+    assert flags(deploy)["--docker-repository"] == f"projects/{P}/locations/{R}/repositories/gptload-functions"
+    rules = {r["action"]["type"]: r for r in json.loads((facts.ROOT / flags(policy)["--policy"]).read_text())}
+    facts.require_hcl2()
+    repo = facts.Terraform().one("google_artifact_registry_repository", "functions")
+    tf_rules = {p["action"]: p for p in repo["cleanup_policies"]}
+    assert rules["Keep"]["mostRecentVersions"]["keepCount"] == tf_rules["KEEP"]["most_recent_versions"][0]["keep_count"]
+    days = int(rules["Delete"]["condition"]["olderThan"].rstrip("d"))
+    assert f"{days * 86400}s" == tf_rules["DELETE"]["condition"][0]["older_than"]
+    assert rules["Delete"]["condition"]["tagState"].upper() == tf_rules["DELETE"]["condition"][0]["tag_state"]
