@@ -1,8 +1,10 @@
 """Run gcloud command lines through the real gcloud CLI, in one process, without credentials.
 
 Run with gcloud's own Python and its ``lib`` directory on ``PYTHONPATH`` (tests/infra/test_gcloud_commands.py does
-that); it is not imported by the tests. Reads a JSON list of argv lists (each starting with "gcloud") on stdin and
-writes a JSON list of {"argv", "code", "output"} on stdout.
+that); it is not imported by the tests. Reads {"commands": [argv, ...], "filters": [[expression, resource], ...]}
+(each argv starting with "gcloud") on stdin and writes {"commands": [{"argv", "code", "output"}, ...], "filters":
+[true|false|"error", ...]} on stdout: what each command did, and whether each ``--filter`` expression (gcloud's own
+filter language, compiled by gcloud) selects the given resource.
 
 Each command goes through the same calliope CLI ``gcloud`` builds (``gcloud_main.CreateCLI``), i.e. the same
 argument parser, flag types and argument-group rules. With an empty configuration (CLOUDSDK_CONFIG pointing at a
@@ -19,7 +21,7 @@ import tempfile
 
 
 def main() -> int:
-    commands = json.load(sys.stdin)
+    request = json.load(sys.stdin)
     import gcloud  # lib/gcloud.py, the launcher's module: puts lib/ and lib/third_party first on sys.path
 
     gcloud._fix_google_module()
@@ -28,7 +30,7 @@ def main() -> int:
     cli = gcloud_main.CreateCLI([])
     results = []
     real_out, real_err = os.dup(1), os.dup(2)
-    for argv in commands:
+    for argv in request.get("commands", []):
         with tempfile.TemporaryFile() as capture:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -49,7 +51,15 @@ def main() -> int:
             capture.seek(0)
             output = capture.read().decode("utf-8", "replace")
         results.append({"argv": argv, "code": code, "output": output[:3000]})
-    sys.stdout.write(json.dumps(results))
+    from googlecloudsdk.core.resource import resource_filter
+
+    matches: list = []
+    for expression, resource in request.get("filters", []):
+        try:
+            matches.append(bool(resource_filter.Compile(expression).Evaluate(resource)))
+        except Exception as exc:  # a filter gcloud cannot compile
+            matches.append(f"error: {exc}")
+    sys.stdout.write(json.dumps({"commands": results, "filters": matches}))
     return 0
 
 

@@ -41,6 +41,10 @@ def gcloud_python() -> tuple[str, Path] | None:
 
 
 def parse_all(commands: list[list[str]], tmp_path: Path) -> list[dict]:
+    return gcloud_run(tmp_path, {"commands": commands})["commands"]
+
+
+def gcloud_run(tmp_path: Path, request: dict) -> dict:
     found = gcloud_python()
     require(found is not None, "gcloud (Google Cloud SDK) is not installed")
     assert found is not None
@@ -58,7 +62,7 @@ def parse_all(commands: list[list[str]], tmp_path: Path) -> list[dict]:
     })  # fmt: skip
     result = subprocess.run(
         [python, str(Path(__file__).with_name("gcloud_parse.py"))],
-        input=json.dumps(commands),
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         env=env,
@@ -127,3 +131,24 @@ def test_a_planted_bad_command_is_caught(commands, tmp_path):
     assert "--replication-policy is invalid" in results[1]["output"]  # gcloud checks this choice after parsing
     assert results[2]["code"] == 2 and "--schedule" in results[2]["output"]
     assert results[3]["code"] == 2 and "--memory must be specified" in results[3]["output"]
+
+
+def test_the_filters_select_what_they_mean(commands, tmp_path):
+    (legacy,) = [c for c in commands if c[1:3] == ["secrets", "list"]][:1]
+    (versions,) = [c for c in commands if c[1:4] == ["secrets", "versions", "list"]][:1]
+    legacy_filter = next(a for a in legacy if a.startswith("--filter=")).split("=", 1)[1]
+    versions_filter = next(a for a in versions if a.startswith("--filter=")).split("=", 1)[1]
+    secrets = "projects/123/secrets/"
+    cases = [
+        (legacy_filter, {"name": f"{secrets}gptload-vault-main-keys-0"}, True),  # an old-layout shard
+        (legacy_filter, {"name": f"{secrets}gptload-vault-main-keys-12"}, True),
+        (legacy_filter, {"name": f"{secrets}gptload_vault-main-keys-0"}, False),  # the new layout
+        (legacy_filter, {"name": f"{secrets}gptload-vault-x-auth-key"}, False),  # deployment "gptload-vault-x"
+        (legacy_filter, {"name": f"{secrets}gptload-vault-x_vault-main-keys-0"}, False),  # ... and its shards
+        (legacy_filter, {"name": f"{secrets}gptload-auth-key"}, False),
+        (versions_filter, {"name": "1", "state": "ENABLED"}, True),
+        (versions_filter, {"name": "1", "state": "DISABLED"}, False),
+        (versions_filter, {"name": "1", "state": "DESTROYED"}, False),
+    ]
+    answers = gcloud_run(tmp_path, {"filters": [[f, r] for f, r, _ in cases]})["filters"]
+    assert answers == [want for *_, want in cases], list(zip(cases, answers))
