@@ -66,7 +66,9 @@ def fetch() -> None:
         if (dest / ".complete").exists():
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([npm, "pack", "--silent", f"{package}@{version}"], cwd=tmp, check=True, capture_output=True)
+            subprocess.run(
+                [npm, "pack", "--silent", f"{package}@{version}"], cwd=tmp, check=True, capture_output=True, timeout=600
+            )
             (tgz,) = Path(tmp).glob("*.tgz")
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)

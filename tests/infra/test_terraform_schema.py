@@ -195,6 +195,13 @@ def test_every_block_argument_and_reference_matches_the_provider_schemas(schemas
     assert len(refs) > 50, refs
 
 
+def test_the_pinned_provider_has_the_write_only_secret(schemas_available):
+    # secrets.tf writes AUTH_KEY through secret_data_wo (hashicorp/google >= 6.23); the pinned schema must have it.
+    arguments = ps.schema("resource", "google_secret_manager_secret_version").block().arguments
+    assert {"secret_data_wo", "secret_data_wo_version", "secret_data"} <= arguments.keys()
+    assert not arguments["secret_data_wo"].required
+
+
 def test_required_providers_admit_the_schema_versions(schemas_available):
     text = (facts.TF_DIR / "versions.tf").read_text()
     for source in ps.PACKAGES:
