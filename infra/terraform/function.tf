@@ -92,7 +92,9 @@ resource "google_cloudfunctions2_function" "gptload" {
       key        = "AUTH_KEY"
       project_id = var.project
       secret     = google_secret_manager_secret.auth_key.secret_id
-      version    = "latest"
+      # The version written by secrets.tf, not "latest": a rotation (auth_key_version) rolls out a new revision
+      # instead of leaving running instances on the old password and new ones on the new.
+      version = google_secret_manager_secret_version.auth_key.version
     }
   }
 

@@ -80,7 +80,9 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
 def test_auth_key_comes_from_secret_manager(tf, service):
     (auth,) = service["secret_environment_variables"]
     assert auth["secret"] == "${google_secret_manager_secret.auth_key.secret_id}"
-    assert auth["version"] == "latest"
+    # The version Terraform wrote, not "latest": raising auth_key_version then rolls out a new revision, instead of
+    # instances started before and after the rotation disagreeing about the password.
+    assert auth["version"] == "${google_secret_manager_secret_version.auth_key.version}"
     # and the runtime may read that secret
     binding = tf.one("google_secret_manager_secret_iam_member", "runtime_auth_key")
     assert binding["role"] == "roles/secretmanager.secretAccessor"
