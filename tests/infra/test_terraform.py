@@ -404,3 +404,11 @@ def test_a_budget_needs_a_billing_account(plan_variables):
     refused = plan_variables(budget_amount=20)
     assert refused.returncode != 0 and "billing_account" in refused.stderr
     assert plan_variables(budget_amount=20, billing_account="000000-AAAAAA-BBBBBB").returncode == 0
+
+
+def test_the_tfvars_example_names_only_declared_variables(tf):
+    text = (facts.TF_DIR / "terraform.tfvars.example").read_text()
+    named = set(re.findall(r"^#?\s*([a-z_]+)\s+=", text, re.M))
+    assert {"project", "region", "budget_amount", "alert_emails", "cpu"} <= named
+    assert named <= tf.variables.keys(), named - tf.variables.keys()
+    assert not re.search(r"^auth_key\s*=", text, re.M), "AUTH_KEY does not belong in a file on disk"
