@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     rss = [s[2] for s in sampler.samples]
     result = {
         "label": label,
-        "env": env_extra,
+        "env": {k: ("***" if any(w in k for w in ("KEY", "TOKEN", "SECRET")) else v) for k, v in env_extra.items()},
         "server": args.server
         + (f", thread stack {args.stack_kib} KiB" if args.stack_kib else "")
         + (f", switch interval {args.switch_ms:g} ms" if args.switch_ms else ""),
