@@ -53,12 +53,25 @@ _BREAKER_STATUS = frozenset({0, 502, 503})
 
 @dataclass(frozen=True)
 class Attempt:
-    """One try of a request: the key, the upstream it went to, its number (1-based) and when it started."""
+    """One try of a request: the key, the upstream it went to, its number (1-based) and when it started; the group
+    whose key it is (an aggregate's member; None: the request's own group) and the model it sent upstream."""
 
     key: LiveKey
     base: str
     number: int
     started: float
+    group: GroupView | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A group that serves attempts of a request (the request's own group, or one member of an aggregate) and
+    the request as that group sends it upstream, with its facts."""
+
+    view: GroupView
+    req: IncomingRequest
+    facts: RequestFacts
 
 
 class Forwarder:
@@ -95,37 +108,46 @@ class Forwarder:
         return len(running) + upstream_io.WATCHDOG.fire_all()
 
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
+        """Serve ``req`` for ``view``: a standard group's keys, or an aggregate's members (each with its own keys,
+        upstreams, breakers and rules), within one budget of ``1 + max_retries`` attempts (the entry group's)."""
         settings = view.settings
         facts = RequestFacts.of(req)
         trace = Trace(view, req, facts)
-        pinned, target = self._pinned_key(view, req, upload)
+        pinned = self._pinned_key(view, req, facts, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
         timeout = upstream_io.call_timeouts(settings, stream=facts.stream)
         request_id = next(self._request_ids)
         outcomes: list[_Outcome] = []
         refused: Admission | None = None
+        route = _Route(self, view, req, facts)
         try:
             for number in range(1, attempts + 1):
                 if self._stopping and outcomes:
                     break  # the server is stopping: no new calls
-                key = pinned or self._pool.acquire(view, facts.model, {o.key.id for o in outcomes})
-                if key is None:
-                    break
-                base, admission = self._upstream(view, facts.model, target)
-                if base is None:
-                    refused = admission
-                    break
-                attempt = Attempt(key, base, number, time.monotonic())
-                circuit = (view.name, base, facts.model)
+                if pinned is not None:
+                    serving, key, target = pinned
+                    base, admission = self._upstream(serving.view, serving.facts.model, target)
+                    if base is None:
+                        refused = admission
+                        break
+                else:
+                    picked = route.next({o.key.id for o in outcomes})
+                    if picked is None:
+                        refused = route.refused
+                        break
+                    serving, key, base = picked
+                group, sreq, sfacts = serving.view, serving.req, serving.facts
+                attempt = Attempt(key, base, number, time.monotonic(), group, sfacts.model)
+                circuit = (group.name, base, sfacts.model)
                 url = (
                     upload.target
                     if upload is not None
-                    else join_url(base, req.path, rewrite.strip_key_from_query(req.query))
+                    else join_url(base, sreq.path, rewrite.strip_key_from_query(sreq.query))
                 )
-                headers = rewrite.upstream_headers(req.headers, key.secret, openai=facts.openai)
+                headers = rewrite.upstream_headers(sreq.headers, key.secret, openai=sfacts.openai)
                 try:
                     resp = self._session.send(
-                        prepare(req.method, url, headers, req.body),
+                        prepare(sreq.method, url, headers, sreq.body),
                         stream=True,
                         timeout=timeout,
                         allow_redirects=False,
@@ -134,18 +156,18 @@ class Forwarder:
                     verdict = network_error(exc)
                     if not self._stopping:  # a call cut because the server stops says nothing about the upstream
                         self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
-                    outcomes.append(_Outcome(key, base, verdict))
+                    outcomes.append(_Outcome(key, base, verdict, serving=serving))
                     trace.failed(attempt, 0, verdict.reason)
-                    log.info("attempt %d on key %s of %s: %s", number, key.id, view.name, type(exc).__name__)
+                    log.info("attempt %d on key %s of %s: %s", number, key.id, group.name, type(exc).__name__)
                     continue
                 if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)
-                    outcomes.append(_Outcome(key, base, verdict))
+                    outcomes.append(_Outcome(key, base, verdict, serving=serving))
                     trace.failed(attempt, 0, verdict.reason)
                     continue
                 if resp.status_code >= 400:
-                    answer, verdict = self._error_answer(resp, view.secrets)
+                    answer, verdict = self._error_answer(resp, group.secrets)
                     if answer is not None:
                         answer.attempts, answer.key_id = number, key.id
                     if verdict.upstream_failure:
@@ -153,26 +175,30 @@ class Forwarder:
                             self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                     else:
                         self.breakers.success(circuit)
-                        self._pool.report(view, key, verdict, facts.model)
-                    outcomes.append(_Outcome(key, base, verdict, answer))
+                        self._pool.report(group, key, verdict, sfacts.model)
+                    outcomes.append(_Outcome(key, base, verdict, answer, serving))
                     trace.failed(attempt, resp.status_code, verdict.reason)
                     if verdict.retryable:
                         log.info(
-                            "attempt %d on key %s of %s: %s, retrying", number, key.id, view.name, verdict.kind.value
+                            "attempt %d on key %s of %s: %s, retrying", number, key.id, group.name, verdict.kind.value
                         )
                         continue
                     assert answer is not None  # only an unreadable answer has none, and that is retryable
                     return answer  # the request's own fault: Google's answer, unchanged but for scrubbed keys
                 self.breakers.success(circuit)
-                self._pool.report(view, key, SUCCESS, facts.model)
+                self._pool.report(group, key, SUCCESS, sfacts.model)
                 for o in outcomes:  # these keys failed with a 500 where this one served the same request: count them
-                    if o.answer is not None and o.answer.status == 500 and o.base == base:
-                        self._pool.report(view, o.key, replace(o.verdict, isolated=True), facts.model)
+                    if o.answer is not None and o.answer.status == 500 and o.base == base and o.group is group:
+                        self._pool.report(group, o.key, replace(o.verdict, isolated=True), sfacts.model)
                 trace.answered = True
-                return self._success(view, req, resp, attempt, trace)
+                return self._success(group, sreq, resp, attempt, trace)
         finally:
             trace.flush_failures(self._usage)
-        return self._no_answer(view, trace, outcomes, refused)
+        return self._no_answer(view, trace, outcomes, refused, route)
+
+    def serving(self, view: GroupView, req: IncomingRequest, facts: RequestFacts) -> Serving:
+        """The request as group ``view`` sends it upstream (its own rules applied); ``facts`` are the client's."""
+        return Serving(view, req, facts)
 
     def _upstream(self, view: GroupView, model: str, target: str | None) -> tuple[str | None, Admission]:
         """The upstream for the next attempt: ``target`` when the request is pinned, else the balancer's next one
@@ -193,62 +219,86 @@ class Forwarder:
         return None, refused or Admission(False)
 
     def _no_answer(
-        self, view: GroupView, trace: Trace, outcomes: list[_Outcome], refused: Admission | None
+        self,
+        view: GroupView,
+        trace: Trace,
+        outcomes: list[_Outcome],
+        refused: Admission | None,
+        route: _Route,
     ) -> ProxyResponse:
         """No attempt succeeded and none was the request's own fault. Google's own 5xx is passed on (with
         ``Retry-After`` when the breaker opened); errors that belong to pool keys never are: the client gets
-        503 NO_KEYS_AVAILABLE saying what happened to each key, by masked form only."""
+        503 NO_KEYS_AVAILABLE saying what happened to each key, by masked form only (per member for an
+        aggregate)."""
         now = self._clock()
-        summary = _summary(outcomes, view, trace.facts.model, self._pool)
+        model = trace.facts.model
+        if view.is_aggregate:
+            summary = _members_summary(outcomes, route, self._pool)
+        else:
+            summary = _summary(outcomes, view, model, self._pool)
         upstream_answers = [o for o in outcomes if o.answer is not None and o.verdict.upstream_failure]
         if upstream_answers and all(o.verdict.upstream_failure for o in outcomes):
             # Google itself is failing for this request on every key tried: its own answer says it best.
             last = upstream_answers[-1]
             answer = last.answer
             assert answer is not None
-            state, wait, _ = self.breakers.state((view.name, last.base, trace.facts.model), now)
+            state, wait, _ = self.breakers.state(last.circuit(view, model), now)
             if state != "closed":
                 answer.headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
             return answer
+        what = f"aggregate group {view.name!r}" if view.is_aggregate else f"group {view.name!r}"
         if refused is not None:
             trace.rejected(503, "breaker open", attempted=bool(outcomes))
             trace.flush_failures(self._usage)
             raise CircuitOpen(
-                f"{trace.facts.model or 'this request'} is failing upstream for group {view.name!r}; "
+                f"{model or 'this request'} is failing upstream for {what}; "
                 f"gptload holds requests for {refused.retry_after:.1f} s before it tries again"
                 + (f" ({summary})" if summary else ""),
                 details={"retry_after": round(refused.retry_after, 1)},
             )
         if outcomes and all(o.verdict.network for o in outcomes):
-            waits = [self.breakers.state((view.name, o.base, trace.facts.model), now)[1] for o in outcomes]
+            waits = [self.breakers.state(o.circuit(view, model), now)[1] for o in outcomes]
             wait = max(waits) if waits else 0.0
             raise UpstreamUnreachable(
                 f"no upstream answer after {len(outcomes)} attempt(s): {summary}",
                 details={"retry_after": round(wait, 1)} if wait > 0 else None,
             )
-        retry_after = self._pool.retry_after(view, trace.facts.model)
+        if view.is_aggregate:
+            waits_ = [self._pool.retry_after(s.view, s.facts.model) for s in route.members()]
+            known = [w for w in waits_ if w is not None]
+            retry_after = min(known) if known else None
+            who = f"no member of {what} has a key that can serve"
+        else:
+            retry_after = self._pool.retry_after(view, model)
+            who = f"no key of {what} can serve"
         trace.rejected(503, "no key available", attempted=bool(outcomes))
         trace.flush_failures(self._usage)
         raise NoKeysAvailable(
-            f"no key of group {view.name!r} can serve {trace.facts.model or 'this request'} now: {summary}"
+            f"{who} {model or 'this request'} now: {summary}"
             + (f"; the first comes back in {retry_after:.0f} s" if retry_after is not None else ""),
             details={"retry_after": round(retry_after, 1)} if retry_after is not None else None,
         )
 
     # -- pieces ---------------------------------------------------------------------------------------------
     def _pinned_key(
-        self, view: GroupView, req: IncomingRequest, upload: Binding | None
-    ) -> tuple[LiveKey | None, str | None]:
+        self, view: GroupView, req: IncomingRequest, facts: RequestFacts, upload: Binding | None
+    ) -> tuple[Serving, LiveKey, str | None] | None:
+        """The group, key and upstream (None: any) a request naming a resource must use: the ones that created it.
+        Through an aggregate, the member that created it (``binding.group``) serves, with its own rules."""
         if upload is not None:
-            return self._pool.key_by_id(view, upload.key_id), None
+            owner = self._pool.member_view(view, upload.group)
+            key = self._pool.key_by_id(owner, upload.key_id) if owner is not None else None
+            return (self.serving(owner, req, facts), key, None) if owner is not None and key is not None else None
         for name in rewrite.resources_named(req.path, req.body):
             binding = self._affinity.lookup(RESOURCE, name)
-            if binding is not None and binding.group == view.name:
-                key = self._pool.key_by_id(view, binding.key_id)
+            owner = self._pool.member_view(view, binding.group) if binding is not None else None
+            if binding is not None and owner is not None:
+                key = self._pool.key_by_id(owner, binding.key_id)
                 if key is not None:
-                    upstreams = {u.url for u in view.group.upstreams}
-                    return key, binding.target if binding.target in upstreams else None
-        return None, None
+                    upstreams = {u.url for u in owner.group.upstreams}
+                    target = binding.target if binding.target in upstreams else None
+                    return self.serving(owner, req, facts), key, target
+        return None
 
     @staticmethod
     def _error_answer(resp: requests.Response, secrets: Collection[str]) -> tuple[ProxyResponse | None, Verdict]:
@@ -307,8 +357,9 @@ class Forwarder:
                         time.time() + _UPLOAD_TTL,
                     )
                 )
-            public = view.settings.app_url or req.public_base
-            proxied = rewrite.proxied_upload_url(safe_upload_url, public, view.name, base)
+            # the client goes on through the group it called (an aggregate: the binding names the member)
+            public = trace.view.settings.app_url or req.public_base
+            proxied = rewrite.proxied_upload_url(safe_upload_url, public, trace.view.name, base)
             headers.append(("X-Goog-Upload-URL", proxied))
         if self._captures(req, trace.facts, resp):
             # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
@@ -395,7 +446,8 @@ class Forwarder:
                 raise
             error = f"upstream stream broke: {type(exc).__name__}"
             log.warning("upstream stream of key %s in %s broke: %s", attempt.key.id, view.name, type(exc).__name__)
-            self.breakers.failure((view.name, attempt.base, trace.facts.model), self._clock(), id(trace), error)
+            model = trace.facts.model if attempt.model is None else attempt.model
+            self.breakers.failure((view.name, attempt.base, model), self._clock(), id(trace), error)
             raise
         finally:
             with self._streams_lock:
@@ -417,6 +469,17 @@ class _Outcome:
     base: str
     verdict: Verdict
     answer: ProxyResponse | None = None
+    serving: Serving | None = None  # the group whose key it was, as it sent the request
+
+    @property
+    def group(self) -> GroupView | None:
+        return self.serving.view if self.serving is not None else None
+
+    def circuit(self, view: GroupView, model: str) -> tuple[str, str, str]:
+        """The breaker this attempt counted toward (``view``/``model``: the request's, if no serving group)."""
+        if self.serving is None:
+            return (view.name, self.base, model)
+        return (self.serving.view.name, self.base, self.serving.facts.model)
 
 
 def _summary(outcomes: list[_Outcome], view: GroupView, model: str, pool: KeyPool) -> str:
@@ -444,3 +507,83 @@ def _summary(outcomes: list[_Outcome], view: GroupView, model: str, pool: KeyPoo
     scope = "other keys" if parts else f"{len(view.keys)} key{'s' if len(view.keys) != 1 else ''}"
     tail = f"{scope}: " + ", ".join(rest) if rest else ("no other keys" if parts else "the group has no keys")
     return scrub("; ".join(p for p in (text, tail) if p))
+
+
+def _members_summary(outcomes: list[_Outcome], route: _Route, pool: KeyPool) -> str:
+    """An aggregate's summary: what happened in each member, in the aggregate's order ("member a: 2 keys tried:
+    ...; member b: 3 keys: 3 cooling"); paused members are left out."""
+    parts = []
+    for serving in route.members():
+        mine = [o for o in outcomes if o.group is serving.view]
+        parts.append(f"member {serving.view.name}: {_summary(mine, serving.view, serving.facts.model, pool)}")
+    return " | ".join(parts) if parts else "the aggregate has no active members"
+
+
+class _Route:
+    """Where the next attempt of one request goes: for a standard group its next key; for an aggregate, the
+    member chosen by weight among those with a key able to serve the model (as that member sends it) and not yet
+    tried by this request, kept while it has such keys and an upstream whose breaker lets it through, then the
+    next member by weight. ``refused``: the breaker refusal with the shortest wait, if one stopped the request."""
+
+    def __init__(self, forwarder: Forwarder, view: GroupView, req: IncomingRequest, facts: RequestFacts) -> None:
+        self._fw = forwarder
+        self._view = view
+        self._req = req
+        self._facts = facts
+        self._serving: dict[str, Serving] = {}
+        self._current: Serving | None = None
+        self._done: set[str] = set()
+        self.refused: Admission | None = None
+
+    def members(self) -> list[Serving]:
+        """Every active member of the aggregate as it serves this request (none for a standard group)."""
+        return [self._for(v) for v in self._fw._pool.members(self._view)]
+
+    def _for(self, member: GroupView) -> Serving:
+        serving = self._serving.get(member.name)
+        if serving is None:
+            serving = self._serving[member.name] = self._fw.serving(member, self._req, self._facts)
+        return serving
+
+    def next(self, tried: set[str]) -> tuple[Serving, LiveKey, str] | None:
+        pool = self._fw._pool
+        if not self._view.is_aggregate:
+            serving = self._current or self._for(self._view)
+            self._current = serving
+            key = pool.acquire(self._view, serving.facts.model, tried)
+            if key is None:
+                return None
+            base, admission = self._fw._upstream(self._view, serving.facts.model, None)
+            if base is None:
+                self.refused = admission
+                return None
+            return serving, key, base
+        members = {v.name: v for v in pool.members(self._view)}
+        while True:
+            if self._current is None:
+                assert self._view.members is not None
+
+                def eligible(name: str) -> bool:
+                    member = members.get(name)
+                    if member is None or name in self._done:
+                        return False
+                    return pool.can_serve(member, self._for(member).facts.model, tried)
+
+                name = self._view.members.pick(eligible)
+                if name is None:
+                    return None
+                self._current = self._for(members[name])
+            serving = self._current
+            key = pool.acquire(serving.view, serving.facts.model, tried)
+            if key is None:  # this member has run out of keys for the model: the next one by weight
+                self._done.add(serving.view.name)
+                self._current = None
+                continue
+            base, admission = self._fw._upstream(serving.view, serving.facts.model, None)
+            if base is None:  # every upstream of this member holds the model back: the next member
+                if self.refused is None or admission.retry_after < self.refused.retry_after:
+                    self.refused = admission
+                self._done.add(serving.view.name)
+                self._current = None
+                continue
+            return serving, key, base

@@ -53,6 +53,8 @@ _ORIGIN = re.compile(r"(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:/[^\s;,'\"]*)
 # Path segments of admin routes (group names, key, task and log ids): no control characters, bounded length.
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
+_KEY_ROUTES = "/api/groups/<name>/keys"
+
 Handler = Callable[..., Any]
 # Who may call a route: anyone; admin (AUTH_KEY); the maintenance scheduler (AUTH_KEY or its OIDC token); proxy
 # (the proxy view authenticates proxy keys itself).
@@ -93,7 +95,12 @@ class Router:
             Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
             Route("/api/groups/<name>", ("GET",), ADMIN, lambda r, name: admin.get_group(name)),
             Route("/api/groups/<name>", ("PUT",), ADMIN, lambda r, name: admin.update_group(name, _json(r))),
-            Route("/api/groups/<name>", ("DELETE",), ADMIN, lambda r, name: admin.delete_group(name)),
+            Route(
+                "/api/groups/<name>",
+                ("DELETE",),
+                ADMIN,
+                lambda r, name: admin.delete_group(name, force=_flag(r, "force")),
+            ),
             Route("/api/groups/<name>/keys", ("POST",), ADMIN, lambda r, name: admin.add_keys(name, _json(r))),
             Route(
                 "/api/groups/<name>/keys",
@@ -174,6 +181,8 @@ class Router:
                 self.auth.check(request.headers.get("Authorization"))
                 if not all(_SEGMENT.fullmatch(value) for value in args.values()):
                     raise RouteNotFound(f"no route for {request.path!r}")
+                if route.path.startswith(_KEY_ROUTES):  # an aggregate has no keys: refuse every key operation
+                    self.services.admin.require_standard(args["name"])
             elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
             result = route.handler(request, **args)
@@ -337,6 +346,14 @@ def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int
             f"{name} must be an integer from {lo} to {hi}", details={"fields": {name: f"integer {lo}..{hi}"}}
         )
     return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query argument (absent = false); anything else is refused."""
+    raw = (request.args.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ValidationFailed(f"{name} must be true or false", details={"fields": {name: "true or false"}})
+    return raw in ("true", "1")
 
 
 def _page_args(request: Request) -> tuple[int, int]:

@@ -74,6 +74,7 @@ def to_log(snap: Any) -> dict[str, Any]:
     d = snap.to_dict() or {}
     out = {f: d.get(f) for f in LOG_FIELDS}
     out["id"] = snap.id
+    out["aggregate"] = out.get("aggregate") or ""  # rows written before aggregates existed have none
     return out
 
 
