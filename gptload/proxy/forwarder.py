@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 _MAX_CAPTURE = 2 * 1024 * 1024
 _NO_CAPTURE = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents")
 _UPLOAD_TTL = 7 * 24 * 3600.0
+_MODEL_LIST = re.compile(r"v1[a-z0-9]*/(?:openai/)?models/?")
 # Upstream failures that count toward the breaker: the upstream's own state (overloaded, bad gateway) and network
 # errors (status 0). A 500 is often caused by the request itself, and a 504 by a deadline the client chose
 # (X-Server-Timeout): a client could open the breaker for everyone with them, so they never count.
@@ -569,7 +571,10 @@ class _Route:
                         return False
                     return pool.can_serve(member, self._for(member).facts.model, tried)
 
-                name = self._view.members.pick(eligible)
+                if _lists_models(self._req):  # the same list every time: the first member that can serve
+                    name = next((n for n in self._view.members.names if eligible(n)), None)
+                else:
+                    name = self._view.members.pick(eligible)
                 if name is None:
                     return None
                 self._current = self._for(members[name])
@@ -587,3 +592,8 @@ class _Route:
                 self._current = None
                 continue
             return serving, key, base
+
+
+def _lists_models(req: IncomingRequest) -> bool:
+    """Is this a model list (``GET v1beta/models``, ``v1/models``, ``v1beta/openai/models``)?"""
+    return req.method == "GET" and _MODEL_LIST.fullmatch(req.path) is not None

@@ -34,7 +34,10 @@ from gptload.errors import (
     ValidationFailed,
 )
 from gptload.insights import parse_log_query
+from gptload.integration import integration_info
 from gptload.maintenance import run_maintenance
+from gptload.proxy.rewrite import find_proxy_key
+from gptload.web import forwarded
 from gptload.web.auth import AdminAuth, SchedulerAuth
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
@@ -158,6 +161,7 @@ class Router:
                 lambda r: _attachment(insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"),
             ),
             Route("/api/logs/<log_id>", ("GET",), ADMIN, lambda r, log_id: insights.log(log_id)),
+            Route("/api/integration/info", ("GET",), PUBLIC, lambda r: self._integration_info(r)),
             Route("/api/settings/schema", ("GET",), ADMIN, lambda r: {"schema": admin.get_settings()["schema"]}),
             Route("/api/settings", ("GET",), ADMIN, lambda r: admin.get_settings()),
             Route("/api/settings", ("PUT",), ADMIN, lambda r: admin.put_settings(_json(r))),
@@ -203,6 +207,12 @@ class Router:
 
     def _health(self) -> Response:
         return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
+
+    def _integration_info(self, request: Request) -> dict[str, Any]:
+        """Authenticated by a proxy key (not AUTH_KEY), given as the proxy routes take it."""
+        presented = find_proxy_key(request.query_string.decode("latin-1"), request.headers.items()).value
+        public = forwarded.public_base(request, self.services.config.trusted_proxy_hops)
+        return integration_info(self.services.pool, presented, public)
 
     def _check_scheduler(self, request: Request) -> None:
         """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""
