@@ -38,6 +38,11 @@ class Group:
     sort: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Per-group request rules (gptload/proxy/group_rules.py applies them; admin.py validates them):
+    model_redirect_rules: dict[str, str] = field(default_factory=dict)  # requested model -> model sent upstream
+    model_redirect_strict: bool = False  # refuse (404) every model that is not a redirect source
+    param_overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into JSON bodies of model calls
+    header_rules: tuple[dict[str, str], ...] = ()  # [{"key", "value", "action": "set" | "remove"}]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,10 @@ class Group:
             "sort": self.sort,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "model_redirect_rules": dict(self.model_redirect_rules),
+            "model_redirect_strict": self.model_redirect_strict,
+            "param_overrides": dict(self.param_overrides),
+            "header_rules": [dict(r) for r in self.header_rules],
         }
 
     @classmethod
@@ -66,6 +75,10 @@ class Group:
             sort=int(d.get("sort", 0)),
             created_at=float(d.get("created_at", 0.0)),
             updated_at=float(d.get("updated_at", 0.0)),
+            model_redirect_rules={str(k): str(v) for k, v in (d.get("model_redirect_rules") or {}).items()},
+            model_redirect_strict=bool(d.get("model_redirect_strict", False)),
+            param_overrides=dict(d.get("param_overrides") or {}),
+            header_rules=tuple(dict(r) for r in d.get("header_rules") or ()),
         )
 
 
@@ -170,6 +183,7 @@ class UsageEvent:
     request_body: str | None = None
     logged: bool = True
     id: str = ""
+    requested_model: str = ""  # the model the client named, when a redirect sent ``model`` upstream instead
 
     def log_row(self) -> dict[str, Any]:
         """The request-log view of this attempt (never a real key: ``key_masked`` only)."""
@@ -195,6 +209,7 @@ class UsageEvent:
             "prompt_tokens": self.prompt_tokens,
             "candidates_tokens": self.candidates_tokens,
             "total_tokens": self.total_tokens,
+            "requested_model": self.requested_model or self.model,
         }
 
 

@@ -24,6 +24,7 @@ from gptload.keypool.classify import Verdict
 from gptload.keypool.rotation import Rotation
 from gptload.keypool.state import Policy, changes_state, transition
 from gptload.models import Group, KeyState
+from gptload.proxy.group_rules import GroupRules
 from gptload.settings import Settings
 from gptload.store.base import Store
 from gptload.vault.base import Vault
@@ -58,6 +59,7 @@ class GroupView:
     balancer: Balancer
     proxy_digests: frozenset[bytes]
     secrets: frozenset[str] = frozenset()  # every key's value, to scrub them out of upstream error answers
+    rules: GroupRules | None = None  # redirects, overrides, header rules (None: the group uses none of them)
 
     @property
     def name(self) -> str:
@@ -67,6 +69,11 @@ class GroupView:
     def policy(self) -> Policy:
         s = self.settings
         return Policy(s.blacklist_threshold, s.bare_429_cooldown_seconds, s.default_quota_cooldown_seconds)
+
+
+def _rules_of(group: Group) -> GroupRules | None:
+    rules = GroupRules.of(group)
+    return rules if rules.active else None
 
 
 class KeyPool:
@@ -153,6 +160,7 @@ class KeyPool:
             balancer=Balancer([(u.url, u.weight) for u in group.upstreams]),
             proxy_digests=frozenset(digest(self._salt, k) for k in group.proxy_keys),
             secrets=frozenset(k.secret for k in keys),
+            rules=_rules_of(group),
         )
 
     def _ensure_fresh(self) -> None:

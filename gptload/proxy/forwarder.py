@@ -26,18 +26,18 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
 from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import rewrite, upstream_io
+from gptload.proxy import group_rules, rewrite, upstream_io
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.request import IncomingRequest, ProxyResponse, RequestFacts
 from gptload.proxy.tokens import NO_TOKENS, TokenTap
 from gptload.proxy.trace import Trace
-from gptload.proxy.upstream import join_url, prepare
+from gptload.proxy.upstream import Sessions, join_url, prepare
 from gptload.store.base import RESOURCE, UPLOAD, Binding
 from gptload.usage import UsageBuffer
 
@@ -70,11 +70,13 @@ class Forwarder:
         session: requests.Session,
         breakers: Breakers | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sessions: Sessions | None = None,
     ) -> None:
         self._pool = pool
         self._affinity = affinity
         self._usage = usage
         self._session = session
+        self._sessions = sessions or Sessions(session)  # a group's proxy_url picks its session
         self.breakers = breakers or Breakers()
         self._clock = clock
         self._request_ids = itertools.count(1)
@@ -97,6 +99,10 @@ class Forwarder:
     def forward(self, view: GroupView, req: IncomingRequest, upload: Binding | None = None) -> ProxyResponse:
         settings = view.settings
         facts = RequestFacts.of(req)
+        outbound = None
+        if view.rules is not None:  # redirects, overrides, header rules: applied once, every attempt replays them
+            req, facts, outbound = self._apply_rules(view, view.rules, req, facts)
+        session = self._sessions.for_proxy(settings.proxy_url)
         trace = Trace(view, req, facts)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
@@ -123,8 +129,10 @@ class Forwarder:
                     else join_url(base, req.path, rewrite.strip_key_from_query(req.query))
                 )
                 headers = rewrite.upstream_headers(req.headers, key.secret, openai=facts.openai)
+                if outbound is not None:
+                    headers = outbound.apply_headers(headers)
                 try:
-                    resp = self._session.send(
+                    resp = session.send(
                         prepare(req.method, url, headers, req.body),
                         stream=True,
                         timeout=timeout,
@@ -169,10 +177,28 @@ class Forwarder:
                     if o.answer is not None and o.answer.status == 500 and o.base == base:
                         self._pool.report(view, o.key, replace(o.verdict, isolated=True), facts.model)
                 trace.answered = True
-                return self._success(view, req, resp, attempt, trace)
+                return self._success(view, req, resp, attempt, trace, outbound)
         finally:
             trace.flush_failures(self._usage)
         return self._no_answer(view, trace, outcomes, refused)
+
+    def _apply_rules(
+        self, view: GroupView, rules: group_rules.GroupRules, req: IncomingRequest, facts: RequestFacts
+    ) -> tuple[IncomingRequest, RequestFacts, group_rules.Outbound]:
+        """The serving group's rules applied (``group_rules.prepare``): the request as it goes upstream, its facts
+        naming the model sent upstream (cooldowns, statistics, breaker, logs) and the one requested. A model refused
+        by strict mode is logged and answered 404 without any upstream call."""
+        inbound = group_rules.Inbound(
+            req.method, req.path, req.query, req.body, req.content_type, req.source_ip, facts.model, facts.openai
+        )
+        try:
+            out = group_rules.prepare(rules, inbound, time.time())
+        except ModelNotAllowed as exc:
+            self._usage.add(Trace(view, req, facts).event(None, 404, False, exc.message))
+            raise
+        if out.path is not req.path or out.body is not req.body:
+            req = replace(req, path=out.path, body=out.body)
+        return req, replace(facts, model=out.model, requested_model=out.requested_model), out
 
     def _upstream(self, view: GroupView, model: str, target: str | None) -> tuple[str | None, Admission]:
         """The upstream for the next attempt: ``target`` when the request is pinned, else the balancer's next one
@@ -280,6 +306,7 @@ class Forwarder:
         resp: requests.Response,
         attempt: Attempt,
         trace: Trace,
+        outbound: group_rules.Outbound | None = None,
     ) -> ProxyResponse:
         key, base = attempt.key, attempt.base
         raw_headers = list(resp.raw.headers.items())
@@ -310,6 +337,8 @@ class Forwarder:
             public = view.settings.app_url or req.public_base
             proxied = rewrite.proxied_upload_url(safe_upload_url, public, view.name, base)
             headers.append(("X-Goog-Upload-URL", proxied))
+        if outbound is not None and outbound.answer_kind and resp.status_code == 200 and view.rules is not None:
+            return self._rewritten(view.rules, outbound, view, resp, attempt, trace, headers)
         if self._captures(req, trace.facts, resp):
             # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
             # this key created: it is relayed, the bytes already read first, and binds nothing.
@@ -345,6 +374,47 @@ class Forwarder:
             attempts=attempt.number,
             key_id=key.id,
         )
+
+    def _rewritten(
+        self,
+        rules: group_rules.GroupRules,
+        outbound: group_rules.Outbound,
+        view: GroupView,
+        resp: requests.Response,
+        attempt: Attempt,
+        trace: Trace,
+        headers: list[tuple[str, str]],
+    ) -> ProxyResponse:
+        """A model list or a redirected model's info: buffered (up to ``group_rules.ANSWER_CAP``, decoded) and
+        rewritten by ``group_rules.rewrite_answer``. A bigger answer is relayed unchanged."""
+        chunks = upstream_io.body_chunks(resp)
+        try:
+            body, complete = upstream_io.read_head(chunks, group_rules.ANSWER_CAP)
+        except requests.RequestException as exc:
+            chunks.close()
+            resp.close()
+            self._usage.add(
+                trace.succeeded(attempt, resp.status_code, error=f"upstream body failed: {type(exc).__name__}")
+            )
+            raise upstream_io.as_gptload_error(exc) from exc
+        if not complete:
+            relay = self._relay(resp, view, attempt, trace, None, head=body, chunks=chunks)
+            return ProxyResponse(
+                resp.status_code, headers, relay, streamed=True, attempts=attempt.number, key_id=attempt.key.id
+            )
+        chunks.close()
+        resp.close()
+        encoding = resp.headers.get("content-encoding", "").strip().lower()
+        plain = (
+            body if encoding in ("", "identity") else upstream_io.decode_capped(body, encoding, group_rules.ANSWER_CAP)
+        )
+        rewritten = group_rules.rewrite_answer(rules, outbound, plain) if plain else plain
+        if plain and rewritten is not plain:
+            body = rewritten
+            headers = [(n, v) for n, v in headers if n.lower() not in ("content-length", "content-encoding")]
+            headers.append(("Content-Length", str(len(body))))
+        self._usage.add(trace.succeeded(attempt, resp.status_code))
+        return ProxyResponse(resp.status_code, headers, body, attempts=attempt.number, key_id=attempt.key.id)
 
     @staticmethod
     def _captures(req: IncomingRequest, facts: RequestFacts, resp: requests.Response) -> bool:

@@ -79,6 +79,7 @@ class Trace:
             success=success,
             status_code=status,
             model=self.facts.model,
+            requested_model=self.facts.requested_model,
             method=self.req.method,
             path="/" + self.req.path.split("?", 1)[0],
             stream=self.facts.stream,
