@@ -17,6 +17,7 @@ from gptload.errors import Conflict, GroupNotFound, NotFound, ValidationFailed
 from gptload.keypool.keytext import mask, parse_keys, scrub
 from gptload.models import AGGREGATE, GROUP_TYPES, INVALID, KEY_STATUSES, STANDARD, Group, KeyRecord, KeyState, Upstream
 from gptload.pool import KeyPool
+from gptload.proxy import group_rules
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
 from gptload.vault.base import Vault
@@ -37,6 +38,14 @@ _GROUP_FIELDS = {
 }
 MAX_SUB_GROUPS = 100
 SUB_GROUP_WEIGHT_MAX = 1000
+# The request rules (gptload/proxy/group_rules.py), each with its check (ValueError -> 400 naming the field).
+_RULE_FIELDS = {
+    "model_redirect_rules": group_rules.check_redirects,
+    "model_redirect_strict": group_rules.check_strict,
+    "param_overrides": group_rules.check_overrides,
+    "header_rules": group_rules.check_header_rules,
+}
+_GROUP_FIELDS |= set(_RULE_FIELDS)
 SORT_MIN, SORT_MAX = -(2**31), 2**31 - 1
 
 
@@ -63,6 +72,8 @@ class Admin:
         fields = _group_fields(payload, creating=False)
         if "name" in fields and fields["name"] != name:
             raise ValidationFailed("a group cannot be renamed", details={"fields": {"name": "cannot change"}})
+        if "settings" in fields:  # a masked secret sent back (proxy_url) keeps the stored one
+            fields["settings"] = settings_schema.keep_stored(fields["settings"], current.settings)
         fields = self._aggregate_fields(fields, payload, current=current)
         merged = {**current.to_dict(), **fields, "updated_at": time.time()}
         group = Group.from_dict(merged)
@@ -166,7 +177,7 @@ class Admin:
             counts[r.state.display_status(now)] += 1
         counts["total"] = len(records)
         # Overrides as they apply: a stored value this version refuses (logged) is not shown as if it did.
-        settings = settings_schema.valid_stored(group.settings, for_group=True)
+        settings = settings_schema.masked(settings_schema.valid_stored(group.settings, for_group=True))
         return {**group.to_dict(), "settings": settings, "key_counts": counts}
 
     def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
@@ -329,12 +340,12 @@ class Admin:
     # -- settings -------------------------------------------------------------------------------------------
     def get_settings(self) -> dict[str, Any]:
         return {
-            "settings": settings_schema.effective(self._store.get_settings()),
+            "settings": settings_schema.masked(settings_schema.effective(self._store.get_settings())),
             "schema": [s.to_dict() for s in settings_schema.SCHEMA],
         }
 
     def put_settings(self, payload: Any) -> dict[str, Any]:
-        clean = settings_schema.validate(payload)
+        clean = settings_schema.keep_stored(settings_schema.validate(payload), self._store.get_settings())
         self._store.put_settings(clean)
         self._pool.reload()
         return self.get_settings()
@@ -387,6 +398,12 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
             out["settings"] = settings_schema.validate(payload["settings"] or {}, for_group=True)
         except ValidationFailed as exc:
             errors["settings"] = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items())
+    for rule_field, check in _RULE_FIELDS.items():
+        if rule_field in payload:
+            try:
+                out[rule_field] = check(payload[rule_field])
+            except ValueError as exc:
+                errors[rule_field] = str(exc)
     if "group_type" in payload:
         if payload["group_type"] not in GROUP_TYPES:
             errors["group_type"] = "must be standard or aggregate"

@@ -25,6 +25,7 @@ from gptload.keypool.members import MemberChoice
 from gptload.keypool.rotation import Rotation
 from gptload.keypool.state import Policy, changes_state, transition
 from gptload.models import Group, KeyState
+from gptload.proxy.group_rules import GroupRules
 from gptload.settings import Settings
 from gptload.store.base import Store
 from gptload.vault.base import Vault
@@ -59,6 +60,7 @@ class GroupView:
     balancer: Balancer
     proxy_digests: frozenset[bytes]
     secrets: frozenset[str] = frozenset()  # every key's value, to scrub them out of upstream error answers
+    rules: GroupRules | None = None  # redirects, overrides, header rules (None: the group uses none of them)
     members: MemberChoice | None = None  # an aggregate's weighted member choice (None: a standard group)
 
     @property
@@ -73,6 +75,11 @@ class GroupView:
     def policy(self) -> Policy:
         s = self.settings
         return Policy(s.blacklist_threshold, s.bare_429_cooldown_seconds, s.default_quota_cooldown_seconds)
+
+
+def _rules_of(group: Group) -> GroupRules | None:
+    rules = GroupRules.of(group)
+    return rules if rules.active else None
 
 
 class KeyPool:
@@ -167,6 +174,7 @@ class KeyPool:
             balancer=Balancer([(u.url, u.weight) for u in group.upstreams] or [("", 1)]),
             proxy_digests=frozenset(digest(self._salt, k) for k in group.proxy_keys),
             secrets=frozenset(k.secret for k in keys),
+            rules=_rules_of(group),
             members=members,
         )
 

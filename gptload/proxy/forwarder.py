@@ -27,18 +27,18 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
 from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import rewrite, upstream_io
+from gptload.proxy import group_rules, rewrite, upstream_io
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.request import IncomingRequest, ProxyResponse, RequestFacts
 from gptload.proxy.tokens import NO_TOKENS, TokenTap
 from gptload.proxy.trace import Trace
-from gptload.proxy.upstream import join_url, prepare
+from gptload.proxy.upstream import Sessions, join_url, prepare
 from gptload.store.base import RESOURCE, UPLOAD, Binding
 from gptload.usage import UsageBuffer
 
@@ -63,17 +63,23 @@ class Attempt:
     number: int
     started: float
     group: GroupView | None = None
-    model: str | None = None
+    facts: RequestFacts | None = None  # as the serving group sends the request (its model, the requested one)
+
+    @property
+    def model(self) -> str | None:
+        return self.facts.model if self.facts is not None else None
 
 
 @dataclass(frozen=True)
 class Serving:
-    """A group that serves attempts of a request (the request's own group, or one member of an aggregate) and
-    the request as that group sends it upstream, with its facts."""
+    """A group that serves attempts of a request (the request's own group, or one member of an aggregate): the
+    request as that group sends it upstream (its rules applied), its facts, header rules and egress session."""
 
     view: GroupView
     req: IncomingRequest
     facts: RequestFacts
+    outbound: group_rules.Outbound | None
+    session: requests.Session
 
 
 class Forwarder:
@@ -85,11 +91,13 @@ class Forwarder:
         session: requests.Session,
         breakers: Breakers | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sessions: Sessions | None = None,
     ) -> None:
         self._pool = pool
         self._affinity = affinity
         self._usage = usage
         self._session = session
+        self._sessions = sessions or Sessions(session)  # a group's proxy_url picks its session
         self.breakers = breakers or Breakers()
         self._clock = clock
         self._request_ids = itertools.count(1)
@@ -139,7 +147,7 @@ class Forwarder:
                         break
                     serving, key, base = picked
                 group, sreq, sfacts = serving.view, serving.req, serving.facts
-                attempt = Attempt(key, base, number, time.monotonic(), group, sfacts.model)
+                attempt = Attempt(key, base, number, time.monotonic(), group, sfacts)
                 circuit = (group.name, base, sfacts.model)
                 url = (
                     upload.target
@@ -147,8 +155,10 @@ class Forwarder:
                     else join_url(base, sreq.path, rewrite.strip_key_from_query(sreq.query))
                 )
                 headers = rewrite.upstream_headers(sreq.headers, key.secret, openai=sfacts.openai)
+                if serving.outbound is not None:
+                    headers = serving.outbound.apply_headers(headers)
                 try:
-                    resp = self._session.send(
+                    resp = serving.session.send(
                         prepare(sreq.method, url, headers, sreq.body),
                         stream=True,
                         timeout=timeout,
@@ -193,14 +203,46 @@ class Forwarder:
                     if o.answer is not None and o.answer.status == 500 and o.base == base and o.group is group:
                         self._pool.report(group, o.key, replace(o.verdict, isolated=True), sfacts.model)
                 trace.answered = True
-                return self._success(group, sreq, resp, attempt, trace)
+                return self._success(group, sreq, resp, attempt, trace, serving.outbound)
         finally:
             trace.flush_failures(self._usage)
         return self._no_answer(view, trace, outcomes, refused, route)
 
-    def serving(self, view: GroupView, req: IncomingRequest, facts: RequestFacts) -> Serving:
-        """The request as group ``view`` sends it upstream (its own rules applied); ``facts`` are the client's."""
-        return Serving(view, req, facts)
+    def serving(
+        self, view: GroupView, req: IncomingRequest, facts: RequestFacts, *, log_refusal: bool = True
+    ) -> Serving:
+        """The request as group ``view`` sends it upstream: its own rules applied (redirects, overrides, header
+        rules: once per request, every attempt replays them) and its egress session; ``facts`` are the client's.
+        Raises ``ModelNotAllowed`` when the group's strict mode refuses the model (logged if ``log_refusal``)."""
+        outbound = None
+        if view.rules is not None:
+            req, facts, outbound = self._apply_rules(view, view.rules, req, facts, log_refusal=log_refusal)
+        return Serving(view, req, facts, outbound, self._sessions.for_proxy(view.settings.proxy_url))
+
+    def _apply_rules(
+        self,
+        view: GroupView,
+        rules: group_rules.GroupRules,
+        req: IncomingRequest,
+        facts: RequestFacts,
+        *,
+        log_refusal: bool = True,
+    ) -> tuple[IncomingRequest, RequestFacts, group_rules.Outbound]:
+        """The serving group's rules applied (``group_rules.prepare``): the request as it goes upstream, its facts
+        naming the model sent upstream (cooldowns, statistics, breaker, logs) and the one requested. A model refused
+        by strict mode is logged and answered 404 without any upstream call."""
+        inbound = group_rules.Inbound(
+            req.method, req.path, req.query, req.body, req.content_type, req.source_ip, facts.model, facts.openai
+        )
+        try:
+            out = group_rules.prepare(rules, inbound, time.time())
+        except ModelNotAllowed as exc:
+            if log_refusal:
+                self._usage.add(Trace(view, req, facts).event(None, 404, False, exc.message))
+            raise
+        if out.path is not req.path or out.body is not req.body:
+            req = replace(req, path=out.path, body=out.body)
+        return req, replace(facts, model=out.model, requested_model=out.requested_model), out
 
     def _upstream(self, view: GroupView, model: str, target: str | None) -> tuple[str | None, Admission]:
         """The upstream for the next attempt: ``target`` when the request is pinned, else the balancer's next one
@@ -332,6 +374,7 @@ class Forwarder:
         resp: requests.Response,
         attempt: Attempt,
         trace: Trace,
+        outbound: group_rules.Outbound | None = None,
     ) -> ProxyResponse:
         key, base = attempt.key, attempt.base
         raw_headers = list(resp.raw.headers.items())
@@ -363,6 +406,8 @@ class Forwarder:
             public = trace.view.settings.app_url or req.public_base
             proxied = rewrite.proxied_upload_url(safe_upload_url, public, trace.view.name, base)
             headers.append(("X-Goog-Upload-URL", proxied))
+        if outbound is not None and outbound.answer_kind and resp.status_code == 200 and view.rules is not None:
+            return self._rewritten(view.rules, outbound, view, resp, attempt, trace, headers)
         if self._captures(req, trace.facts, resp):
             # Buffered (still encoded, passed on as it came) up to the cap; a bigger answer cannot be a resource
             # this key created: it is relayed, the bytes already read first, and binds nothing.
@@ -398,6 +443,47 @@ class Forwarder:
             attempts=attempt.number,
             key_id=key.id,
         )
+
+    def _rewritten(
+        self,
+        rules: group_rules.GroupRules,
+        outbound: group_rules.Outbound,
+        view: GroupView,
+        resp: requests.Response,
+        attempt: Attempt,
+        trace: Trace,
+        headers: list[tuple[str, str]],
+    ) -> ProxyResponse:
+        """A model list or a redirected model's info: buffered (up to ``group_rules.ANSWER_CAP``, decoded) and
+        rewritten by ``group_rules.rewrite_answer``. A bigger answer is relayed unchanged."""
+        chunks = upstream_io.body_chunks(resp)
+        try:
+            body, complete = upstream_io.read_head(chunks, group_rules.ANSWER_CAP)
+        except requests.RequestException as exc:
+            chunks.close()
+            resp.close()
+            self._usage.add(
+                trace.succeeded(attempt, resp.status_code, error=f"upstream body failed: {type(exc).__name__}")
+            )
+            raise upstream_io.as_gptload_error(exc) from exc
+        if not complete:
+            relay = self._relay(resp, view, attempt, trace, None, head=body, chunks=chunks)
+            return ProxyResponse(
+                resp.status_code, headers, relay, streamed=True, attempts=attempt.number, key_id=attempt.key.id
+            )
+        chunks.close()
+        resp.close()
+        encoding = resp.headers.get("content-encoding", "").strip().lower()
+        plain = (
+            body if encoding in ("", "identity") else upstream_io.decode_capped(body, encoding, group_rules.ANSWER_CAP)
+        )
+        rewritten = group_rules.rewrite_answer(rules, outbound, plain) if plain else plain
+        if plain and rewritten is not plain:
+            body = rewritten
+            headers = [(n, v) for n, v in headers if n.lower() not in ("content-length", "content-encoding")]
+            headers.append(("Content-Length", str(len(body))))
+        self._usage.add(trace.succeeded(attempt, resp.status_code))
+        return ProxyResponse(resp.status_code, headers, body, attempts=attempt.number, key_id=attempt.key.id)
 
     @staticmethod
     def _captures(req: IncomingRequest, facts: RequestFacts, resp: requests.Response) -> bool:
@@ -533,19 +619,47 @@ class _Route:
         self._req = req
         self._facts = facts
         self._serving: dict[str, Serving] = {}
+        self._refusals: dict[str, ModelNotAllowed] = {}  # members whose strict mode refuses the model
         self._current: Serving | None = None
         self._done: set[str] = set()
         self.refused: Admission | None = None
 
     def members(self) -> list[Serving]:
-        """Every active member of the aggregate as it serves this request (none for a standard group)."""
-        return [self._for(v) for v in self._fw._pool.members(self._view)]
+        """Every active member of the aggregate as it serves this request (none for a standard group), except those
+        whose strict mode refuses the model."""
+        members = (self._member(v) for v in self._fw._pool.members(self._view))
+        return [m for m in members if m is not None]
 
-    def _for(self, member: GroupView) -> Serving:
+    def _for(self, group: GroupView) -> Serving:
+        serving = self._serving.get(group.name)
+        if serving is None:
+            serving = self._serving[group.name] = self._fw.serving(group, self._req, self._facts)
+        return serving
+
+    def _member(self, member: GroupView) -> Serving | None:
+        """A member as it serves this request; None if its strict mode refuses the model (the others may not)."""
+        if member.name in self._refusals:
+            return None
         serving = self._serving.get(member.name)
         if serving is None:
-            serving = self._serving[member.name] = self._fw.serving(member, self._req, self._facts)
+            try:
+                serving = self._fw.serving(member, self._req, self._facts, log_refusal=False)
+            except ModelNotAllowed as exc:
+                self._refusals[member.name] = exc
+                return None
+            self._serving[member.name] = serving
         return serving
+
+    def _refuse_model(self, active: Collection[str]) -> None:
+        """Every active member's strict mode refuses the model: the aggregate refuses it (404, logged once)."""
+        if active and all(name in self._refusals for name in active):
+            exc = self._refusals[next(iter(active))]
+            refusal = ModelNotAllowed(
+                f"no member of aggregate group {self._view.name!r} serves model {self._facts.model!r}: "
+                + "; ".join(f"{name}: {self._refusals[name].message}" for name in active)
+            )
+            self._fw._usage.add(Trace(self._view, self._req, self._facts).event(None, 404, False, refusal.message))
+            raise refusal from exc
 
     def next(self, tried: set[str]) -> tuple[Serving, LiveKey, str] | None:
         pool = self._fw._pool
@@ -569,15 +683,18 @@ class _Route:
                     member = members.get(name)
                     if member is None or name in self._done:
                         return False
-                    return pool.can_serve(member, self._for(member).facts.model, tried)
+                    serving = self._member(member)
+                    return serving is not None and pool.can_serve(member, serving.facts.model, tried)
 
                 if _lists_models(self._req):  # the same list every time: the first member that can serve
                     name = next((n for n in self._view.members.names if eligible(n)), None)
                 else:
                     name = self._view.members.pick(eligible)
                 if name is None:
+                    self._refuse_model(members)
                     return None
-                self._current = self._for(members[name])
+                self._current = self._member(members[name])
+                assert self._current is not None  # eligible
             serving = self._current
             key = pool.acquire(serving.view, serving.facts.model, tried)
             if key is None:  # this member has run out of keys for the model: the next one by weight

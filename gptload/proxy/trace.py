@@ -74,14 +74,15 @@ class Trace:
         key = attempt.key if attempt is not None else NO_KEY
         # through an aggregate: ``group`` is the member whose key served (the aggregate itself when none was tried)
         group = attempt.group if attempt is not None and attempt.group is not None else self.view
-        model = attempt.model if attempt is not None and attempt.model is not None else self.facts.model
+        facts = attempt.facts if attempt is not None and attempt.facts is not None else self.facts
         return UsageEvent(
             group=group.name,
             key_id=key.id,
             at=time.time(),
             success=success,
             status_code=status,
-            model=model,
+            model=facts.model,
+            requested_model=facts.requested_model,
             method=self.req.method,
             path="/" + self.req.path.split("?", 1)[0],
             stream=self.facts.stream,

@@ -216,6 +216,13 @@ class UpstreamAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """HTTP(S) proxies use the attaching pools too, so the header deadline can cut a proxied call."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
 
 def _kill_attached(ticket: _Ticket) -> bool:
     sock = getattr(ticket.conn, "sock", None)
@@ -257,7 +264,7 @@ class UpstreamSession(requests.Session):
                 timeout=timeout,
                 verify=kwargs.get("verify", self.verify),
                 cert=kwargs.get("cert", self.cert),
-                proxies=kwargs.get("proxies") or {},
+                proxies=kwargs.get("proxies") or self.proxies,  # only a group's proxy_url (upstream.Sessions)
             )
         except requests.RequestException as exc:
             if ticket is not None and ticket.fired:
