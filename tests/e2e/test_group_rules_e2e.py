@@ -11,7 +11,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from tests.e2e.conftest import Group, wait_for
-from tests.fakes.forward_proxy import ForwardProxy
+from tests.fakes.forward_proxy import ForwardProxy, Socks5Proxy
 
 ALIAS = "team-fast"
 
@@ -145,3 +145,14 @@ def test_proxy_url_sends_the_group_through_the_proxy_and_its_credentials_stay_se
         c.models.generate_content(model="gemini-2.5-flash", contents="again")
         assert len(proxy.requests) == 3 and proxy.refused == 0
     assert "px-pass-7781" not in server.log()
+
+
+def test_a_socks5_proxy_url_carries_the_group_too(server, fake):
+    with Socks5Proxy(credentials=("sx-user", "sx-pass-4410")) as proxy:
+        group = make_group(
+            server, fake, settings={"proxy_url": f"socks5://sx-user:sx-pass-4410@127.0.0.1:{proxy.port}"}
+        )
+        c = client(group)
+        assert c.models.generate_content(model="gemini-2.5-flash", contents="socks").text == "echo: socks"
+        assert proxy.connects == [f"127.0.0.1:{fake.port}"] and proxy.refused == 0
+        assert "sx-pass-4410" not in server.api("GET", f"/api/groups/{group.name}").text
