@@ -27,7 +27,7 @@ from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.classify import Kind, Verdict, classify, network_error
 from gptload.models import INVALID
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import upstream_io
+from gptload.proxy import group_rules, upstream_io
 from gptload.proxy.upstream import Sessions
 from gptload.store.base import Store
 
@@ -47,7 +47,11 @@ def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: flo
             url,
             data=PROBE_BODY,
             timeout=upstream_io.Timeouts(timeout, timeout, total=timeout),
-            headers={"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
+            headers=group_rules.probe_headers(
+                view.rules,
+                {"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
+                time.time(),
+            ),
             stream=True,
             allow_redirects=False,
         )

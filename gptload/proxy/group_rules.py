@@ -165,7 +165,7 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     redirect_body = target and json_body and (req.openai or ":batchEmbedContents" in req.path)
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
-    set_headers, remove_headers = _header_actions(rules, req, now)
+    set_headers, remove_headers = _header_actions(rules, req.client_ip, now)
     if answer_kind:  # the answer is parsed and rewritten: ask for it unencoded
         set_headers = (*set_headers, ("Accept-Encoding", "identity"))
     return Outbound(
@@ -255,7 +255,18 @@ def _redirect_body_model(doc: dict[str, Any], source: str, target: str) -> None:
 
 
 # -- header rules -------------------------------------------------------------------------------------------------
-def _header_actions(rules: GroupRules, req: Inbound, now: float) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+def probe_headers(rules: GroupRules | None, headers: dict[str, str], now: float) -> dict[str, str]:
+    """``headers`` of a key-validation probe with the group's header rules applied (``${CLIENT_IP}`` is empty): a
+    gateway that needs a rule's header to answer must get it from probes too."""
+    if rules is None or not rules.header_rules:
+        return headers
+    sets, removes = _header_actions(rules, "", now)
+    return Outbound("", b"", "", "", sets, removes).apply_headers(headers)
+
+
+def _header_actions(
+    rules: GroupRules, client_ip: str, now: float
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     if not rules.header_rules:
         return (), ()
     sets: list[tuple[str, str]] = []
@@ -268,7 +279,7 @@ def _header_actions(rules: GroupRules, req: Inbound, now: float) -> tuple[tuple[
             value = rule.value
             if "${" in value:
                 value = (
-                    value.replace("${CLIENT_IP}", req.client_ip)
+                    value.replace("${CLIENT_IP}", client_ip)
                     .replace("${GROUP_NAME}", rules.group_name)
                     .replace("${TIMESTAMP_MS}", str(int(now * 1000)))
                     .replace("${TIMESTAMP_S}", str(int(now)))

@@ -243,3 +243,15 @@ def test_checks_normalise_and_refuse():
             gr.check_header_rules([{"key": name, "action": "remove"}])
     with pytest.raises(ValueError, match="deeper"):
         gr.check_overrides({"a": json.loads("[" * 20 + "]" * 20)})
+
+
+def test_probe_headers_apply_the_header_rules_and_keep_the_key():
+    r = rules(
+        header_rules=(
+            {"key": "X-Gateway", "value": "${GROUP_NAME}:${CLIENT_IP}", "action": "set"},
+            {"key": "Accept", "value": "", "action": "remove"},
+        )
+    )
+    base = {"x-goog-api-key": "AIzaK", "Accept": "*/*"}
+    assert gr.probe_headers(r, base, NOW) == {"x-goog-api-key": "AIzaK", "X-Gateway": "grp:"}
+    assert gr.probe_headers(None, base, NOW) is base
