@@ -14,6 +14,7 @@ import {
   toast,
 } from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
+import { isAggregate, memberEditor, membersCard, usedByCard } from "../members.js";
 import { navigate } from "../nav.js";
 import { groupTabs } from "../widgets.js";
 
@@ -81,6 +82,15 @@ export async function render(main, { params: [name] }) {
   }
   const base = `${proxyBase()}/proxy/${group.name}`;
   const c = group.key_counts;
+  const aggregate = isAggregate(group);
+  let allGroups = [];
+  if (aggregate) {
+    try {
+      ({ groups: allGroups } = await api("GET", "/api/groups"));
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
   const endpoint = h("code", { class: "endpoint", "data-testid": "endpoint" }, base);
   const copyEndpoint = h("button", { type: "button", class: "btn small" }, "Copy URL");
   copyEndpoint.addEventListener("click", () => copyText(base, copyEndpoint));
@@ -159,20 +169,26 @@ export async function render(main, { params: [name] }) {
     {
       type: "button",
       class: "btn",
-      onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name))),
+      onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name)), allGroups),
     },
     "Edit",
   );
   const copyButton = h("button", { type: "button", class: "btn", onclick: () => copyDialog(group) }, "Copy group");
   const deleteButton = h("button", { type: "button", class: "btn danger" }, "Delete group");
   deleteButton.addEventListener("click", async () => {
+    const usedBy = group.used_by || [];
     const ok = await confirmDialog(
       `Delete group ${group.name}?`,
-      `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.`,
+      aggregate
+        ? "Its members and their keys stay; clients of this aggregate's endpoint get 401."
+        : `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.` +
+            (usedBy.length ? ` It is also removed from the aggregate groups ${usedBy.join(", ")}.` : ""),
     );
     if (!ok) return;
     try {
-      const r = await api("DELETE", "/api/groups/" + encodeURIComponent(group.name));
+      // the dialog named the aggregates that use it: removing it from them is what the operator confirmed
+      const force = usedBy.length ? "?force=true" : "";
+      const r = await api("DELETE", "/api/groups/" + encodeURIComponent(group.name) + force);
       toast(`Deleted ${r.deleted} and ${r.keys_deleted} keys`);
       navigate("/groups");
     } catch (err) {
@@ -193,11 +209,12 @@ export async function render(main, { params: [name] }) {
       ),
       h("div", { class: "toolbar" }, editButton, copyButton, deleteButton),
     ),
-    groupTabs(group.name, "overview"),
+    ...(aggregate ? [] : [groupTabs(group.name, "overview")]),
     h("p", { class: "muted", hidden: !group.description }, group.description),
+    ...(aggregate ? [membersCard(group, allGroups)] : []),
     h(
       "section",
-      { class: "stats", "aria-label": "Keys" },
+      { class: "stats", "aria-label": "Keys", hidden: aggregate },
       ["active", "cooling", "invalid", "total"].map((k) =>
         h(
           "a",
@@ -238,11 +255,13 @@ export async function render(main, { params: [name] }) {
       h(
         "dl",
         { class: "props" },
-        h("dt", {}, "Upstreams"),
+        h("dt", {}, aggregate ? "Type" : "Upstreams"),
         h(
           "dd",
           {},
-          group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`)),
+          aggregate
+            ? "Aggregate: its members' upstreams serve it"
+            : group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`)),
         ),
         h("dt", {}, "Test model"),
         h("dd", {}, group.test_model),
@@ -258,12 +277,15 @@ export async function render(main, { params: [name] }) {
         h("dd", {}, fmtTime(group.created_at)),
       ),
     ),
+    ...(aggregate ? [] : [usedByCard(group)]),
   );
   renderProxyKeys();
   renderSnippets();
 }
 
-async function editDialog(group, done) {
+async function editDialog(group, done, allGroups = []) {
+  const aggregate = isAggregate(group);
+  const members = aggregate ? memberEditor(allGroups, group.sub_groups, group.name) : null;
   const display = h("input", { name: "display_name", value: group.display_name });
   const description = h("textarea", { name: "description", rows: 2 }, group.description);
   const upstreams = h(
@@ -291,7 +313,12 @@ async function editDialog(group, done) {
     { class: "form", novalidate: true },
     field("Display name", display),
     field("Description", description),
-    field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
+    aggregate
+      ? field("Members", members.node, {
+          hint: "Standard groups and their weights (0–1000, 0 = paused); traffic is shared in proportion.",
+          name: "sub_groups",
+        })
+      : field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
     field("Test model", model),
     h(
       "details",
@@ -316,7 +343,9 @@ async function editDialog(group, done) {
         return { url, weight: weight ? Number(weight) : 1 };
       });
     const { values, errors } = overrides.read();
-    if (!ups.length) errors.upstreams = "Give at least one upstream URL.";
+    if (!ups.length && !aggregate) errors.upstreams = "Give at least one upstream URL.";
+    const picked = aggregate ? members.read() : { value: [], errors: {} };
+    Object.assign(errors, picked.errors);
     if (Object.keys(errors).length) return showFieldErrors(form, errors);
     showFieldErrors(form, {});
     try {
@@ -324,7 +353,7 @@ async function editDialog(group, done) {
         body: {
           display_name: display.value,
           description: description.value,
-          upstreams: ups,
+          ...(aggregate ? { sub_groups: picked.value } : { upstreams: ups }),
           test_model: model.value,
           settings: values,
         },
