@@ -139,6 +139,11 @@ class Admin:
             if "upstreams" in payload:
                 errors["upstreams"] = "an aggregate group has no upstreams: its members' upstreams serve it"
             fields.pop("upstreams", None)
+            for rule in _RULE_FIELDS:  # each member applies its own rules: an aggregate's would never be used
+                if fields.get(rule):
+                    errors[rule] = "an aggregate group applies its members' rules: set them on the member groups"
+            if (fields.get("settings") or {}).get("proxy_url"):
+                errors["settings"] = "proxy_url: an aggregate group's traffic goes out through its members' proxy_url"
             if current is None:
                 fields["upstreams"] = []
                 if "sub_groups" not in fields:

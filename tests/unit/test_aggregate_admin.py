@@ -121,6 +121,25 @@ def test_type_and_field_rules(admin):
 
 
 @pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("model_redirect_rules", {"alias": "gemini-2.5-flash"}),
+        ("param_overrides", {"generationConfig": {"temperature": 0.1}}),
+        ("header_rules", [{"key": "X-A", "value": "1", "action": "set"}]),
+        ("settings", {"proxy_url": "http://127.0.0.1:3128"}),
+    ],
+)
+def test_rules_belong_to_the_members_not_the_aggregate(admin, field, value):
+    standard(admin, "a")
+    fields = fields_of(create(admin, "agg", group_type="aggregate", sub_groups=[{"name": "a"}], **{field: value}))
+    assert "member" in fields[field]
+    assert create(admin, "agg", group_type="aggregate", sub_groups=[{"name": "a"}]).status_code == 201
+    assert "member" in fields_of(admin.open("PUT", "/api/groups/agg", body={field: value}))[field]
+    # the same on a member is fine
+    assert admin.open("PUT", "/api/groups/a", body={field: value}).status_code == 200
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body"),
     [
         ("POST", "/api/groups/agg/keys", {"keys": make_key(1)}),
