@@ -9,9 +9,11 @@ import sqlite3
 import uuid
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from tests.browser.test_console_behaviour import new_group
+from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -138,3 +140,25 @@ def test_create_dialog_takes_rules_and_an_egress_proxy(ui, server, fake):
     assert got["settings"]["proxy_url"] == "http://****@127.0.0.1:3128"
     assert stored_group(server, name)["settings"]["proxy_url"] == PROXY
     assert "px-secret-5512" not in page.content()
+
+
+def test_the_log_shows_the_model_asked_for_next_to_the_one_sent(ui, server, fake):
+    name = new_group(
+        server, fake, n_keys=1, proxy_keys=["pk-logs-0001"], model_redirect_rules={"alias-x": "gemini-2.5-flash"}
+    )
+    r = requests.post(
+        f"{server.url}/proxy/{name}/v1beta/models/alias-x:generateContent",
+        headers={"x-goog-api-key": "pk-logs-0001"},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    wait_for(lambda: server.api("GET", f"/api/logs?group={name}").json()["logs"], what="the log row")
+    ui.login()
+    page = ui.page
+    page.goto(f"{server.url}/#/logs?group={name}")
+    row = page.locator("tbody tr").first
+    expect(row).to_contain_text("gemini-2.5-flash")
+    expect(row).to_contain_text("asked: alias-x")
+    row.get_by_role("button", name="Details").click()
+    expect(page.get_by_role("dialog")).to_contain_text("Requested model (redirected)")
