@@ -16,6 +16,7 @@ import {
 import { loadSchema, settingsFields } from "../forms.js";
 import { isAggregate, memberEditor, membersCard, usedByCard } from "../members.js";
 import { navigate } from "../nav.js";
+import { ruleFields, usesRules } from "../rules.js";
 import { groupTabs } from "../widgets.js";
 
 function snippets(base, proxyKey, model) {
@@ -277,10 +278,59 @@ export async function render(main, { params: [name] }) {
         h("dd", {}, fmtTime(group.created_at)),
       ),
     ),
-    ...(aggregate ? [] : [usedByCard(group)]),
+    ...(aggregate ? [] : [rulesCard(group), usedByCard(group)]),
   );
   renderProxyKeys();
   renderSnippets();
+}
+
+/** The group's request rules, read-only (edited in the Edit dialog). */
+function rulesCard(group) {
+  const redirects = Object.entries(group.model_redirect_rules || {});
+  const overrides = group.param_overrides || {};
+  const headers = group.header_rules || [];
+  const none = (text) => h("span", { class: "muted" }, text);
+  return h(
+    "section",
+    { class: "card", "aria-label": "Routing rules", dataset: { testid: "rules-card" } },
+    h("h2", {}, "Routing rules"),
+    usesRules(group)
+      ? null
+      : h("p", { class: "muted small" }, "None: requests go upstream as clients send them. Add rules with Edit."),
+    h(
+      "dl",
+      { class: "props" },
+      h("dt", {}, "Model redirects"),
+      h(
+        "dd",
+        { dataset: { testid: "redirects" } },
+        redirects.length
+          ? redirects.map(([from, to]) => h("div", { class: "mono small" }, `${from} → ${to}`))
+          : none("none"),
+        group.model_redirect_strict ? h("div", { class: "chip warn" }, "strict: other models refused") : null,
+      ),
+      h("dt", {}, "Parameter overrides"),
+      h(
+        "dd",
+        {},
+        Object.keys(overrides).length
+          ? h("pre", { class: "mono small" }, JSON.stringify(overrides, null, 2))
+          : none("none"),
+      ),
+      h("dt", {}, "Header rules"),
+      h(
+        "dd",
+        { dataset: { testid: "header-rules" } },
+        headers.length
+          ? headers.map((r) =>
+              h("div", { class: "mono small" }, r.action === "remove" ? `remove ${r.key}` : `${r.key}: ${r.value}`),
+            )
+          : none("none"),
+      ),
+      h("dt", {}, "Egress proxy"),
+      h("dd", { class: "mono small" }, group.settings?.proxy_url || none("system setting (empty: direct)")),
+    ),
+  );
 }
 
 async function editDialog(group, done, allGroups = []) {
@@ -307,6 +357,7 @@ async function editDialog(group, done, allGroups = []) {
     group.settings || {},
     { inherit: true, inherited: system },
   );
+  const rules = ruleFields(group);
   const submit = h("button", { type: "submit", class: "btn primary" }, "Save");
   const form = h(
     "form",
@@ -320,6 +371,14 @@ async function editDialog(group, done, allGroups = []) {
         })
       : field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
     field("Test model", model),
+    aggregate // an aggregate's members apply their own rules
+      ? null
+      : h(
+          "details",
+          { class: "rules-details", open: usesRules(group) },
+          h("summary", {}, "Routing rules (redirects, overrides, headers)"),
+          rules.node,
+        ),
     h(
       "details",
       {},
@@ -343,6 +402,9 @@ async function editDialog(group, done, allGroups = []) {
         return { url, weight: weight ? Number(weight) : 1 };
       });
     const { values, errors } = overrides.read();
+    const { values: ruleValues, errors: ruleErrors } = aggregate ? { values: {}, errors: {} } : rules.read();
+    Object.assign(errors, ruleErrors);
+    if (Object.keys(ruleErrors).length) rules.node.closest("details").open = true;
     if (!ups.length && !aggregate) errors.upstreams = "Give at least one upstream URL.";
     const picked = aggregate ? members.read() : { value: [], errors: {} };
     Object.assign(errors, picked.errors);
@@ -356,6 +418,7 @@ async function editDialog(group, done, allGroups = []) {
           ...(aggregate ? { sub_groups: picked.value } : { upstreams: ups }),
           test_model: model.value,
           settings: values,
+          ...ruleValues,
         },
       });
       dialog.close();

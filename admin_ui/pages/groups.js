@@ -14,6 +14,7 @@ import {
 } from "../dom.js";
 import { isAggregate, memberEditor } from "../members.js";
 import { navigate } from "../nav.js";
+import { ruleFields } from "../rules.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -188,6 +189,14 @@ export function createDialog() {
     autocomplete: "off",
   });
   const model = h("input", { name: "test_model", value: "gemini-2.5-flash", autocomplete: "off" });
+  const rules = ruleFields();
+  const proxyUrl = h("input", {
+    name: "proxy_url",
+    class: "mono",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "empty: the system setting",
+  });
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "btn primary" }, "Create group");
   const form = h(
@@ -205,6 +214,16 @@ export function createDialog() {
       h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate"),
     ),
     field("Test model", model, { hint: "Model used when validating keys." }),
+    h(
+      "details",
+      { class: "rules-details" },
+      h("summary", {}, "Routing rules and egress proxy (optional)"),
+      rules.node,
+      field("Egress proxy URL", proxyUrl, {
+        hint: "http://user:pass@host:port or socks5://…; upstream traffic of this group goes through it.",
+        name: "settings",
+      }),
+    ),
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
@@ -216,6 +235,7 @@ export function createDialog() {
     const aggregate = kind.value === "aggregate";
     upstreamField.hidden = aggregate;
     modelField.hidden = aggregate;
+    rules.node.closest("details").hidden = aggregate; // an aggregate's members apply their own rules
     membersSlot.hidden = !aggregate;
     if (aggregate && !members) {
       let groups = [];
@@ -245,6 +265,12 @@ export function createDialog() {
     Object.assign(local, picked.errors);
     const pk = proxyKey.value.trim();
     if (pk && (pk.length < 8 || pk.length > 256)) local.proxy_keys = "8 to 256 characters.";
+    const { values: ruleValues, errors: ruleErrors } = aggregate ? { values: {}, errors: {} } : rules.read();
+    Object.assign(local, ruleErrors);
+    const egress = aggregate ? "" : proxyUrl.value.trim();
+    if (egress && !/^(https?|socks5h?):\/\/\S+:\d+\/?$/.test(egress))
+      local.settings = "Enter scheme://[user:pass@]host:port (http, https, socks5, socks5h).";
+    if (Object.keys(ruleErrors).length || local.settings) rules.node.closest("details").open = true;
     if (Object.keys(local).length) return showFieldErrors(form, local);
     showFieldErrors(form, {});
     submit.disabled = true;
@@ -258,6 +284,8 @@ export function createDialog() {
             : { upstreams: [{ url: upstream.value.trim(), weight: 1 }] }),
           proxy_keys: pk ? [pk] : [],
           test_model: model.value.trim() || "gemini-2.5-flash",
+          ...ruleValues,
+          ...(egress ? { settings: { proxy_url: egress } } : {}),
         },
       });
       dialog.close();

@@ -32,6 +32,7 @@ A group with none of these features has ``rules.active`` False: the forwarder sk
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -86,6 +87,21 @@ class GroupRules:
     @property
     def active(self) -> bool:
         return bool(self.redirects or self.strict or self.overrides or self.header_rules)
+
+    @functools.cached_property
+    def header_plan(self) -> tuple[tuple[tuple[str, str, bool], ...], tuple[str, ...]]:
+        """The rules folded once, in order: the headers finally set (name, value template, has variables) and the
+        lower-case names finally removed. Per request only the variables are filled in."""
+        sets: list[tuple[str, str, bool]] = []
+        removes: list[str] = []
+        for rule in self.header_rules:
+            sets = [s for s in sets if s[0].lower() != rule.lower]
+            if rule.action == "remove":
+                removes.append(rule.lower)
+            else:
+                sets.append((rule.key, rule.value, "${" in rule.value))
+                removes = [r for r in removes if r != rule.lower]
+        return tuple(sets), tuple(removes)
 
     @classmethod
     def of(cls, group: Group) -> GroupRules:
@@ -220,7 +236,7 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
             current = out.get(name)
             out[name] = deep_merge(current if isinstance(current, Mapping) else {}, value)
         else:
-            out[name] = copy.deepcopy(value)
+            out[name] = copy.deepcopy(value) if isinstance(value, list) else value  # scalars are immutable
     return out
 
 
@@ -269,25 +285,20 @@ def _header_actions(
 ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     if not rules.header_rules:
         return (), ()
-    sets: list[tuple[str, str]] = []
-    removes: list[str] = []
-    for rule in rules.header_rules:
-        if rule.action == "remove":
-            removes.append(rule.lower)
-            sets = [(n, v) for n, v in sets if n.lower() != rule.lower]
-        else:
-            value = rule.value
-            if "${" in value:
-                value = (
-                    value.replace("${CLIENT_IP}", client_ip)
-                    .replace("${GROUP_NAME}", rules.group_name)
-                    .replace("${TIMESTAMP_MS}", str(int(now * 1000)))
-                    .replace("${TIMESTAMP_S}", str(int(now)))
-                )
-            sets = [(n, v) for n, v in sets if n.lower() != rule.lower]
-            sets.append((rule.key, value))
-            removes = [r for r in removes if r != rule.lower]
-    return tuple(sets), tuple(removes)
+    plan, removes = rules.header_plan
+    sets = tuple(
+        (
+            name,
+            value.replace("${CLIENT_IP}", client_ip)
+            .replace("${GROUP_NAME}", rules.group_name)
+            .replace("${TIMESTAMP_MS}", str(int(now * 1000)))
+            .replace("${TIMESTAMP_S}", str(int(now)))
+            if variables
+            else value,
+        )
+        for name, value, variables in plan
+    )
+    return sets, removes
 
 
 # -- answers ------------------------------------------------------------------------------------------------------
