@@ -97,7 +97,7 @@ class CheckingAdapter(CannedAdapter):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--case", choices=("plain", "rules", "both"), default="both")
+    parser.add_argument("--case", choices=("plain", "rules", "aggregate", "both", "all"), default="all")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
@@ -128,6 +128,20 @@ def main() -> None:
                 },
             ),
             ("/api/groups/rules/keys", {"keys": "\n".join(make_key(i) for i in range(20))}),
+            (  # an aggregate of the plain group and a second one like it, weights 1/1
+                "/api/groups",
+                {"name": "bench2", "upstreams": [{"url": "http://upstream.invalid"}], "proxy_keys": []},
+            ),
+            ("/api/groups/bench2/keys", {"keys": "\n".join(make_key(100 + i) for i in range(20))}),
+            (
+                "/api/groups",
+                {
+                    "name": "agg",
+                    "group_type": "aggregate",
+                    "sub_groups": [{"name": "bench", "weight": 1}, {"name": "bench2", "weight": 1}],
+                    "proxy_keys": ["bench-proxy-key-123"],
+                },
+            ),
         ):
             env = EnvironBuilder(path=path, method="POST", json=payload, headers=admin).get_environ()
             assert router(Request(env)).status_code in (200, 201)
@@ -147,6 +161,12 @@ def main() -> None:
             "rules": EnvironBuilder(
                 path="/proxy/rules/v1beta/models/fast:generateContent", method="POST", data=BODY, headers=headers
             ).get_environ(),
+            "aggregate": EnvironBuilder(
+                path="/proxy/agg/v1beta/models/gemini-2.5-flash:generateContent",
+                method="POST",
+                data=BODY,
+                headers=headers,
+            ).get_environ(),
         }
 
         def one(case: str) -> None:
@@ -157,7 +177,7 @@ def main() -> None:
             response.close()
             assert response.status_code == 200 and body == ANSWER
 
-        cases = ("plain", "rules") if args.case == "both" else (args.case,)
+        cases = {"both": ("plain", "rules"), "all": ("plain", "rules", "aggregate")}.get(args.case, (args.case,))
         for case in cases:
             for _ in range(500):  # warm up
                 one(case)
@@ -177,7 +197,11 @@ def main() -> None:
                     profiler.disable()
         services.shutdown()
     for case in cases:
-        what = "no rules" if case == "plain" else "redirect + overrides + 2 header rules"
+        what = {
+            "plain": "no rules",
+            "rules": "redirect + overrides + 2 header rules",
+            "aggregate": "through an aggregate of 2 plain groups",
+        }[case]
         per_request = cpu[case] * 1e6 / args.requests
         print(f"{case} ({what}): {args.requests} proxied requests in process: {per_request:.1f} us CPU per request")
     if profiler:

@@ -27,6 +27,7 @@ def test_create_an_aggregate_with_weighted_members_and_see_its_page(ui, server, 
     dialog.get_by_label("Name", exact=True).fill(name)
     dialog.get_by_label("Type", exact=True).select_option("aggregate")
     expect(dialog.get_by_label("Upstream URL", exact=True)).to_be_hidden()
+    expect(dialog.locator("details.rules-details")).to_be_hidden()  # members apply their own rules
     editor = dialog.get_by_test_id("member-editor")
     expect(editor.get_by_label("Member group")).to_have_count(1)
     editor.get_by_label("Member group").first.select_option(a)
@@ -53,6 +54,7 @@ def test_create_an_aggregate_with_weighted_members_and_see_its_page(ui, server, 
     expect(members.locator(f'tr[data-member="{b}"]')).to_contain_text("1 active")
     expect(page.get_by_role("region", name="Keys")).to_have_count(0)
     expect(page.get_by_role("navigation", name="Group sections")).to_have_count(0)
+    expect(page.get_by_test_id("rules-card")).to_have_count(0)
     expect(page.get_by_test_id("endpoint")).to_have_text(re.compile(f"/proxy/{name}$"))
     assert "null" not in page.locator("main").inner_text()
     ui.shot("group-aggregate", docs=False)
