@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from gptload.cipher import Cipher
-from gptload.errors import NoKeysAvailable
+from gptload.errors import ModelNotAllowed, NoKeysAvailable
 from gptload.keypool.breaker import Breakers
 from gptload.models import AGGREGATE, Group, KeyRecord, LogQuery, SubGroup, Upstream
 from gptload.pool import KeyPool
@@ -221,3 +221,42 @@ def test_model_lists_come_from_the_first_member_that_can_serve(rig):
         key.state = replace(key.state, status="invalid")
     assert fwd.forward(pool.view("agg"), request(path="v1beta/models", method="GET", body=b"")).status == 200
     assert [member_of(s) for s in transport.seen] == ["b"]
+
+
+def strict_rig(sqlite_store, rig, a_rules: dict, b_rules: dict):
+    """The rig, then members' redirect rules set in the store (the pool picks them up on reload)."""
+    built = rig(weights=(("a", 1), ("b", 1)))
+    for name, rules in (("a", a_rules), ("b", b_rules)):
+        group = sqlite_store.get_group(name)
+        sqlite_store.update_group(replace(group, **rules))
+    built[1].reload(force=True)
+    return built
+
+
+def test_a_member_whose_strict_mode_refuses_the_model_is_skipped(rig, sqlite_store):
+    strict = {"model_redirect_rules": {"fast": "gemini-2.5-flash"}, "model_redirect_strict": True}
+    fwd, pool, transport, *_ = strict_rig(sqlite_store, rig, strict, {})
+    for _ in range(4):
+        assert fwd.forward(pool.view("agg"), request(model="gemini-2.5-pro")).status == 200
+    assert {member_of(s) for s in transport.seen} == {"b"}
+    transport.seen.clear()
+    for _ in range(4):  # the alias: a sends its target, b (no rules) the name as asked
+        fwd.forward(pool.view("agg"), request(model="fast"))
+    assert sorted((member_of(s), s.url.rsplit("/", 1)[1]) for s in transport.seen) == [
+        ("a", "gemini-2.5-flash:generateContent"),
+        ("a", "gemini-2.5-flash:generateContent"),
+        ("b", "fast:generateContent"),
+        ("b", "fast:generateContent"),
+    ]
+
+
+def test_a_model_every_member_refuses_is_refused_once_without_an_upstream_call(rig, sqlite_store):
+    strict = {"model_redirect_rules": {"fast": "gemini-2.5-flash"}, "model_redirect_strict": True}
+    fwd, pool, transport, _, usage = strict_rig(sqlite_store, rig, strict, strict)
+    with pytest.raises(ModelNotAllowed) as caught:
+        fwd.forward(pool.view("agg"), request(model="gemini-2.5-pro"))
+    assert caught.value.status == 404 and "aggregate group 'agg'" in caught.value.message
+    assert transport.seen == []
+    usage.flush()
+    rows, total = sqlite_store.query_logs(LogQuery(), 0, 10)
+    assert total == 1 and (rows[0]["group"], rows[0]["aggregate"], rows[0]["status_code"]) == ("agg", "agg", 404)
