@@ -10,7 +10,11 @@ Rules (docs/architecture.md, "Error policy"):
   attempt failed upstream (``Retry-After`` added when the breaker opened); errors that belong to pool keys never
   reach the client as such: ``NoKeysAvailable`` says what happened to each key; ``UpstreamUnreachable`` when no
   attempt got an answer; ``CircuitOpen`` when the breaker holds requests back;
-- every pool key is scrubbed out of error answers before they go anywhere.
+- every pool key is scrubbed out of error answers before they go anywhere;
+- through an aggregate group (``_Route``), each attempt is one member's: chosen by weight among the members with a
+  key for the model, kept while it has untried keys and an admitting breaker, then the next, all within the
+  aggregate's one budget; the member's rules, session, upstreams, breakers and key states serve it, and its
+  ``NoKeysAvailable`` says what happened in each member.
 """
 
 from __future__ import annotations
