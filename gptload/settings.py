@@ -208,7 +208,8 @@ def valid_stored(values: Mapping[str, Any], *, for_group: bool = False) -> dict[
         try:
             out[name] = _coerce(spec, raw)
         except (ValueError, OverflowError, TypeError) as exc:
-            log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, raw, exc, spec.default)
+            shown = proxyurl.mask(raw) if spec.secret and isinstance(raw, str) else raw
+            log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, shown, exc, spec.default)
     return out
 
 

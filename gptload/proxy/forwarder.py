@@ -176,6 +176,14 @@ class Forwarder:
                     trace.failed(attempt, 0, verdict.reason)
                     log.info("attempt %d on key %s of %s: %s", number, key.id, group.name, type(exc).__name__)
                     continue
+                if resp.status_code == 407 and settings.proxy_url:  # the egress proxy refused us, not Google
+                    resp.close()
+                    verdict = Verdict(Kind.TRANSIENT, reason="network: egress proxy answered 407", network=True)
+                    self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
+                    outcomes.append(_Outcome(key, base, verdict))
+                    trace.failed(attempt, 0, verdict.reason)
+                    log.warning("the egress proxy of group %s refused its credentials (407)", view.name)
+                    continue
                 if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)

@@ -12,7 +12,8 @@ The contract, for the forwarder and for an aggregate that calls it once per memb
 - ``Inbound``: what the serving group needs to know about the incoming request (method, path without a leading
   slash, query, body, Content-Type, client IP, the model it names as ``rewrite.model_of`` found it, OpenAI layer).
 - ``Outbound``: what to send upstream: ``path`` (a native ``models/{from}`` segment redirected), ``body`` (the
-  OpenAI-layer ``"model"`` or ``batchEmbedContents``' ``requests[].model`` redirected, ``param_overrides``
+  OpenAI-layer ``"model"``, ``batchEmbedContents``' ``requests[].model`` or a ``cachedContents`` creation's
+  ``model`` redirected, ``param_overrides``
   deep-merged; the very same bytes when nothing applies), the headers to set and remove, ``model`` (sent upstream:
   cooldowns, statistics, breaker and logs use it) and ``requested_model`` (what the client named, for the log).
 - Strict mode: a request naming a model that is not a redirect source raises ``ModelNotAllowed`` (404 in Google's
@@ -59,6 +60,7 @@ _MODEL_SEGMENT = re.compile(r"(^|/)models/([^/:?]+)")
 _NATIVE_LIST = re.compile(r"^v1[a-z0-9]*/models/?$")
 _OPENAI_LIST = re.compile(r"^v1[a-z0-9]*/openai/models/?$")
 _OVERRIDDEN_METHODS = (":generateContent", ":streamGenerateContent")
+_CACHE_CREATE = re.compile(r"^v1[a-z0-9]*/cachedContents/?$")
 # Model lists and model info are small; a bigger answer is passed on unchanged.
 ANSWER_CAP = 8 * 1024 * 1024
 
@@ -165,7 +167,14 @@ class Outbound:
 def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     """What the serving group sends upstream for ``req`` (the entry point; see the module's docstring). ``now``:
     Unix time for the timestamp variables. Raises ModelNotAllowed in strict mode for a model that is not a source."""
+    json_body = req.method == "POST" and req.body and ("json" in req.content_type.lower() or not req.content_type)
     requested = req.model
+    # a cache is created for a model named in its body: redirected and refused like a call to that model
+    cache_create = bool(
+        json_body and not requested and (rules.redirects or rules.strict) and _CACHE_CREATE.match(req.path)
+    )
+    if cache_create:
+        requested = _body_model(req.body)
     target = rules.redirects.get(requested, "") if requested else ""
     if rules.strict and requested and not target:
         sources = ", ".join(sorted(rules.redirects)[:20]) or "none"
@@ -176,9 +185,8 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     answer_kind, first_page = _answer_kind(rules, req, bool(target))
     if target:  # native calls and model info (``models/{from}`` in the path); OpenAI-layer bodies below
         path = _redirect_path(path, requested, target)
-    json_body = req.method == "POST" and body and ("json" in req.content_type.lower() or not req.content_type)
     overrides = rules.overrides if json_body and _overridable(req) else None
-    redirect_body = target and json_body and (req.openai or ":batchEmbedContents" in req.path)
+    redirect_body = target and json_body and (req.openai or cache_create or ":batchEmbedContents" in req.path)
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
     set_headers, remove_headers = _header_actions(rules, req.client_ip, now)
@@ -254,6 +262,16 @@ def _rewrite_body(body: bytes, overrides: Mapping[str, Any] | None, source: str,
     if overrides:
         doc = deep_merge(doc, overrides)
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _body_model(body: bytes) -> str:
+    """The model a JSON object body names in ``model`` (without ``models/``); "" when none."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    value = doc.get("model") if isinstance(doc, dict) else None
+    return value.removeprefix("models/") if isinstance(value, str) else ""
 
 
 def _redirect_body_model(doc: dict[str, Any], source: str, target: str) -> None:

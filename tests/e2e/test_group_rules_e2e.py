@@ -156,3 +156,20 @@ def test_a_socks5_proxy_url_carries_the_group_too(server, fake):
         assert c.models.generate_content(model="gemini-2.5-flash", contents="socks").text == "echo: socks"
         assert proxy.connects == [f"127.0.0.1:{fake.port}"] and proxy.refused == 0
         assert "sx-pass-4410" not in server.api("GET", f"/api/groups/{group.name}").text
+
+
+def test_a_proxy_refusing_the_credentials_is_no_answer_from_google_and_blames_no_key(server, fake):
+    with ForwardProxy(credentials=("px-user", "right-pass")) as proxy:
+        group = make_group(
+            server,
+            fake,
+            settings={"proxy_url": f"http://px-user:wrong-pass-0091@127.0.0.1:{proxy.port}", "max_retries": 1},
+        )
+        c = client(group)
+        with pytest.raises(genai_errors.ServerError) as caught:
+            c.models.generate_content(model="gemini-2.5-flash", contents="refused")
+        assert caught.value.code == 502 and "UPSTREAM_UNREACHABLE" in str(caught.value.details)
+        assert proxy.refused == 2 and proxy.requests == [] and fake.requests == []
+        assert "wrong-pass-0091" not in str(caught.value.details) + str(caught.value.message)
+        assert all(row["status"] == "active" and row["failure_count"] == 0 for row in group.key_rows())
+    assert "wrong-pass-0091" not in server.log()

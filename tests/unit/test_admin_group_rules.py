@@ -127,3 +127,12 @@ def test_a_bad_proxy_url_error_does_not_repeat_the_password(admin):
     r = admin.open("PUT", "/api/settings", body={"proxy_url": "gopher://u:hunter22@host:70"})
     assert r.status_code == 400
     assert "hunter22" not in r.get_data(as_text=True)
+
+
+def test_a_refused_stored_proxy_url_is_logged_masked(caplog):
+    from gptload import settings
+
+    caplog.set_level(logging.WARNING)
+    resolved = settings.Settings.resolve({"proxy_url": "ftp://old-user:old-pass-991@host:21"})
+    assert resolved.proxy_url == ""  # refused: direct
+    assert "ignoring stored setting proxy_url" in caplog.text and "old-pass-991" not in caplog.text

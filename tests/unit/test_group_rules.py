@@ -255,3 +255,15 @@ def test_probe_headers_apply_the_header_rules_and_keep_the_key():
     base = {"x-goog-api-key": "AIzaK", "Accept": "*/*"}
     assert gr.probe_headers(r, base, NOW) == {"x-goog-api-key": "AIzaK", "X-Gateway": "grp:"}
     assert gr.probe_headers(None, base, NOW) is base
+
+
+def test_a_cache_is_created_for_the_redirect_target_and_strict_mode_refuses_other_models():
+    body = json.dumps({"model": "models/alias", "contents": [], "ttl": "300s"}).encode()
+    out = gr.prepare(rules(model_redirect_rules=REDIRECTS), inbound("v1beta/cachedContents", body), NOW)
+    assert json.loads(out.body)["model"] == "models/gemini-2.5-flash"
+    assert (out.model, out.requested_model, out.path) == ("gemini-2.5-flash", "alias", "v1beta/cachedContents")
+    strict = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(strict, inbound("v1beta/cachedContents", b'{"model": "models/gemini-2.5-pro"}'), NOW)
+    listing = gr.prepare(strict, inbound("v1beta/cachedContents", method="GET"), NOW)
+    assert listing.path == "v1beta/cachedContents" and listing.model == ""
