@@ -11,11 +11,24 @@ from tests.fakes.fake_gemini import make_key
 from tests.unit.admin_client import UNREACHABLE, AdminClient, error_of
 
 
-@pytest.fixture
-def admin(tmp_path):
-    client = AdminClient(tmp_path)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One service for the module (building one costs ~0.5 s); each test names its groups apart (``names``)."""
+    client = AdminClient(tmp_path_factory.mktemp("aggregate-admin"))
     yield client
     client.close()
+
+
+@pytest.fixture
+def admin(shared):
+    """The shared service, emptied after each test: no groups, no global proxy keys."""
+    yield shared
+    store = shared.services.store
+    for group in store.list_groups():
+        store.delete_group(group.name)
+        shared.services.vault.drop_group(group.name)
+    store.put_settings({"proxy_keys": []})
+    shared.services.pool.reload(force=True)
 
 
 def create(admin: AdminClient, name: str, **fields):
