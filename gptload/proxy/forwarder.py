@@ -175,20 +175,23 @@ class Forwarder:
                     outcomes.append(_Outcome(key, base, verdict, serving=serving))
                     trace.failed(attempt, 0, verdict.reason)
                     log.info("attempt %d on key %s of %s: %s", number, key.id, group.name, type(exc).__name__)
+                    route.upstream_failed(serving)
                     continue
-                if resp.status_code == 407 and settings.proxy_url:  # the egress proxy refused us, not Google
+                if resp.status_code == 407 and group.settings.proxy_url:  # the egress proxy refused us, not Google
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason="network: egress proxy answered 407", network=True)
                     self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
-                    outcomes.append(_Outcome(key, base, verdict))
+                    outcomes.append(_Outcome(key, base, verdict, serving=serving))
                     trace.failed(attempt, 0, verdict.reason)
-                    log.warning("the egress proxy of group %s refused its credentials (407)", view.name)
+                    log.warning("the egress proxy of group %s refused its credentials (407)", group.name)
+                    route.upstream_failed(serving)
                     continue
                 if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)
                     outcomes.append(_Outcome(key, base, verdict, serving=serving))
                     trace.failed(attempt, 0, verdict.reason)
+                    route.upstream_failed(serving)
                     continue
                 if resp.status_code >= 400:
                     answer, verdict = self._error_answer(resp, group.secrets)
@@ -202,6 +205,8 @@ class Forwarder:
                         self._pool.report(group, key, verdict, sfacts.model)
                     outcomes.append(_Outcome(key, base, verdict, answer, serving))
                     trace.failed(attempt, resp.status_code, verdict.reason)
+                    if verdict.upstream_failure:
+                        route.upstream_failed(serving)
                     if verdict.retryable:
                         log.info(
                             "attempt %d on key %s of %s: %s, retrying", number, key.id, group.name, verdict.kind.value
@@ -623,7 +628,8 @@ class _Route:
     """Where the next attempt of one request goes: for a standard group its next key; for an aggregate, the
     member chosen by weight among those with a key able to serve the model (as that member sends it) and not yet
     tried by this request, kept while it has such keys and an upstream whose breaker lets it through, then the
-    next member by weight. ``refused``: the breaker refusal with the shortest wait, if one stopped the request."""
+    next member by weight. After an upstream failure (5xx, network) the next attempt prefers another member.
+    ``refused``: the breaker refusal with the shortest wait, if one stopped the request."""
 
     def __init__(self, forwarder: Forwarder, view: GroupView, req: IncomingRequest, facts: RequestFacts) -> None:
         self._fw = forwarder
@@ -633,8 +639,16 @@ class _Route:
         self._serving: dict[str, Serving] = {}
         self._refusals: dict[str, ModelNotAllowed] = {}  # members whose strict mode refuses the model
         self._current: Serving | None = None
-        self._done: set[str] = set()
+        self._done: set[str] = set()  # members out of keys or held back by their breakers, for this request
+        self._failed: set[str] = set()  # members whose upstream failed this request: others first
         self.refused: Admission | None = None
+
+    def upstream_failed(self, serving: Serving) -> None:
+        """The member's upstream failed (5xx, network): the next attempt goes to another member by weight if one
+        can serve (that member's other keys would most likely meet the same failure), else back to this one."""
+        if self._view.is_aggregate:
+            self._failed.add(serving.view.name)
+            self._current = None
 
     def members(self) -> list[Serving]:
         """Every active member of the aggregate as it serves this request (none for a standard group), except those
@@ -691,17 +705,20 @@ class _Route:
             if self._current is None:
                 assert self._view.members is not None
 
-                def eligible(name: str) -> bool:
+                def eligible(name: str, avoid: Collection[str] = ()) -> bool:
                     member = members.get(name)
-                    if member is None or name in self._done:
+                    if member is None or name in self._done or name in avoid:
                         return False
                     serving = self._member(member)
                     return serving is not None and pool.can_serve(member, serving.facts.model, tried)
 
                 if _lists_models(self._req):  # the same list every time: the first member that can serve
-                    name = next((n for n in self._view.members.names if eligible(n)), None)
+                    order = self._view.members.names
+                    name = next((n for n in order if eligible(n, self._failed)), None)
+                    name = name or next((n for n in order if eligible(n)), None)
                 else:
-                    name = self._view.members.pick(eligible)
+                    name = self._view.members.pick(lambda n: eligible(n, self._failed)) if self._failed else None
+                    name = name or self._view.members.pick(eligible)
                 if name is None:
                     self._refuse_model(members)
                     return None

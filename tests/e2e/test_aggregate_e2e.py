@@ -14,7 +14,7 @@ import requests
 from google import genai
 from google.genai import types
 
-from tests.e2e.conftest import Group, wait_for
+from tests.e2e.conftest import Group, free_port, wait_for
 from tests.fakes.fake_gemini import RecordedRequest, errors
 
 
@@ -119,6 +119,23 @@ def test_a_member_whose_keys_are_all_invalid_fails_over_to_the_next_member(serve
     done = oa.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}])
     assert done.choices[0].message.content
     assert [r.key for r in fake.requests] and {r.key for r in fake.requests} <= set(b.keys)
+
+
+def test_a_member_whose_upstream_is_down_is_left_for_the_next_member(server, fake, members):
+    _, b = members
+    down = server.make_group(f"http://127.0.0.1:{free_port()}", [fake.add_key() for _ in range(3)])  # refused
+    agg = make_aggregate(server, [(down, 3), (b, 1)], settings={"max_retries": 2})
+    c = client(agg)
+    for i in range(20):  # never an error: the first attempt on the dead member fails over, then its breaker opens
+        assert c.models.generate_content(model="gemini-2.5-flash", contents=f"d{i}").text == f"echo: d{i}"
+    assert {r.key for r in fake.requests} <= set(b.keys) and len(fake.requests) == 20
+    rows = wait_for(
+        lambda: (r := [x for x in logs(server) if x["aggregate"] == agg.name and x["final"]]) and len(r) == 20 and r
+    )
+    assert {x["group"] for x in rows} == {b.name}
+    failed = [x for x in logs(server) if x["aggregate"] == agg.name and not x["success"]]
+    assert 1 <= len(failed) < 20 and {x["group"] for x in failed} == {down.name}  # the breaker stopped the attempts
+    assert {row["status"] for row in down.key_rows()} == {"active"}  # an outage condemns no key
 
 
 def test_no_member_able_to_serve_is_no_keys_available_per_member(server, fake, members):

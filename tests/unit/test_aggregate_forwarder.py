@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
+import requests
 
 from gptload.cipher import Cipher
 from gptload.errors import ModelNotAllowed, NoKeysAvailable
@@ -149,7 +150,27 @@ def test_the_budget_is_the_aggregates_max_retries(rig):
         weights=(("a", 1), ("b", 1)), n=3, max_retries=1, handler=lambda req: Answer(503, errors.overloaded().body)
     )
     answer = fwd.forward(pool.view("agg"), request())
-    assert answer.status == 503 and len(transport.seen) == 2  # Google's own 503 after 1 + max_retries attempts
+    assert answer.status == 503  # Google's own 503 after 1 + max_retries attempts, one per member
+    assert [member_of(s) for s in transport.seen] == ["a", "b"]
+
+
+def test_after_an_upstream_failure_the_next_attempt_prefers_another_member(rig):
+    def handler(req):
+        if member_of(req) == "a":
+            return Answer(raise_=requests.exceptions.ConnectionError("refused"))
+        return Answer(200, OK)
+
+    fwd, pool, transport, *_ = rig(weights=(("a", 5), ("b", 1)), n=4, handler=handler)
+    answer = fwd.forward(pool.view("agg"), request())
+    assert answer.status == 200 and [member_of(s) for s in transport.seen] == ["a", "b"]
+
+
+def test_with_one_member_an_upstream_failure_retries_its_other_keys(rig):
+    fwd, pool, transport, *_ = rig(
+        weights=(("a", 1),), n=3, max_retries=2, handler=lambda req: Answer(503, errors.overloaded().body)
+    )
+    assert fwd.forward(pool.view("agg"), request()).status == 503
+    assert [member_of(s) for s in transport.seen] == ["a", "a", "a"] and len({s.key for s in transport.seen}) == 3
 
 
 def test_no_keys_anywhere_says_what_happened_in_each_member(rig):
