@@ -281,3 +281,10 @@ def test_a_model_every_member_refuses_is_refused_once_without_an_upstream_call(r
     usage.flush()
     rows, total = sqlite_store.query_logs(LogQuery(), 0, 10)
     assert total == 1 and (rows[0]["group"], rows[0]["aggregate"], rows[0]["status_code"]) == ("agg", "agg", 404)
+
+
+def test_an_aggregate_with_every_member_paused_says_so(rig):
+    fwd, pool, transport, *_ = rig(weights=(("a", 0), ("b", 0)))
+    with pytest.raises(NoKeysAvailable) as caught:
+        fwd.forward(pool.view("agg"), request())
+    assert "no active members" in caught.value.message and transport.seen == []
