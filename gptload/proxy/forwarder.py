@@ -705,20 +705,21 @@ class _Route:
             if self._current is None:
                 assert self._view.members is not None
 
-                def eligible(name: str, avoid: Collection[str] = ()) -> bool:
+                def eligible(name: str) -> bool:
                     member = members.get(name)
-                    if member is None or name in self._done or name in avoid:
+                    if member is None or name in self._done:
                         return False
                     serving = self._member(member)
                     return serving is not None and pool.can_serve(member, serving.facts.model, tried)
 
+                # decided before the pick, outside its lock: a member's rules may parse the body
+                order = self._view.members.names
+                able = [n for n in order if eligible(n)]
+                preferred = [n for n in able if n not in self._failed] or able
                 if _lists_models(self._req):  # the same list every time: the first member that can serve
-                    order = self._view.members.names
-                    name = next((n for n in order if eligible(n, self._failed)), None)
-                    name = name or next((n for n in order if eligible(n)), None)
+                    name = preferred[0] if preferred else None
                 else:
-                    name = self._view.members.pick(lambda n: eligible(n, self._failed)) if self._failed else None
-                    name = name or self._view.members.pick(eligible)
+                    name = self._view.members.pick(preferred.__contains__)
                 if name is None:
                     self._refuse_model(members)
                     return None
