@@ -144,7 +144,12 @@ export async function render(main, { query }) {
       "tr",
       { class: l.success ? "" : "failed", dataset: { logId: l.id } },
       h("td", { class: "nowrap" }, fmtTime(l.at)),
-      h("td", {}, l.group),
+      h(
+        "td",
+        {},
+        l.group,
+        l.aggregate && l.aggregate !== l.group ? h("div", { class: "muted small" }, "via " + l.aggregate) : null,
+      ),
       h("td", { class: "mono" }, l.key || "–"),
       h(
         "td",
@@ -222,6 +227,7 @@ async function drawer(row) {
   }
   add("Time", fmtTime(log.at));
   add("Group", log.group);
+  if (log.aggregate) add("Through aggregate", log.aggregate);
   add("Key", log.key);
   add("Key id", log.key_id);
   add("Model", log.model);

@@ -8,6 +8,7 @@ import re
 import uuid
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from tests.browser.test_console_behaviour import new_group
@@ -117,3 +118,30 @@ def test_a_standard_groups_page_shows_the_aggregates_that_use_it(ui, server, fak
     b = new_group(server, fake, n_keys=0)
     page.goto(f"{server.url}/#/groups/{b}")
     expect(page.get_by_test_id("used-by")).to_contain_text("No aggregate group")
+
+
+def test_logs_show_the_aggregate_a_request_came_through(ui, server, fake):
+    a = new_group(server, fake, n_keys=1)
+    agg = f"agg-{uuid.uuid4().hex[:8]}"
+    r = server.api(
+        "POST",
+        "/api/groups",
+        json={"name": agg, "group_type": "aggregate", "sub_groups": [{"name": a}], "proxy_keys": ["pk-logs-0123456"]},
+    )
+    assert r.status_code == 201, r.text
+    reply = requests.post(
+        f"{server.url}/proxy/{agg}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers={"x-goog-api-key": "pk-logs-0123456"},
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    ui.login()
+    page = ui.page
+    page.goto(f"{server.url}/#/logs?group={a}")
+    row = page.locator("tbody tr").first
+    expect(row).to_contain_text(f"via {agg}")
+    row.get_by_role("button", name=re.compile("^Details")).click()
+    drawer = page.get_by_role("dialog")
+    expect(drawer).to_contain_text("Through aggregate")
+    expect(drawer).to_contain_text(agg)
