@@ -162,3 +162,22 @@ def test_the_log_shows_the_model_asked_for_next_to_the_one_sent(ui, server, fake
     expect(row).to_contain_text("asked: alias-x")
     row.get_by_role("button", name="Details").click()
     expect(page.get_by_role("dialog")).to_contain_text("Requested model (redirected)")
+
+
+def test_settings_page_shows_the_proxy_url_masked_and_keeps_it_on_save(ui, server):
+    assert server.api("PUT", "/api/settings", json={"proxy_url": PROXY}).status_code == 200
+    try:
+        ui.login()
+        page = ui.page
+        page.goto(f"{server.url}/#/settings")
+        field = page.get_by_label("Proxy URL", exact=True)
+        expect(field).to_have_value("http://****@127.0.0.1:3128")
+        assert "px-secret-5512" not in page.content()
+        page.get_by_label("Max retries", exact=True).fill("4")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_text("Settings saved: max_retries")).to_be_visible()
+        with sqlite3.connect(server.data_dir / "gptload.db") as conn:
+            stored = dict(conn.execute("SELECT name, value FROM settings").fetchall())
+        assert json.loads(stored["proxy_url"]) == PROXY and json.loads(stored["max_retries"]) == 4
+    finally:  # the session's server is shared: leave the system settings as they were
+        server.api("PUT", "/api/settings", json={"proxy_url": "", "max_retries": 3})

@@ -20,8 +20,16 @@ def admin(tmp_path):
     client.close()
 
 
-def create(admin, **fields):
-    return admin.open("POST", "/api/groups", body={"name": "g1", "proxy_keys": ["proxy-key-0001"], **fields})
+@pytest.fixture(scope="module")
+def shared_admin(tmp_path_factory):
+    """One service for the many refusal cases (each uses its own group name): they change nothing."""
+    client = AdminClient(tmp_path_factory.mktemp("rules-admin"))
+    yield client
+    client.close()
+
+
+def create(admin, name="g1", **fields):
+    return admin.open("POST", "/api/groups", body={"name": name, "proxy_keys": ["proxy-key-0001"], **fields})
 
 
 def field_errors(r) -> dict[str, str]:
@@ -82,14 +90,18 @@ def test_rules_round_trip_through_the_admin_api(admin):
         ("settings", {"proxy_url": "http://host"}, "port"),
     ],
 )
-def test_bad_rules_are_refused_naming_the_field(admin, field, value, says):
+def test_bad_rules_are_refused_naming_the_field(shared_admin, field, value, says):
+    admin = shared_admin
+    name = f"g{len(admin.services.store.list_groups())}"
     before = admin.snapshot()
-    errors = field_errors(create(admin, **{field: value}))
+    errors = field_errors(create(admin, name, **{field: value}))
     assert field in errors and says in errors[field], errors
     assert admin.snapshot() == before  # nothing stored
-    create(admin)
-    errors = field_errors(admin.open("PUT", "/api/groups/g1", body={field: value}))
+    assert create(admin, name).status_code == 201
+    before = admin.snapshot()
+    errors = field_errors(admin.open("PUT", f"/api/groups/{name}", body={field: value}))
     assert field in errors and says in errors[field]
+    assert admin.snapshot() == before
 
 
 def test_proxy_url_credentials_never_leave_the_admin_api_and_survive_a_masked_save(admin, caplog):

@@ -267,3 +267,11 @@ def test_a_cache_is_created_for_the_redirect_target_and_strict_mode_refuses_othe
         gr.prepare(strict, inbound("v1beta/cachedContents", b'{"model": "models/gemini-2.5-pro"}'), NOW)
     listing = gr.prepare(strict, inbound("v1beta/cachedContents", method="GET"), NOW)
     assert listing.path == "v1beta/cachedContents" and listing.model == ""
+
+
+def test_openai_model_info_is_redirected_and_names_the_alias():
+    r = rules(model_redirect_rules={"gpt-4o": "gemini-2.5-flash"})
+    out = gr.prepare(r, inbound("v1beta/openai/models/gpt-4o", method="GET"), NOW)
+    assert out.path == "v1beta/openai/models/gemini-2.5-flash" and out.answer_kind == "model_info"
+    answer = json.dumps({"id": "models/gemini-2.5-flash", "object": "model", "owned_by": "google"}).encode()
+    assert json.loads(gr.rewrite_answer(r, out, answer))["id"] == "models/gpt-4o"
