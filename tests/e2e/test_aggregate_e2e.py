@@ -78,6 +78,37 @@ def test_requests_spread_by_weight_within_ten_percent_over_300(server, fake, mem
     assert totals[a.name] == counts["a"] and totals[b.name] == counts["b"] and totals[agg.name] == 0
 
 
+def test_each_member_applies_its_own_rules(server, fake, members):
+    a, b = members
+    rules = {
+        a.name: {
+            "model_redirect_rules": {"fast": "gemini-2.5-flash"},
+            "header_rules": [{"key": "X-Member", "value": "a:${GROUP_NAME}", "action": "set"}],
+        },
+        b.name: {
+            "model_redirect_rules": {"fast": "gemini-2.5-flash-lite"},
+            "header_rules": [{"key": "X-Member", "value": "b:${GROUP_NAME}", "action": "set"}],
+        },
+    }
+    for name, fields in rules.items():
+        assert server.api("PUT", f"/api/groups/{name}", json=fields).status_code == 200
+    agg = make_aggregate(server, [(a, 1), (b, 1)])
+    c = client(agg)
+    for i in range(6):
+        assert c.models.generate_content(model="fast", contents=f"r{i}").text == f"echo: r{i}"
+    seen = [(r.key, r.model, r.headers.get("x-member")) for r in fake.requests_for(path_contains=":generateContent")]
+    assert len(seen) == 6
+    for key, model, header in seen:
+        if key in a.keys:
+            assert (model, header) == ("gemini-2.5-flash", f"a:{a.name}")
+        else:
+            assert key in b.keys and (model, header) == ("gemini-2.5-flash-lite", f"b:{b.name}")
+    assert {k in a.keys for k, _, _ in seen} == {True, False}  # both members served
+    rows = wait_for(lambda: (r := [x for x in logs(server) if x["aggregate"] == agg.name]) and len(r) == 6 and r)
+    assert {x["requested_model"] for x in rows} == {"fast"}
+    assert {(x["group"], x["model"]) for x in rows} == {(a.name, "gemini-2.5-flash"), (b.name, "gemini-2.5-flash-lite")}
+
+
 def test_a_member_whose_keys_cool_for_a_model_is_skipped_for_that_model_only(server, fake, members):
     a, b = members
 
