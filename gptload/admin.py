@@ -49,6 +49,7 @@ class Admin:
         fields = _group_fields(payload, creating=True)
         now = time.time()
         group = Group.from_dict({"sort": self._next_sort(), **fields, "created_at": now, "updated_at": now})
+        _check_rules(group)
         self._store.create_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -62,6 +63,7 @@ class Admin:
             fields["settings"] = settings_schema.keep_stored(fields["settings"], current.settings)
         merged = {**current.to_dict(), **fields, "updated_at": time.time()}
         group = Group.from_dict(merged)
+        _check_rules(group)
         self._store.update_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -323,6 +325,15 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
     if errors:
         raise ValidationFailed("invalid group", details={"fields": errors})
     return out
+
+
+def _check_rules(group: Group) -> None:
+    """Rules that only make sense together: strict mode offers only the redirect sources, so it needs one."""
+    if group.model_redirect_strict and not group.model_redirect_rules:
+        raise ValidationFailed(
+            "invalid group",
+            details={"fields": {"model_redirect_strict": "needs at least one redirect (it would refuse every model)"}},
+        )
 
 
 def _upstreams(raw: Any) -> list[Upstream] | None:
