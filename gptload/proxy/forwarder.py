@@ -102,7 +102,7 @@ class Forwarder:
         outbound = None
         if view.rules is not None:  # redirects, overrides, header rules: applied once, every attempt replays them
             req, facts, outbound = self._apply_rules(view, view.rules, req, facts)
-        session = self._sessions.for_proxy(settings.proxy_url)
+        session = self._sessions.for_proxy(settings.proxy_url) if settings.proxy_url else self._sessions.direct
         trace = Trace(view, req, facts)
         pinned, target = self._pinned_key(view, req, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
