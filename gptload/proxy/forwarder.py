@@ -234,7 +234,9 @@ class Forwarder:
         outbound = None
         if view.rules is not None:
             req, facts, outbound = self._apply_rules(view, view.rules, req, facts, log_refusal=log_refusal)
-        return Serving(view, req, facts, outbound, self._sessions.for_proxy(view.settings.proxy_url))
+        proxy_url = view.settings.proxy_url
+        session = self._sessions.for_proxy(proxy_url) if proxy_url else self._sessions.direct
+        return Serving(view, req, facts, outbound, session)
 
     def _apply_rules(
         self,
