@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gptload.models import LOG_FIELDS, LogQuery
+from gptload.models import LogQuery
+from gptload.store.firestore.mappers import log_view
 
 PAGE_ROWS = 500  # rows per page (a flush is 500 events by default: one page per group and hour)
 PAGE_BYTES = 900_000  # compressed rows per page; Firestore's document limit is 1 MiB with the other fields
@@ -96,9 +97,10 @@ def newest_first(row: dict[str, Any]) -> tuple[float, str]:
 
 
 def list_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as ``query_logs`` returns it: every stored field except the request body (new fields pass)."""
-    out = {f: row.get(f) for f in LOG_FIELDS}
-    out.update({k: v for k, v in row.items() if k != "request_body"})
+    """A row as ``query_logs`` returns it: every stored field except the request body (fields this version does
+    not know pass through), ``LOG_FIELDS`` with the defaults of ``mappers.log_view`` for rows written earlier."""
+    out = {k: v for k, v in row.items() if k != "request_body"}
+    out.update(log_view(row))
     return out
 
 
