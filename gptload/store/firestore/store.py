@@ -443,7 +443,6 @@ class FirestoreStore(FirestoreConnection):
         for field, value in (
             ("group", q.group),
             ("key_id", q.key_id),
-            ("model", q.model),
             ("status_code", q.status_code),
             ("success", q.success),
             ("stream", q.stream),
@@ -459,19 +458,25 @@ class FirestoreStore(FirestoreConnection):
     def query_logs(self, query: LogQuery, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Newest first. Without ``text``: a count() aggregation (1 read per 1,000 matches) for the exact total and
         one page query (offset + limit reads: skipped rows are billed). With ``text`` (a substring of ``error``,
-        which Firestore cannot search): the newest ``TEXT_SCAN_LIMIT`` rows matching the other filters are read
-        and filtered here, so total and rows cover that window only."""
+        which Firestore cannot search) or ``model`` (a prefix, which Firestore cannot match with the ``at`` order):
+        the newest ``TEXT_SCAN_LIMIT`` rows matching the other filters are read and filtered here, so total and rows
+        cover that window only."""
         base = self._log_query(query)
         ordered = base.order_by("at", direction=self._fs.Query.DESCENDING)
         with self._boundary("log query"):
-            if query.text:
-                needle = query.text.lower()
+            if query.text or query.model:
+                needle = (query.text or "").lower()
+                prefix = query.model or ""
                 snaps = (
                     ordered.select(list(LOG_DOC_FIELDS))
                     .limit(TEXT_SCAN_LIMIT)
                     .stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
                 )
-                hits = [s for s in snaps if needle in str(s.get("error") or "").lower()]
+                hits = [
+                    s
+                    for s in snaps
+                    if needle in str(s.get("error") or "").lower() and str(s.get("model") or "").startswith(prefix)
+                ]
                 return [to_log(s) for s in hits[offset : offset + limit]], len(hits)
             total = int(base.count().get(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)[0][0].value)
             if limit <= 0 or offset >= total:
@@ -534,13 +539,15 @@ class FirestoreStore(FirestoreConnection):
                 t[f] += int(d.get(f) or 0)
         return totals
 
-    def requests_since(self, since: float) -> int:
-        """One query over ``stats_minute`` (1 read per (group, minute) bucket from ``since`` on)."""
+    def requests_since(self, since: float, group: str | None = None) -> int:
+        """One query over ``stats_minute`` (1 read per (group, minute) bucket from ``since`` on, of every group: the
+        group is picked here, so the query needs no composite index)."""
         query = self._client.collection("stats_minute").where(filter=self._fs.FieldFilter("minute", ">=", since))
         with self._boundary("stats read"):
             return sum(
                 int(s.get("requests") or 0)
-                for s in query.select(["requests"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
+                for s in query.select(["requests", "group"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
+                if group is None or s.get("group") == group
             )
 
     # -- notes and tasks ------------------------------------------------------------------------------------
