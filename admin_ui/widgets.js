@@ -57,3 +57,30 @@ export function copyButton(text, label = "Copy") {
     "Copy",
   );
 }
+
+/** Unsaved-changes tracking for a form: compares its named fields with a snapshot. question() gives the
+ * "leave without saving?" text while they differ (for nav.setLeaveGuard or openDialog's guard); saved() takes a
+ * new snapshot (after a save, or after the form was rebuilt). */
+export function unsavedChanges(form, what) {
+  const snap = () =>
+    JSON.stringify(
+      [...form.elements].filter((e) => e.name).map((e) => [e.name, e.type === "checkbox" ? e.checked : e.value]),
+    );
+  let clean = snap();
+  return {
+    dirty: () => snap() !== clean,
+    saved: () => {
+      clean = snap();
+    },
+    question: () => (snap() !== clean ? `${what} has unsaved changes. Leave without saving them?` : null),
+  };
+}
+
+/** A breadcrumb: links separated by " / ", without a trailing separator (the page's h1 names the page itself). */
+export function crumbs(...links) {
+  const out = h("p", { class: "crumbs" });
+  links.forEach((link, i) => {
+    out.append(i ? " / " : "", link);
+  });
+  return out;
+}

@@ -2,6 +2,7 @@
 import { api } from "../api.js";
 import {
   clear,
+  copyText,
   emptyState,
   errorBox,
   field,
@@ -13,6 +14,7 @@ import {
   toast,
 } from "../dom.js";
 import { navigate } from "../nav.js";
+import { unsavedChanges } from "../widgets.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -180,12 +182,23 @@ export function createDialog() {
       { class: "field-row" },
       field("Proxy key", proxyKey, { hint: "Your clients use this instead of a real key." }),
       h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn",
+          "aria-label": "Copy the proxy key",
+          onclick: (e) => copyText(proxyKey.value, e.currentTarget),
+        },
+        "Copy",
+      ),
     ),
     field("Test model", model, { hint: "Model used when validating keys." }),
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
-  const dialog = openDialog("New group", form);
+  const changes = unsavedChanges(form, "The new group");
+  const dialog = openDialog("New group", form, { guard: changes.question });
   name.focus();
   form.addEventListener("submit", async (e) => {
     e.preventDefault();

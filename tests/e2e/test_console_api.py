@@ -266,3 +266,7 @@ def test_dashboard_follows_group_and_range_and_counts_retries_refusals_and_cooli
     assert o["keys"]["invalid"] == 1 and o["unservable_groups"] == [other.name]
     assert own_server.api("GET", "/api/dashboard?group=nope").status_code == 404
     assert own_server.api("GET", "/api/dashboard?hours=721").status_code == 400
+
+
+def test_python_main_prints_the_console_url_at_start_up(server):
+    wait_for(lambda: f"console: {server.url}/ (log in with AUTH_KEY)" in server.log(), what="the console line")
