@@ -69,17 +69,19 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
     }
     const range = spec.min !== null && spec.min !== undefined ? ` Range ${spec.min}–${spec.max}.` : "";
     const hint = `${spec.description}${range} Default: ${readableDefault(spec.default)}.`;
-    const mark = markOverridable ? overridableMark(spec) : null;
     const node =
       spec.type === "boolean" && !inherit
         ? h(
             "div",
-            { class: "field check", dataset: { setting: spec.name } },
-            h("label", {}, input, " ", labelOf(spec.name), mark ? [" ", mark] : null),
+            { class: "field check" },
+            h("label", {}, input, " ", labelOf(spec.name)),
             h("p", { class: "hint" }, hint),
             h("p", { class: "field-error", dataset: { errorFor: spec.name } }),
           )
-        : field(mark ? [labelOf(spec.name), " ", mark] : labelOf(spec.name), input, { hint, name: spec.name });
+        : field(labelOf(spec.name), input, { hint, name: spec.name });
+    // the mark goes at the start of the hint, outside the label (the label stays the setting's name)
+    const mark = markOverridable ? overridableMark(spec) : null;
+    if (mark) node.querySelector(".hint").prepend(mark, " ");
     node.dataset.setting = spec.name;
     return { spec, input, node };
   });

@@ -175,7 +175,7 @@ export async function render(main, { query }) {
         dataset: { logId: l.id, requestId: l.request_id || "" },
       },
       h("td", { class: "nowrap card-title" }, fmtTime(l.at)),
-      h("td", {}, l.group),
+      h("td", { class: "nowrap" }, l.group),
       h("td", { class: "mono nowrap" }, keyLink(l)),
       h("td", { class: "nowrap" }, l.model || "–"),
       h("td", { class: "mono path-cell", title: `${l.method || ""} ${l.path || ""}`.trim() }, l.path || "–"),
@@ -184,7 +184,7 @@ export async function render(main, { query }) {
       h("td", { class: "num" }, fmtInt(l.duration_ms) + " ms"),
       h("td", { class: "num" }, fmtInt(l.total_tokens)),
       h("td", { class: "nowrap" }, attemptCell(l)),
-      h("td", { class: "error-cell" }, l.error || ""),
+      h("td", { class: "error-cell", title: l.error || undefined }, l.error || ""),
       h("td", { class: "card-actions" }, open),
     );
   });

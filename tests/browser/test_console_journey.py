@@ -203,7 +203,7 @@ def test_console_journey(make_ui, fresh_server, fake, tmp_path):
     expect(page.locator(".stat").filter(has_text="Active keys").locator(".stat-value")).to_have_text("6")
     expect(page.locator("svg.chart rect.bar.ok")).not_to_have_count(0)
     expect(page.locator("svg.chart rect.bar.fail")).not_to_have_count(0)
-    expect(page.locator("svg.chart path.line.total")).to_have_count(1)
+    expect(page.locator("svg.chart rect.bar.prompt")).not_to_have_count(0)  # tokens: bars, like requests
     expect(page.get_by_role("row", name=re.compile(r"^main"))).to_be_visible()
     ui.shot("dashboard")
 
