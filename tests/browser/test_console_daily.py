@@ -113,7 +113,7 @@ def test_dashboard_group_and_range_drive_cards_charts_and_warnings(make_ui, serv
     expect(requests_chart.locator("rect.bar.fail")).to_have_count(1)
     expect(page.locator("[data-chart='tokens'] svg rect.bar")).not_to_have_count(0)
     expect(page.locator("[data-chart='tokens'] svg path")).to_have_count(0)
-    ui.shot("dashboard")
+    ui.shot("dashboard-group", docs=False)
 
     # 7 days: hourly bars labelled with dates
     page.get_by_label("Time range").select_option("168")
@@ -172,7 +172,7 @@ def test_logs_group_attempts_link_keys_copy_ids_and_export_csv(make_ui, server, 
     expect(key_link).to_have_text(final["key"])
     href = key_link.get_attribute("href")
     assert href.startswith(f"#/groups/{name}/keys?q=") and final["key"] in requests.utils.unquote(href)
-    ui.shot("logs")
+    ui.shot("logs-attempts", docs=False)
 
     # the final attempt links to the earlier one: the drawer lists both and opens the other
     grouped.nth(0).get_by_role("button", name="1 earlier").click()
@@ -184,7 +184,7 @@ def test_logs_group_attempts_link_keys_copy_ids_and_export_csv(make_ui, server, 
     assert page.evaluate("navigator.clipboard.readText()") == final["request_id"]
     drawer.get_by_role("button", name=f"Copy key id: {final['key_id']}").click()
     assert page.evaluate("navigator.clipboard.readText()") == final["key_id"]
-    ui.shot("log-detail")
+    ui.shot("log-attempts")
     drawer.locator(f"li[data-attempt-id='{first['id']}']").get_by_role("button", name="#1").click()
     other = page.get_by_role("dialog")
     expect(other).to_contain_text("retried on another key")
@@ -239,7 +239,7 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
         expect(mark).to_have_count(1 if spec["group_overridable"] else 0)
     assert any(not s["group_overridable"] for s in schema.values())
     expect(page.locator("[data-setting='max_retries'] .chip.override")).to_have_text("group override")
-    ui.shot("settings")
+    ui.shot("settings-defaults", docs=False)
 
     # an unsaved change: leaving asks; "stay" keeps the page and the typed value, "leave" goes
     retries.fill("7")
@@ -354,7 +354,7 @@ def test_phone_logs_are_cards_and_the_filter_panel_folds(make_ui, server, fake):
     expect(group_row).to_be_visible()
     assert group_row.evaluate("el => getComputedStyle(el).display") == "block"
     no_horizontal_overflow(page)
-    ui.shot("mobile-dashboard")
+    ui.shot("mobile-dashboard-cards", docs=False)
 
 
 def test_wide_logs_stay_a_table(make_ui, server, fake):
