@@ -228,12 +228,13 @@ def test_reorder_groups_and_schema(tmp_path, fake):
 
 
 def test_dashboard_follows_group_and_range_and_counts_retries_refusals_and_cooling(own_server, fake):
-    busy = own_server.make_group(fake.url, [fake.add_key() for _ in range(3)])
+    busy = own_server.make_group(fake.url, [fake.add_key() for _ in range(2)])
     other = own_server.make_group(fake.url, [fake.add_key()])
     clear_of_a_minute_end()
-    fake.script(busy.keys[0], [errors.quota_per_minute("gemini-2.5-flash", retry_delay="600s")])
-    fake.script(busy.keys[1], [errors.quota_per_minute("gemini-2.5-flash", retry_delay="600s")])
-    assert generate(busy).status_code == 200  # up to two 429 attempts (retries), then the third key serves
+    assert generate(busy).status_code == 200
+    for key in busy.keys:  # the next request: a 429 on each key, so two attempts (one retry), then no key left
+        fake.script(key, [errors.quota_per_minute("gemini-2.5-flash", retry_delay="600s")])
+    assert generate(busy).status_code == 503
     bad = requests.post(
         f"{busy.base}/v1beta/models/gemini-2.5-flash:generateContent",
         headers={"x-goog-api-key": "not-a-proxy-key"},
@@ -247,20 +248,19 @@ def test_dashboard_follows_group_and_range_and_counts_retries_refusals_and_cooli
     def scoped():
         return own_server.api("GET", f"/api/dashboard?group={busy.name}&hours=168").json()
 
-    wait_for(lambda: scoped()["range"]["current"]["requests"] >= 2, what="the busy group's two requests")
+    wait_for(lambda: scoped()["range"]["current"]["requests"] >= 3, what="the busy group's three requests")
     d = scoped()
-    retried = d["range"]["current"]["retries"]
+    now = d["range"]["current"]
     assert d["group"] == busy.name and d["range"]["hours"] == 168 and d["groups"] == 1
-    assert d["range"]["current"]["requests"] == 2 and d["range"]["current"]["refused"] == 1
-    assert retried >= 1 and d["range"]["current"]["failed_attempts"] == retried
-    assert d["last_24h"]["requests"] == 2 and d["rpm"] == 2
-    assert d["keys"]["total"] == 3 and d["keys"]["invalid"] == 0
+    assert (now["requests"], now["failures"], now["retries"], now["failed_attempts"], now["refused"]) == (3, 2, 1, 2, 1)
+    assert d["last_24h"]["requests"] == 3 and d["rpm"] == 3
+    assert d["keys"]["total"] == 2 and d["keys"]["invalid"] == 0 and d["keys"]["active"] == 0
     # 429 per minute on one model: limited (some models), not cooling for all models
-    assert d["keys"]["limited"] == retried and d["keys"]["cooling_all"] == 0
+    assert d["keys"]["limited"] == 2 and d["keys"]["cooling_all"] == 0 and d["keys"]["cooling"] == 2
     assert d["unservable_groups"] == []
     everything = own_server.api("GET", "/api/dashboard").json()
-    assert everything["groups"] == 2 and everything["keys"]["total"] == 4
-    assert everything["last_24h"]["requests"] == 3 and everything["rpm"] == 3
+    assert everything["groups"] == 2 and everything["keys"]["total"] == 3
+    assert everything["last_24h"]["requests"] == 4 and everything["rpm"] == 4
     assert everything["unservable_groups"] == [other.name]
     o = own_server.api("GET", f"/api/dashboard?group={other.name}").json()
     assert o["keys"]["invalid"] == 1 and o["unservable_groups"] == [other.name]
