@@ -101,6 +101,7 @@ export async function render(main, { query }, life) {
           "limited",
         ),
         card("Invalid keys", fmtInt(k.invalid), "disabled by Google's answer", k.invalid ? "bad" : "", "invalid"),
+        "disabled" in k ? card("Disabled keys", fmtInt(k.disabled), "set aside by an admin", "", "disabled") : null,
         card(`Requests (${span()})`, fmtInt(r.requests), trend(t.requests, span()), "", "requests"),
         card(
           `Error rate (${span()})`,

@@ -241,8 +241,12 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
     expect(page.locator("[data-setting='max_retries'] .chip.override")).to_have_text("group override")
     ui.shot("settings-defaults", docs=False)
 
+    # closing or reloading the tab: the browser is asked to prompt only while something is unsaved
+    unload = "() => { const e = new Event('beforeunload', {cancelable: true}); dispatchEvent(e); return e.defaultPrevented; }"
+    assert page.evaluate(unload) is False
     # an unsaved change: leaving asks; "stay" keeps the page and the typed value, "leave" goes
     retries.fill("7")
+    assert page.evaluate(unload) is True
     asked: list[str] = []
 
     def answer(accept: bool):
@@ -262,6 +266,7 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Groups").click()
     expect(page.get_by_role("heading", name="Groups")).to_be_visible()
     assert len(asked) == 2
+    assert page.evaluate(unload) is False  # the settings page is gone, and its question with it
     assert server.api("GET", "/api/settings").json()["settings"]["max_retries"] != 7
     # nothing changed: no question
     page.goto(f"{server.url}/#/settings")
