@@ -80,7 +80,7 @@ export async function render(main, { query }, life) {
             { class: "alert error", role: "alert", dataset: { unservable: name } },
             "Group ",
             h("a", { href: `#/groups/${encodeURIComponent(name)}/keys` }, name),
-            " has no key that can serve a request now (every key is invalid, disabled or cooling for all models).",
+            " has no key that can serve a request now: it has no keys, or every key is invalid, disabled or cooling for all models.",
           ),
         );
       }

@@ -14,7 +14,7 @@ import {
   toast,
 } from "../dom.js";
 import { navigate } from "../nav.js";
-import { unsavedChanges } from "../widgets.js";
+import { asCards, unsavedChanges } from "../widgets.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -68,7 +68,7 @@ export async function render(main) {
         {},
         h(
           "th",
-          { scope: "row" },
+          { scope: "row", class: "card-title" },
           h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
           g.display_name ? h("div", { class: "muted small" }, g.display_name) : null,
         ),
@@ -92,7 +92,7 @@ export async function render(main) {
         ),
         h(
           "td",
-          { class: "actions" },
+          { class: "actions card-actions" },
           h("a", { class: "btn small", href: `#/groups/${encodeURIComponent(g.name)}/keys` }, "Keys"),
           h(
             "button",
@@ -125,23 +125,25 @@ export async function render(main) {
       h(
         "div",
         { class: "table-wrap card flush" },
-        h(
-          "table",
-          { class: "groups-table" },
+        asCards(
           h(
-            "thead",
-            {},
+            "table",
+            { class: "groups-table" },
             h(
-              "tr",
+              "thead",
               {},
-              h("th", { scope: "col" }, "Group"),
-              h("th", { scope: "col", class: "num" }, "Keys"),
-              h("th", { scope: "col" }, "Status"),
-              h("th", { scope: "col" }, "Upstream"),
-              h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+              h(
+                "tr",
+                {},
+                h("th", { scope: "col" }, "Group"),
+                h("th", { scope: "col", class: "num" }, "Keys"),
+                h("th", { scope: "col" }, "Status"),
+                h("th", { scope: "col" }, "Upstream"),
+                h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+              ),
             ),
+            h("tbody", {}, rows),
           ),
-          h("tbody", {}, rows),
         ),
       ),
     );

@@ -360,6 +360,17 @@ def test_phone_logs_are_cards_and_the_filter_panel_folds(make_ui, server, fake):
     assert group_row.evaluate("el => getComputedStyle(el).display") == "block"
     no_horizontal_overflow(page)
     ui.shot("mobile-dashboard-cards", docs=False)
+    # and the groups list: each group a card with its actions on screen
+    page.goto(f"{server.url}/#/groups")
+    card = page.locator("tbody tr").filter(has=page.get_by_role("link", name=name, exact=True))
+    expect(card).to_be_visible()
+    assert card.evaluate("el => getComputedStyle(el).display") == "block"
+    keys_button = card.get_by_role("link", name="Keys", exact=True)
+    keys_button.scroll_into_view_if_needed()  # the shared server has many groups: this one may be further down
+    expect(keys_button).to_be_in_viewport()
+    box = keys_button.bounding_box()
+    assert box["x"] + box["width"] <= PHONE["width"]
+    no_horizontal_overflow(page)
 
 
 def test_wide_logs_stay_a_table(make_ui, server, fake):
