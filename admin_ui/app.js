@@ -102,6 +102,9 @@ document.getElementById("nav-toggle").addEventListener("click", (e) => {
 });
 
 document.getElementById("logout").addEventListener("click", () => {
+  const question = leaveQuestion(); // ask before the key is dropped: "stay" must leave the session intact
+  if (question && !window.confirm(question)) return;
+  setLeaveGuard(null);
   auth.clear();
   navigate("/login");
 });

@@ -268,12 +268,24 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
     assert len(asked) == 2
     assert page.evaluate(unload) is False  # the settings page is gone, and its question with it
     assert server.api("GET", "/api/settings").json()["settings"]["max_retries"] != 7
+    # logging out with an unsaved change asks first; "stay" keeps the session
+    page.goto(f"{server.url}/#/settings")
+    retries.fill("8")
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name="Log out").click()
+    wait_for(lambda: len(asked) == 3, what="the logout question")
+    expect(retries).to_have_value("8")
+    assert page.evaluate("sessionStorage.length") == 1
+    page.once("dialog", answer(True))
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    assert len(asked) == 4
     # nothing changed: no question
     page.goto(f"{server.url}/#/settings")
     expect(retries).to_be_visible()
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Logs").click()
     expect(page.get_by_role("heading", name="Logs")).to_be_visible()
-    assert len(asked) == 2
+    assert len(asked) == 4
 
 
 def test_new_group_copy_button_edit_guard_and_breadcrumbs(make_ui, server, fake):
