@@ -84,7 +84,7 @@ export async function render(main, { query }, life) {
           ),
         );
       }
-      clear(cards).append(
+      const shown = [
         card("Active keys", fmtInt(k.active), `${fmtInt(k.total)} keys ${where}`, "good", "active"),
         card(
           "Cooling (all models)",
@@ -132,7 +132,9 @@ export async function render(main, { query }, life) {
           "tokens",
         ),
         card("Requests / min", fmtInt(d.rpm), "last minute", "", "rpm"),
-      );
+      ];
+      // a server that lets an admin disable keys counts them apart; the card is left out otherwise
+      clear(cards).append(...shown.filter(Boolean));
     } catch (err) {
       if (!err.missingRoute) return clear(cards).append(errorBox(err));
       // Older backend: derive the key cards from the group list.

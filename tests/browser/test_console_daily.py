@@ -104,6 +104,9 @@ def test_dashboard_group_and_range_drive_cards_charts_and_warnings(make_ui, serv
     expect(page.locator("[data-stat='active'] .stat-sub")).to_have_text(f"2 keys in group {busy}")
     expect(stat(page, "limited")).to_have_text("2")
     expect(stat(page, "cooling-all")).to_have_text("0")
+    # every child of the cards row is a card (no stray text such as "null" from an absent optional card)
+    assert page.locator(".stats").evaluate("el => [...el.childNodes].every((n) => n.nodeType === 1)")
+    assert "null" not in page.locator(".stats").inner_text()
     expect(stat(page, "error-rate")).to_have_text("66.7%")  # the retried request and the refused one failed
     expect(page.locator("tr.selected")).to_contain_text(busy)
     # 24 hours: one hour of traffic is one bar (succeeded below failed), not a wide triangle
