@@ -71,7 +71,7 @@ export async function render(main, { query }, life) {
       const r = d.range?.current || d.last_24h;
       const t = d.range?.trend || d.trend;
       const k = d.keys;
-      const where = d.group ? `in group ${d.group}` : `in ${fmtInt(d.groups)} groups`;
+      const where = d.group ? `in group ${d.group}` : `in ${fmtInt(d.groups)} group${d.groups === 1 ? "" : "s"}`;
       clear(warnings);
       for (const name of d.unservable_groups || []) {
         warnings.append(
