@@ -278,6 +278,7 @@ export async function render(main, { query }, life) {
     }
   }
   function rescope() {
+    lastLoad = Date.now();
     // keep the choice in the URL (a reload or a shared link shows the same view) without re-rendering the page
     const params = new URLSearchParams(Object.entries(scope()).filter(([k, v]) => v && !(k === "hours" && v === "24")));
     history.replaceState(null, "", "#/dashboard" + (params.toString() ? "?" + params : ""));
@@ -286,8 +287,14 @@ export async function render(main, { query }, life) {
   refresh.addEventListener("click", load);
   groupSelect.addEventListener("change", rescope);
   hoursSelect.addEventListener("change", rescope);
+  // Refresh every 5 s over 24 h; the longer ranges change slowly and read many more hourly buckets (on Firestore,
+  // one read each), so they refresh every 60 s.
+  let lastLoad = Date.now();
   life.every(5000, () => {
-    if (!document.hidden) load();
+    const every = hoursSelect.value === "24" ? 5000 : 60000;
+    if (document.hidden || Date.now() - lastLoad < every - 500) return;
+    lastLoad = Date.now();
+    load();
   });
   await load();
 }
