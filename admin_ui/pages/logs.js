@@ -175,9 +175,21 @@ export async function render(main, { query }) {
         dataset: { logId: l.id, requestId: l.request_id || "" },
       },
       h("td", { class: "nowrap card-title" }, fmtTime(l.at)),
-      h("td", { class: "nowrap" }, l.group),
+      h(
+        "td",
+        { class: "nowrap" },
+        l.group,
+        l.aggregate && l.aggregate !== l.group ? h("div", { class: "muted small" }, "via " + l.aggregate) : null,
+      ),
       h("td", { class: "mono nowrap" }, keyLink(l)),
-      h("td", { class: "nowrap" }, l.model || "–"),
+      h(
+        "td",
+        { class: "nowrap" },
+        l.model || "–",
+        l.requested_model && l.requested_model !== l.model
+          ? h("div", { class: "muted small" }, "asked: " + l.requested_model)
+          : null,
+      ),
       h("td", { class: "mono path-cell", title: `${l.method || ""} ${l.path || ""}`.trim() }, l.path || "–"),
       h("td", {}, l.stream ? "yes" : "no"),
       h("td", {}, h("span", { class: "chip " + (l.success ? "active" : "invalid") }, String(l.status_code || "error"))),
@@ -294,9 +306,12 @@ async function drawer(row) {
   add("Request id", log.request_id, "Copy request id");
   add("Log id", log.id, "Copy log id");
   add("Group", log.group);
+  if (log.aggregate) add("Through aggregate", log.aggregate);
   props.append(h("dt", {}, "Key"), h("dd", {}, keyLink(log)));
   add("Key id", log.key_id, "Copy key id");
   add("Model", log.model);
+  if (log.requested_model && log.requested_model !== log.model)
+    add("Requested model (redirected)", log.requested_model);
   add("Request", `${log.method} ${log.path}`);
   add("Status", log.status_code);
   add("Result", log.success ? "succeeded" : "failed");
