@@ -15,7 +15,7 @@ from typing import Any
 from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.breaker import Breakers
 from gptload.models import ACTIVE, ANY_MODEL, KEY_STATUSES, LOG_FIELDS, LogQuery, attempt_log_id, request_id_of
-from gptload.pool import KeyPool
+from gptload.pool import GroupView, KeyPool
 from gptload.store.base import Store
 from gptload.store.rollup import STAT_FIELDS, hour_of
 from gptload.usage import UsageBuffer
@@ -40,7 +40,7 @@ class Insights:
 
         ``keys`` counts display statuses, and apart: ``cooling_all`` (a key cooling for every model) and ``limited``
         (cooling for some models only). ``unservable_groups`` names the groups with no key that can serve any
-        request now (none active, or every active one cooling for all models)."""
+        request now (none active, or every active one cooling for all models; an aggregate: none in its members)."""
         if not 1 <= hours <= 720:
             raise ValidationFailed("hours must be between 1 and 720")
         now = now or time.time()
@@ -50,22 +50,17 @@ class Insights:
         views = [v for v in self._pool.views() if group is None or v.name == group]
         if group is not None and not views:
             raise NotFound(f"no group {group!r}")
-        unservable = []
         for view in views:
-            serving = 0
             for key in view.keys:
                 status = key.state.display_status(now)
                 keys[status] = keys.get(status, 0) + 1
                 live = key.state.live_cooldowns(now)
-                everything = any(c.model == ANY_MODEL for c in live)
-                if everything:
+                if any(c.model == ANY_MODEL for c in live):
                     keys["cooling_all"] += 1
                 elif live:
                     keys["limited"] += 1
-                if key.state.status == ACTIVE and not everything:
-                    serving += 1
-            if not serving:
-                unservable.append(view.name)
+        every = {v.name: v for v in self._pool.views()}
+        unservable = [v.name for v in views if not _can_serve(v, now, every)]
         keys["total"] = sum(len(v.keys) for v in views)
         this_hour = hour_of(now)
         span = max(2 * hours, 48)
@@ -217,6 +212,18 @@ def parse_log_query(args: Any) -> LogQuery:
         since=number("since", float, 0, MAX_EPOCH),
         until=number("until", float, 0, MAX_EPOCH),
         text=text("q"),
+    )
+
+
+def _can_serve(view: GroupView, now: float, views: dict[str, GroupView]) -> bool:
+    """Whether some key could serve a request now: an active key not cooling for every model; for an aggregate,
+    such a key in one of its members (``views``: every group by name)."""
+    if view.is_aggregate:
+        members = (views.get(m.name) for m in view.group.sub_groups)
+        return any(m is not None and not m.is_aggregate and _can_serve(m, now, views) for m in members)
+    return any(
+        k.state.status == ACTIVE and not any(c.model == ANY_MODEL for c in k.state.live_cooldowns(now))
+        for k in view.keys
     )
 
 

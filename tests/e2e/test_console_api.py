@@ -270,3 +270,18 @@ def test_dashboard_follows_group_and_range_and_counts_retries_refusals_and_cooli
 
 def test_python_main_prints_the_console_url_at_start_up(server):
     wait_for(lambda: f"console: {server.url}/ (log in with AUTH_KEY)" in server.log(), what="the console line")
+
+
+def test_dashboard_warns_of_an_aggregate_only_through_its_members(server, fake):
+    """An aggregate has no keys of its own: it is not "a group with no key that can serve" while a member can."""
+    member = server.make_group(fake.url, [fake.add_key()])
+    name = f"agg-{member.name}"
+    r = server.api(
+        "POST",
+        "/api/groups",
+        json={"name": name, "group_type": "aggregate", "sub_groups": [{"name": member.name, "weight": 1}]},
+    )
+    assert r.status_code == 201, r.text
+    d = server.api("GET", "/api/dashboard").json()
+    assert name not in d["unservable_groups"] and member.name not in d["unservable_groups"]
+    assert server.api("GET", f"/api/dashboard?group={name}").json()["unservable_groups"] == []
