@@ -174,7 +174,7 @@ export async function render(main, { query }) {
         class: [l.success ? "" : "failed", grouped ? "grouped band-" + band : "", l.final ? "" : "retried"].join(" "),
         dataset: { logId: l.id, requestId: l.request_id || "" },
       },
-      h("td", { class: "nowrap card-title" }, fmtTime(l.at)),
+      h("td", { class: "time-cell card-title" }, fmtTime(l.at)),
       h(
         "td",
         { class: "nowrap" },

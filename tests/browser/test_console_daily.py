@@ -400,3 +400,22 @@ def test_wide_logs_stay_a_table(make_ui, server, fake):
     assert row.evaluate("el => getComputedStyle(el).display") == "table-row"
     assert ui.page.locator("details.filter-panel").evaluate("el => el.open") is True
     expect(ui.page.locator("thead")).to_be_visible()
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_the_logs_table_fits_a_desktop_width(make_ui, server, fake, width):
+    """Every column, the Details button included, is on screen without scrolling the table sideways."""
+    name, proxy_key, keys = new_group(server, fake, 2)
+    retried_request(server, fake, name, proxy_key, keys)
+    wait_for(lambda: server.api("GET", f"/api/logs?group={name}").json()["total"] == 2, what="two log rows")
+    ui = make_ui(server, {"width": width, "height": 900})
+    ui.login()
+    ui.page.goto(f"{server.url}/#/logs?group={name}")
+    expect(ui.page.locator("tbody tr")).to_have_count(2)
+    wrap = ui.page.locator(".table-wrap")
+    widths = ui.page.locator("thead th").evaluate_all("els => els.map((e) => [e.textContent, e.offsetWidth])")
+    assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), (
+        wrap.evaluate("el => [el.scrollWidth, el.clientWidth]"),
+        widths,
+    )
+    expect(ui.page.locator("tbody tr").first.get_by_role("button", name=re.compile("^Details"))).to_be_in_viewport()
