@@ -1,0 +1,31 @@
+"""Log rows a hostile client shapes (long model names it chooses, odd characters) are stored and read back on both
+stores: a flush that can never commit would hold every later usage event of the instance behind it."""
+
+from __future__ import annotations
+
+import hashlib
+
+from gptload.models import LogQuery, UsageEvent
+from tests.contract.test_store_contract import group, records
+from tests.contract.test_store_contract_usage import T0
+
+
+def test_many_long_distinct_model_names_in_one_flush(store):
+    store.create_group(group("g1"))
+    store.add_keys("g1", records("g1", 1), {})
+    events = [
+        UsageEvent(
+            group="g1",
+            key_id="k0000",
+            at=T0 + i,
+            success=False,
+            status_code=404,
+            model=hashlib.sha256(str(i).encode()).hexdigest() * 47,  # 3,008 characters, all distinct
+            id=f"r{i:04d}",
+        )
+        for i in range(400)
+    ]
+    store.record_usage(events)
+    rows, total = store.query_logs(LogQuery(group="g1"), 0, 5)
+    assert total == 400 and [r["id"] for r in rows] == [f"r{i:04d}" for i in range(399, 394, -1)]
+    assert store.get_log("r0007")["model"] == events[7].model
