@@ -28,7 +28,7 @@ from gptload.models import LogQuery
 from gptload.store.firestore.mappers import log_view
 
 PAGE_ROWS = 500  # rows per page (a flush is 500 events by default: one page per group and hour)
-PAGE_BYTES = 900_000  # compressed rows per page; Firestore's document limit is 1 MiB with the other fields
+PAGE_BYTES = 900_000  # compressed rows + tags + ids per page; Firestore's document limit is 1 MiB
 ENCODE_ROWS = 100  # rows JSON-encoded in one piece (see encode_rows)
 COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 10 MiB
 
@@ -143,10 +143,6 @@ class Page:
 
     def fields(self) -> dict[str, Any]:
         ats = [float(r["at"]) for r in self.rows]
-        tags: dict[str, None] = {}
-        for r in self.rows:
-            for _attr, prefix, field in FILTER_TAGS:
-                tags[tag(prefix, r.get(field))] = None
         return {
             "group": self.group,
             "hour": self.hour,
@@ -154,16 +150,31 @@ class Page:
             "last_at": max(ats),
             "count": len(self.rows),
             "ids": [str(r["id"]) for r in self.rows],
-            "tags": list(tags),
+            "tags": page_tags(self.rows),
             "rows": self.blob,
         }
+
+
+def page_tags(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The distinct ``FILTER_TAGS`` values of ``rows``, in first-seen order."""
+    tags: dict[str, None] = {}
+    for r in rows:
+        for _attr, prefix, field in FILTER_TAGS:
+            tags[tag(prefix, r.get(field))] = None
+    return list(tags)
+
+
+def page_bytes(rows: list[dict[str, Any]], blob: bytes) -> int:
+    """About what a page of ``rows`` weighs in Firestore: the compressed rows plus its ``tags`` and ``ids`` arrays
+    (a client chooses the model name, so the tags alone can pass 1 MiB; the other fields are a few dozen bytes)."""
+    return len(blob) + sum(len(t.encode()) + 1 for t in page_tags(rows)) + sum(len(str(r["id"])) + 1 for r in rows)
 
 
 def pack(
     rows: Iterable[dict[str, Any]], hour_of: Callable[[float], float], pause: Callable[[], None] = lambda: None
 ) -> list[Page]:
     """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), oldest first, split at
-    ``PAGE_ROWS`` rows and halved again while the compressed rows exceed ``PAGE_BYTES``. The same rows in any
+    ``PAGE_ROWS`` rows and halved again while the page (compressed rows, tags and ids) exceeds ``PAGE_BYTES``. The same rows in any
     order give the same pages in the same order (page names derive from it: a retried batch must meet its own).
     ``pause`` is called between pieces of work (the adapter lets other threads run there)."""
     buckets: dict[tuple[str, float], list[dict[str, Any]]] = {}
@@ -180,7 +191,7 @@ def pack(
 def _sized(group: str, hour: float, rows: list[dict[str, Any]], pause: Callable[[], None]) -> list[Page]:
     blob = encode_rows(rows, pause)
     pause()
-    if len(blob) <= PAGE_BYTES or len(rows) == 1:
+    if page_bytes(rows, blob) <= PAGE_BYTES or len(rows) == 1:
         return [Page(group, hour, tuple(rows), blob)]
     half = len(rows) // 2
     return _sized(group, hour, rows[:half], pause) + _sized(group, hour, rows[half:], pause)
