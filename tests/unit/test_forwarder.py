@@ -329,3 +329,17 @@ def test_a_client_chosen_model_name_is_logged_at_a_bounded_length(rig, sqlite_st
     rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
     assert total == 1 and 0 < len(rows[0]["model"]) <= 200 and huge.startswith(rows[0]["model"])
     assert len(rows[0]["requested_model"]) <= 200 and len(rows[0]["path"]) <= 2000
+
+
+def test_a_lone_surrogate_in_the_model_name_does_not_stop_the_usage_flush(rig, sqlite_store):
+    # JSON may escape a lone surrogate ("\udc80"): Python decodes it into a str that no UTF-8 encoder accepts, so
+    # the store rejected the whole batch on every retry and every later event of the instance waited behind it.
+    fwd, pool, *_rest, usage = rig(n=1)
+    body = b'{"model": "gem\\udc80ini", "messages": [{"role": "user", "content": "hi"}]}'
+    fwd.forward(pool.view("g"), request(body=body, path="v1beta/openai/chat/completions"))
+    fwd.forward(pool.view("g"), request())
+    assert usage.flush() == 2 and len(usage) == 0
+    from gptload.models import LogQuery
+
+    rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
+    assert total == 2 and sorted(r["model"] for r in rows) == ["gem\ufffdini", "gemini-2.5-pro"]
