@@ -342,4 +342,4 @@ def test_a_lone_surrogate_in_the_model_name_does_not_stop_the_usage_flush(rig, s
     from gptload.models import LogQuery
 
     rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
-    assert total == 2 and sorted(r["model"] for r in rows) == ["gem\ufffdini", "gemini-2.5-pro"]
+    assert total == 2 and sorted(r["model"] for r in rows) == ["gemini-2.5-pro", "gem\ufffdini"]
