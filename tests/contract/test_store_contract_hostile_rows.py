@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from gptload.models import LogQuery, UsageEvent
 from tests.contract.test_store_contract import group, records
 from tests.contract.test_store_contract_usage import T0
@@ -29,3 +31,9 @@ def test_many_long_distinct_model_names_in_one_flush(store):
     rows, total = store.query_logs(LogQuery(group="g1"), 0, 5)
     assert total == 400 and [r["id"] for r in rows] == [f"r{i:04d}" for i in range(399, 394, -1)]
     assert store.get_log("r0007")["model"] == events[7].model
+
+
+@pytest.mark.parametrize("log_id", ["__x__", "..", ".", "x" * 2000, "a b", "\u00e9", "no-such-row"])
+def test_the_detail_of_an_id_no_row_has_is_none(store, log_id):
+    # the admin API passes the id from its URL: a 404, not a "store unavailable" for ids Firestore cannot name
+    assert store.get_log(log_id) is None
