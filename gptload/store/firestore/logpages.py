@@ -78,10 +78,13 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
     if q.until is not None:
         until = float(q.until)
         checks.append(lambda r: float(r.get("at") or 0) < until)
-    if q.text:
-        needle = q.text.lower()
-        checks.append(lambda r: needle in str(r.get("error") or "").lower())
+    if q.text:  # case-insensitive for ASCII letters only, as SQLite's lower() in the SQLite adapter
+        needle = q.text.translate(_ASCII_LOWER)
+        checks.append(lambda r: needle in str(r.get("error") or "").translate(_ASCII_LOWER))
     return lambda r: all(c(r) for c in checks)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _equals(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
