@@ -177,8 +177,9 @@ def pack(
     rows: Iterable[dict[str, Any]], hour_of: Callable[[float], float], pause: Callable[[], None] = lambda: None
 ) -> list[Page]:
     """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), oldest first, split at
-    ``PAGE_ROWS`` rows and halved again while the page (compressed rows, tags and ids) exceeds ``PAGE_BYTES``. The same rows in any
-    order give the same pages in the same order (page names derive from it: a retried batch must meet its own).
+    ``PAGE_ROWS`` rows and halved again while the page (compressed rows, tags and ids) exceeds ``PAGE_BYTES``.
+    The same rows in any order give the same pages in the same order (page names derive from it: a retried batch
+    must meet its own).
     ``pause`` is called between pieces of work (the adapter lets other threads run there)."""
     buckets: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
