@@ -143,6 +143,7 @@ class Page:
     hour: float
     rows: tuple[dict[str, Any], ...]
     blob: bytes
+    tags: tuple[str, ...] = ()  # ``page_tags(rows)`` when already computed (pack sizes pages with them)
 
     def fields(self) -> dict[str, Any]:
         ats = [float(r["at"]) for r in self.rows]
@@ -153,7 +154,7 @@ class Page:
             "last_at": max(ats),
             "count": len(self.rows),
             "ids": [str(r["id"]) for r in self.rows],
-            "tags": page_tags(self.rows),
+            "tags": list(self.tags) if self.tags else page_tags(self.rows),
             "rows": self.blob,
         }
 
@@ -167,10 +168,10 @@ def page_tags(rows: Iterable[dict[str, Any]]) -> list[str]:
     return list(tags)
 
 
-def page_bytes(rows: list[dict[str, Any]], blob: bytes) -> int:
+def page_bytes(rows: list[dict[str, Any]], blob: bytes, tags: list[str]) -> int:
     """About what a page of ``rows`` weighs in Firestore: the compressed rows plus its ``tags`` and ``ids`` arrays
     (a client chooses the model name, so the tags alone can pass 1 MiB; the other fields are a few dozen bytes)."""
-    return len(blob) + sum(len(t.encode()) + 1 for t in page_tags(rows)) + sum(len(str(r["id"])) + 1 for r in rows)
+    return len(blob) + sum(len(t.encode()) + 1 for t in tags) + sum(len(str(r["id"])) + 1 for r in rows)
 
 
 def pack(
@@ -195,7 +196,9 @@ def pack(
 def _sized(group: str, hour: float, rows: list[dict[str, Any]], pause: Callable[[], None]) -> list[Page]:
     blob = encode_rows(rows, pause)
     pause()
-    if page_bytes(rows, blob) <= PAGE_BYTES or len(rows) == 1:
-        return [Page(group, hour, tuple(rows), blob)]
+    tags = page_tags(rows)
+    pause()
+    if page_bytes(rows, blob, tags) <= PAGE_BYTES or len(rows) == 1:
+        return [Page(group, hour, tuple(rows), blob, tuple(tags))]
     half = len(rows) // 2
     return _sized(group, hour, rows[:half], pause) + _sized(group, hour, rows[half:], pause)
