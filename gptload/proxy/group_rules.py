@@ -261,7 +261,17 @@ def _rewrite_body(body: bytes, overrides: Mapping[str, Any] | None, source: str,
         _redirect_body_model(doc, source, target)
     if overrides:
         doc = deep_merge(doc, overrides)
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return _dump(doc)
+
+
+def _dump(doc: Any) -> bytes:
+    """``doc`` as compact UTF-8 JSON. A lone surrogate (JSON may escape one: ``"\\ud800"``) has no UTF-8 form: such
+    a document is written with ASCII escapes, which keep it exactly as it came."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _body_model(body: bytes) -> str:
@@ -347,7 +357,7 @@ def rewrite_answer(rules: GroupRules, out: Outbound, body: bytes) -> bytes:
             doc.pop("nextPageToken", None)
             if openai:
                 doc["has_more"] = False
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return _dump(doc)
 
 
 def _merged_list(rules: GroupRules, entries: list[Any], name_field: str, openai: bool, first_page: bool) -> list[Any]:

@@ -275,3 +275,22 @@ def test_openai_model_info_is_redirected_and_names_the_alias():
     assert out.path == "v1beta/openai/models/gemini-2.5-flash" and out.answer_kind == "model_info"
     answer = json.dumps({"id": "models/gemini-2.5-flash", "object": "model", "owned_by": "google"}).encode()
     assert json.loads(gr.rewrite_answer(r, out, answer))["id"] == "models/gpt-4o"
+
+
+# -- hostile input (h-attack10) -----------------------------------------------------------------------------------
+def test_a_body_with_a_lone_surrogate_escape_is_merged_without_crashing():
+    # JSON allows "\ud800"; re-encoding it as UTF-8 cannot: the escape must survive as an escape
+    r = rules(param_overrides={"generationConfig": {"temperature": 0.2}})
+    body = b'{"contents":[{"parts":[{"text":"a\\ud800b\\u00e9"}]}]}'
+    out = gr.prepare(r, inbound("v1beta/models/x:generateContent", body), NOW)
+    doc = json.loads(out.body.decode("utf-8"))
+    assert doc["contents"][0]["parts"][0]["text"] == "a\ud800b\u00e9"
+    assert doc["generationConfig"] == {"temperature": 0.2}
+
+
+def test_an_answer_with_a_lone_surrogate_escape_is_rewritten_without_crashing():
+    r = rules(model_redirect_rules=REDIRECTS)
+    out = gr.prepare(r, inbound("v1beta/models", method="GET"), NOW)
+    listed = b'{"models":[{"name":"models/gemini-2.5-flash","description":"\\udfff"}]}'
+    doc = json.loads(gr.rewrite_answer(r, out, listed).decode("utf-8"))
+    assert [m["name"] for m in doc["models"]] == ["models/alias", "models/pro-alias", "models/gemini-2.5-flash"]
