@@ -175,6 +175,11 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     )
     if cache_create:
         requested = _body_model(req.body)
+    # An OpenAI-layer body names its model whatever its Content-Type or size (``model_of`` reads only JSON-typed
+    # bodies up to a bound); redirects and strict mode read it themselves and send the body as they read it.
+    openai_body = bool(req.openai and req.method == "POST" and req.body and (rules.redirects or rules.strict))
+    if openai_body and not requested:
+        requested = _body_model(req.body)
     target = rules.redirects.get(requested, "") if requested else ""
     if rules.strict and requested and not target:
         sources = ", ".join(sorted(rules.redirects)[:20]) or "none"
@@ -186,7 +191,7 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     if target:  # native calls and model info (``models/{from}`` in the path); OpenAI-layer bodies below
         path = _redirect_path(path, requested, target)
     overrides = rules.overrides if json_body and _overridable(req) else None
-    redirect_body = target and json_body and (req.openai or cache_create or ":batchEmbedContents" in req.path)
+    redirect_body = target and (openai_body or (json_body and (cache_create or ":batchEmbedContents" in req.path)))
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
     set_headers, remove_headers = _header_actions(rules, req.client_ip, now)

@@ -294,3 +294,25 @@ def test_an_answer_with_a_lone_surrogate_escape_is_rewritten_without_crashing():
     listed = b'{"models":[{"name":"models/gemini-2.5-flash","description":"\\udfff"}]}'
     doc = json.loads(gr.rewrite_answer(r, out, listed).decode("utf-8"))
     assert [m["name"] for m in doc["models"]] == ["models/alias", "models/pro-alias", "models/gemini-2.5-flash"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "", "application/x-www-form-urlencoded"])
+def test_strict_mode_reads_the_openai_body_model_whatever_the_content_type(content_type):
+    # model_of reads the body only under a JSON Content-Type; the upstream may not care: strict mode must
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(
+            r, inbound("v1beta/openai/chat/completions", b'{"model": "gemini-2.5-pro"}', content_type=content_type), NOW
+        )
+    # duplicate keys: the body goes upstream as it was checked (one "model", the target)
+    twice = b'{"model": "gemini-2.5-pro", "model": "alias", "messages": []}'
+    out = gr.prepare(r, inbound("v1beta/openai/chat/completions", twice, content_type=content_type), NOW)
+    assert out.body.count(b'"model"') == 1 and json.loads(out.body)["model"] == "gemini-2.5-flash"
+    assert (out.model, out.requested_model) == ("gemini-2.5-flash", "alias")
+
+
+def test_strict_mode_reads_the_model_of_an_openai_body_too_big_to_scan():
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    big = json.dumps({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/openai/chat/completions", big.encode()), NOW)
