@@ -436,7 +436,7 @@ def check_overrides(raw: Any) -> dict[str, Any]:
 
 def check_header_rules(raw: Any) -> list[dict[str, str]]:
     """``[{"key", "value", "action": "set" | "remove"}]``: at most MAX_HEADER_RULES; header names as RFC 9110
-    tokens, never one of FORBIDDEN_HEADERS; values without control characters, using only VARIABLES."""
+    tokens, never one of FORBIDDEN_HEADERS; values in Latin-1 without control characters, using only VARIABLES."""
     if not isinstance(raw, list):
         raise ValueError('must be a list of {"key", "value", "action": "set" | "remove"}')
     if len(raw) > MAX_HEADER_RULES:
@@ -454,13 +454,22 @@ def check_header_rules(raw: Any) -> list[dict[str, str]]:
             raise ValueError(f"{where}: {key} is managed by gptload and cannot be set or removed")
         if action not in ("set", "remove"):
             raise ValueError(f"{where}: action must be 'set' or 'remove'")
-        if not isinstance(value, str) or len(value) > 2048 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError(f"{where}: value must be text of at most 2048 characters without control characters")
+        if not isinstance(value, str) or len(value) > 2048 or not all(_header_char(c) for c in value):
+            raise ValueError(
+                f"{where}: value must be text of at most 2048 characters, without control characters, "
+                "in Latin-1 (HTTP headers carry nothing else)"
+            )
         unknown = [v for v in _VARIABLE.findall(value) if v not in VARIABLES]
         if unknown:
             raise ValueError(f"{where}: unknown variable {unknown[0][:40]} (known: {', '.join(VARIABLES)})")
         out.append({"key": key, "value": value if action == "set" else "", "action": action})
     return out
+
+
+def _header_char(c: str) -> bool:
+    """May ``c`` appear in a header value? Visible ASCII, space, and Latin-1's printable upper half (obs-text): the
+    transport encodes header values as Latin-1, so anything else would fail every request of the group."""
+    return 0x20 <= ord(c) <= 0x7E or 0xA0 <= ord(c) <= 0xFF
 
 
 def _depth(value: Any) -> int:

@@ -316,3 +316,13 @@ def test_strict_mode_reads_the_model_of_an_openai_body_too_big_to_scan():
     big = json.dumps({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
     with pytest.raises(ModelNotAllowed):
         gr.prepare(r, inbound("v1beta/openai/chat/completions", big.encode()), NOW)
+
+
+def test_header_values_the_transport_cannot_encode_are_refused():
+    for value in ("\u20ac", "caf\u00e9\u2028", "\x85"):  # not latin-1, a C1 control
+        with pytest.raises(ValueError, match="rule 1"):
+            gr.check_header_rules([{"key": "X-A", "value": value}])
+    assert (
+        gr.check_header_rules([{"key": "X-A", "value": "caf\u00e9 ${GROUP_NAME}"}])[0]["value"]
+        == "caf\u00e9 ${GROUP_NAME}"
+    )
