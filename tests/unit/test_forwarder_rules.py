@@ -18,6 +18,7 @@ from gptload.proxy.forwarder import Forwarder
 from gptload.proxy.request import IncomingRequest
 from gptload.proxy.upstream import Sessions, make_session
 from gptload.usage import UsageBuffer
+from gptload.validation import probe
 from gptload.vault.store_vault import StoreVault
 from tests.fakes.fake_gemini import errors, make_key
 from tests.fakes.memory_transport import Answer, MemoryTransport
@@ -208,3 +209,15 @@ def test_a_group_without_rules_refuses_dot_segments_too(rig):
     assert transport.seen == []
     fwd.forward(pool.view("g"), request("v1beta/models/gemini-2.5-pro..x:generateContent", b"{}"))  # dots in a name
     assert transport.seen[0].url == f"{UP}/v1beta/models/gemini-2.5-pro..x:generateContent"
+
+
+def test_a_validation_probe_answered_407_by_the_egress_proxy_blames_no_key(rig):
+    # an HTTP upstream through an HTTP proxy: the 407 is the proxy's, whatever its body says
+    bad = errors.invalid_key()
+    settings = {"max_retries": 3, "proxy_url": "http://user:wrong@127.0.0.1:3128"}
+    _fwd, pool, _transport, _usage = rig(handler=lambda req: Answer(407, bad.body), settings=settings)
+    view = pool.view("g")
+    session = make_session(2)
+    session.mount(UP, MemoryTransport(lambda req: Answer(407, bad.body)))
+    verdict = probe(session, view, view.keys[0], 5.0)
+    assert verdict.network and verdict.kind.value == "transient" and "407" in verdict.reason
