@@ -17,7 +17,8 @@ The contract, for the forwarder and for an aggregate that calls it once per memb
   set and remove, ``model`` (sent upstream: cooldowns, statistics, breaker and logs use it) and ``requested_model``
   (what the client named, for the log).
 - Strict mode: a request naming a model that is not a redirect source raises ``ModelNotAllowed`` (404 in Google's
-  envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass.
+  envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass, and so do a
+  long-running call's operations (``models/{target}/operations/{id}``: Google names them after the target).
 - ``param_overrides`` apply to the JSON object bodies of native generation calls (``:generateContent``,
   ``:streamGenerateContent``, where ``generationConfig``, ``safetySettings``, ``systemInstruction``, ``tools``... make
   sense; Google refuses unknown fields, so ``:countTokens``, embeddings, files and caches are left alone) and of
@@ -61,6 +62,9 @@ _NATIVE_LIST = re.compile(r"^v1[a-z0-9]*/models/?$")
 _OPENAI_LIST = re.compile(r"^v1[a-z0-9]*/openai/models/?$")
 _OVERRIDDEN_METHODS = (":generateContent", ":streamGenerateContent")
 _CACHE_CREATE = re.compile(r"^v1[a-z0-9]*/cachedContents/?$")
+# ``models/{m}/operations/{id}``: a long-running call's operation (Veo), named by Google after the model sent upstream
+_OPERATION = re.compile(r"(?:^|/)(?:tunedModels|models)/[^/:?]+/operations/")
+_MODEL_INFO = re.compile(r"^v1[a-z0-9]*/(?:openai/)?models/[^/:?]+$")
 # Model lists and model info are small; a bigger answer is passed on unchanged.
 ANSWER_CAP = 8 * 1024 * 1024
 
@@ -181,7 +185,8 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     if openai_body and not requested:
         requested = _body_model(req.body)
     target = rules.redirects.get(requested, "") if requested else ""
-    if rules.strict and requested and not target:
+    # polling or cancelling an operation is no call to its model: its name is the target's, Google chose it
+    if rules.strict and requested and not target and not _OPERATION.search(req.path):
         sources = ", ".join(sorted(rules.redirects)[:20]) or "none"
         raise ModelNotAllowed(
             f"model {requested!r} is not available in group {rules.group_name!r} (models offered: {sources})"
@@ -226,7 +231,7 @@ def _answer_kind(rules: GroupRules, req: Inbound, redirected: bool) -> tuple[str
         return "native_list", first_page
     if _OPENAI_LIST.match(req.path):
         return "openai_list", first_page
-    if redirected:
+    if redirected and _MODEL_INFO.match(req.path):
         return "model_info", True
     return "", True
 

@@ -326,3 +326,20 @@ def test_header_values_the_transport_cannot_encode_are_refused():
         gr.check_header_rules([{"key": "X-A", "value": "caf\u00e9 ${GROUP_NAME}"}])[0]["value"]
         == "caf\u00e9 ${GROUP_NAME}"
     )
+
+
+def test_strict_mode_lets_an_operation_of_a_redirected_call_be_polled():
+    # Veo: POST models/{alias}:predictLongRunning goes up for the target; Google names the operation after the target
+    r = rules(model_redirect_rules={"video": "veo-3.0-generate-001"}, model_redirect_strict=True)
+    start = gr.prepare(r, inbound("v1beta/models/video:predictLongRunning", b"{}"), NOW)
+    assert start.path == "v1beta/models/veo-3.0-generate-001:predictLongRunning"
+    poll = gr.prepare(r, inbound("v1beta/models/veo-3.0-generate-001/operations/op1", method="GET"), NOW)
+    assert poll.path == "v1beta/models/veo-3.0-generate-001/operations/op1" and poll.answer_kind == ""
+    with pytest.raises(ModelNotAllowed):  # a call to the target itself is still refused
+        gr.prepare(r, inbound("v1beta/models/veo-3.0-generate-001:predictLongRunning", b"{}"), NOW)
+
+
+def test_an_operation_polled_under_the_alias_is_not_rewritten_as_model_info():
+    r = rules(model_redirect_rules={"video": "veo-3.0-generate-001"})
+    out = gr.prepare(r, inbound("v1beta/models/video/operations/op1", method="GET"), NOW)
+    assert out.path == "v1beta/models/veo-3.0-generate-001/operations/op1" and out.answer_kind == ""
