@@ -153,9 +153,11 @@ def model_of(path: str, body: bytes, content_type: str) -> str:
 
 def ambiguous_path(path: str) -> str:
     """Why gptload and an upstream could read ``path`` differently, "" when they cannot: a ``.`` or ``..`` segment
-    (raw or percent-encoded: requests resolves the raw ones, an upstream may resolve the others) or a
+    (raw or percent-encoded: requests resolves the raw ones, an upstream may resolve the others), a backslash, or a
     percent-encoded slash or backslash (an upstream may decode it). ``models/alias/../gemini-2.5-pro`` would be
     checked (strict mode) and counted (cooldowns, statistics) as ``alias``. Google's API paths have none of these."""
+    if "\\" in path:
+        return "the path has a backslash; send the path it stands for"
     for segment in path.split("?", 1)[0].split("/"):
         if "%" in segment or segment in (".", ".."):
             plain = unquote(segment)

@@ -189,6 +189,7 @@ def test_one_session_per_distinct_proxy_and_direct_without_one():
         "v1beta/models/alias/./../gemini-2.5-pro:streamGenerateContent",
         "v1beta/models%2Fgemini-2.5-pro:generateContent",  # names no model to gptload; an upstream may decode it
         "v1beta/models/alias%5C..%5Cgemini-2.5-pro:generateContent",
+        "v1beta/models/alias/..\\..\\models\\gemini-2.5-pro:generateContent",  # requests sends %5C for a raw one
     ],
 )
 def test_a_path_gptload_and_the_upstream_could_read_differently_is_refused_before_any_call(rig, sqlite_store, path):
