@@ -57,7 +57,7 @@ MAX_OVERRIDES_DEPTH = 16
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 _VARIABLE = re.compile(r"\$\{[^}]*\}?")
-_MODEL_SEGMENT = re.compile(r"(^|/)models/([^/:?]+)")
+_MODEL_SEGMENT = re.compile(r"(^|/)((?:tunedModels|models)/)([^/:?]+)")  # as rewrite.model_of reads a model
 _NATIVE_LIST = re.compile(r"^v1[a-z0-9]*/models/?$")
 _OPENAI_LIST = re.compile(r"^v1[a-z0-9]*/openai/models/?$")
 _OVERRIDDEN_METHODS = (":generateContent", ":streamGenerateContent")
@@ -216,11 +216,12 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
 
 # -- redirects ----------------------------------------------------------------------------------------------------
 def _redirect_path(path: str, source: str, target: str) -> str:
-    """``path`` with its first ``models/{source}`` segment (percent-encoded or not) naming ``target``."""
+    """``path`` with its first ``models/{source}`` (or ``tunedModels/{source}``) segment, percent-encoded or not,
+    naming ``models/{target}``."""
     match = _MODEL_SEGMENT.search(path)
-    if match is None or unquote(match.group(2)) != source:
+    if match is None or unquote(match.group(3)) != source:
         return path
-    return f"{path[: match.start(2)]}{target}{path[match.end(2) :]}"
+    return f"{path[: match.start(2)]}models/{target}{path[match.end(3) :]}"
 
 
 def _answer_kind(rules: GroupRules, req: Inbound, redirected: bool) -> tuple[str, bool]:

@@ -343,3 +343,12 @@ def test_an_operation_polled_under_the_alias_is_not_rewritten_as_model_info():
     r = rules(model_redirect_rules={"video": "veo-3.0-generate-001"})
     out = gr.prepare(r, inbound("v1beta/models/video/operations/op1", method="GET"), NOW)
     assert out.path == "v1beta/models/veo-3.0-generate-001/operations/op1" and out.answer_kind == ""
+
+
+def test_an_alias_named_under_tuned_models_is_sent_as_its_target():
+    # model_of reads tunedModels/{m} as model m: the upstream must get the target, not a tuned model named like alias
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    out = gr.prepare(r, inbound("v1beta/tunedModels/alias:generateContent", b"{}"), NOW)
+    assert out.path == "v1beta/models/gemini-2.5-flash:generateContent" and out.model == "gemini-2.5-flash"
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/tunedModels/my-tuned-1:generateContent", b"{}"), NOW)
