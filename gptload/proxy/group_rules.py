@@ -173,17 +173,15 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     Unix time for the timestamp variables. Raises ModelNotAllowed in strict mode for a model that is not a source."""
     json_body = req.method == "POST" and req.body and ("json" in req.content_type.lower() or not req.content_type)
     requested = req.model
-    # a cache is created for a model named in its body: redirected and refused like a call to that model
-    cache_create = bool(
-        json_body and not requested and (rules.redirects or rules.strict) and _CACHE_CREATE.match(req.path)
-    )
-    if cache_create:
+    # Bodies that name a model are read whatever their Content-Type or size (``model_of`` reads only JSON-typed
+    # OpenAI-layer bodies up to a bound; the upstream may not care about either), and sent as read: a cache is made
+    # for the model its creation names, an OpenAI-layer call and batchEmbedContents' requests name theirs.
+    routed = bool((rules.redirects or rules.strict) and req.method == "POST" and req.body)
+    cache_create = bool(routed and not requested and _CACHE_CREATE.match(req.path))
+    openai_body = bool(routed and req.openai)
+    if (cache_create or openai_body) and not requested:
         requested = _body_model(req.body)
-    # An OpenAI-layer body names its model whatever its Content-Type or size (``model_of`` reads only JSON-typed
-    # bodies up to a bound); redirects and strict mode read it themselves and send the body as they read it.
-    openai_body = bool(req.openai and req.method == "POST" and req.body and (rules.redirects or rules.strict))
-    if openai_body and not requested:
-        requested = _body_model(req.body)
+    model_body = cache_create or openai_body or (routed and ":batchEmbedContents" in req.path)
     target = rules.redirects.get(requested, "") if requested else ""
     # polling or cancelling an operation is no call to its model: its name is the target's, Google chose it
     if rules.strict and requested and not target and not _OPERATION.search(req.path):
@@ -196,7 +194,7 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     if target:  # native calls and model info (``models/{from}`` in the path); OpenAI-layer bodies below
         path = _redirect_path(path, requested, target)
     overrides = rules.overrides if json_body and _overridable(req) else None
-    redirect_body = target and (openai_body or (json_body and (cache_create or ":batchEmbedContents" in req.path)))
+    redirect_body = target and model_body
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
     set_headers, remove_headers = _header_actions(rules, req.client_ip, now)

@@ -352,3 +352,17 @@ def test_an_alias_named_under_tuned_models_is_sent_as_its_target():
     assert out.path == "v1beta/models/gemini-2.5-flash:generateContent" and out.model == "gemini-2.5-flash"
     with pytest.raises(ModelNotAllowed):
         gr.prepare(r, inbound("v1beta/tunedModels/my-tuned-1:generateContent", b"{}"), NOW)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
+def test_a_cache_creation_body_is_read_whatever_its_content_type(content_type):
+    # a cache is billed by the hour: strict mode must not let one be made for another model
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    body = b'{"model": "models/gemini-2.5-pro", "contents": []}'
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/cachedContents", body, content_type=content_type), NOW)
+    out = gr.prepare(r, inbound("v1beta/cachedContents", b'{"model": "models/alias"}', content_type=content_type), NOW)
+    assert json.loads(out.body)["model"] == "models/gemini-2.5-flash"
+    embed = b'{"requests": [{"model": "models/alias", "content": {}}]}'
+    out = gr.prepare(r, inbound("v1beta/models/alias:batchEmbedContents", embed, content_type=content_type), NOW)
+    assert json.loads(out.body)["requests"][0]["model"] == "models/gemini-2.5-flash"
