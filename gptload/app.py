@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -11,6 +11,7 @@ from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
 from gptload.insights import Insights
+from gptload.metrics import Metrics
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
@@ -38,6 +39,7 @@ class Services:
     session: requests.Session
     started_at: float
     sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
+    metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
@@ -68,7 +70,9 @@ def build_services(
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
-    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions)
+    metrics = Metrics()
+    usage.observer = metrics.observe
+    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions, metrics=metrics)
     return Services(
         config=config,
         store=store,
@@ -83,4 +87,5 @@ def build_services(
         session=session,
         started_at=time.time(),
         sessions=sessions,
+        metrics=metrics,
     )
