@@ -19,6 +19,7 @@ The contract, for the forwarder and for an aggregate that calls it once per memb
 - Strict mode: a request naming a model that is not a redirect source raises ``ModelNotAllowed`` (404 in Google's
   envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass, and so do a
   long-running call's operations (``models/{target}/operations/{id}``: Google names them after the target).
+  Minting an ephemeral token (``POST auth_tokens``, Live API) is refused: the token calls Google directly.
 - ``param_overrides`` apply to the JSON object bodies of native generation calls (``:generateContent``,
   ``:streamGenerateContent``, where ``generationConfig``, ``safetySettings``, ``systemInstruction``, ``tools``... make
   sense; Google refuses unknown fields, so ``:countTokens``, embeddings, files and caches are left alone) and of
@@ -64,6 +65,8 @@ _OVERRIDDEN_METHODS = (":generateContent", ":streamGenerateContent")
 _CACHE_CREATE = re.compile(r"^v1[a-z0-9]*/cachedContents/?$")
 # ``models/{m}/operations/{id}``: a long-running call's operation (Veo), named by Google after the model sent upstream
 _OPERATION = re.compile(r"(?:^|/)(?:tunedModels|models)/[^/:?]+/operations/")
+# minting an ephemeral token (Live API): the token calls Google directly, for any model, on the pool key
+_AUTH_TOKENS = re.compile(r"^v1[a-z0-9]*/auth_?[tT]okens/?$")
 _MODEL_INFO = re.compile(r"^v1[a-z0-9]*/(?:openai/)?models/[^/:?]+$")
 # Model lists and model info are small; a bigger answer is passed on unchanged.
 ANSWER_CAP = 8 * 1024 * 1024
@@ -188,6 +191,11 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
         sources = ", ".join(sorted(rules.redirects)[:20]) or "none"
         raise ModelNotAllowed(
             f"model {requested!r} is not available in group {rules.group_name!r} (models offered: {sources})"
+        )
+    if rules.strict and req.method == "POST" and _AUTH_TOKENS.match(req.path):
+        raise ModelNotAllowed(
+            f"group {rules.group_name!r} offers only its models ({', '.join(sorted(rules.redirects)[:20])}): "
+            "an ephemeral token would call Google directly, for any model"
         )
     path, body = req.path, req.body
     answer_kind, first_page = _answer_kind(rules, req, bool(target))

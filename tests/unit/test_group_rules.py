@@ -366,3 +366,14 @@ def test_a_cache_creation_body_is_read_whatever_its_content_type(content_type):
     embed = b'{"requests": [{"model": "models/alias", "content": {}}]}'
     out = gr.prepare(r, inbound("v1beta/models/alias:batchEmbedContents", embed, content_type=content_type), NOW)
     assert json.loads(out.body)["requests"][0]["model"] == "models/gemini-2.5-flash"
+
+
+@pytest.mark.parametrize("path", ["v1alpha/auth_tokens", "v1alpha/authTokens", "v1beta/auth_tokens/"])
+def test_strict_mode_refuses_to_mint_ephemeral_tokens(path):
+    # an ephemeral token lets the client call Google's Live API directly, for any model, on a pool key
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    body = b'{"uses": 1, "liveConnectConstraints": {"model": "gemini-live-2.5-flash-preview"}}'
+    with pytest.raises(ModelNotAllowed) as caught:
+        gr.prepare(r, inbound(path, body), NOW)
+    assert "ephemeral" in caught.value.message
+    assert gr.prepare(rules(model_redirect_rules=REDIRECTS), inbound(path, body), NOW).path == path
