@@ -9,6 +9,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -199,4 +200,16 @@ def test_strict_mode_cannot_be_walked_around_with_dot_segments(server, fake, tai
         conn.close()
     assert resp.status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
     assert body["error"]["details"][0]["reason"] == "INVALID_PATH"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+def test_strict_mode_reads_an_openai_body_sent_without_a_json_content_type(server, fake, content_type):
+    group = make_group(server, fake, model_redirect_rules={ALIAS: "gemini-2.5-flash"}, model_redirect_strict=True)
+    headers = {"Authorization": f"Bearer {group.proxy_key}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    body = b'{"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}'
+    r = requests.post(f"{group.base}/v1beta/openai/chat/completions", data=body, headers=headers, timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["details"][0]["reason"] == "MODEL_NOT_ALLOWED"
     assert fake.requests == []
