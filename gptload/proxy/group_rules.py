@@ -181,7 +181,8 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     # for the model its creation names, an OpenAI-layer call and batchEmbedContents' requests name theirs.
     routed = bool((rules.redirects or rules.strict) and req.method == "POST" and req.body)
     cache_create = bool(routed and not requested and _CACHE_CREATE.match(req.path))
-    openai_body = bool(routed and req.openai)
+    # overrides too: padding an OpenAI-layer body past model_of's bound must not escape them
+    openai_body = bool((routed or (rules.overrides and req.method == "POST" and req.body)) and req.openai)
     if (cache_create or openai_body) and not requested:
         requested = _body_model(req.body)
     model_body = cache_create or openai_body or (routed and ":batchEmbedContents" in req.path)
@@ -201,7 +202,7 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     answer_kind, first_page = _answer_kind(rules, req, bool(target))
     if target:  # native calls and model info (``models/{from}`` in the path); OpenAI-layer bodies below
         path = _redirect_path(path, requested, target)
-    overrides = rules.overrides if json_body and _overridable(req) else None
+    overrides = rules.overrides if json_body and _overridable(req, requested) else None
     redirect_body = target and model_body
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
@@ -244,9 +245,9 @@ def _answer_kind(rules: GroupRules, req: Inbound, redirected: bool) -> tuple[str
 
 
 # -- parameter overrides ------------------------------------------------------------------------------------------
-def _overridable(req: Inbound) -> bool:
+def _overridable(req: Inbound, model: str) -> bool:
     if req.openai:
-        return bool(req.model)
+        return bool(model)
     return any(m in req.path for m in _OVERRIDDEN_METHODS)
 
 

@@ -377,3 +377,11 @@ def test_strict_mode_refuses_to_mint_ephemeral_tokens(path):
         gr.prepare(r, inbound(path, body), NOW)
     assert "ephemeral" in caught.value.message
     assert gr.prepare(rules(model_redirect_rules=REDIRECTS), inbound(path, body), NOW).path == path
+
+
+def test_overrides_reach_an_openai_body_too_big_to_scan():
+    # padding a body past model_of's scan bound must not escape the group's overrides (a max_tokens cap, say)
+    r = rules(param_overrides={"max_tokens": 64})
+    big = json.dumps({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
+    out = gr.prepare(r, inbound("v1beta/openai/chat/completions", big.encode()), NOW)
+    assert json.loads(out.body)["max_tokens"] == 64 and out.model == "gemini-2.5-pro"
