@@ -343,3 +343,14 @@ def test_a_lone_surrogate_in_the_model_name_does_not_stop_the_usage_flush(rig, s
 
     rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
     assert total == 2 and sorted(r["model"] for r in rows) == ["gemini-2.5-pro", "gem\ufffdini"]
+
+
+@pytest.mark.parametrize("count", ["99999999999999999999999", "9" * 5000])
+def test_a_token_count_past_int64_does_not_stop_the_usage_flush(rig, sqlite_store, count):
+    # usageMetadata is the upstream's text: a count past 2**63 - 1 is no SQLite INTEGER (nor a Firestore integer)
+    # and was kept for ever in the failed batch, holding back every later event; past 4,300 digits int() raised.
+    body = ('{"candidates": [], "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": %s}}' % count).encode()
+    fwd, pool, *_rest, usage = rig(n=1, handler=lambda req: Answer(200, body))
+    fwd.forward(pool.view("g"), request())
+    fwd.forward(pool.view("g"), request())
+    assert usage.flush() == 2 and len(usage) == 0
