@@ -349,7 +349,7 @@ def test_a_lone_surrogate_in_the_model_name_does_not_stop_the_usage_flush(rig, s
 def test_a_token_count_past_int64_does_not_stop_the_usage_flush(rig, sqlite_store, count):
     # usageMetadata is the upstream's text: a count past 2**63 - 1 is no SQLite INTEGER (nor a Firestore integer)
     # and was kept for ever in the failed batch, holding back every later event; past 4,300 digits int() raised.
-    body = ('{"candidates": [], "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": %s}}' % count).encode()
+    body = b'{"candidates": [], "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": ' + count.encode() + b"}}"
     fwd, pool, *_rest, usage = rig(n=1, handler=lambda req: Answer(200, body))
     fwd.forward(pool.view("g"), request())
     fwd.forward(pool.view("g"), request())
