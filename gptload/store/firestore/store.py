@@ -19,9 +19,10 @@ from urllib.parse import quote
 
 from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
-from gptload.keypool.state import Policy, restored, transition
-from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
+from gptload.keypool.state import Policy, disabled, enabled, restored, transition
+from gptload.models import Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
+from gptload.store import keyquery
 from gptload.store.base import Binding, batch_key, chunks
 from gptload.store.firestore.client import (
     BATCH_LIMIT,
@@ -31,6 +32,7 @@ from gptload.store.firestore.client import (
     already_applied,
 )
 from gptload.store.firestore.mappers import (
+    KEY_VIEW_FIELDS,
     LOG_DOC_FIELDS,
     doc_id,
     group_doc,
@@ -40,6 +42,7 @@ from gptload.store.firestore.mappers import (
     to_group,
     to_log,
     to_record,
+    with_usage,
 )
 from gptload.store.firestore.schema import DAY, MINUTE_STATS_TTL, TASK_TTL, USAGE_BATCH_TTL
 from gptload.store.rollup import STAT_FIELDS, rollup
@@ -50,6 +53,7 @@ TX_CHUNK = 100  # documents read and written by one multi-key transaction
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 TEXT_SCAN_LIMIT = 5000  # log rows (newest first, other filters applied) searched in memory for a ``text`` filter
 PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL policy does the bulk)
+KEY_VIEW_MAX_AGE = 30.0  # seconds a scanned key list serves query_keys while the group's markers stay put
 
 
 class FirestoreStore(FirestoreConnection):
@@ -71,6 +75,8 @@ class FirestoreStore(FirestoreConnection):
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._key_locks_guard = threading.Lock()
         self._retention_days = float(Settings().request_log_retention_days)
+        # query_keys: per group, (monotonic time, the group's key and state markers, records without usage)
+        self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord]]] = {}
 
     # -- document references and markers ------------------------------------------------------------------
     def _meta(self, name: str) -> Any:
@@ -105,6 +111,7 @@ class FirestoreStore(FirestoreConnection):
     def _forget_handoff(self, group: str) -> None:
         with self._handoff_lock:
             self._handoff.pop(group, None)
+            self._key_views.pop(group, None)
 
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
@@ -347,7 +354,9 @@ class FirestoreStore(FirestoreConnection):
             return record.with_state(new)
 
         with self._key_lock(group, key_id):
-            return self._transact("key state update", apply)
+            result = self._transact("key state update", apply)
+        self._forget_view(group)
+        return result
 
     def restore_keys(self, group: str, ids: list[str] | None) -> int:
         """Reset keys to active, ``TX_CHUNK`` key documents per transaction.
@@ -379,7 +388,92 @@ class FirestoreStore(FirestoreConnection):
                 return count
 
             changed += self._transact("key restore", restore)
+        self._forget_view(group)
         return changed
+
+    def _forget_view(self, group: str) -> None:
+        with self._handoff_lock:
+            self._key_views.pop(group, None)
+
+    def query_keys(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
+        """A key by id (``query.key_id``: 1 read of its document + 1 of the usage document), or a page of the
+        group's keys filtered and sorted in memory (``keyquery.select``).
+
+        The list costs one scan without ciphertexts (N reads) + the marker shards (S reads) + the usage document
+        (1 read). The scanned records are kept for ``KEY_VIEW_MAX_AGE`` seconds while the group's ``keys`` and
+        ``state`` markers do not move: paging, searching, sorting and the console's refresh then cost S + 1
+        reads. This instance's own key writes drop them at once; notes and validation marks written by another
+        instance show within ``KEY_VIEW_MAX_AGE``. Counters are always fresh (the usage document is re-read).
+        """
+        if query.key_id is not None:
+            with self._boundary("key read"):
+                snap = self._keys(group).document(query.key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            if not snap.exists:
+                return [], 0
+            records = [to_record(group, snap, self._usage_of(group).get(snap.id))]
+            return keyquery.select(records, query, offset, limit)
+        markers = self.markers()
+        stamp = (markers.get(f"keys:{group}", 0), markers.get(f"state:{group}", 0))
+        with self._handoff_lock:
+            cached = self._key_views.get(group)
+        if cached is not None and cached[1] == stamp and time.monotonic() - cached[0] < KEY_VIEW_MAX_AGE:
+            base = cached[2]
+        else:
+            started = time.monotonic()
+            with self._boundary("key list"):
+                snaps = (
+                    self._keys(group)
+                    .select(list(KEY_VIEW_FIELDS))
+                    .stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)
+                )
+                base = [to_record(group, s, None) for s in snaps]
+            with self._handoff_lock:
+                self._key_views[group] = (started, stamp, base)
+        usage = self._usage_of(group) if base else {}
+        return keyquery.select((with_usage(r, usage.get(r.id)) for r in base), query, offset, limit)
+
+    def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
+        """``keypool.state.disabled`` (or ``enabled``) on each key, ``TX_CHUNK`` key documents per transaction."""
+        change = disabled if disable else enabled
+        changed = 0
+        for chunk in chunks(list(dict.fromkeys(ids)), TX_CHUNK):
+
+            def apply(tx: Any, chunk: list[str] = chunk) -> int:
+                refs = [self._keys(group).document(i) for i in chunk]
+                count = 0
+                for snap in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS):
+                    if not snap.exists:
+                        continue
+                    state = to_record(group, snap, None).state
+                    new = change(state)
+                    if new != state:
+                        tx.update(snap.reference, {**state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
+                        count += 1
+                if count:
+                    self._bump(tx, f"state:{group}")
+                return count
+
+            changed += self._transact("key disable", apply)
+        self._forget_view(group)
+        return changed
+
+    def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
+        """Blind updates of ``validation`` and ``validated_at``, in batches of at most ``BATCH_LIMIT`` writes (no
+        read, no marker). A key deleted meanwhile is skipped: its batch is retried without it."""
+        items = list(outcomes.items())
+        for chunk in chunks(items, BATCH_LIMIT):
+            batch = self._client.batch()
+            for key_id, outcome in chunk:
+                batch.update(self._keys(group).document(key_id), {"validation": outcome, "validated_at": at})
+            with self._boundary("validation marks"):
+                try:
+                    batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+                except self._api.NotFound:  # a key deleted meanwhile: mark the others
+                    refs = [self._keys(group).document(k) for k, _ in chunk]
+                    present = {s.id for s in self._client.get_all(refs, field_paths=[]) if s.exists}
+                    if len(present) < len(chunk):
+                        self.record_validations(group, {k: o for k, o in chunk if k in present}, at)
+        self._forget_view(group)
 
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
@@ -553,6 +647,7 @@ class FirestoreStore(FirestoreConnection):
             except self._api.NotFound:
                 return None
             snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        self._forget_view(group)
         if not snap.exists:
             return None
         return to_record(group, snap, self._usage_of(group).get(key_id))
