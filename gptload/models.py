@@ -239,8 +239,8 @@ class KeyQuery:
 
     ``key_id``: exactly this key (a full pasted key, fingerprinted by the caller); ``text``: a case-insensitive
     substring of the masked key, the notes or the last error; ``status``: a display status (``KEY_STATUSES``,
-    judged at ``now``); ``sort``: one of ``KEY_SORTS`` (ties by created_at, then id); ``descending`` for
-    ``order=desc``."""
+    judged at ``now``); ``sort``: one of ``KEY_SORTS`` (ties by created_at, then id, in the same direction);
+    ``descending`` for ``order=desc``."""
 
     key_id: str | None = None
     text: str | None = None

@@ -37,8 +37,10 @@ def sort_value(record: KeyRecord, query: KeyQuery) -> float:
 
 def select(records: Iterable[KeyRecord], query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
     """The page ``[offset, offset + limit)`` of the matching records in ``query``'s order, and the match count.
-    Ties are broken by created_at, then id (ascending, whatever the order)."""
-    found = sorted((r for r in records if matches(r, query)), key=lambda r: (r.created_at, r.id))
-    if query.sort != "created" or query.descending:
+    Ties are broken by created_at, then id, in the same direction (what an index scan in one direction gives)."""
+    found = sorted(
+        (r for r in records if matches(r, query)), key=lambda r: (r.created_at, r.id), reverse=query.descending
+    )
+    if query.sort != "created":
         found.sort(key=lambda r: sort_value(r, query), reverse=query.descending)  # stable: ties keep their order
     return found[offset : offset + limit], len(found)

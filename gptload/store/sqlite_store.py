@@ -352,7 +352,8 @@ class SqliteStore:
         order_args = [query.now] if query.sort == "status" else []
         direction = "DESC" if query.descending else "ASC"
         rows = self._read(
-            f"SELECT {_KEY_COLUMNS} FROM keys WHERE {where} ORDER BY {order} {direction}, created_at, id "
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE {where} "
+            f"ORDER BY {order} {direction}, created_at {direction}, id {direction} "
             "LIMIT ? OFFSET ?",
             (*args, *order_args, limit, offset),
         )

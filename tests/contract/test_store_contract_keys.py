@@ -154,3 +154,22 @@ def test_a_big_group_lists_searches_and_pages_correctly(store, n):
     page, total = store.query_keys("g1", KeyQuery(sort="created", descending=True), 1000, 50)
     assert total == n and _ids(page) == [f"k{i:04d}" for i in range(n - 1001, n - 1051, -1)]
     assert _ids(store.query_keys("g1", KeyQuery(text="1199"), 0, 10)[0]) == ["k1199"]
+
+
+def test_every_path_of_the_import_order_agrees_with_the_reference(store):
+    """Firestore reads the import order from its index (when nothing is cached) and everything else from a scan;
+    both paths, and SQLite, must give the reference's pages."""
+    now = _fixture(store)
+    everything = store.list_keys("g1")
+    for status in (None, INVALID, DISABLED):
+        for descending in (False, True):
+            query = KeyQuery(status=status, descending=descending, now=now)
+            for offset, limit in ((0, 100), (1, 3), (5, 5)):
+                expected = keyquery.select(everything, query, offset, limit)
+                paths = [store.query_keys]
+                if store.kind == "firestore":
+                    paths.append(store._indexed_page)  # the index path, whatever is cached
+                for path in paths:
+                    page, total = path("g1", query, offset, limit)
+                    assert (_ids(page), total) == (_ids(expected[0]), expected[1]), (path, status, descending, offset)
+                    assert [r.request_count for r in page] == [r.request_count for r in expected[0]]
