@@ -185,7 +185,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "keys_scale.md"))
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    sections = []
+    sections: list[tuple[str, list[tuple[str, str, str]]]] = []
+    failed = False
     for store in args.stores.split(","):
         with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
             env = {
@@ -195,13 +196,18 @@ def main() -> int:
                 "ENCRYPTION_KEY": "bench-encryption-key-0123456789abcdef",
             }
             counter = None
-            if store == "firestore":
-                extra, counter = stack.enter_context(counted_firestore(Path(tmp)))
-                env.update(extra)
-                os.environ["FIRESTORE_EMULATOR_HOST"] = extra["FIRESTORE_EMULATOR_HOST"]
             print(f"-- {store}: {args.keys:,} keys", file=sys.stderr, flush=True)
-            rows = run_store(store, args.keys, args.repeat, env, counter)
+            try:
+                if store == "firestore":
+                    extra, counter = stack.enter_context(counted_firestore(Path(tmp)))
+                    env.update(extra)
+                    os.environ["FIRESTORE_EMULATOR_HOST"] = extra["FIRESTORE_EMULATOR_HOST"]
+                rows = run_store(store, args.keys, args.repeat, env, counter)
+            except Exception as exc:  # noqa: BLE001 - the report says what failed, and the exit code too
+                failed = True
+                rows = [("failed", f"{type(exc).__name__}: {str(exc)[:300]}".replace("|", "/"), "-")]
             sections.append((store, rows))
+            print("\n".join(f"   {a}: {b} ({c})" for a, b, c in rows), file=sys.stderr, flush=True)
     lines = [
         f"# keys at scale: {args.keys:,} keys in one group",
         "",
@@ -218,8 +224,8 @@ def main() -> int:
     print(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({s: r for s, r in sections}, indent=1))
-    return 0
+    Path(args.out).with_suffix(".json").write_text(json.dumps(dict(sections), indent=1))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,11 @@ def new_group(server, fake, n_keys: int, **fields) -> tuple[str, list[str]]:
     body = {"name": name, "upstreams": [{"url": fake.url, "weight": 1}], "proxy_keys": [PROXY_KEY], **fields}
     r = server.api("POST", "/api/groups", json=body)
     assert r.status_code == 201, r.text
-    keys = [fake.add_key() for _ in range(n_keys)]
+    keys: list[str] = []
+    while len(keys) < n_keys:  # add_key draws at random: keep the group's keys distinct
+        key = fake.add_key()
+        if key not in keys:
+            keys.append(key)
     if keys:
         assert server.api("POST", f"/api/groups/{name}/keys", json={"keys": "\n".join(keys)}).json()["added"] == n_keys
     return name, keys
@@ -226,7 +230,7 @@ def test_validation_marks_last_errors_and_cooldowns_read_plainly(make_ui, server
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
-def test_import_shows_rejected_lines_and_runs_a_big_import_as_a_task(make_ui, server, fake, viewport):
+def test_import_shows_rejected_lines_and_runs_a_big_import_as_a_task(make_ui, server, fake, viewport, tmp_path):
     name, _ = new_group(server, fake, 0)
     ui = open_keys(make_ui, server, viewport, name)
     page = ui.page
@@ -241,8 +245,10 @@ def test_import_shows_rejected_lines_and_runs_a_big_import_as_a_task(make_ui, se
         ["line 2: no*** (9 characters)", f"line 4: {good[:4]}...{good[-5:-1]} (38 characters)"]
     )
     # more than 1,000 keys: a task with a progress bar, then the same summary
-    many = "\n".join(make_key(5_000_000 + i) for i in range(1500))  # distinct (no traffic: the fake needs not know)
-    dialog.get_by_label("Keys", exact=True).fill(many)
+    many = tmp_path / "many-keys.txt"  # distinct keys (no traffic: the fake needs not know them)
+    many.write_text("\n".join(make_key(5_000_000 + i) for i in range(1500)))
+    dialog.get_by_label("…or a .txt file", exact=True).set_input_files(str(many))
+    expect(dialog.get_by_text("many-keys.txt: 1500 entries read")).to_be_visible()
     dialog.get_by_role("button", name="Import").click()
     status = dialog.locator(".task")
     expect(status).to_contain_text("Import finished", timeout=60_000)
