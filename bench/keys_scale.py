@@ -203,7 +203,7 @@ def main() -> int:
                     env.update(extra)
                     os.environ["FIRESTORE_EMULATOR_HOST"] = extra["FIRESTORE_EMULATOR_HOST"]
                 rows = run_store(store, args.keys, args.repeat, env, counter)
-            except Exception as exc:  # noqa: BLE001 - the report says what failed, and the exit code too
+            except Exception as exc:  # the report says what failed, and the exit code too
                 failed = True
                 rows = [("failed", f"{type(exc).__name__}: {str(exc)[:300]}".replace("|", "/"), "-")]
             sections.append((store, rows))
