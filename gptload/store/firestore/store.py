@@ -50,6 +50,7 @@ from gptload.store.rollup import STAT_FIELDS, rollup
 log = logging.getLogger(__name__)
 
 TX_CHUNK = 100  # documents read and written by one multi-key transaction
+IMPORT_CHUNK = BATCH_LIMIT - 2  # keys created per batch by add_keys (+ the usage entry and the marker)
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 TEXT_SCAN_LIMIT = 5000  # log rows (newest first, other filters applied) searched in memory for a ``text`` filter
 PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL policy does the bulk)
@@ -274,38 +275,74 @@ class FirestoreStore(FirestoreConnection):
         return sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
-        """Create-if-absent, ``TX_CHUNK`` keys per transaction (which also reads the group document)."""
+        """Create-if-absent in steps of ``IMPORT_CHUNK`` keys: one batched read of the step's documents, then one
+        batch of ``create()`` writes (a create never overwrites: a key imported meanwhile by someone else makes
+        the batch fail, and that step is redone in transactions of ``TX_CHUNK`` keys that also read the group).
+        The group is read before and after: keys written into a group deleted meanwhile are removed again."""
         unique: dict[str, KeyRecord] = {}
         for r in records:
             unique.setdefault(r.id, r)
         todo = list(unique.values())
         self._forget_handoff(group)
+        if self.get_group(group) is None:
+            raise GroupNotFound(f"no group named {group!r}")
         if not todo:
-            if self.get_group(group) is None:
-                raise GroupNotFound(f"no group named {group!r}")
             return []
         added: list[str] = []
-        for chunk in chunks(todo, TX_CHUNK):
-
-            def create_missing(tx: Any, chunk: list[KeyRecord] = chunk) -> list[str]:
-                refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
-                snaps = {s.reference.path: s for s in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS)}
-                if not snaps[refs[0].path].exists:
-                    raise GroupNotFound(f"no group named {group!r}")
-                new: list[str] = []
-                for ref, r in zip(refs[1:], chunk, strict=True):
-                    if snaps[ref.path].exists:
-                        continue
-                    tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
-                    new.append(r.id)
-                if new:
-                    # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
-                    self._clear_usage(tx, group, new)
-                    self._bump(tx, f"keys:{group}")
-                return new
-
-            added += self._transact("key import", create_missing)
+        for chunk in chunks(todo, IMPORT_CHUNK):
+            added += self._create_missing(group, chunk, secrets)
+        self._forget_handoff(group)
+        if added and self.get_group(group) is None:  # deleted while we wrote: leave no orphans behind
+            self._delete_refs([self._keys(group).document(i) for i in added])
+            raise GroupNotFound(f"no group named {group!r}")
         return added
+
+    def _create_missing(self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
+        refs = [self._keys(group).document(r.id) for r in chunk]
+        with self._boundary("key import"):
+            present = {s.id for s in self._client.get_all(refs, field_paths=[]) if s.exists}
+        new = [(ref, r) for ref, r in zip(refs, chunk, strict=True) if r.id not in present]
+        if not new:
+            return []
+        batch = self._client.batch()
+        for ref, r in new:
+            batch.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
+        # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
+        self._clear_usage(batch, group, [r.id for _, r in new])
+        self._bump(batch, f"keys:{group}")
+        try:
+            with self._boundary("key import"):
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            cause = exc.__cause__.cause if isinstance(exc.__cause__, self._api.RetryError) else exc.__cause__
+            if not isinstance(cause, self._api.Conflict):
+                raise
+            added: list[str] = []
+            for part in chunks([r for _, r in new], TX_CHUNK):  # someone created one of them meanwhile
+                added += self._create_missing_in_transaction(group, part, secrets)
+            return added
+        return [r.id for _, r in new]
+
+    def _create_missing_in_transaction(
+        self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]
+    ) -> list[str]:
+        def create_missing(tx: Any) -> list[str]:
+            refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
+            snaps = {s.reference.path: s for s in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS)}
+            if not snaps[refs[0].path].exists:
+                raise GroupNotFound(f"no group named {group!r}")
+            new: list[str] = []
+            for ref, r in zip(refs[1:], chunk, strict=True):
+                if snaps[ref.path].exists:
+                    continue
+                tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
+                new.append(r.id)
+            if new:
+                self._clear_usage(tx, group, new)
+                self._bump(tx, f"keys:{group}")
+            return new
+
+        return self._transact("key import", create_missing)
 
     def delete_keys(self, group: str, ids: list[str]) -> int:
         """Transactions read the documents first, so the count is exact (Firestore deletes never report it)."""
