@@ -276,6 +276,29 @@ class Admin:
             "order": "desc" if query.descending else "asc",
         }
 
+    def search_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        """``POST .../keys/search``: ``list_keys`` with its parameters in a JSON body, so that a full key searched
+        for never sits in a URL (URLs end up in access logs, e.g. Cloud Run's request log)."""
+        if not isinstance(payload, dict):
+            raise ValidationFailed("body must be a JSON object")
+        fields = {"q": str, "status": str, "sort": str, "order": str, "page": int, "page_size": int}
+        errors = {
+            k: "unknown field" if k not in fields else f"must be {fields[k].__name__}"
+            for k, v in payload.items()
+            if k not in fields or not isinstance(v, fields[k]) or isinstance(v, bool)
+        }
+        if errors:
+            raise ValidationFailed("invalid key search", details={"fields": errors})
+        return self.list_keys(
+            name,
+            payload.get("status") or None,
+            payload.get("page", 1),
+            payload.get("page_size", 50),
+            q=payload.get("q"),
+            sort=payload.get("sort") or None,
+            order=payload.get("order") or None,
+        )
+
     def update_key(self, name: str, key_id: str, payload: Any) -> dict[str, Any]:
         """``PUT .../keys/{id}``: ``{"notes": "..."}`` and/or ``{"status": "disabled" | "active"}``."""
         self._require(name)

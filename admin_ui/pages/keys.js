@@ -166,8 +166,9 @@ async function load(page) {
   const [field, order] = state.sort.split(":");
   try {
     const [r, group] = await Promise.all([
-      api("GET", page.path, {
-        query: {
+      // POST, not GET: a full key pasted into the search box must not end up in a URL (access logs)
+      api("POST", page.path + "/search", {
+        body: {
           status: state.status,
           q: state.search.trim(),
           sort: field,

@@ -109,6 +109,12 @@ class Router:
                 ),
             ),
             Route(
+                "/api/groups/<name>/keys/search",
+                ("POST",),
+                ADMIN,
+                lambda r, name: admin.search_keys(name, _json(r, default={})),
+            ),
+            Route(
                 "/api/groups/<name>/keys/disable",
                 ("POST",),
                 ADMIN,

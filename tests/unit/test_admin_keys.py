@@ -50,6 +50,18 @@ def test_a_full_pasted_key_finds_its_row_on_any_page(api):
     assert key_id(api, KEYS[3]) in ids(listing(api, q=tail.lower()))  # the masked tail, any case
 
 
+def test_the_search_can_go_in_a_body_so_that_a_key_never_sits_in_a_url(api):
+    r = api.open("POST", "/api/groups/g1/keys/search", body={"q": KEYS[2], "page_size": 5})
+    assert r.status_code == 200 and ids(r.get_json()) == [key_id(api, KEYS[2])]
+    assert KEYS[2] not in r.get_data(as_text=True)
+    both = api.open("POST", "/api/groups/g1/keys/search", body={"sort": "status", "order": "desc"}).get_json()
+    assert both == listing(api, sort="status", order="desc")
+    for bad in ({"page": "2"}, {"page_size": True}, {"colour": 1}, {"page_size": 501}, {"sort": "x"}):
+        r = api.open("POST", "/api/groups/g1/keys/search", body=bad)
+        assert error_of(r) == (400, "VALIDATION_FAILED"), bad
+    assert error_of(api.open("POST", "/api/groups/g1/keys/search", body=[1])) == (400, "VALIDATION_FAILED")
+
+
 def test_sort_order_status_and_bad_parameters(api):
     store = api.services.store
     busy = key_id(api, KEYS[4])
