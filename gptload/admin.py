@@ -362,11 +362,12 @@ class Admin:
         if status not in ("all", *KEY_STATUSES):
             raise ValidationFailed(f"status must be all, {', '.join(KEY_STATUSES)}")
         now = time.time()
+        records = self._store.list_keys(name)  # first: a store vault's load then reuses what this read (Firestore)
         secrets_ = self._vault.load(name)
         wanted = set(ids) if ids is not None else None
         lines = [
             secrets_[r.id]
-            for r in self._store.list_keys(name)
+            for r in records
             if r.id in secrets_
             and (wanted is None or r.id in wanted)
             and (status == "all" or r.state.display_status(now) == status)
