@@ -129,6 +129,7 @@ def run_store(store: str, n: int, repeat: int, env: dict[str, str], counter: Any
         if result.get("added") != n:
             raise RuntimeError(f"import added {result.get('added')} of {n}: {result}")
         rows.append((f"import {n:,} keys (a task, {polls} progress polls)", f"{took:.1f} s", cost(before)))
+        print(f"   {rows[-1]}", file=sys.stderr, flush=True)
         del text
 
         def timed(label: str, method: str, path: str, body: Any = None, **query: Any) -> Any:
@@ -148,6 +149,7 @@ def run_store(store: str, n: int, repeat: int, env: dict[str, str], counter: Any
                 now = counter.snapshot()
                 each = f"{(now['reads'] - before['reads']) / repeat:,.0f} reads"
             rows.append((label, f"first {cold * 1000:,.0f} ms, then {warm:,.0f} ms", f"first {cold_cost}; then {each}"))
+            print(f"   {rows[-1]}", file=sys.stderr, flush=True)
             return first
 
         path = f"/api/groups/{GROUP}/keys"
