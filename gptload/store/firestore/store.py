@@ -80,6 +80,8 @@ class FirestoreStore(FirestoreConnection):
         self._retention_days = float(Settings().request_log_retention_days)
         # query_keys: per group, (monotonic time, the group's key and state markers, records without usage)
         self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord]]] = {}
+        # and the last indexed page: (monotonic time, markers, (status, descending, offset, limit), records, total)
+        self._key_pages: dict[str, tuple[float, tuple[int, int], tuple[Any, ...], list[KeyRecord], int]] = {}
 
     # -- document references and markers ------------------------------------------------------------------
     def _meta(self, name: str) -> Any:
@@ -115,6 +117,7 @@ class FirestoreStore(FirestoreConnection):
         with self._handoff_lock:
             self._handoff.pop(group, None)
             self._key_views.pop(group, None)
+            self._key_pages.pop(group, None)
 
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
@@ -449,13 +452,16 @@ class FirestoreStore(FirestoreConnection):
     def _forget_view(self, group: str) -> None:
         with self._handoff_lock:
             self._key_views.pop(group, None)
+            self._key_pages.pop(group, None)
 
     def query_keys(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
         """A key by id (``query.key_id``: 1 read of its document + 1 of the usage document), or a page of the
         group's keys filtered and sorted in memory (``keyquery.select``).
 
-        The list costs one scan without ciphertexts (N reads) + the marker shards (S reads) + the usage document
-        (1 read). The scanned records are kept for ``KEY_VIEW_MAX_AGE`` seconds while the group's ``keys`` and
+        The import order (optionally of invalid or disabled keys) within its first ``INDEXED_PAGE_LIMIT`` keys
+        comes from the index (``_indexed_page``: a count and the page). Anything else costs one scan without
+        ciphertexts (N reads) + the marker shards (S reads) + the usage document (1 read). The page, or the
+        scanned records, are kept for ``KEY_VIEW_MAX_AGE`` seconds while the group's ``keys`` and
         ``state`` markers do not move: paging, searching, sorting and the console's refresh then cost S + 1
         reads. This instance's own key writes drop them at once; notes and validation marks written by another
         instance show within ``KEY_VIEW_MAX_AGE``. Counters are always fresh (the usage document is re-read).
@@ -479,7 +485,18 @@ class FirestoreStore(FirestoreConnection):
             and query.status in (None, INVALID, DISABLED)
             and offset + limit <= INDEXED_PAGE_LIMIT
         ):
-            return self._indexed_page(group, query, offset, limit)
+            shape = (query.status, query.descending, offset, limit)
+            with self._handoff_lock:
+                page = self._key_pages.get(group)
+            if page is not None and page[1:3] == (stamp, shape) and time.monotonic() - page[0] < KEY_VIEW_MAX_AGE:
+                records, total = page[3], page[4]
+            else:
+                started = time.monotonic()
+                records, total = self._indexed_page(group, query, offset, limit)
+                with self._handoff_lock:
+                    self._key_pages[group] = (started, stamp, shape, records, total)
+            usage = self._usage_of(group) if records else {}
+            return [with_usage(r, usage.get(r.id)) for r in records], total
         else:
             started = time.monotonic()
             snaps = self._scan(self._keys(group).select(list(KEY_VIEW_FIELDS)), "key list")
@@ -492,8 +509,9 @@ class FirestoreStore(FirestoreConnection):
 
     def _indexed_page(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
         """The import order (and ``status`` invalid or disabled), read from the index: a count() aggregation (1 read
-        per 1,000 matches), the page (offset + limit reads: Firestore bills skipped documents) and the usage
-        document (1 read). Index: ``(status, created_at)`` for a status; single-field ``created_at`` otherwise."""
+        per 1,000 matches) and the page (offset + limit reads: Firestore bills skipped documents); the records
+        without usage counters. Index: ``(status, created_at)`` for a status; single-field ``created_at``
+        otherwise."""
         fs = self._fs
         base = self._keys(group)
         if query.status:
@@ -504,8 +522,7 @@ class FirestoreStore(FirestoreConnection):
             total = int(base.count().get(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)[0][0].value)
             page = ordered.select(list(KEY_VIEW_FIELDS)).offset(offset).limit(limit)
             snaps = list(page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
-        usage = self._usage_of(group) if snaps else {}
-        return [to_record(group, s, usage.get(s.id)) for s in snaps], total
+        return [to_record(group, s, None) for s in snaps], total
 
     def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
         """``keypool.state.disabled`` (or ``enabled``) on each key, ``TX_CHUNK`` key documents per transaction."""
