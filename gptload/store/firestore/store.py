@@ -491,19 +491,17 @@ class FirestoreStore(FirestoreConnection):
             if page is not None and page[1:3] == (stamp, shape) and time.monotonic() - page[0] < KEY_VIEW_MAX_AGE:
                 records, total = page[3], page[4]
             else:
-                started = time.monotonic()
                 records, total = self._indexed_page(group, query, offset, limit)
                 with self._handoff_lock:
-                    self._key_pages[group] = (started, stamp, shape, records, total)
+                    self._key_pages[group] = (time.monotonic(), stamp, shape, records, total)
             usage = self._usage_of(group) if records else {}
             return [with_usage(r, usage.get(r.id)) for r in records], total
         else:
-            started = time.monotonic()
             snaps = self._scan(self._keys(group).select(list(KEY_VIEW_FIELDS)), "key list")
             base = [to_record(group, s, None) for s in snaps]
             del snaps
-            with self._handoff_lock:
-                self._key_views[group] = (started, stamp, base)
+            with self._handoff_lock:  # aged from now: a scan of a big group may take longer than the maximum age
+                self._key_views[group] = (time.monotonic(), stamp, base)
         usage = self._usage_of(group) if base else {}
         return keyquery.select((with_usage(r, usage.get(r.id)) for r in base), query, offset, limit)
 
