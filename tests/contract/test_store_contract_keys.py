@@ -207,3 +207,23 @@ def test_an_import_racing_another_one_neither_doubles_nor_loses_keys(store, monk
     monkeypatch.undo()
     assert sorted(r.id for r in store.list_keys("g1")) == [f"k{i:04d}" for i in range(6)]
     assert store.add_keys("g1", records("g1", 6), {}) == []
+
+
+def test_a_kept_key_list_follows_state_changes_and_keeps_up_with_new_keys(store):
+    """What a store keeps between two queries (Firestore: the scan) must show every state change since, whoever
+    made it (another instance: only the markers say so)."""
+    now = _fixture(store)
+    query = KeyQuery(sort="failures", descending=True, now=now)  # a scan on Firestore
+    store.query_keys("g1", query, 0, 100)
+    other = store
+    if store.kind == "firestore":  # another instance: same database, its own memory
+        from gptload.store.firestore.store import FirestoreStore
+
+        other = FirestoreStore(store.project, store.database, client=store._client)
+    other.apply_verdict("g1", "k0010", Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"), "m", now, POLICY)
+    other.set_disabled("g1", ["k0011"], True)
+    page, total = store.query_keys("g1", query, 0, 100)
+    states = {r.id: r.state.status for r in page}
+    assert total == 12 and states["k0010"] == INVALID and states["k0011"] == DISABLED
+    other.add_keys("g1", records("g1", 1, start=40), {})
+    assert store.query_keys("g1", KeyQuery(status=ACTIVE, sort="failures", now=now), 0, 100)[1] == 5

@@ -54,7 +54,8 @@ IMPORT_CHUNK = BATCH_LIMIT - 2  # keys created per batch by add_keys (+ the usag
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 TEXT_SCAN_LIMIT = 5000  # log rows (newest first, other filters applied) searched in memory for a ``text`` filter
 PURGE_LIMIT = 5000  # log rows one purge_logs call deletes at most (the TTL policy does the bulk)
-KEY_VIEW_MAX_AGE = 30.0  # seconds a scanned key list serves query_keys while the group's markers stay put
+KEY_VIEW_MAX_AGE = 120.0  # seconds a scanned key list serves query_keys (kept in step with key states meanwhile)
+STATE_SYNC_MARGIN_SECONDS = 30.0  # like the pool's: state_at is the server's clock, ours may be behind
 SCAN_PAGE = 5000  # documents per RPC of a full scan of a group's keys
 INDEXED_PAGE_LIMIT = 2000  # deeper pages of the import order come from a scan (skipped documents are billed)
 
@@ -79,7 +80,8 @@ class FirestoreStore(FirestoreConnection):
         self._key_locks_guard = threading.Lock()
         self._retention_days = float(Settings().request_log_retention_days)
         # query_keys: per group, (monotonic time, the group's key and state markers, records without usage)
-        self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord]]] = {}
+        # (monotonic time of the scan, the markers it reflects, records without usage, wall time it started)
+        self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord], float]] = {}
         # and the last indexed page: (monotonic time, markers, (status, descending, offset, limit), records, total)
         self._key_pages: dict[str, tuple[float, tuple[int, int], tuple[Any, ...], list[KeyRecord], int]] = {}
 
@@ -395,9 +397,7 @@ class FirestoreStore(FirestoreConnection):
             return record.with_state(new)
 
         with self._key_lock(group, key_id):
-            result = self._transact("key state update", apply)
-        self._forget_view(group)
-        return result
+            return self._transact("key state update", apply)
 
     def restore_keys(self, group: str, ids: list[str] | None) -> int:
         """Reset keys to active, ``TX_CHUNK`` key documents per transaction.
@@ -429,7 +429,6 @@ class FirestoreStore(FirestoreConnection):
                 return count
 
             changed += self._transact("key restore", restore)
-        self._forget_view(group)
         return changed
 
     def _scan(self, query: Any, what: str) -> list[Any]:
@@ -460,11 +459,13 @@ class FirestoreStore(FirestoreConnection):
 
         The import order (optionally of invalid or disabled keys) within its first ``INDEXED_PAGE_LIMIT`` keys
         comes from the index (``_indexed_page``: a count and the page). Anything else costs one scan without
-        ciphertexts (N reads) + the marker shards (S reads) + the usage document (1 read). The page, or the
-        scanned records, are kept for ``KEY_VIEW_MAX_AGE`` seconds while the group's ``keys`` and
-        ``state`` markers do not move: paging, searching, sorting and the console's refresh then cost S + 1
-        reads. This instance's own key writes drop them at once; notes and validation marks written by another
-        instance show within ``KEY_VIEW_MAX_AGE``. Counters are always fresh (the usage document is re-read).
+        ciphertexts (N reads) + the marker shards (S reads) + the usage document (1 read). The scanned records are
+        kept for ``KEY_VIEW_MAX_AGE`` seconds: while the group's markers do not move, paging, searching, sorting
+        and the console's refresh cost S + 1 reads; when only its ``state`` marker moved (cooldowns, verdicts),
+        the keys whose state was written since are re-read (1 read each, as the pool does); when keys were added
+        or deleted, the group is scanned again. An indexed page is kept while the markers do not move at all.
+        This instance's own key writes drop both at once; notes and validation marks written by another instance
+        show within ``KEY_VIEW_MAX_AGE``. Counters are always fresh (the usage document is re-read).
         """
         if query.key_id is not None:
             with self._boundary("key read"):
@@ -477,8 +478,24 @@ class FirestoreStore(FirestoreConnection):
         stamp = (markers.get(f"keys:{group}", 0), markers.get(f"state:{group}", 0))
         with self._handoff_lock:
             cached = self._key_views.get(group)
-        if cached is not None and cached[1] == stamp and time.monotonic() - cached[0] < KEY_VIEW_MAX_AGE:
+        fresh_enough = cached is not None and time.monotonic() - cached[0] < KEY_VIEW_MAX_AGE
+        if cached is not None and fresh_enough and cached[1] == stamp:
             base = cached[2]
+        elif cached is not None and fresh_enough and cached[1][0] == stamp[0]:
+            # only key states moved (cooldowns, verdicts, restores): re-read those keys, as the pool does
+            started = time.time()
+            since = timestamp(cached[3] - STATE_SYNC_MARGIN_SECONDS)
+            query_changed = self._keys(group).where(filter=self._fs.FieldFilter("state_at", ">=", since))
+            with self._boundary("changed keys"):
+                changed = {
+                    s.id: to_record(group, s, None)
+                    for s in query_changed.select(list(KEY_VIEW_FIELDS)).stream(
+                        retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS
+                    )
+                }
+            base = [changed.get(r.id, r) for r in cached[2]]
+            with self._handoff_lock:
+                self._key_views[group] = (cached[0], stamp, base, started)
         elif (
             not query.text
             and query.sort == "created"
@@ -497,11 +514,12 @@ class FirestoreStore(FirestoreConnection):
             usage = self._usage_of(group) if records else {}
             return [with_usage(r, usage.get(r.id)) for r in records], total
         else:
+            started = time.time()
             snaps = self._scan(self._keys(group).select(list(KEY_VIEW_FIELDS)), "key list")
             base = [to_record(group, s, None) for s in snaps]
             del snaps
             with self._handoff_lock:  # aged from now: a scan of a big group may take longer than the maximum age
-                self._key_views[group] = (time.monotonic(), stamp, base)
+                self._key_views[group] = (time.monotonic(), stamp, base, started)
         usage = self._usage_of(group) if base else {}
         return keyquery.select((with_usage(r, usage.get(r.id)) for r in base), query, offset, limit)
 
@@ -544,7 +562,6 @@ class FirestoreStore(FirestoreConnection):
                 return count
 
             changed += self._transact("key disable", apply)
-        self._forget_view(group)
         return changed
 
     def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
