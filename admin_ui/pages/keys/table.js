@@ -51,7 +51,8 @@ function tableOrEmptyState(page, rows) {
     { class: "table-wrap card flush" },
     h(
       "table",
-      { class: "keys-table" },
+      // "cards": under 600 px each row is a card, every cell under its column's name (data-label; styles.css)
+      { class: "keys-table cards" },
       h("thead", {}, headerRow(page, rows)),
       h(
         "tbody",
@@ -91,11 +92,11 @@ function selectAllBox(page, rows) {
 }
 
 function keyRow(page, k) {
-  return h(
+  const row = h(
     "tr",
     { dataset: { keyId: k.id, status: k.status } },
     h("td", { class: "check" }, selectBox(page, k)),
-    h("th", { scope: "row", class: "mono" }, k.key),
+    h("th", { scope: "row", class: "mono card-title" }, k.key),
     h("td", {}, statusChip(k)),
     h("td", {}, cooldowns(k)),
     h("td", { class: "num" }, fmtInt(k.request_count)),
@@ -105,8 +106,14 @@ function keyRow(page, k) {
     h("td", { class: "validated" }, validation(k)),
     lastError(k),
     h("td", { class: "notes-cell" }, k.notes ? h("span", {}, k.notes) : null, notesButton(page, k)),
-    h("td", { class: "actions" }, ...rowActions(page, k)),
+    h("td", { class: "actions card-actions" }, ...rowActions(page, k)),
   );
+  // each cell's column name, shown beside it when the row is a card (the key heads it, the actions close it)
+  const labels = ["", "", ...COLUMNS.slice(1), ""];
+  [...row.children].forEach((cell, i) => {
+    if (labels[i]) cell.dataset.label = labels[i];
+  });
+  return row;
 }
 
 /** A cooling key that can still serve other models reads "limited"; one that can serve nothing "cooling". */
