@@ -105,7 +105,7 @@ def test_what_the_log_list_reads(store, logged):
     assert len(store.query_logs(LogQuery(), 0, 50)[0]) == 50
     # the sum(count) aggregation + the 2 pages of the newest hour (both groups) + 1 to see that the next is older
     assert reads() <= 1 + 2 + 1
-    assert store.query_logs(LogQuery(model="no-such-model"), 0, 50) == ([], 0)
+    assert store.query_logs(LogQuery(key_id="no-such-key"), 0, 50) == ([], 0)
     one = 1 if store.kind == "firestore" else 0
     assert reads() == one  # an empty query is billed one read
     assert store.get_log("row-00601")["id"] == "row-00601"

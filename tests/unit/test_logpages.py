@@ -48,13 +48,22 @@ def test_new_row_fields_pass_through_and_the_body_stays_out_of_lists():
 
 def test_one_tag_per_query_and_every_filter_judged_on_rows():
     q = LogQuery(group="g1", model="m", status_code=503, success=False, since=7201, until=7203, text="BOOM")
-    assert logpages.query_tag(q) == "m:m"  # key_id absent: the model is the most selective tag
+    assert logpages.query_tag(q) == "s:503"  # key_id absent; the model is a prefix filter, which no tag serves
     assert logpages.query_tag(LogQuery(success=True)) == "ok:1"
     assert logpages.query_tag(LogQuery(group="g1", since=1.0)) is None
     match = logpages.row_matches(q)
     row = {"group": "g1", "model": "m", "status_code": 503, "success": False, "at": 7202.0, "error": "a boom"}
     assert match(row)
-    for change in ({"group": "g2"}, {"model": "n"}, {"status_code": 500}, {"success": True}, {"at": 7203.0}):
+    assert match({**row, "model": "m-2.5"})  # the model filter matches a prefix of the name
+    assert logpages.query_tag(LogQuery(model="gemini")) is None
+    for change in (
+        {"group": "g2"},
+        {"model": "n"},
+        {"model": "xm"},
+        {"status_code": 500},
+        {"success": True},
+        {"at": 7203.0},
+    ):
         assert not match({**row, **change})
     assert not match({**row, "at": 7200.5}) and not match({**row, "error": ""})
     assert logpages.has_row_filters(q) and not logpages.has_row_filters(LogQuery(group="g1"))

@@ -33,7 +33,8 @@ ENCODE_ROWS = 100  # rows JSON-encoded in one piece (see encode_rows)
 COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 10 MiB
 
 # (LogQuery attribute, tag prefix, row field), in order of preference for the server-side tag: the first set
-# attribute of a query becomes its ``array-contains`` filter (key ids and models are the most selective).
+# attribute of a query becomes its ``array-contains`` filter (key ids are the most selective). Pages carry a
+# model tag too, but the model filter is a prefix (``PREFIX_FILTERS``), which a tag cannot serve.
 FILTER_TAGS: tuple[tuple[str, str, str], ...] = (
     ("key_id", "k", "key_id"),
     ("model", "m", "model"),
@@ -50,10 +51,13 @@ def tag(prefix: str, value: Any) -> str:
     return f"{prefix}:{value}"
 
 
+PREFIX_FILTERS = frozenset({"model"})  # LogQuery attributes matched as a prefix of the row's value
+
+
 def query_tag(q: LogQuery) -> str | None:
     """The one tag a query narrows pages by (None: no equality filter that tags serve)."""
     for attr, prefix, _field in FILTER_TAGS:
-        value = getattr(q, attr)
+        value = None if attr in PREFIX_FILTERS else getattr(q, attr)
         if value is not None:
             return tag(prefix, value)
     return None
@@ -64,10 +68,10 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
     checks: list[Callable[[dict[str, Any]], bool]] = []
     if q.group is not None:
         checks.append(lambda r: r.get("group") == q.group)
-    for attr, _prefix, field in FILTER_TAGS:
+    for attr, _tag, field in FILTER_TAGS:
         value = getattr(q, attr)
         if value is not None:
-            checks.append(_equals(field, value))
+            checks.append(_prefix(field, value) if attr in PREFIX_FILTERS else _equals(field, value))
     if q.since is not None:
         since = float(q.since)
         checks.append(lambda r: float(r.get("at") or 0) >= since)
@@ -82,6 +86,11 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
 
 def _equals(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
     return lambda r: r.get(field) == value
+
+
+def _prefix(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
+    start = str(value)
+    return lambda r: str(r.get(field) or "").startswith(start)
 
 
 def has_row_filters(q: LogQuery) -> bool:

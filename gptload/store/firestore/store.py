@@ -832,14 +832,17 @@ class FirestoreStore(FirestoreConnection):
                 t[f] += int(d.get(f) or 0)
         return totals
 
-    def requests_since(self, since: float) -> int:
+    def requests_since(self, since: float, group: str | None = None) -> int:
         """One query over ``stats_hourly`` from the hour of ``since`` on (1 read per (group, hour): about 1-2 per
-        group for the last minute), summing the per-minute map ``m`` from ``since`` on."""
+        group for the last minute), summing the per-minute map ``m`` from ``since`` on; ``group``: that group's
+        only (picked here, so the query needs no composite index)."""
         ff = self._fs.FieldFilter
         query = self._client.collection("stats_hourly").where(filter=ff("hour", ">=", hour_of(float(since))))
         total = 0
         with self._boundary("stats read"):
-            for snap in query.select(["m"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS):
+            for snap in query.select(["m", "group"]).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS):
+                if group is not None and snap.get("group") != group:
+                    continue
                 per_minute = (snap.to_dict() or {}).get("m") or {}
                 total += sum(int(n or 0) for minute, n in per_minute.items() if float(minute) >= since)
         return total
