@@ -62,6 +62,8 @@ def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: flo
             resp.close()
     except requests.RequestException as exc:
         return network_error(exc)
+    if resp.status_code == 407 and view.settings.proxy_url:  # the egress proxy refused us, not Google (as forwarder)
+        return Verdict(Kind.TRANSIENT, reason="network: egress proxy answered 407", network=True)
     return classify(resp.status_code, body)
 
 
