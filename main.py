@@ -39,6 +39,21 @@ def _get_router():
     return _router
 
 
+def _accept_websockets() -> None:
+    """werkzeug routes a WebSocket handshake only to rules marked ``websocket`` and answers 400 otherwise, before
+    any view runs; functions-framework's catch-all rule is not one. While functions-framework loads this module
+    (inside its app's context, deployed or under ``python main.py``), add one for the Live API's paths."""
+    import flask
+
+    if flask.has_app_context():
+        from werkzeug.routing import Rule
+
+        flask.current_app.url_map.add(Rule("/proxy/<path:path>", endpoint="run", websocket=True, methods=["GET"]))
+
+
+_accept_websockets()
+
+
 def handler(request):
     """The HTTP function: every path of the service goes through here."""
     return _get_router()(request)
@@ -61,7 +76,8 @@ def _serve() -> None:
     def warm(worker) -> None:  # build services in the worker process, not before the fork
         module._get_router()
         log.info(
-            "gptload listening on http://%s:%d (store=%s, vault=%s)",
+            "gptload listening on %s://%s:%d (store=%s, vault=%s)",
+            "https" if config.tls_cert_file else "http",
             config.host,
             config.port,
             config.store,
@@ -71,6 +87,7 @@ def _serve() -> None:
     def write_usage() -> None:  # stopping: write buffered usage now, then every event as soon as it is added
         router = module._router
         if router is not None:
+            router.services.live.shutdown()  # Live sessions end at once (close 1001), each records its usage row
             router.services.usage.drain()
 
     def cut_streams() -> None:  # the graceful period is nearly over: end relays, even of silent upstreams

@@ -14,6 +14,7 @@ from gptload.insights import Insights
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
+from gptload.proxy.live import LiveSessions
 from gptload.proxy.upstream import make_session
 from gptload.store import open_store
 from gptload.store.base import Store
@@ -37,6 +38,7 @@ class Services:
     validator: Validator
     session: requests.Session
     started_at: float
+    live: LiveSessions  # Live API (WebSocket) sessions: gptload/proxy/live.py
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
@@ -78,4 +80,5 @@ def build_services(
         validator=Validator(store, pool, session),
         session=session,
         started_at=time.time(),
+        live=LiveSessions(pool, affinity, usage, forwarder.breakers),
     )
