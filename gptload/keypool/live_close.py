@@ -48,10 +48,10 @@ _TRANSIENT_CODES = frozenset({INTERNAL_ERROR, TRY_AGAIN_LATER, BAD_GATEWAY, ABNO
 def is_quota_reason(reason: str) -> bool:
     """Is ``reason`` Google's quota sentence: whole, or cut short by the close frame's limit (never less than its
     opening words), optionally after ``RESOURCE_EXHAUSTED``?"""
+    if reason.strip() == "RESOURCE_EXHAUSTED":
+        return True  # the status alone
     match = _RESOURCE_EXHAUSTED.match(reason.strip())
     text = match.group(1).strip() if match else ""
-    if text == "" and match and reason.strip() == "RESOURCE_EXHAUSTED":
-        return True  # the status alone (a gateway's short form)
     return len(text) >= _QUOTA_MIN and _QUOTA_SENTENCE.startswith(text)
 
 

@@ -311,3 +311,28 @@ def test_an_idle_session_is_closed_with_1008(live_server, fake_live, tls):
     assert closed.value.rcvd.code == 1008 and "idle" in closed.value.rcvd.reason
     (record,) = fake_live.sessions_with(keys[0])
     assert record.done.wait(10) and record.close_code == 1000
+
+
+def test_sigterm_ends_live_sessions_with_1001_and_records_them(tmp_path, fake_live):
+    server = start_server(tmp_path)  # plain HTTP: a websockets client may use ws://
+    try:
+        group, keys = make_group(server, fake_live)
+        url = server.url.replace("http://", "ws://") + f"/proxy/{group.name}/{LIVE_PATH}"
+        with connect(url, additional_headers={"x-goog-api-key": group.proxy_key}, proxy=None) as ws:
+            ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+            ws.recv(timeout=10)
+            server.process.terminate()
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001
+        (record,) = fake_live.sessions_with(keys[0])
+        assert record.done.wait(10) and record.close_code == 1000
+        assert server.process.wait(20) == 0
+    finally:
+        server.stop()
+    again = start_server(tmp_path, data_dir=server.data_dir)
+    try:
+        (row,) = session_rows(again, group)
+        assert row["status_code"] == 1001 and "closed by gptload 1001" in row["error"]
+    finally:
+        again.stop()
