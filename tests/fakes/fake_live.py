@@ -269,3 +269,11 @@ class _Session:
     def _refuse(self, code: int, reason: str) -> None:
         self.record.refused = code
         self.conn.close(code, reason)
+
+
+if __name__ == "__main__":  # python -m tests.fakes.fake_live KEY... : serve until killed (bench/live.py)
+    import sys
+
+    with FakeLive(sys.argv[1:]) as served:
+        print(served.url, flush=True)
+        threading.Event().wait()
