@@ -594,9 +594,12 @@ def _trace(view: GroupView, request: LiveRequest, model: str) -> Trace:
 
 
 def _received(exc: ConnectionClosed) -> tuple[int, str]:
-    """The close code and reason the peer sent (1006 and "" when its connection just dropped)."""
+    """The close code and reason the peer sent; the one websockets sent it when it failed the connection itself (a
+    message over the size limit: 1009); 1006 and "" when the connection just dropped."""
     if exc.rcvd is not None:
         return int(exc.rcvd.code), exc.rcvd.reason
+    if exc.sent is not None:
+        return int(exc.sent.code), exc.sent.reason
     return ABNORMAL, ""
 
 

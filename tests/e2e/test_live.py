@@ -291,7 +291,7 @@ def test_an_ephemeral_token_created_through_the_pool_goes_out_with_its_key(live_
 
 
 def test_a_message_over_the_limit_closes_with_1009(live_server, fake_live, tls):
-    group, _ = make_group(live_server, fake_live, settings={"live_max_message_bytes": 4096})
+    group, keys = make_group(live_server, fake_live, settings={"live_max_message_bytes": 4096})
     with raw_ws(live_server, group, tls) as ws:
         ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
         ws.recv(timeout=10)
@@ -299,6 +299,10 @@ def test_a_message_over_the_limit_closes_with_1009(live_server, fake_live, tls):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
     assert closed.value.rcvd.code == 1009
+    (record,) = fake_live.sessions_with(keys[0])
+    assert record.done.wait(10) and record.close_code == 1009  # Google is told why
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1009 and "closed by client 1009" in row["error"]
 
 
 def test_an_idle_session_is_closed_with_1008(live_server, fake_live, tls):
