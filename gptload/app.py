@@ -15,7 +15,7 @@ from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
 from gptload.proxy.live import LiveSessions
-from gptload.proxy.upstream import make_session
+from gptload.proxy.upstream import Sessions, make_session
 from gptload.store import open_store
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
@@ -39,10 +39,13 @@ class Services:
     session: requests.Session
     started_at: float
     live: LiveSessions  # Live API (WebSocket) sessions: gptload/proxy/live.py
+    sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
         self.usage.flush()
+        if self.sessions is not None:
+            self.sessions.close()
         self.session.close()
         self.store.close()
 
@@ -66,7 +69,8 @@ def build_services(
     affinity = AffinityMap(store)
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
-    forwarder = Forwarder(pool, affinity, usage, session)
+    sessions = Sessions(session, config.threads * 2)
+    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions)
     return Services(
         config=config,
         store=store,
@@ -77,8 +81,9 @@ def build_services(
         forwarder=forwarder,
         admin=Admin(store, vault, pool, usage),
         insights=Insights(store, pool, usage, forwarder.breakers),
-        validator=Validator(store, pool, session),
+        validator=Validator(store, pool, session, sessions),
         session=session,
         started_at=time.time(),
         live=LiveSessions(pool, affinity, usage, forwarder.breakers),
+        sessions=sessions,
     )

@@ -14,7 +14,8 @@
     │   └── InvalidProxyKey           401 INVALID_PROXY_KEY
     ├── NotFound                      404 NOT_FOUND
     │   ├── GroupNotFound             404 GROUP_NOT_FOUND
-    │   └── RouteNotFound             404 ROUTE_NOT_FOUND
+    │   ├── RouteNotFound             404 ROUTE_NOT_FOUND
+    │   └── ModelNotAllowed           404 MODEL_NOT_ALLOWED
     ├── MethodNotAllowed              405 METHOD_NOT_ALLOWED
     ├── Conflict                      409 CONFLICT
     │   └── GroupExists               409 GROUP_EXISTS
@@ -111,6 +112,12 @@ class GroupNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     code = "ROUTE_NOT_FOUND"
+
+
+class ModelNotAllowed(NotFound):
+    """A group in strict redirect mode was asked for a model that is not one of its redirect sources."""
+
+    code = "MODEL_NOT_ALLOWED"
 
 
 class MethodNotAllowed(GptloadError):

@@ -44,7 +44,7 @@ from websockets.sync.connection import Connection
 
 from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
-from gptload.keypool.classify import SUCCESS, Verdict, classify, network_error
+from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_secrets
 from gptload.keypool.live_close import (
     ABNORMAL,
@@ -333,7 +333,7 @@ class LiveSessions:
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=settings.live_max_message_bytes,
                 max_queue=QUEUE,
-                proxy=None,
+                proxy=settings.proxy_url or None,  # the group's egress proxy; never the environment's
             ).__enter__()  # the connection itself (websockets >= 17.1 wants a context manager; closed below)
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -342,6 +342,9 @@ class LiveSessions:
             message = _error_message(body) or f"HTTP {status}"
             code = POLICY_VIOLATION if 400 <= status < 500 else INTERNAL_ERROR
             return verdict, (code, _scrubbed(f"upstream refused the session: {status} {message}", secrets)), None
+        except ImportError as exc:  # a socks5:// proxy_url needs python-socks for WebSockets
+            reason = f"gptload: this group's proxy_url cannot carry the Live API ({exc.name or 'a module'} missing)"
+            return Verdict(Kind.REQUEST_ERROR, reason=reason), (INTERNAL_ERROR, reason), None
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             return network_error(exc), None, None
         session.upstream = upstream

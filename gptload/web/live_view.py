@@ -74,6 +74,10 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         incoming = _incoming(request, path, services)
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
+    if view.is_aggregate:
+        raise BadRequest(
+            f"{view.name!r} is an aggregate group: Live API sessions go to a standard group (one of its members)"
+        )
     if not LIVE_PATH.fullmatch(path):
         raise RouteNotFound(f"no WebSocket route for /{path}: the Live API's is ws/google.ai.generativelanguage...")
     accept = _accept(request)
