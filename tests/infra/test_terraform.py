@@ -253,10 +253,7 @@ def test_generated_schema_file_is_current():
 def test_console_bucket_gets_a_config_js_naming_the_function_and_its_origin_is_allowed(tf):
     config = tf.one("google_storage_bucket_object", "console_config")
     assert config["name"] == "config.js"
-    assert (
-        'export const API_BASE = "${google_cloud_run_v2_service.gptload.uri}";'
-        in config["content"]
-    )
+    assert 'export const API_BASE = "${google_cloud_run_v2_service.gptload.uri}";' in config["content"]
     # the line the repository's config.js has, so api.js imports the same name
     assert "export const API_BASE = " in (facts.ROOT / "admin_ui" / "config.js").read_text()
     uploaded = tf.locals["console_files"]
