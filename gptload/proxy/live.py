@@ -86,7 +86,7 @@ _FORWARDED_HEADERS = ("user-agent", "x-goog-api-client")
 class LiveRequest:
     """An upgraded Live connection's facts, framework-free. ``path``: ``ws/google.ai...`` (no leading slash);
     ``query``: the client's query without any key; ``token``: the client's ephemeral token (Constrained), bound to
-    ``pinned`` (its key's id) when it was created through this proxy."""
+    ``pinned`` (its key's id) of ``pinned_group`` when it was created through this proxy."""
 
     path: str
     query: str
@@ -95,6 +95,7 @@ class LiveRequest:
     user_agent: str = ""
     token: str = ""
     pinned: str = ""
+    pinned_group: str = ""  # the group of ``pinned`` (an aggregate's member, or the group itself)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class _Session:
     def __init__(self, client: Connection, view: GroupView) -> None:
         self.client = client
         self.view = view
+        self.serving = view  # the group whose key serves (an aggregate's member), once chosen
         self.upstream: ClientConnection | None = None
         self.tally = _Tally()
         self.lock = threading.Lock()
@@ -277,19 +279,20 @@ class LiveSessions:
             for number in range(1, attempts + 1):
                 if self._stopping:
                     break
-                key = pinned or self._pool.acquire(view, model, {t[0].id for t in tried})
+                serving, key = pinned or self._next_key(view, model, {t[0].id for t in tried})
                 if key is None:
                     break
-                base, admission = self._upstream(view, model)
+                base, admission = self._upstream(serving, model)
                 if base is None:
                     refused = admission
                     break
-                attempt = Attempt(key, base, number, time.monotonic())
-                circuit = (view.name, base, model)
+                session.serving = serving
+                attempt = Attempt(key, base, number, time.monotonic(), group=serving if view.is_aggregate else None)
+                circuit = (serving.name, base, model)
                 verdict, close, first = self._attempt(session, request, key, base, raw)
                 if verdict is SUCCESS:
                     self.breakers.success(circuit)
-                    self._pool.report(view, key, SUCCESS, model)
+                    self._pool.report(serving, key, SUCCESS, model)
                     trace.answered = True
                     assert first is not None
                     session.tally.down += 1
@@ -304,7 +307,7 @@ class LiveSessions:
                         self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                 else:
                     self.breakers.success(circuit)
-                    self._pool.report(view, key, verdict, model)
+                    self._pool.report(serving, key, verdict, model)
                 tried.append((key, base, verdict, close))
                 trace.failed(attempt, close[0] if close else 0, verdict.reason)
                 log.info("live attempt %d on key %s of %s: %s", number, key.id, view.name, verdict.reason[:120])
@@ -321,8 +324,8 @@ class LiveSessions:
         self, session: _Session, request: LiveRequest, key: LiveKey, base: str, raw: str | bytes
     ) -> tuple[Verdict, tuple[int, str] | None, str | bytes | None]:
         """One try: (verdict, the close to pass on if the client is to be told, Google's first message)."""
-        settings = session.view.settings
-        secrets = session.view.secrets
+        settings = session.serving.settings  # the serving group's timeouts and proxy_url
+        secrets = session.serving.secrets
         try:
             upstream = connect(
                 upstream_url(base, request.path, request.query),
@@ -402,7 +405,7 @@ class LiveSessions:
                 message = upstream.recv()
             except ConnectionClosed as exc:
                 code, reason = _received(exc)
-                reason = _scrubbed(reason, session.view.secrets)
+                reason = _scrubbed(reason, session.serving.secrets)
                 if session.settle("upstream", code, reason):
                     if code in (ABNORMAL, 1015):
                         code, reason = BAD_GATEWAY, "gptload: the upstream connection was lost"
@@ -444,7 +447,7 @@ class LiveSessions:
                     Binding(
                         RESOURCE,
                         RESUMPTION_PREFIX + handle,
-                        session.view.name,
+                        session.serving.name,
                         attempt.key.id,
                         attempt.base,
                         time.time() + RESUMPTION_TTL,
@@ -452,15 +455,40 @@ class LiveSessions:
                 )
 
     # -- pieces ---------------------------------------------------------------------------------------------
-    def _pinned(self, view: GroupView, request: LiveRequest, handle: str) -> LiveKey | None:
-        """The key a session must use: its ephemeral token's, else its resumption handle's; None: any key."""
-        if request.pinned:
-            return self._pool.key_by_id(view, request.pinned)
-        if handle:
+    def _pinned(self, view: GroupView, request: LiveRequest, handle: str) -> tuple[GroupView, LiveKey | None] | None:
+        """(group, key) a session must use: its ephemeral token's, else its resumption handle's (through an
+        aggregate: the member that issued it); None: any key."""
+        group, key_id = request.pinned_group, request.pinned
+        if not key_id and handle:
             binding = self._affinity.lookup(RESOURCE, RESUMPTION_PREFIX + handle)
-            if binding is not None and binding.group == view.name:
-                return self._pool.key_by_id(view, binding.key_id)
-        return None
+            if binding is not None:
+                group, key_id = binding.group, binding.key_id
+        if not key_id:
+            return None
+        owner = self._pool.member_view(view, group or view.name)
+        if owner is None:
+            return None
+        return owner, self._pool.key_by_id(owner, key_id)
+
+    def _next_key(self, view: GroupView, model: str, exclude: set[str]) -> tuple[GroupView, LiveKey | None]:
+        """A standard group's next key; through an aggregate, the next key of the member chosen by weight among
+        those with a key able to serve ``model`` that this session has not tried (each member's own keys)."""
+        if view.members is None:
+            return view, self._pool.acquire(view, model, exclude)
+        members = {m.name: m for m in self._pool.members(view)}
+        keys: dict[str, LiveKey] = {}
+
+        def eligible(name: str) -> bool:
+            member = members.get(name)
+            key = self._pool.acquire(member, model, exclude) if member is not None else None
+            if key is not None:
+                keys[name] = key
+            return key is not None
+
+        chosen = view.members.pick(eligible)
+        if chosen is None:
+            return view, None
+        return members[chosen], keys[chosen]
 
     def _upstream(self, view: GroupView, model: str) -> tuple[str | None, Admission]:
         """The balancer's upstream for the next attempt, skipping those whose breaker for ``model`` is open."""

@@ -65,19 +65,16 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         if pool.authorize_global(presented):
             raise
         raise InvalidProxyKey(_BAD_KEY) from None
-    pinned = ""
+    pinned, pinned_group = "", ""
     if token:
         binding = services.affinity.lookup(RESOURCE, token)
-        if binding is not None and binding.group == view.name:
-            pinned = binding.key_id  # the unguessable token is the capability, as an upload id is
+        # through an aggregate, the binding names the member whose key created the token
+        if binding is not None and pool.member_view(view, binding.group) is not None:
+            pinned, pinned_group = binding.key_id, binding.group  # the unguessable token is the capability
     if not pinned and not pool.authorize(view, presented):
         incoming = _incoming(request, path, services)
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
-    if view.is_aggregate:
-        raise BadRequest(
-            f"{view.name!r} is an aggregate group: Live API sessions go to a standard group (one of its members)"
-        )
     if not LIVE_PATH.fullmatch(path):
         raise RouteNotFound(f"no WebSocket route for /{path}: the Live API's is ws/google.ai.generativelanguage...")
     accept = _accept(request)
@@ -92,6 +89,7 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         user_agent=request.headers.get("User-Agent", ""),
         token=token,
         pinned=pinned,
+        pinned_group=pinned_group,
     )
     request.environ[UPGRADED] = True
     response = Response(status=101)

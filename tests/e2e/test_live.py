@@ -340,3 +340,27 @@ def test_sigterm_ends_live_sessions_with_1001_and_records_them(tmp_path, fake_li
         assert row["status_code"] == 1001 and "closed by gptload 1001" in row["error"]
     finally:
         again.stop()
+
+
+def test_through_an_aggregate_a_member_s_key_serves_and_a_dead_member_fails_over(live_server, fake_live):
+    dead = live_server.make_group(fake_live.url, [new_key()])  # its only key is unknown to Google: 1007
+    good, keys = make_group(live_server, fake_live)
+    name, proxy_key = f"agg-{good.name}", f"pk-agg-{good.name}"
+    r = live_server.api(
+        "POST",
+        "/api/groups",
+        json={
+            "name": name,
+            "group_type": "aggregate",
+            "sub_groups": [{"name": dead.name, "weight": 1}, {"name": good.name, "weight": 1}],
+            "proxy_keys": [proxy_key],
+        },
+    )
+    assert r.status_code == 201, r.text
+    client = genai.Client(api_key=proxy_key, http_options=types.HttpOptions(base_url=f"{live_server.url}/proxy/{name}"))
+    for _ in range(2):  # the weighted choice starts somewhere: both members get a session
+        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+    assert len(fake_live.sessions_with(keys[0])) == 2
+    assert dead.row_of(dead.keys[0])["status"] == "invalid"
+    rows = session_rows(live_server, good, 2)
+    assert {row["aggregate"] for row in rows} == {name} and {row["group"] for row in rows} == {good.name}
