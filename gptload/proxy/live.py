@@ -80,6 +80,9 @@ RESUMPTION_PREFIX = "live-resumption/"
 TOKEN_PREFIX = "auth_tokens/"  # noqa: S105 - a name prefix, not a secret
 _UNSENDABLE = {1005: NORMAL, 1006: GOING_AWAY, 1015: GOING_AWAY}  # codes a peer may report but never send
 _FORWARDED_HEADERS = ("user-agent", "x-goog-api-client")
+# websockets logs every opened and closed connection at INFO: one line per session is the usage row's job.
+WS_LOG = logging.getLogger("gptload.live.websockets")
+WS_LOG.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,7 @@ class LiveSessions:
                 max_size=settings.live_max_message_bytes,
                 max_queue=QUEUE,
                 proxy=settings.proxy_url or None,  # the group's egress proxy; never the environment's
+                logger=WS_LOG,
             ).__enter__()  # the connection itself (websockets >= 17.1 wants a context manager; closed below)
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -33,7 +33,7 @@ from gptload.app import Services
 from gptload.errors import BadRequest, GroupNotFound, InvalidProxyKey, RouteNotFound
 from gptload.pool import GroupView
 from gptload.proxy import rewrite
-from gptload.proxy.live import LIVE_PATH, QUEUE, TOKEN_PREFIX, LiveRequest
+from gptload.proxy.live import LIVE_PATH, QUEUE, TOKEN_PREFIX, WS_LOG, LiveRequest
 from gptload.proxy.request import IncomingRequest
 from gptload.proxy.trace import rejection_event
 from gptload.server import UPGRADED
@@ -104,7 +104,7 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
 def _run(services: Services, view: GroupView, live_request: LiveRequest, sock: Any) -> None:
     """The session, on the upgraded socket (the 101 is out). Never raises into the server."""
     try:
-        protocol = ServerProtocol(state=OPEN, max_size=view.settings.live_max_message_bytes)
+        protocol = ServerProtocol(state=OPEN, max_size=view.settings.live_max_message_bytes, logger=WS_LOG)
         borrowed: Any = _Borrowed(sock)
         client = Connection(borrowed, protocol, ping_interval=None, close_timeout=_CLOSE_TIMEOUT, max_queue=QUEUE)
     except Exception:

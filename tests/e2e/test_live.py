@@ -94,7 +94,7 @@ def raw_ws(server, group, tls, *, key: str | None = None, path: str = LIVE_PATH)
         ssl=ctx,
         additional_headers={"x-goog-api-key": key or group.proxy_key},
         proxy=None,
-        open_timeout=10,
+        open_timeout=30,  # a deadline on a shared machine, not a measure
         close_timeout=5,
     )
 
