@@ -130,9 +130,10 @@ def test_a_text_turn_round_trips_with_a_pool_key_and_is_logged(live_server, fake
     assert row["status_code"] == 1000 and row["success"] is True
     assert (row["prompt_tokens"], row["candidates_tokens"], row["total_tokens"]) == (3, 4, 7)
     assert "2 client / 2 server messages; closed by client 1000" in row["error"]
-    stats = live_server.api("GET", "/api/stats/groups").json()
-    mine = json.dumps(stats)
-    assert group.name in mine  # the session counts as a request of the group
+    stats = live_server.api("GET", "/api/stats/groups").json()["groups"]
+    (mine,) = [g for g in stats if g["name"] == group.name]
+    assert mine["24h"]["requests"] == 1 and mine["24h"]["failures"] == 0  # the session is one request
+    assert mine["24h"]["total_tokens"] == 7
 
 
 def test_a_refused_first_key_is_retried_transparently_and_disabled(live_server, fake_live):
