@@ -42,7 +42,10 @@ class Services:
     sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
 
     def shutdown(self) -> None:
-        """Flush what is buffered and release clients; safe to call twice."""
+        """End Live sessions (close 1001, their usage rows added: up to 3 s), flush what is buffered and release
+        clients; safe to call twice. At exit this is what ends Live sessions under a server that has no stop hook of
+        ours (functions-framework's own gunicorn on Cloud Run)."""
+        self.live.shutdown(wait=3.0)
         self.usage.flush()
         if self.sessions is not None:
             self.sessions.close()

@@ -184,6 +184,7 @@ class LiveSessions:
         self._clock = clock
         self._sessions: set[_Session] = set()
         self._lock = threading.Lock()
+        self._ended = threading.Condition(self._lock)  # notified when a session is over (its usage row added)
         self._reaper: threading.Thread | None = None
         self._stopping = False
         self._ids = 0
@@ -192,14 +193,18 @@ class LiveSessions:
         with self._lock:
             return len(self._sessions)
 
-    def shutdown(self) -> int:
+    def shutdown(self, wait: float = 0.0) -> int:
         """The server is stopping: close every session with 1001 now (each records its usage row as it ends), and
-        refuse new ones. Returns how many were running; does not wait."""
+        refuse new ones; then wait up to ``wait`` seconds for them to be over. Returns how many were running."""
         self._stopping = True
         with self._lock:
             running = list(self._sessions)
         for session in running:
             session.end(GOING_AWAY, "gptload: the server is stopping; reconnect (resume with your handle)")
+        deadline = time.monotonic() + wait
+        with self._ended:
+            while self._sessions and time.monotonic() < deadline:
+                self._ended.wait(max(0.0, deadline - time.monotonic()))
         return len(running)
 
     # -- a session ------------------------------------------------------------------------------------------
@@ -234,9 +239,10 @@ class LiveSessions:
             if session.upstream is not None:
                 _close(session.upstream, NORMAL, "")
         finally:
-            with self._lock:
-                self._sessions.discard(session)
             self._record(session, request, trace, attempt)
+            with self._ended:
+                self._sessions.discard(session)
+                self._ended.notify_all()
 
     def _read_setup(self, session: _Session) -> tuple[str | bytes, str, str] | None:
         """The client's setup message, its model and resumption handle; None when the session ended instead."""

@@ -8,17 +8,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 from google import genai
 from google.genai import types
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import start_server, wait_for
+from tests.e2e.conftest import AUTH_KEY, ROOT, Server, free_port, start_server, wait_for
 from tests.fakes.fake_gemini import make_key
 from tests.fakes.fake_live import FakeLive
 from tests.fakes.tls import self_signed
@@ -365,3 +370,55 @@ def test_through_an_aggregate_a_member_s_key_serves_and_a_dead_member_fails_over
     assert dead.row_of(dead.keys[0])["status"] == "invalid"
     rows = session_rows(live_server, good, 2)
     assert {row["aggregate"] for row in rows} == {name} and {row["group"] for row in rows} == {good.name}
+
+
+def test_the_deployed_entry_point_serves_live_sessions_and_ends_them_at_sigterm(tmp_path, fake_live):
+    """functions-framework's own server (what Cloud Run runs: `--target handler`), not python main.py's."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE", "VAULT", "GOOGLE_CLOUD", "FIRESTORE"))}
+    env.update({"AUTH_KEY": AUTH_KEY, "DATA_DIR": str(tmp_path / "data"), "MAINTENANCE_INTERVAL_SECONDS": "0"})
+    log = (tmp_path / "ff.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            "handler",
+            "--source",
+            "main.py",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(f"http://127.0.0.1:{port}", proc, tmp_path / "data", tmp_path / "ff.log", env)
+    try:
+        wait_for(lambda: _healthy(server), seconds=30, what="functions-framework to serve")
+        group, keys = make_group(server, fake_live)
+        url = server.url.replace("http://", "ws://") + f"/proxy/{group.name}/{LIVE_PATH}"
+        with connect(url, additional_headers={"x-goog-api-key": group.proxy_key}, proxy=None) as ws:
+            ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+            assert json.loads(ws.recv(timeout=10)) == {"setupComplete": {}}
+            ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "via ff"}]}]}}))
+            assert json.loads(ws.recv(timeout=10))["serverContent"]["modelTurn"]["parts"][0]["text"] == "echo: via ff"
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1001, server.log()
+        (record,) = fake_live.sessions_with(keys[0])
+        assert record.done.wait(10) and record.close_code == 1000
+        proc.wait(30)
+    finally:
+        server.stop()
+        log.close()
+
+
+def _healthy(server) -> bool:
+    try:
+        return requests.get(f"{server.url}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
