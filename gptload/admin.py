@@ -63,6 +63,7 @@ class Admin:
         fields = self._aggregate_fields(fields, payload, current=None)
         now = time.time()
         group = Group.from_dict({"sort": self._next_sort(), **fields, "created_at": now, "updated_at": now})
+        _check_rules(group)
         self._store.create_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -77,6 +78,7 @@ class Admin:
         fields = self._aggregate_fields(fields, payload, current=current)
         merged = {**current.to_dict(), **fields, "updated_at": time.time()}
         group = Group.from_dict(merged)
+        _check_rules(group)
         self._store.update_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -454,6 +456,15 @@ def _sub_groups(raw: Any) -> list[dict[str, Any]] | None:
 def _used_by(name: str, groups: list[Group]) -> list[str]:
     """The aggregate groups that have ``name`` as a member."""
     return [g.name for g in groups if any(m.name == name for m in g.sub_groups)]
+
+
+def _check_rules(group: Group) -> None:
+    """Rules that only make sense together: strict mode offers only the redirect sources, so it needs one."""
+    if group.model_redirect_strict and not group.model_redirect_rules:
+        raise ValidationFailed(
+            "invalid group",
+            details={"fields": {"model_redirect_strict": "needs at least one redirect (it would refuse every model)"}},
+        )
 
 
 def _upstreams(raw: Any) -> list[Upstream] | None:

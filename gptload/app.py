@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -11,6 +11,7 @@ from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
 from gptload.insights import Insights
+from gptload.metrics import Metrics
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
@@ -40,6 +41,7 @@ class Services:
     started_at: float
     live: LiveSessions  # Live API (WebSocket) sessions: gptload/proxy/live.py
     sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
+    metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
     def shutdown(self) -> None:
         """End Live sessions (close 1001, their usage rows added: up to 3 s), flush what is buffered and release
@@ -73,7 +75,9 @@ def build_services(
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
-    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions)
+    metrics = Metrics()
+    usage.observer = metrics.observe
+    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions, metrics=metrics)
     return Services(
         config=config,
         store=store,
@@ -89,4 +93,5 @@ def build_services(
         started_at=time.time(),
         live=LiveSessions(pool, affinity, usage, forwarder.breakers),
         sessions=sessions,
+        metrics=metrics,
     )

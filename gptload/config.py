@@ -48,6 +48,8 @@ class Config:
     # python main.py only: PEM certificate chain and private key; both set = listen with TLS (HTTPS and wss://)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)  # GET /metrics also accepts it (besides AUTH_KEY)
+    metrics_log_seconds: float = 0.0  # > 0: /metrics' figures as structured log lines this often (gptload.metrics_log)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -81,6 +83,9 @@ class Config:
         for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
             if path is not None and not os.path.isfile(path):
                 raise ConfigError(f"{name} names no readable file: {path!r}")
+        metrics_token = env.get("METRICS_TOKEN", "").strip() or None
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
         origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             auth_key=auth_key,
@@ -96,7 +101,7 @@ class Config:
             secret_prefix=env.get("SECRET_PREFIX", "gptload"),
             state_refresh_seconds=_float(env, "STATE_REFRESH_SECONDS", 5.0, 0.0, 300.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024, 2**31),
-            threads=_int(env, "THREADS", 128, 1, 1000),
+            threads=_int(env, "THREADS", 128, 1, 4000),
             allowed_origins=origins,
             maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
             usage_flush_seconds=_float(env, "USAGE_FLUSH_SECONDS", 5.0, 0.1, 3600.0),
@@ -109,6 +114,8 @@ class Config:
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
             tls_cert_file=tls_cert,
             tls_key_file=tls_key,
+            metrics_token=metrics_token,
+            metrics_log_seconds=_float(env, "METRICS_LOG_SECONDS", 0.0, 0.0, 86400.0),
         )
 
 

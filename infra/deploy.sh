@@ -25,9 +25,9 @@ DATABASE="(default)"
 FIRESTORE_LOCATION=""
 MIN_INSTANCES=0
 MAX_INSTANCES=10
-CONCURRENCY=80
+CONCURRENCY=1000
 CPU=1
-MEMORY="512Mi"
+MEMORY="1Gi"
 TIMEOUT=3600
 STATE_REFRESH_SECONDS=5
 LOG_LEVEL="INFO"
@@ -47,8 +47,8 @@ Usage: bash infra/deploy.sh --project PROJECT [options]
   --database ID            Firestore database (default "(default)")
   --firestore-location L   Firestore location, a region or nam5/eur3 (default: --region)
   --min-instances N        (default 0)        --max-instances N   (default 10)
-  --concurrency N          requests per instance = THREADS (default 80)
-  --cpu N                  (default 1)        --memory SIZE       (default 512Mi)
+  --concurrency N          requests per instance = THREADS (default 1000)
+  --cpu N                  (default 1)        --memory SIZE       (default 1Gi)
   --timeout SECONDS        longest request, for long streams (default 3600, the maximum)
   --schedule CRON          maintenance schedule (default "*/5 * * * *")
   --allowed-origins LIST   comma-separated browser origins allowed to call the admin API

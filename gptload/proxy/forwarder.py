@@ -35,6 +35,7 @@ from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, Upstre
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
+from gptload.metrics import Metrics
 from gptload.models import ANY_MODEL
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import group_rules, rewrite, upstream_io
@@ -96,6 +97,7 @@ class Forwarder:
         breakers: Breakers | None = None,
         clock: Callable[[], float] = time.monotonic,
         sessions: Sessions | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._affinity = affinity
@@ -108,6 +110,11 @@ class Forwarder:
         self._streams: set[requests.Response] = set()  # upstream answers being relayed now
         self._streams_lock = threading.Lock()
         self._stopping = False
+        self.metrics = metrics  # time to the upstream's response headers, per group (gptload.metrics)
+
+    def open_streams(self) -> int:
+        """How many answers are being relayed now (for /metrics)."""
+        return len(self._streams)
 
     def abort_streams(self) -> int:
         """The server is stopping and will not wait any longer: end every relay now, even one whose upstream is
@@ -186,6 +193,8 @@ class Forwarder:
                     log.warning("the egress proxy of group %s refused its credentials (407)", group.name)
                     route.upstream_failed(serving)
                     continue
+                if self.metrics is not None:
+                    self.metrics.upstream_answered(group.name, time.monotonic() - attempt.started)
                 if resp.status_code < 200:  # an interim 1xx taken for the answer: no usable answer from here
                     resp.close()
                     verdict = Verdict(Kind.TRANSIENT, reason=f"network: interim {resp.status_code}", network=True)
@@ -234,7 +243,9 @@ class Forwarder:
         outbound = None
         if view.rules is not None:
             req, facts, outbound = self._apply_rules(view, view.rules, req, facts, log_refusal=log_refusal)
-        return Serving(view, req, facts, outbound, self._sessions.for_proxy(view.settings.proxy_url))
+        proxy_url = view.settings.proxy_url
+        session = self._sessions.for_proxy(proxy_url) if proxy_url else self._sessions.direct
+        return Serving(view, req, facts, outbound, session)
 
     def _apply_rules(
         self,

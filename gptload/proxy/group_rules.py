@@ -13,11 +13,11 @@ The contract, for the forwarder and for an aggregate that calls it once per memb
   slash, query, body, Content-Type, client IP, the model it names as ``rewrite.model_of`` found it, OpenAI layer).
 - ``Outbound``: what to send upstream: ``path`` (a native ``models/{from}`` segment redirected), ``body`` (the
   OpenAI-layer ``"model"``, ``batchEmbedContents``' ``requests[].model`` or a ``cachedContents`` creation's
-  ``model`` redirected, ``param_overrides``
-  deep-merged; the very same bytes when nothing applies), the headers to set and remove, ``model`` (sent upstream:
-  cooldowns, statistics, breaker and logs use it) and ``requested_model`` (what the client named, for the log).
+  ``model`` redirected, ``param_overrides`` deep-merged; the very same bytes when nothing applies), the headers to
+  set and remove, ``model`` (sent upstream: cooldowns, statistics, breaker and logs use it) and ``requested_model``
+  (what the client named, for the log).
 - Strict mode: a request naming a model that is not a redirect source raises ``ModelNotAllowed`` (404 in Google's
-  envelope) before any upstream call. Requests naming no model (files, caches, model lists) pass.
+  envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass.
 - ``param_overrides`` apply to the JSON object bodies of native generation calls (``:generateContent``,
   ``:streamGenerateContent``, where ``generationConfig``, ``safetySettings``, ``systemInstruction``, ``tools``... make
   sense; Google refuses unknown fields, so ``:countTokens``, embeddings, files and caches are left alone) and of

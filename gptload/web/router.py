@@ -40,6 +40,7 @@ from gptload.proxy.rewrite import find_proxy_key
 from gptload.web import forwarded
 from gptload.web.auth import AdminAuth, SchedulerAuth
 from gptload.web.live_view import is_upgrade, live
+from gptload.web.metrics_view import MetricsAuth, metrics_response
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
@@ -61,8 +62,9 @@ _KEY_ROUTES = "/api/groups/<name>/keys"
 
 Handler = Callable[..., Any]
 # Who may call a route: anyone; admin (AUTH_KEY); the maintenance scheduler (AUTH_KEY or its OIDC token); proxy
-# (the proxy view authenticates proxy keys itself).
+# (the proxy view authenticates proxy keys itself); metrics (METRICS_TOKEN or AUTH_KEY).
 PUBLIC, ADMIN, SCHEDULER, PROXY = "public", "admin", "scheduler", "proxy"
+METRICS = "metrics"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Router:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
         self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
+        self.metrics_auth = MetricsAuth(self.auth, services.config.metrics_token)
         try:
             self.console_policy = console_policy((UI_DIR / "config.js").read_text())
         except OSError:
@@ -103,6 +106,7 @@ class Router:
                 PROXY,
                 lambda r, group, path: live(services, r, group, path) if is_upgrade(r) else proxy(services, r, group),
             ),
+            Route("/metrics", ("GET",), METRICS, lambda r: metrics_response(services)),
             Route("/api/groups", ("GET",), ADMIN, lambda r: {"groups": admin.list_groups()}),
             Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
             Route("/api/groups/<name>", ("GET",), ADMIN, lambda r, name: admin.get_group(name)),
@@ -198,6 +202,8 @@ class Router:
                     self.services.admin.require_standard(args["name"])
             elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
+            elif route.auth == METRICS:
+                self.metrics_auth.check(request.headers.get("Authorization"), request.args.get("token"))
             result = route.handler(request, **args)
             if not isinstance(result, Response):
                 status = 200

@@ -36,7 +36,7 @@ variable "max_instances" {
 variable "concurrency" {
   description = "Concurrent requests per instance. THREADS (the server's thread pool) is set to the same value: a streamed answer holds one thread for its whole duration."
   type        = number
-  default     = 80
+  default     = 1000
 
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
@@ -63,7 +63,7 @@ variable "cpu" {
 variable "memory" {
   description = "Memory per instance."
   type        = string
-  default     = "512Mi"
+  default     = "1Gi"
 }
 
 variable "timeout_seconds" {

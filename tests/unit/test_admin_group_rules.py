@@ -104,6 +104,18 @@ def test_bad_rules_are_refused_naming_the_field(shared_admin, field, value, says
     assert admin.snapshot() == before
 
 
+def test_strict_mode_needs_a_redirect_when_created_and_when_the_last_one_goes(admin):
+    errors = field_errors(create(admin, model_redirect_strict=True))
+    assert "needs at least one redirect" in errors["model_redirect_strict"]
+    assert admin.services.store.get_group("g1") is None
+    assert create(admin, model_redirect_strict=True, model_redirect_rules={"a": "b"}).status_code == 201
+    errors = field_errors(admin.open("PUT", "/api/groups/g1", body={"model_redirect_rules": {}}))
+    assert "model_redirect_strict" in errors
+    assert admin.services.store.get_group("g1").model_redirect_rules == {"a": "b"}
+    r = admin.open("PUT", "/api/groups/g1", body={"model_redirect_rules": {}, "model_redirect_strict": False})
+    assert r.status_code == 200 and r.get_json()["model_redirect_rules"] == {}
+
+
 def test_proxy_url_credentials_never_leave_the_admin_api_and_survive_a_masked_save(admin, caplog):
     caplog.set_level(logging.DEBUG)
     r = admin.open("PUT", "/api/settings", body={"proxy_url": PROXY})
