@@ -195,6 +195,8 @@ def test_a_client_close_reaches_google_with_its_code_and_reason(live_server, fak
     with raw_ws(live_server, group, tls) as ws:
         ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
         assert json.loads(ws.recv(timeout=10)) == {"setupComplete": {}}
+        metrics = live_server.api("GET", "/metrics").text
+        assert "\ngptload_live_sessions_open 1" in metrics  # the one session of this server running now
         ws.close(4001, "client says bye")
     (record,) = fake_live.sessions_with(keys[0])
     assert record.done.wait(10)
