@@ -87,7 +87,7 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         headers=headers,
         source_ip=forwarded.client_ip(request, services.config.trusted_proxy_hops),
         user_agent=request.headers.get("User-Agent", ""),
-        token=token,
+        token=token if pinned else "",  # a token not bound here is not passed on: the session uses a pool key
         pinned=pinned,
         pinned_group=pinned_group,
     )
