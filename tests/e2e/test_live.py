@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,40 @@ def _healthy(server) -> bool:
         return requests.get(f"{server.url}/health", timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def _rss_mib(pid: int) -> float:
+    """RSS of ``pid`` and its children (python main.py: gunicorn's arbiter and its worker)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    return total / 1024
+
+
+def test_a_client_that_does_not_read_holds_google_back_without_growing_memory(live_server, fake_live, tls):
+    """Backpressure: 2,000 messages of 50 KB (100 MB) offered to a client that reads none of them stall Google's
+    sender after the bounded queues and socket buffers fill; the proxy's memory does not take them in; then the
+    client reads every one, in order."""
+    group, keys = make_group(live_server, fake_live)
+    count, size = 2000, 50_000
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        (record,) = fake_live.sessions_with(keys[0])
+        before = _rss_mib(live_server.process.pid)
+        ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": f"flood {count} {size}"}]}]}}))
+        wait_for(
+            lambda: record.sending_since is not None and time.monotonic() - record.sending_since > 1.0,
+            seconds=30,
+            what="the fake's send to block (backpressure)",
+        )
+        assert record.sent < count // 2  # held back: far from everything was taken in
+        assert _rss_mib(live_server.process.pid) - before < 60  # MiB: the queues, not the 100 MB offered
+        for i in range(count):
+            text = json.loads(ws.recv(timeout=30))["serverContent"]["modelTurn"]["parts"][0]["text"]
+            assert text.startswith(f"flood {i} ")
+    assert record.sent == count + 1  # and setupComplete

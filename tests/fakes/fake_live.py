@@ -13,7 +13,7 @@ ephemeral tokens), behaving like ``BidiGenerateContent`` as google-genai sees it
   for ``sessionResumption``, a ``sessionResumptionUpdate`` with a new handle bound to the key.
 - Commands in a turn's text: ``close CODE REASON`` -> the fake closes with that code and reason (``{key}`` in the
   reason is replaced by the key used: a test that pool keys are scrubbed); ``drop`` -> the TCP connection is cut
-  without a close frame; ``flood N`` -> N messages at once.
+  without a close frame; ``flood N [SIZE]`` -> N messages (of about SIZE bytes) at once.
 - ``POST /v1alpha/auth_tokens?key=`` (or ``x-goog-api-key``) -> ``{"name": "auth_tokens/<random>", ...}``.
 - Records: every session (``sessions``: the key or token used, headers, setup, the close code and reason the
   client, i.e. the proxy, sent, message counts).
@@ -31,6 +31,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
@@ -72,6 +73,7 @@ class LiveRecord:
     close_code: int | None = None  # what the proxy's close frame said (None: no close frame received)
     close_reason: str = ""
     refused: int | None = None  # the code the fake refused the session with
+    sending_since: float | None = None  # monotonic time the send in progress started (None: not sending)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -236,9 +238,11 @@ class _Session:
                     self.conn.socket.shutdown(socket.SHUT_RDWR)
                     self.conn.socket.close()
                     return
-                if text.startswith("flood "):
-                    for i in range(int(text.split()[1])):
-                        self._send({"serverContent": {"modelTurn": {"parts": [{"text": f"flood {i}"}]}}})
+                if text.startswith("flood "):  # flood N [SIZE]: N messages (of about SIZE bytes) at once
+                    words_ = text.split()
+                    count, pad = int(words_[1]), "x" * (int(words_[2]) if len(words_) > 2 else 0)
+                    for i in range(count):
+                        self._send({"serverContent": {"modelTurn": {"parts": [{"text": f"flood {i} {pad}"}]}}})
                     continue
                 words = len(text.split())
                 self._send(
@@ -263,7 +267,9 @@ class _Session:
             pass
 
     def _send(self, doc: dict) -> None:
+        self.record.sending_since = time.monotonic()
         self.conn.send(json.dumps(doc).encode())
+        self.record.sending_since = None
         self.record.sent += 1
 
     def _refuse(self, code: int, reason: str) -> None:
