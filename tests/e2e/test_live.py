@@ -126,6 +126,7 @@ def test_a_text_turn_round_trips_with_a_pool_key_and_is_logged(live_server, fake
     group, keys = make_group(live_server, fake_live)
     received = asyncio.run(one_turn(sdk_client(group)))
     assert received[0].text == "echo: hello live world"
+    assert not any(keys[0] in m.model_dump_json() for m in received)  # no real key reaches the client
     assert received[-1].usage_metadata.total_token_count == 7
     (record,) = fake_live.sessions_with(keys[0])
     assert record.key == keys[0]  # the real key went upstream...
