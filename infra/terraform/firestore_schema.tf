@@ -118,6 +118,68 @@ resource "google_firestore_index" "request_logs_stream_asc_at_desc" {
   depends_on = [google_project_service.apis]
 }
 
+resource "google_firestore_index" "log_pages_group_asc_last_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "log_pages"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "group"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "last_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_index" "log_pages_tags_contains_last_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "log_pages"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "last_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_index" "log_pages_group_asc_tags_contains_last_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "log_pages"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "group"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "last_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_firestore_index" "stats_hourly_group_asc_hour_asc" {
   project     = var.project
   database    = google_firestore_database.gptload.name
@@ -146,6 +208,16 @@ resource "google_firestore_field" "ttl_bindings_expires_at" {
   project    = var.project
   database   = google_firestore_database.gptload.name
   collection = "bindings"
+  field      = "expires_at"
+
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "ttl_log_pages_expires_at" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "log_pages"
   field      = "expires_at"
 
   ttl_config {}

@@ -24,6 +24,22 @@ FIRESTORE_INDEXES: list[dict] = [
         }
         for f in _LOG_EQUALITY_FIELDS
     ),
+    # query_logs on log pages: [group ==] [tags array-contains] [last_at range], ordered by last_at desc
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("group", "ASCENDING"), ("last_at", "DESCENDING")],
+    },
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("tags", "CONTAINS"), ("last_at", "DESCENDING")],
+    },
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("group", "ASCENDING"), ("tags", "CONTAINS"), ("last_at", "DESCENDING")],
+    },
     # hourly_stats(group, since): group == g and hour >= since, ordered by hour
     {
         "collection": "stats_hourly",
@@ -35,6 +51,7 @@ FIRESTORE_INDEXES: list[dict] = [
 # "keys" is the collection id of the subcollection groups/{name}/keys (TTL policies apply per collection id).
 FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
     ("bindings", "expires_at"),
+    ("log_pages", "expires_at"),
     ("request_logs", "expires_at"),
     ("stats_minute", "expires_at"),
     ("tasks", "expires_at"),
