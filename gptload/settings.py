@@ -99,7 +99,7 @@ class Settings:
     live_max_session_seconds: float = _setting(
         3600.0,
         "Live API (WebSocket) session: longest life, then closed (1008); Cloud Run caps it at 60 min.",
-        10,
+        1,
         86400,
     )
     live_max_message_bytes: int = _setting(

@@ -315,6 +315,26 @@ def test_a_message_over_the_limit_closes_with_1009(live_server, fake_live, tls):
     assert row["status_code"] == 1009 and "closed by client 1009" in row["error"]
 
 
+def test_a_session_past_its_total_limit_is_closed_with_1008_however_busy(live_server, fake_live, tls):
+    group, _keys = make_group(live_server, fake_live, settings={"live_max_session_seconds": 2})
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+
+        def turn_or_closed():
+            try:
+                ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "busy"}]}]}}))
+                ws.recv(timeout=5)
+                return None
+            except ConnectionClosed as exc:
+                return exc
+
+        closed = wait_for(turn_or_closed, seconds=20, what="the session limit", interval=0.2)
+    assert closed.rcvd.code == 1008 and "session limit of 2 s" in closed.rcvd.reason
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1008 and row["success"] is True  # gptload's own limit, not a failure
+
+
 def test_an_idle_session_is_closed_with_1008(live_server, fake_live, tls):
     group, keys = make_group(live_server, fake_live, settings={"live_idle_timeout_seconds": 1})
     with raw_ws(live_server, group, tls) as ws:
