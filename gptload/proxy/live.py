@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 
-from gptload.errors import CircuitOpen, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_secrets
@@ -55,8 +55,10 @@ from gptload.keypool.live_close import (
     cut_reason,
 )
 from gptload.pool import GroupView, KeyPool, LiveKey
+from gptload.proxy import group_rules
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Attempt
+from gptload.proxy.group_rules import Inbound
 from gptload.proxy.request import IncomingRequest, RequestFacts
 from gptload.proxy.tokens import TokenCounts
 from gptload.proxy.trace import Trace
@@ -296,12 +298,24 @@ class LiveSessions:
                     refused = admission
                     break
                 session.serving = serving
-                attempt = Attempt(key, base, number, time.monotonic(), group=serving if view.is_aggregate else None)
-                circuit = (serving.name, base, model)
-                verdict, close, first = self._attempt(session, request, key, base, raw)
+                try:
+                    sent_model, setup, headers = apply_rules(serving, request, model, raw)
+                except ModelNotAllowed as exc:  # strict mode: the session's own fault, before any upstream call
+                    reason = cut_reason(f"gptload {exc.code}: {exc.message}")
+                    trace.rejected(404, exc.message, attempted=bool(tried))
+                    session.settle("gptload", POLICY_VIOLATION, reason)
+                    _close(session.client, POLICY_VIOLATION, reason)
+                    return None
+                facts = RequestFacts(
+                    model=sent_model, openai=False, stream=True, counts_tokens=True, requested_model=model
+                )
+                group = serving if view.is_aggregate else None
+                attempt = Attempt(key, base, number, time.monotonic(), group=group, facts=facts)
+                circuit = (serving.name, base, sent_model)
+                verdict, close, first = self._attempt(session, request, key, base, setup, headers)
                 if verdict is SUCCESS:
                     self.breakers.success(circuit)
-                    self._pool.report(serving, key, SUCCESS, model)
+                    self._pool.report(serving, key, SUCCESS, sent_model)
                     trace.answered = True
                     assert first is not None
                     session.tally.down += 1
@@ -316,7 +330,7 @@ class LiveSessions:
                         self.breakers.failure(circuit, self._clock(), request_id, verdict.reason)
                 else:
                     self.breakers.success(circuit)
-                    self._pool.report(serving, key, verdict, model)
+                    self._pool.report(serving, key, verdict, sent_model)
                 tried.append((key, base, verdict, close))
                 trace.failed(attempt, close[0] if close else 0, verdict.reason)
                 log.info("live attempt %d on key %s of %s: %s", number, key.id, view.name, verdict.reason[:120])
@@ -330,7 +344,13 @@ class LiveSessions:
         return None
 
     def _attempt(
-        self, session: _Session, request: LiveRequest, key: LiveKey, base: str, raw: str | bytes
+        self,
+        session: _Session,
+        request: LiveRequest,
+        key: LiveKey,
+        base: str,
+        raw: str | bytes,
+        headers: Callable[[list[tuple[str, str]]], list[tuple[str, str]]],
     ) -> tuple[Verdict, tuple[int, str] | None, str | bytes | None]:
         """One try: (verdict, the close to pass on if the client is to be told, Google's first message)."""
         settings = session.serving.settings  # the serving group's timeouts and proxy_url
@@ -338,7 +358,7 @@ class LiveSessions:
         try:
             upstream = connect(
                 upstream_url(base, request.path, request.query),
-                additional_headers=upstream_headers(request, key.secret),
+                additional_headers=headers(upstream_headers(request, key.secret)),
                 user_agent_header=None,
                 open_timeout=settings.connect_timeout_seconds,
                 ping_interval=None,
@@ -599,6 +619,40 @@ def setup_facts(raw: str | bytes) -> tuple[str | None, str]:
     resumption = setup.get("sessionResumption", setup.get("session_resumption"))
     handle = resumption.get("handle") if isinstance(resumption, dict) else None
     return setup["model"].removeprefix("models/"), handle if isinstance(handle, str) else ""
+
+
+def apply_rules(
+    serving: GroupView, request: LiveRequest, model: str, raw: str | bytes
+) -> tuple[str, str | bytes, Callable[[list[tuple[str, str]]], list[tuple[str, str]]]]:
+    """The serving group's rules (``proxy/group_rules.py``) applied to a session: (the model sent upstream, the
+    setup to send, what the header rules do to the upstream headers). A redirected model is written into the setup
+    (re-serialized, same frame type); otherwise the setup goes as the client sent it. Strict mode raises
+    ModelNotAllowed. ``param_overrides`` apply to generation calls' bodies, not to a Live setup."""
+    rules = serving.rules
+    if rules is None:
+        return model, raw, lambda headers: headers
+    inbound = Inbound(
+        method="GET",
+        path=request.path,
+        query="",
+        body=b"",
+        content_type="",
+        client_ip=request.source_ip,
+        model=model,
+        openai=False,
+    )
+    out = group_rules.prepare(rules, inbound, time.time())
+    setup = raw
+    if out.model != model:
+        doc = json.loads(raw)
+        doc["setup"]["model"] = f"models/{out.model}"
+        text = json.dumps(doc, separators=(",", ":"))
+        setup = text if isinstance(raw, str) else text.encode()
+
+    def headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return list(out.apply_headers(dict(pairs)).items())
+
+    return out.model, setup, headers
 
 
 def upstream_url(base: str, path: str, query: str) -> str:

@@ -483,3 +483,34 @@ def test_a_client_that_does_not_read_holds_google_back_without_growing_memory(li
             text = json.loads(ws.recv(timeout=30))["serverContent"]["modelTurn"]["parts"][0]["text"]
             assert text.startswith(f"flood {i} ")
     assert record.sent == count + 1  # and setupComplete
+
+
+def test_a_group_s_model_redirect_strict_mode_and_header_rules_apply_to_the_setup(live_server, fake_live, tls):
+    group, keys = make_group(
+        live_server,
+        fake_live,
+        settings=None,
+    )
+    r = live_server.api(
+        "PUT",
+        f"/api/groups/{group.name}",
+        json={
+            "model_redirect_rules": {"my-live": "gemini-live-2.5-flash"},
+            "model_redirect_strict": True,
+            "header_rules": [{"key": "X-Team", "value": "${GROUP_NAME}", "action": "set"}],
+        },
+    )
+    assert r.status_code == 200, r.text
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": "models/my-live"}}))
+        assert json.loads(ws.recv(timeout=10)) == {"setupComplete": {}}
+    (record,) = fake_live.sessions_with(keys[0])
+    assert record.setup["model"] == "models/gemini-live-2.5-flash" and record.headers["X-Team"] == group.name
+    (row,) = session_rows(live_server, group)
+    assert row["model"] == "gemini-live-2.5-flash" and row["requested_model"] == "my-live"
+    with raw_ws(live_server, group, tls) as ws:  # strict: a model that is not a redirect source is refused
+        ws.send(json.dumps({"setup": {"model": "models/other"}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008 and "MODEL_NOT_ALLOWED" in closed.value.rcvd.reason
+    assert len(fake_live.sessions_with(keys[0])) == 1  # nothing went upstream
