@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +92,26 @@ async def one_turn(client: genai.Client, text: str = "hello live world", config:
     return received
 
 
+def run_async(coro):
+    """``asyncio.run(coro)`` in a thread of its own: another test's fixture (Playwright's sync API) may keep an event
+    loop running in this thread for the whole session."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="live-test-client")
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the client's event loop did not finish within 120 s"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def raw_ws(server, group, tls, *, key: str | None = None, path: str = LIVE_PATH):
     """A plain websockets client through the proxy (to choose close codes, read close frames)."""
     ctx = ssl.create_default_context(cafile=str(tls[0]))
@@ -124,7 +145,7 @@ def session_rows(server, group, n: int = 1) -> list[dict]:
 
 def test_a_text_turn_round_trips_with_a_pool_key_and_is_logged(live_server, fake_live):
     group, keys = make_group(live_server, fake_live)
-    received = asyncio.run(one_turn(sdk_client(group)))
+    received = run_async(one_turn(sdk_client(group)))
     assert received[0].text == "echo: hello live world"
     assert not any(keys[0] in m.model_dump_json() for m in received)  # no real key reaches the client
     assert received[-1].usage_metadata.total_token_count == 7
@@ -148,7 +169,7 @@ def test_a_refused_first_key_is_retried_transparently_and_disabled(live_server, 
     group, keys = make_group(live_server, fake_live, bad=[bad])
     client = sdk_client(group)
     for _ in range(2):  # the rotation starts somewhere: two sessions try both keys
-        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
     refused = [s for s in fake_live.sessions if s.key == bad]
     assert refused and refused[0].refused == 1007
     row = wait_for(lambda: group.row_of(bad) if group.row_of(bad)["status"] == "invalid" else None, what="invalid")
@@ -162,7 +183,7 @@ def test_a_quota_refusal_cools_that_key_for_that_model_only(live_server, fake_li
     fake_live.quota_keys.add(quota)
     client = sdk_client(group)
     for _ in range(2):
-        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
     assert any(s.refused == 1011 for s in fake_live.sessions_with(quota))
     row = group.row_of(quota)
     assert row["status"] != "invalid"
@@ -175,7 +196,7 @@ def test_google_side_failures_are_retried_and_never_condemn_a_key(live_server, f
     fake_live.internal_keys.add(keys[0])
     client = sdk_client(group)
     for _ in range(2):
-        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
     assert any(s.refused == 1011 for s in fake_live.sessions_with(keys[0]))
     row = group.row_of(keys[0])
     assert row["status"] == "active" and row["cooldowns"] == []
@@ -253,7 +274,7 @@ def test_a_bad_proxy_key_is_refused_before_the_upgrade(live_server, fake_live, t
     assert head.startswith("http/1.1 401") and "upgrade: websocket" not in head
     client = genai.Client(api_key="wrong-key-123", http_options=types.HttpOptions(base_url=group.base))
     with pytest.raises(Exception, match="401"):
-        asyncio.run(one_turn(client))
+        run_async(one_turn(client))
     assert not fake_live.sessions_with("wrong-key-123")
 
 
@@ -264,7 +285,7 @@ def test_fifty_concurrent_sessions(live_server, fake_live):
     async def many():
         return await asyncio.gather(*(one_turn(client, f"session {i}") for i in range(50)))
 
-    results = asyncio.run(many())
+    results = run_async(many())
     assert sorted(r[0].text for r in results) == sorted(f"echo: session {i}" for i in range(50))
     assert len(session_rows(live_server, group, 50)) == 50
 
@@ -272,11 +293,11 @@ def test_fifty_concurrent_sessions(live_server, fake_live):
 def test_a_resumption_handle_brings_the_session_back_to_its_key(live_server, fake_live):
     group, _keys = make_group(live_server, fake_live, good=3)
     client = sdk_client(group)
-    first = asyncio.run(one_turn(client, config={"session_resumption": {}}))
+    first = run_async(one_turn(client, config={"session_resumption": {}}))
     handle = next(m.session_resumption_update.new_handle for m in first if m.session_resumption_update)
     key = fake_live.handles[handle]
     for _ in range(3):  # whatever the rotation's position, the handle goes out with its key
-        asyncio.run(one_turn(client, config={"session_resumption": {"handle": handle}}))
+        run_async(one_turn(client, config={"session_resumption": {"handle": handle}}))
     resumed = [s for s in fake_live.sessions if (s.setup or {}).get("sessionResumption", {}).get("handle") == handle]
     assert len(resumed) == 3 and {s.key for s in resumed} == {key}
 
@@ -292,7 +313,7 @@ def test_an_ephemeral_token_created_through_the_pool_goes_out_with_its_key(live_
         api_key=token.name, http_options=types.HttpOptions(base_url=group.base, api_version="v1alpha")
     )
     with pytest.warns(Warning):  # the SDK's "experimental" warning
-        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
     (record,) = [s for s in fake_live.sessions if s.token == token.name]
     assert record.key is None and record.path.endswith("BidiGenerateContentConstrained")
     assert fake_live.tokens[record.token] == key
@@ -389,7 +410,7 @@ def test_through_an_aggregate_a_member_s_key_serves_and_a_dead_member_fails_over
     assert r.status_code == 201, r.text
     client = genai.Client(api_key=proxy_key, http_options=types.HttpOptions(base_url=f"{live_server.url}/proxy/{name}"))
     for _ in range(2):  # the weighted choice starts somewhere: both members get a session
-        assert asyncio.run(one_turn(client))[0].text == "echo: hello live world"
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
     assert len(fake_live.sessions_with(keys[0])) == 2
     assert dead.row_of(dead.keys[0])["status"] == "invalid"
     rows = session_rows(live_server, good, 2)
