@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import itertools
-import time
+import threading
 from urllib.parse import unquote
 
 import pytest
@@ -38,20 +37,26 @@ def test_genai_generate_goes_out_with_a_real_key_and_the_body_unchanged(group, f
     assert group.proxy_key not in sent and group.proxy_key not in seen.raw_path
 
 
-def test_genai_stream_chunks_arrive_spaced_as_sent(group, fake):
-    fake.stream_chunks, fake.stream_interval = 4, 0.25
-    arrivals, texts = [], []
+def test_genai_stream_chunks_are_relayed_as_they_come(group, fake):
+    """Chunk i leaves the fake only after the client has received chunk i-1: a proxy that buffered the answer (or
+    any part of it) would never deliver chunk i-1 first, and the gate would give up. No time is measured."""
+    fake.stream_chunks = 4
+    received = [threading.Event() for _ in range(4)]
+    held_back: list[int] = []
+
+    def gate(i: int) -> None:
+        if not received[i - 1].wait(30):
+            held_back.append(i)
+
+    fake.stream_gate = gate
+    texts = []
     c = client(group)
     for chunk in c.models.generate_content_stream(model="gemini-2.5-flash", contents="one two three four"):
-        arrivals.append(time.monotonic())
+        received[len(texts)].set()
         texts.append(chunk.text)
     assert "".join(texts) == "echo: one two three four"
-    assert len(arrivals) == 4
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    # Buffering would deliver everything at once (gaps ~0); relaying keeps the 0.25 s pacing.
-    assert all(g > 0.15 for g in gaps), gaps
-    sent = fake.requests[-1].chunk_times
-    assert len(sent) == 4
+    assert held_back == [], f"chunks sent before the client had the previous one: {held_back}"
+    assert len(fake.requests[-1].chunk_times) == 4
 
 
 def test_genai_count_tokens_embed_and_list_models(group, fake):

@@ -601,6 +601,9 @@ class FakeGemini(Served):
         self.stream_chunks: int = 3
         self.stream_interval: float = 0.0  # seconds between chunks
         self.stream_first_delay: float = 0.0  # seconds before the first chunk
+        # called with i before chunk i (i >= 1) is written: a test can hold chunk i back until its client has
+        # received chunk i-1, which proves chunks are relayed as they come without measuring time
+        self.stream_gate: Callable[[int], None] | None = None
         self.reset_mid_stream_after: int | None = None  # abort the connection after N chunks (all streams)
         # how a connection is aborted (Reply.drop, reset_after_chunks, reset_mid_stream_after):
         #   "close": FIN without the final 0-chunk (client reliably reads what was sent, then sees a truncated body)
@@ -653,6 +656,7 @@ class FakeGemini(Served):
             self.valid_keys = set(self.keys)
             self.models = copy.deepcopy(MODELS)
         self.stream_chunks, self.stream_interval, self.stream_first_delay = 3, 0.0, 0.0
+        self.stream_gate = None
         self.reset_mid_stream_after = None
         self.abort_mode = "close"
         self.usage_in_every_chunk = True
@@ -956,6 +960,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             wait = first_delay if i == 0 else interval
             if wait > 0:
                 time.sleep(wait)
+            gate = self.fake.stream_gate
+            if gate is not None and i > 0:
+                gate(i)
             data = comp.compress(piece) + comp.flush(zlib.Z_SYNC_FLUSH) if comp else piece
             # recorded just before the write, so a client's receive time is always >= this
             self.req.chunk_times.append(time.monotonic())
