@@ -243,6 +243,23 @@ def test_an_upstream_close_reaches_the_client_with_pool_keys_scrubbed(live_serve
     assert row["status_code"] == 1011 and row["success"] is False and keys[0] not in row["error"]
 
 
+def test_a_pool_key_cut_by_the_close_frame_limit_is_dropped_from_the_reason(live_server, fake_live, tls):
+    """Google cuts a close reason at 123 bytes: a key it quotes near the end arrives cut, which no whole-key match
+    finds; 38 of its 39 characters would leave one to guess."""
+    group, keys = make_group(live_server, fake_live)
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "close 1011 " + "x" * 85 + " {key}"}]}]}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    code, reason = closed.value.rcvd.code, closed.value.rcvd.reason
+    assert code == 1011 and reason.startswith("x" * 85)
+    assert keys[0][:12] not in reason
+    (row,) = session_rows(live_server, group)
+    assert keys[0][:12] not in row["error"]
+
+
 def test_a_lost_upstream_connection_closes_the_client_with_1014(live_server, fake_live, tls):
     group, _ = make_group(live_server, fake_live)
     with raw_ws(live_server, group, tls) as ws:

@@ -12,7 +12,7 @@ ephemeral tokens), behaving like ``BidiGenerateContent`` as google-genai sees it
   ``turnComplete`` and ``usageMetadata`` (prompt = words in, response = words out), and, when the setup asked
   for ``sessionResumption``, a ``sessionResumptionUpdate`` with a new handle bound to the key.
 - Commands in a turn's text: ``close CODE REASON`` -> the fake closes with that code and reason (``{key}`` in the
-  reason is replaced by the key used: a test that pool keys are scrubbed); ``drop`` -> the TCP connection is cut
+  reason is replaced by the key used: a test that pool keys are scrubbed), cut to 123 bytes as Google cuts it; ``drop`` -> the TCP connection is cut
   without a close frame; ``flood N [SIZE]`` -> N messages (of about SIZE bytes) at once.
 - ``POST /v1alpha/auth_tokens?key=`` (or ``x-goog-api-key``) -> ``{"name": "auth_tokens/<random>", ...}``.
 - Records: every session (``sessions``: the key or token used, headers, setup, the close code and reason the
@@ -232,7 +232,7 @@ class _Session:
                 )
                 if text.startswith("close "):
                     _, code, reason = ([*text.split(" ", 2), ""])[:3]
-                    self.conn.close(int(code), reason.replace("{key}", key))
+                    self.conn.close(int(code), cut(reason.replace("{key}", key)))  # 123 bytes, as Google cuts
                     return
                 if text == "drop":
                     self.conn.socket.shutdown(socket.SHUT_RDWR)
