@@ -45,10 +45,11 @@ from websockets.sync.connection import Connection
 from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
-from gptload.keypool.keytext import scrub, scrub_secrets
+from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
 from gptload.keypool.live_close import (
     ABNORMAL,
     BAD_GATEWAY,
+    CLOSE_REASON_LIMIT,
     INTERNAL_ERROR,
     TRY_AGAIN_LATER,
     classify_close,
@@ -703,7 +704,12 @@ def _sendable(code: int) -> int:
 
 
 def _scrubbed(text: str, secrets: Iterable[str]) -> str:
-    return cut_reason(scrub(scrub_secrets(text.encode(), frozenset(secrets)).decode("utf-8", "replace")))
+    """``text`` (a close reason from Google, or ours quoting Google) with pool keys masked, cut to 123 bytes. A
+    reason at the close frame's limit may have been cut by Google inside a key it quoted: no whole-key match finds
+    that, so its trailing run of key characters is dropped too (``scrub_cut``)."""
+    data = text.encode()
+    scrubber = scrub_cut if len(data) >= CLOSE_REASON_LIMIT - 3 else scrub_secrets  # 3: a cut on a char boundary
+    return cut_reason(scrub(scrubber(data, frozenset(secrets)).decode("utf-8", "replace")))
 
 
 def _close(conn: Connection, code: int, reason: str) -> None:
