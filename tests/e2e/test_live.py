@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import pytest
 import requests
 from google import genai
 from google.genai import types
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.conftest import AUTH_KEY, ROOT, Server, free_port, start_server, wait_for
@@ -383,6 +384,40 @@ def test_an_idle_session_is_closed_with_1008(live_server, fake_live, tls):
     assert closed.value.rcvd.code == 1008 and "idle" in closed.value.rcvd.reason
     (record,) = fake_live.sessions_with(keys[0])
     assert record.done.wait(10) and record.close_code == 1000
+
+
+def test_live_sessions_cannot_take_every_server_thread(tmp_path, fake_live):
+    """Each session holds one of the server's THREADS for its life: past LIVE_MAX_SESSIONS (default half of them) a
+    handshake gets 503 without an upgrade, so that plain HTTP requests (and the console) are still served."""
+    server = start_server(tmp_path, {"THREADS": "4"})  # plain HTTP: a websockets client may use ws://
+    try:
+        group, _ = make_group(server, fake_live)
+        url = server.url.replace("http://", "ws://") + f"/proxy/{group.name}/{LIVE_PATH}"
+        opened, refused = 0, None
+        with contextlib.ExitStack() as sessions:
+            for _ in range(4):
+                try:
+                    ws = sessions.enter_context(
+                        connect(url, additional_headers={"x-goog-api-key": group.proxy_key}, proxy=None)
+                    )
+                except InvalidStatus as exc:
+                    refused = exc.response
+                    break
+                opened += 1
+                ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+                assert json.loads(ws.recv(timeout=10)) == {"setupComplete": {}}
+            assert opened == 2 and refused is not None and refused.status_code == 503
+            error = json.loads(refused.body)["error"]
+            assert error["status"] == "UNAVAILABLE" and error["details"][0]["reason"] == "LIVE_SESSIONS_FULL"
+            assert refused.headers.get("Retry-After")
+            assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # a thread is left for HTTP
+        # a session over: its place is free again
+        wait_for(lambda: server.api("GET", "/metrics").text.count("\ngptload_live_sessions_open 0") == 1, what="0 open")
+        with connect(url, additional_headers={"x-goog-api-key": group.proxy_key}, proxy=None) as ws:
+            ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+            assert json.loads(ws.recv(timeout=10)) == {"setupComplete": {}}
+    finally:
+        server.stop()
 
 
 def test_sigterm_ends_live_sessions_with_1001_and_records_them(tmp_path, fake_live):
