@@ -158,6 +158,7 @@ def main() -> int:
             "PORT": str(port),
             "DATA_DIR": tmp,
             "THREADS": "1000",
+            "LIVE_MAX_SESSIONS": str(max(500, args.sessions)),  # default: half of THREADS (500)
             "MAINTENANCE_INTERVAL_SECONDS": "0",
             "LOG_LEVEL": "WARNING",
         }

@@ -97,7 +97,7 @@ def build_services(
         validator=Validator(store, pool, session, sessions),
         session=session,
         started_at=time.time(),
-        live=LiveSessions(pool, affinity, usage, forwarder.breakers),
+        live=LiveSessions(pool, affinity, usage, forwarder.breakers, max_sessions=config.live_session_limit()),
         sessions=sessions,
         metrics=metrics,
     )

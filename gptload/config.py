@@ -52,6 +52,12 @@ class Config:
     tls_key_file: str | None = None
     metrics_token: str | None = field(default=None, repr=False)  # GET /metrics also accepts it (besides AUTH_KEY)
     metrics_log_seconds: float = 0.0  # > 0: /metrics' figures as structured log lines this often (gptload.metrics_log)
+    live_max_sessions: int = 0  # Live API sessions at once per instance; 0: half of ``threads`` (live_session_limit)
+
+    def live_session_limit(self) -> int:
+        """How many Live sessions this instance holds at once: each holds one of ``threads`` for its life, so by
+        default half of them, leaving the other half to HTTP requests."""
+        return self.live_max_sessions or max(1, self.threads // 2)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -121,6 +127,7 @@ class Config:
             tls_key_file=tls_key,
             metrics_token=metrics_token,
             metrics_log_seconds=_float(env, "METRICS_LOG_SECONDS", 0.0, 0.0, 86400.0),
+            live_max_sessions=_int(env, "LIVE_MAX_SESSIONS", 0, 0, 4000),
         )
 
 

@@ -25,6 +25,7 @@
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
     │   └── UpstreamTimeout           504 UPSTREAM_TIMEOUT
     ├── StoreUnavailable              503 STORE_UNAVAILABLE
+    ├── LiveSessionsFull              503 LIVE_SESSIONS_FULL
     └── AuthUnavailable               503 AUTH_UNAVAILABLE
 
 Every error carries an HTTP ``status`` and a stable machine-readable ``code``; messages are for people
@@ -183,3 +184,11 @@ class AuthUnavailable(GptloadError):
 
     status = 503
     code = "AUTH_UNAVAILABLE"
+
+
+class LiveSessionsFull(GptloadError):
+    """This instance holds ``LIVE_MAX_SESSIONS`` Live API sessions already (each holds a server thread for its
+    life): the handshake is refused before the upgrade, so that plain HTTP requests always find a thread."""
+
+    status = 503
+    code = "LIVE_SESSIONS_FULL"

@@ -179,6 +179,7 @@ class LiveSessions:
         usage: UsageBuffer,
         breakers: Breakers,
         clock: Callable[[], float] = time.monotonic,
+        max_sessions: int = 1_000_000,
     ) -> None:
         self._pool = pool
         self._affinity = affinity
@@ -191,10 +192,26 @@ class LiveSessions:
         self._reaper: threading.Thread | None = None
         self._stopping = False
         self._ids = 0
+        self.max_sessions = max_sessions
+        self._admitted = 0  # handshakes answered 101 whose session has not started yet (admit -> serve)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+    def admit(self) -> bool:
+        """Reserve a place for a session about to be upgraded; False when ``max_sessions`` are running or admitted
+        already (the handshake is then refused). Every True is followed by ``serve`` or ``release``."""
+        with self._lock:
+            if len(self._sessions) + self._admitted >= self.max_sessions:
+                return False
+            self._admitted += 1
+            return True
+
+    def release(self) -> None:
+        """Give back an ``admit``'s place whose session will not run."""
+        with self._lock:
+            self._admitted = max(0, self._admitted - 1)
 
     def shutdown(self, wait: float = 0.0) -> int:
         """The server is stopping: close every session with 1001 now (each records its usage row as it ends), and
@@ -212,9 +229,10 @@ class LiveSessions:
 
     # -- a session ------------------------------------------------------------------------------------------
     def serve(self, view: GroupView, request: LiveRequest, client: Connection) -> None:
-        """Run one session on ``client`` (upgraded, open) to its end; never raises."""
+        """Run one session on ``client`` (upgraded, open; admitted by ``admit``) to its end; never raises."""
         session = _Session(client, view)
         with self._lock:
+            self._admitted = max(0, self._admitted - 1)
             self._sessions.add(session)
             self._ids += 1
             request_id = self._ids

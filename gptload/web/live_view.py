@@ -30,7 +30,7 @@ from websockets.sync.connection import Connection
 from werkzeug.wrappers import Request, Response
 
 from gptload.app import Services
-from gptload.errors import BadRequest, GroupNotFound, InvalidProxyKey, RouteNotFound
+from gptload.errors import BadRequest, GroupNotFound, InvalidProxyKey, LiveSessionsFull, RouteNotFound
 from gptload.pool import GroupView
 from gptload.proxy import rewrite
 from gptload.proxy.live import LIVE_PATH, QUEUE, TOKEN_PREFIX, WS_LOG, LiveRequest
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's fixed value for Sec-WebSocket-Accept
 _BAD_KEY = "missing or unknown proxy key for this group"
 _CLOSE_TIMEOUT = 5.0
+_FULL_RETRY_AFTER = 10  # seconds a client refused for LIVE_SESSIONS_FULL is told to wait
 
 
 def is_upgrade(request: Request) -> bool:
@@ -91,6 +92,12 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         pinned=pinned,
         pinned_group=pinned_group,
     )
+    if not services.live.admit():  # last: every place admitted is taken by _run (or released there)
+        raise LiveSessionsFull(
+            f"this instance holds its limit of {services.live.max_sessions} Live sessions (LIVE_MAX_SESSIONS); "
+            "retry shortly",
+            details={"retry_after": _FULL_RETRY_AFTER},
+        )
     request.environ[UPGRADED] = True
     response = Response(status=101)
     response.headers["Upgrade"] = "websocket"
@@ -109,6 +116,7 @@ def _run(services: Services, view: GroupView, live_request: LiveRequest, sock: A
         client = Connection(borrowed, protocol, ping_interval=None, close_timeout=_CLOSE_TIMEOUT, max_queue=QUEUE)
     except Exception:
         log.exception("could not take over the connection of a Live session")
+        services.live.release()
         return
     services.live.serve(view, live_request, client)
 

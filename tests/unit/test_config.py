@@ -66,3 +66,12 @@ def test_usage_flushes_wait_for_more_events_on_firestore_only():
     assert Config.from_env({"AUTH_KEY": "admin-key-123"}).usage_flush_min_events == 1
     tuned = Config.from_env({**fs, "USAGE_FLUSH_MIN_EVENTS": "7", "USAGE_FLUSH_MAX_SECONDS": "20"})
     assert (tuned.usage_flush_min_events, tuned.usage_flush_max_seconds) == (7, 20.0)
+
+
+def test_live_sessions_take_at_most_half_the_threads_unless_told():
+    base = {"AUTH_KEY": "admin-key-123"}
+    assert Config.from_env(base).live_session_limit() == 64  # THREADS 128
+    assert Config.from_env({**base, "THREADS": "1"}).live_session_limit() == 1
+    assert Config.from_env({**base, "THREADS": "1000", "LIVE_MAX_SESSIONS": "900"}).live_session_limit() == 900
+    with pytest.raises(ConfigError, match="LIVE_MAX_SESSIONS"):
+        Config.from_env({**base, "LIVE_MAX_SESSIONS": "-1"})
