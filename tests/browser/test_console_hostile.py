@@ -1,0 +1,76 @@
+"""The console against hostile or unusual content: very long unbroken values (a 100-character group name, a
+200-character display name, a 2,000-character description, a 300-character model name sent by a client) stay inside
+the page at 1440 and 390 px, so the columns and actions beside them stay on screen."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.browser
+
+WIDE = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+LONG_MODEL = "gemini-2.5-pro-" + "z" * 285
+
+
+def long_group(server, fake) -> tuple[str, str]:
+    """A group whose name, display name and description are as long as allowed, without a space to wrap at."""
+    name = ("h-" + uuid.uuid4().hex * 4)[:100]
+    proxy_key = f"pk-{uuid.uuid4().hex}"
+    r = server.api(
+        "POST",
+        "/api/groups",
+        json={
+            "name": name,
+            "display_name": "D" * 200,
+            "description": "x" * 2000,
+            "upstreams": [{"url": fake.url, "weight": 1}],
+            "proxy_keys": [proxy_key],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert server.api("POST", f"/api/groups/{name}/keys", json={"keys": fake.add_key()}).json()["added"] == 1
+    return name, proxy_key
+
+
+def page_width(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1440", "390"])
+def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewport):
+    name, proxy_key = long_group(server, fake)
+    url = f"{server.url}/proxy/{name}/v1beta/models/{LONG_MODEL}:generateContent"
+    body = {"contents": [{"parts": [{"text": "Hi"}]}]}
+    assert requests.post(url, json=body, headers={"x-goog-api-key": proxy_key}, timeout=30).status_code == 404
+    wait_for(lambda: server.api("GET", f"/api/logs?group={name}").json()["total"] == 1, what="the log row")
+    ui = make_ui(server, viewport)
+    ui.login()
+    page = ui.page
+    for route, ready in (
+        ("groups", page.get_by_role("link", name=name)),
+        (f"groups/{name}", page.get_by_role("heading", name="D" * 200)),
+        (f"logs?group={name}", page.locator("tbody tr")),
+        ("dashboard", page.get_by_role("heading", name="Dashboard")),
+    ):
+        page.goto(f"{server.url}/#/{route}")
+        expect(ready.first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        assert page_width(page) <= viewport["width"], f"#/{route} is {page_width(page)}px wide"
+    page.goto(f"{server.url}/#/logs?group={name}")
+    details = page.locator("tbody tr").first.get_by_role("button", name=re.compile("^Details"))
+    expect(details).to_be_visible()
+    if viewport is WIDE:  # the table itself does not scroll sideways, the model is cut with its full name on hover
+        wrap = page.locator(".table-wrap")
+        assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), wrap.evaluate(
+            "el => [el.scrollWidth, el.clientWidth]"
+        )
+        expect(details).to_be_in_viewport()
+        expect(page.locator("tbody tr").first.get_by_title(LONG_MODEL, exact=True)).to_have_count(1)
