@@ -64,13 +64,16 @@ def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewpo
         expect(ready.first).to_be_visible()
         page.wait_for_load_state("networkidle")
         assert page_width(page) <= viewport["width"], f"#/{route} is {page_width(page)}px wide"
+    page.goto(f"{server.url}/#/groups")
+    keys_button = page.locator("tr", has=page.get_by_role("link", name=name)).get_by_role("link", name="Keys")
+    expect(keys_button).to_be_in_viewport()
     page.goto(f"{server.url}/#/logs?group={name}")
     details = page.locator("tbody tr").first.get_by_role("button", name=re.compile("^Details"))
     expect(details).to_be_visible()
     if viewport is WIDE:  # the table itself does not scroll sideways, the model is cut with its full name on hover
         wrap = page.locator(".table-wrap")
         assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), wrap.evaluate(
-            "el => [el.scrollWidth, el.clientWidth]"
+            "el => [el.scrollWidth, el.clientWidth, [...document.querySelectorAll('thead th')].map((e) => e.offsetWidth)]"
         )
         expect(details).to_be_in_viewport()
         expect(page.locator("tbody tr").first.get_by_title(LONG_MODEL, exact=True)).to_have_count(1)
