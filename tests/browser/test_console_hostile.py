@@ -1,11 +1,13 @@
 """The console against hostile or unusual content: very long unbroken values (a 100-character group name, a
 200-character display name, a 2,000-character description, a 300-character model name sent by a client) stay inside
-the page at 1440 and 390 px, so the columns and actions beside them stay on screen."""
+the page at 1440 and 390 px, so the columns and actions beside them stay on screen; filter text with ``&``, ``+``
+and ``%`` survives the trip through the address."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -84,3 +86,19 @@ def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewpo
         )
         expect(details).to_be_in_viewport()
         expect(page.locator("tbody tr").first.get_by_title(LONG_MODEL, exact=True)).to_have_count(1)
+
+
+def test_log_filters_keep_ampersands_plus_signs_and_percent_signs(ui, server, fake):
+    """What an operator types in a filter comes back unchanged from the address (one decoding, not two), and the
+    server is asked for exactly that text; a malformed address does not break the page."""
+    ui.login()
+    page = ui.page
+    typed = "quota & limit+1 100%41"
+    page.goto(f"{server.url}/#/logs")
+    page.get_by_label("Error contains").fill(typed)
+    with page.expect_request(lambda r: "/api/logs?" in r.url and "q=" in r.url) as sent:
+        page.get_by_role("button", name="Apply").click()
+    assert parse_qs(urlsplit(sent.value.url).query)["q"] == [typed]
+    expect(page.get_by_label("Error contains")).to_have_value(typed)
+    page.goto(f"{server.url}/#/logs?q=%E0%A4%A")  # a truncated escape typed into the address bar
+    expect(page.get_by_role("heading", name="Logs")).to_be_visible()
