@@ -102,3 +102,27 @@ def test_log_filters_keep_ampersands_plus_signs_and_percent_signs(ui, server, fa
     expect(page.get_by_label("Error contains")).to_have_value(typed)
     page.goto(f"{server.url}/#/logs?q=%E0%A4%A")  # a truncated escape typed into the address bar
     expect(page.get_by_role("heading", name="Logs")).to_be_visible()
+
+
+COPY_SPY = """
+Object.defineProperty(navigator, "clipboard", {value: {writeText: () => Promise.reject(new Error("insecure"))}});
+document.addEventListener("copy", () => {
+  const el = document.activeElement;
+  window.__copied = el && "value" in el ? el.value.slice(el.selectionStart, el.selectionEnd) : String(getSelection());
+});
+"""
+
+
+def test_copy_works_inside_a_dialog_without_the_clipboard_api(ui, server):
+    """On plain HTTP away from localhost (no Clipboard API) the copy button of the new-group dialog still copies the
+    proxy key: the fallback's text area must sit inside the modal dialog, since everything outside it is inert."""
+    ui.page.add_init_script(COPY_SPY)
+    ui.login()
+    page = ui.page
+    page.goto(f"{server.url}/#/groups")
+    page.get_by_role("button", name="New group").click()
+    key = page.get_by_label("Proxy key", exact=True).input_value()
+    assert key
+    page.get_by_role("button", name="Copy the proxy key").click()
+    wait_for(lambda: page.evaluate("window.__copied") is not None, what="a copy event")
+    assert page.evaluate("window.__copied") == key
