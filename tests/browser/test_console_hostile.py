@@ -14,6 +14,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import wait_for
+from tests.fakes.fake_gemini import errors
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +23,7 @@ PHONE = {"width": 390, "height": 844}
 LONG_MODEL = "gemini-2.5-pro-" + "z" * 285
 
 
-def long_group(server, fake) -> tuple[str, str]:
+def long_group(server, fake) -> tuple[str, str, list[str]]:
     """A group whose name, display name and description are as long as allowed, without a space to wrap at."""
     name = ("h-" + uuid.uuid4().hex * 4)[:100]
     proxy_key = f"pk-{uuid.uuid4().hex}"
@@ -38,8 +39,9 @@ def long_group(server, fake) -> tuple[str, str]:
         },
     )
     assert r.status_code == 201, r.text
-    assert server.api("POST", f"/api/groups/{name}/keys", json={"keys": fake.add_key()}).json()["added"] == 1
-    return name, proxy_key
+    keys = [fake.add_key(), fake.add_key()]
+    assert server.api("POST", f"/api/groups/{name}/keys", json={"keys": "\n".join(keys)}).json()["added"] == 2
+    return name, proxy_key, keys
 
 
 def page_width(page) -> int:
@@ -48,11 +50,20 @@ def page_width(page) -> int:
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1440", "390"])
 def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewport):
-    name, proxy_key = long_group(server, fake)
+    name, proxy_key, keys = long_group(server, fake)
     url = f"{server.url}/proxy/{name}/v1beta/models/{LONG_MODEL}:generateContent"
     body = {"contents": [{"parts": [{"text": "Hi"}]}]}
-    assert requests.post(url, json=body, headers={"x-goog-api-key": proxy_key}, timeout=30).status_code == 404
-    wait_for(lambda: server.api("GET", f"/api/logs?group={name}").json()["total"] == 1, what="the log row")
+    # One request whose first attempt gets a per-minute 429 and whose retry gets the 404 naming the long model:
+    # the request's drawer then lists both attempts. Whichever key is tried first, the scripted 429 is used up.
+    fake.script(keys[0], [errors.quota_per_minute(LONG_MODEL, retry_delay="900s")])
+    for _ in range(2):
+        assert requests.post(url, json=body, headers={"x-goog-api-key": proxy_key}, timeout=30).status_code == 404
+        if not fake.pending_script(keys[0]):
+            break
+    retried = wait_for(
+        lambda: [r for r in server.api("GET", f"/api/logs?group={name}").json()["logs"] if r["attempt"] == 2],
+        what="the retried request's final row",
+    )
     ui = make_ui(server, viewport)
     ui.login()
     page = ui.page
@@ -77,15 +88,27 @@ def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewpo
     box = keys_button.bounding_box()  # other tests' groups may push the row below the fold: check sideways only
     assert box["x"] + box["width"] <= viewport["width"], box
     page.goto(f"{server.url}/#/logs?group={name}")
-    details = page.locator("tbody tr").first.get_by_role("button", name=re.compile("^Details"))
+    row = page.locator(f"tbody tr[data-log-id='{retried[0]['id']}']")
+    details = row.get_by_role("button", name=re.compile("^Details"))
     expect(details).to_be_visible()
+    details.click()  # the drawer: the long model and its error wrap inside it
+    drawer = page.locator("dialog[open]")
+    expect(drawer.get_by_role("list", name="Attempts of this request")).to_be_visible()
+    body = drawer.locator(".dialog-body")
+    assert body.evaluate("el => el.scrollWidth <= el.clientWidth"), body.evaluate(
+        "el => [el.scrollWidth, el.clientWidth]"
+    )
+    page.keyboard.press("Escape")
+    expect(drawer).to_have_count(0)
     if viewport is WIDE:  # the table itself does not scroll sideways, the model is cut with its full name on hover
         wrap = page.locator(".table-wrap")
-        assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), wrap.evaluate(
-            "el => [el.scrollWidth, el.clientWidth, [...document.querySelectorAll('thead th')].map((e) => e.offsetWidth)]"
+        assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), str(
+            wrap.evaluate(
+                "el => [el.scrollWidth, el.clientWidth, [...document.querySelectorAll('thead th')].map((e) => e.textContent + e.offsetWidth)]"
+            )
         )
         expect(details).to_be_in_viewport()
-        expect(page.locator("tbody tr").first.get_by_title(LONG_MODEL, exact=True)).to_have_count(1)
+        expect(row.get_by_title(LONG_MODEL, exact=True)).to_have_count(1)
 
 
 def test_log_filters_keep_ampersands_plus_signs_and_percent_signs(ui, server, fake):
