@@ -100,6 +100,9 @@ def test_long_unbroken_values_stay_inside_the_page(make_ui, server, fake, viewpo
     )
     page.keyboard.press("Escape")
     expect(drawer).to_have_count(0)
+    for cell in ("td.group-cell", "td.clip-cell:not(.group-cell)"):  # group and model are shown, at any width
+        shown = row.locator(cell).locator(".clamp").evaluate("el => el.getBoundingClientRect().width")
+        assert shown > 40, (cell, shown)
     if viewport is WIDE:  # the table itself does not scroll sideways, the model is cut with its full name on hover
         wrap = page.locator(".table-wrap")
         assert wrap.evaluate("el => el.scrollWidth <= el.clientWidth"), str(
