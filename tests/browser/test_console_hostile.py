@@ -152,3 +152,19 @@ def test_copy_works_inside_a_dialog_without_the_clipboard_api(ui, server):
     page.get_by_role("button", name="Copy the proxy key").click()
     wait_for(lambda: page.evaluate("window.__copied") is not None, what="a copy event")
     assert page.evaluate("window.__copied") == key
+
+
+def test_escape_closes_the_phone_menu_and_focus_returns_to_its_button(make_ui, server):
+    ui = make_ui(server, PHONE)
+    ui.login()
+    page = ui.page
+    toggle = page.get_by_role("button", name="Menu")
+    toggle.focus()
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Dashboard")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(page.get_by_role("link", name="Logs")).to_be_hidden()
+    expect(toggle).to_be_focused()
