@@ -107,6 +107,16 @@ function closeNav() {
   document.getElementById("nav-toggle").setAttribute("aria-expanded", "false");
 }
 
+// Escape closes the open phone menu (not a dialog's business: a modal dialog handles its own Escape) and gives the
+// focus back to its button when it was inside the menu.
+document.addEventListener("keydown", (e) => {
+  const nav = document.getElementById("nav");
+  if (e.key !== "Escape" || !nav.classList.contains("open") || document.querySelector("dialog[open]")) return;
+  const inside = nav.contains(document.activeElement);
+  closeNav();
+  if (inside || document.activeElement === document.body) document.getElementById("nav-toggle").focus();
+});
+
 document.getElementById("nav-toggle").addEventListener("click", (e) => {
   const nav = document.getElementById("nav");
   const open = nav.classList.toggle("open");
