@@ -56,7 +56,14 @@ def test_one_tag_per_query_and_every_filter_judged_on_rows():
     assert match(row)
     assert match({**row, "model": "m-2.5"})  # the model filter matches a prefix of the name
     assert logpages.query_tag(LogQuery(model="gemini")) is None
-    for change in ({"group": "g2"}, {"model": "n"}, {"model": "xm"}, {"status_code": 500}, {"success": True}, {"at": 7203.0}):
+    for change in (
+        {"group": "g2"},
+        {"model": "n"},
+        {"model": "xm"},
+        {"status_code": 500},
+        {"success": True},
+        {"at": 7203.0},
+    ):
         assert not match({**row, **change})
     assert not match({**row, "at": 7200.5}) and not match({**row, "error": ""})
     assert logpages.has_row_filters(q) and not logpages.has_row_filters(LogQuery(group="g1"))
