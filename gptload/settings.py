@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from gptload import proxyurl
 from gptload.errors import ValidationFailed
@@ -192,8 +193,30 @@ def _coerce(spec: Spec, raw: Any) -> Any:
     return spec.type(raw)
 
 
+def _check_app_url(raw: str) -> str:
+    """``app_url``: empty, or an absolute http(s) URL with a host and no query or fragment (clients get it as the
+    base of upload URLs), without its trailing slash."""
+    value = raw.strip()
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("must be an http(s) URL such as https://gptload.example.com") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError("must be an http(s) URL such as https://gptload.example.com")
+    return value.rstrip("/")
+
+
 # Settings whose text has rules of its own: name -> function returning the clean value or raising ValueError.
-_CHECKS: dict[str, Callable[[str], str]] = {"proxy_url": proxyurl.check}
+_CHECKS: dict[str, Callable[[str], str]] = {"proxy_url": proxyurl.check, "app_url": _check_app_url}
 
 
 def masked(values: Mapping[str, Any]) -> dict[str, Any]:

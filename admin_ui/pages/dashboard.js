@@ -213,7 +213,7 @@ export async function render(main, { query }, life) {
           { class: g.name === groupSelect.value ? "selected" : "" },
           h(
             "th",
-            { scope: "row", class: "card-title" },
+            { scope: "row", class: "card-title name-cell" },
             h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
           ),
           ...["24h", "7d", "30d"].flatMap((p) => [

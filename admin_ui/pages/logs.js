@@ -177,15 +177,18 @@ export async function render(main, { query }) {
       h("td", { class: "time-cell card-title" }, fmtTime(l.at)),
       h(
         "td",
-        { class: "nowrap" },
-        l.group,
+        {
+          class: "clip-cell group-cell",
+          title: l.aggregate && l.aggregate !== l.group ? `${l.group} via ${l.aggregate}` : l.group,
+        },
+        h("span", { class: "clamp" }, l.group),
         l.aggregate && l.aggregate !== l.group ? h("div", { class: "muted small" }, "via " + l.aggregate) : null,
       ),
       h("td", { class: "mono nowrap" }, keyLink(l)),
       h(
         "td",
-        { class: "nowrap" },
-        l.model || "–",
+        { class: "clip-cell", title: l.model || undefined },
+        h("span", { class: "clamp" }, l.model || "–"),
         l.requested_model && l.requested_model !== l.model
           ? h("div", { class: "muted small" }, "asked: " + l.requested_model)
           : null,
