@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import requests
 
+from gptload.access.admin import AccessAdmin
+from gptload.access.gate import AccessGate
 from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
@@ -37,6 +39,8 @@ class Services:
     validator: Validator
     session: requests.Session
     started_at: float
+    access: AccessGate
+    access_admin: AccessAdmin
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
@@ -60,6 +64,8 @@ def build_services(
         refresh_seconds=config.state_refresh_seconds,
         background_refresh=config.store != "sqlite",
     )
+    access = AccessGate(store, store.salt(), timezone=lambda: pool.cached_settings().limits_timezone)
+    pool.on_markers(access.on_markers)
     pool.reload()
     affinity = AffinityMap(store)
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
@@ -78,4 +84,6 @@ def build_services(
         validator=Validator(store, pool, session),
         session=session,
         started_at=time.time(),
+        access=access,
+        access_admin=AccessAdmin(store, pool, usage),
     )

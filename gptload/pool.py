@@ -95,6 +95,12 @@ class KeyPool:
         self._reload_lock = threading.Lock()  # held across store I/O: never taken on the request path
         self._refresh_flag = threading.Lock()  # guards _refreshing only
         self._refreshing = False
+        self._marker_listeners: list[Callable[[dict[str, int]], None]] = []
+
+    def on_markers(self, listener: Callable[[dict[str, int]], None]) -> None:
+        """Call ``listener(markers)`` after every reload that found the store's change markers moved (and on the
+        first), in the reloading thread: other per-instance caches (access keys) follow the same poll."""
+        self._marker_listeners.append(listener)
 
     # -- cache ----------------------------------------------------------------------------------------------
     def reload(self, *, force: bool = False) -> None:
@@ -136,6 +142,8 @@ class KeyPool:
             self._global_digests = frozenset(digest(self._salt, k) for k in self._settings.proxy_keys)
             self._views = views
             self._markers = markers
+            for listener in self._marker_listeners:
+                listener(markers)
 
     def _load_keys(self, group: Group) -> tuple[LiveKey, ...]:
         records = self._store.list_keys(group.name)
@@ -182,6 +190,10 @@ class KeyPool:
     @property
     def settings(self) -> Settings:
         self._ensure_fresh()
+        return self._settings
+
+    def cached_settings(self) -> Settings:
+        """The system settings as last loaded, without a freshness check (safe inside a marker listener)."""
         return self._settings
 
     def views(self) -> list[GroupView]:

@@ -81,6 +81,9 @@ class Settings:
         "", "Public base URL of this proxy (for upload URLs); empty: taken from the request.", group=False
     )
     proxy_keys: tuple[str, ...] = _setting((), "Global proxy keys accepted by every group.", group=False)
+    limits_timezone: str = _setting(
+        "UTC", "IANA time zone whose midnight resets access keys' daily limits (e.g. Europe/Berlin).", group=False
+    )
 
     @classmethod
     def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
@@ -141,6 +144,10 @@ def _coerce(spec: Spec, raw: Any) -> Any:
     if spec.type is str:
         if not isinstance(raw, str) or len(raw) > 2048:
             raise ValueError("must be a string of at most 2048 characters")
+        if spec.name == "limits_timezone":
+            from gptload.access.rules import zone
+
+            zone(raw.strip())  # ValueError naming the bad zone
         return raw.strip()
     if spec.type is list:
         if not isinstance(raw, list) or not all(isinstance(x, str) and 8 <= len(x.strip()) <= 256 for x in raw):

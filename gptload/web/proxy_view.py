@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote
 
@@ -9,7 +11,8 @@ from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
 from gptload.app import Services
-from gptload.errors import BodyTooLarge, GroupNotFound, IncompleteBody, InvalidProxyKey
+from gptload.errors import BodyTooLarge, GptloadError, GroupNotFound, IncompleteBody, InvalidProxyKey
+from gptload.pool import GroupView
 from gptload.proxy import rewrite
 from gptload.proxy.request import IncomingRequest, ProxyResponse
 from gptload.proxy.trace import rejection_event
@@ -25,10 +28,11 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     path, query = _raw_target(request, group)
     headers = list(request.headers.items())
     presented = rewrite.find_proxy_key(query, headers).value
+    access = services.access.identify(presented)
     try:
         view = pool.view(group)
     except GroupNotFound:
-        if pool.authorize_global(presented):
+        if pool.authorize_global(presented) or (access is not None and access.status(time.time()) == "active"):
             raise
         # Without a valid proxy key, an unknown group answers exactly like a known one: names can't be enumerated.
         raise InvalidProxyKey(_BAD_KEY) from None
@@ -50,7 +54,11 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         source_ip=forwarded.client_ip(request, services.config.trusted_proxy_hops),
         user_agent=request.headers.get("User-Agent", ""),
     )
-    if upload is None and not pool.authorize(view, presented):
+    if access is not None:
+        incoming = replace(incoming, access_key=access.id)
+        if upload is None:
+            _guard(services, view, incoming, lambda: services.access.check(access, view.name))
+    elif upload is None and not pool.authorize(view, presented):
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
     try:
@@ -58,11 +66,26 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     except BodyTooLarge as exc:
         services.usage.add(rejection_event(view, incoming, 413, exc.message))
         raise
+    if access is not None and upload is None:
+        if access.models:
+            model = rewrite.model_of(path, body, incoming.content_type)
+            _guard(services, view, incoming, lambda: services.access.check_model(access, model))
+        _guard(services, view, incoming, lambda: services.access.admit(access))
     answer = services.forwarder.forward(view, replace(incoming, body=body), upload)
     response = _to_response(answer)
     if not answer.streamed:  # streamed answers flush from the relay's end (see Forwarder._relay)
         response.call_on_close(services.usage.maybe_flush)
     return response
+
+
+def _guard(services: Services, view: GroupView, incoming: IncomingRequest, check: Callable[[], None]) -> None:
+    """Run an access-key check; a refusal (401, 403, 429) is recorded as a refused usage row of that access key
+    and raised: nothing is forwarded, no pool key is charged."""
+    try:
+        check()
+    except GptloadError as exc:
+        services.usage.add(rejection_event(view, incoming, exc.status, f"{exc.code}: {exc.message}", refused=True))
+        raise
 
 
 def _raw_target(request: Request, group: str) -> tuple[str, str]:

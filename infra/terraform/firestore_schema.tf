@@ -118,6 +118,25 @@ resource "google_firestore_index" "request_logs_stream_asc_at_desc" {
   depends_on = [google_project_service.apis]
 }
 
+resource "google_firestore_index" "request_logs_access_key_asc_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "request_logs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "access_key"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_firestore_index" "stats_hourly_group_asc_hour_asc" {
   project     = var.project
   database    = google_firestore_database.gptload.name
@@ -146,6 +165,16 @@ resource "google_firestore_field" "ttl_bindings_expires_at" {
   project    = var.project
   database   = google_firestore_database.gptload.name
   collection = "bindings"
+  field      = "expires_at"
+
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "ttl_instances_expires_at" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "instances"
   field      = "expires_at"
 
   ttl_config {}

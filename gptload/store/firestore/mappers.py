@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from gptload.models import ACTIVE, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
+from gptload.models import ACTIVE, ANONYMOUS, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
 
 LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
 
@@ -74,6 +74,7 @@ def to_log(snap: Any) -> dict[str, Any]:
     d = snap.to_dict() or {}
     out = {f: d.get(f) for f in LOG_FIELDS}
     out["id"] = snap.id
+    out["access_key"] = out.get("access_key") or ANONYMOUS  # rows written before access keys existed
     return out
 
 

@@ -10,11 +10,12 @@ DAY = 86400.0
 MINUTE_STATS_TTL = DAY  # stats_minute buckets serve requests_since (requests per minute) only
 TASK_TTL = 30 * DAY  # task documents (maintenance markers, validation jobs)
 USAGE_BATCH_TTL = DAY  # usage_batches markers: a retried flush within a day is recognised
+INSTANCE_TTL = DAY  # instances heartbeats: only the last few seconds count; stale documents are collected
 
 # Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
-# list filters on any subset of six equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
-# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^6 indexes.
-_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream")
+# list filters on any subset of seven equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
+# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^7 indexes.
+_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream", "access_key")
 FIRESTORE_INDEXES: list[dict] = [
     *(
         {
@@ -35,6 +36,7 @@ FIRESTORE_INDEXES: list[dict] = [
 # "keys" is the collection id of the subcollection groups/{name}/keys (TTL policies apply per collection id).
 FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
     ("bindings", "expires_at"),
+    ("instances", "expires_at"),
     ("request_logs", "expires_at"),
     ("stats_minute", "expires_at"),
     ("tasks", "expires_at"),

@@ -17,10 +17,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, restored, transition
-from gptload.models import Group, KeyRecord, LogQuery, UsageEvent
+from gptload.models import AccessKey, Group, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
 from gptload.store.base import Binding, batch_key, chunks
 from gptload.store.firestore.client import (
@@ -41,8 +41,8 @@ from gptload.store.firestore.mappers import (
     to_log,
     to_record,
 )
-from gptload.store.firestore.schema import DAY, MINUTE_STATS_TTL, TASK_TTL, USAGE_BATCH_TTL
-from gptload.store.rollup import STAT_FIELDS, rollup
+from gptload.store.firestore.schema import DAY, INSTANCE_TTL, MINUTE_STATS_TTL, TASK_TTL, USAGE_BATCH_TTL
+from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, rollup
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +412,14 @@ class FirestoreStore(FirestoreConnection):
         for (g, minute), n in usage.minutes.items():
             doc = {"group": g, "minute": minute, "requests": inc(n), "expires_at": timestamp(minute + MINUTE_STATS_TTL)}
             writes.append((self._client.collection("stats_minute").document(f"{doc_id(g)}:{int(minute)}"), doc))
+        by_hour: dict[float, dict[str, Any]] = {}
+        for (access_key, hour), a in usage.access.items():
+            entry: dict[str, Any] = {f: inc(int(v)) for f, v in zip(ACCESS_STAT_FIELDS, a.counters(), strict=True)}
+            entry["last_used_at"] = self._fs.Maximum(float(a.last_used_at))
+            by_hour.setdefault(hour, {})[access_key] = entry
+        for hour, entries in by_hour.items():
+            ref = self._client.collection("access_hourly").document(str(int(hour)))
+            writes.append((ref, {"hour": hour, "k": entries}))
         expiry = self._retention_days * DAY
         for e in usage.logged:
             log_id = e.id or secrets.token_hex(8)
@@ -447,6 +455,7 @@ class FirestoreStore(FirestoreConnection):
             ("status_code", q.status_code),
             ("success", q.success),
             ("stream", q.stream),
+            ("access_key", q.access_key),
         ):
             if value is not None:
                 query = query.where(filter=ff(field, "==", value))
@@ -617,3 +626,86 @@ class FirestoreStore(FirestoreConnection):
         """Nothing to do, and nothing billed: the TTL policies on ``bindings.expires_at`` and
         ``usage_batches.expires_at`` delete expired documents, and ``get_binding`` checks expiry itself."""
         return 0
+
+    # -- access keys ----------------------------------------------------------------------------------------
+    def _access_ref(self, key_id: str) -> Any:
+        return self._client.collection("access_keys").document(doc_id(key_id))
+
+    def list_access_keys(self) -> list[AccessKey]:
+        """A full scan of ``access_keys`` (1 read per key; they are few), sorted here."""
+        with self._boundary("access key list"):
+            snaps = list(self._client.collection("access_keys").stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        keys = [AccessKey.from_dict(s.to_dict() or {}) for s in snaps]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    def get_access_key(self, key_id: str) -> AccessKey | None:
+        with self._boundary("access key read"):
+            snap = self._access_ref(key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return AccessKey.from_dict(snap.to_dict() or {}) if snap.exists else None
+
+    def create_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.create(self._access_ref(key.id), key.to_dict())
+        self._bump(batch, "access")
+        with self._boundary("access key create"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.AlreadyExists:
+                raise Conflict(f"an access key with id {key.id!r} already exists") from None
+
+    def update_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.update(self._access_ref(key.id), key.to_dict())  # update() requires the document to exist
+        self._bump(batch, "access")
+        with self._boundary("access key update"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.NotFound:
+                raise NotFound(f"no access key {key.id!r}") from None
+
+    def delete_access_key(self, key_id: str) -> bool:
+        """One transaction: read the document (so the answer is exact), delete it, bump ``access``."""
+        ref = self._access_ref(key_id)
+
+        def remove(tx: Any) -> bool:
+            if not next(iter(tx.get(ref, timeout=RPC_TIMEOUT_SECONDS))).exists:
+                return False
+            tx.delete(ref)
+            self._bump(tx, "access")
+            return True
+
+        return self._transact("access key delete", remove)
+
+    def access_usage(self, since: float, access_key: str | None = None) -> list[dict[str, Any]]:
+        """One query over ``access_hourly`` (1 read per hour from ``since`` on: each document holds every access
+        key's counters of that hour), flattened here."""
+        query = self._client.collection("access_hourly").where(filter=self._fs.FieldFilter("hour", ">=", float(since)))
+        with self._boundary("access usage read"):
+            snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        out: list[dict[str, Any]] = []
+        for snap in snaps:
+            d = snap.to_dict() or {}
+            hour = float(d.get("hour") or 0.0)
+            for key_id, c in (d.get("k") or {}).items():
+                if access_key is not None and key_id != access_key:
+                    continue
+                out.append(
+                    {
+                        "access_key": key_id,
+                        "hour": hour,
+                        **{f: int(c.get(f) or 0) for f in ACCESS_STAT_FIELDS},
+                        "last_used_at": float(c.get("last_used_at") or 0.0),
+                    }
+                )
+        return sorted(out, key=lambda r: (r["hour"], r["access_key"]))
+
+    def heartbeat(self, instance_id: str, now: float, live_after: float) -> int:
+        """1 write (``instances/{id}``, expiring after a day by TTL) and one count() aggregation (1 read per
+        1,000 live instances)."""
+        instances = self._client.collection("instances")
+        doc = {"seen_at": now, "expires_at": timestamp(now + INSTANCE_TTL)}
+        with self._boundary("heartbeat"):
+            instances.document(doc_id(instance_id)).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            query: Any = instances.where(filter=self._fs.FieldFilter("seen_at", ">=", float(live_after)))
+            count = int(query.count().get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)[0][0].value)
+        return max(1, count)
