@@ -1,4 +1,5 @@
 // Dashboard: key and traffic cards, hourly SVG charts, per-group totals. Refreshes itself every 5 s.
+import { drawTopAccessKeys } from "../access_top.js";
 import { api } from "../api.js";
 import { requestsChart, tokensChart } from "../charts.js";
 import { clear, emptyState, errorBox, fmtCompact, fmtInt, fmtPct, h, missingNotice } from "../dom.js";
@@ -37,6 +38,7 @@ export async function render(main, _route, life) {
   const cards = h("section", { class: "stats", "aria-label": "Summary" });
   const charts = h("section", { class: "charts" });
   const groupsBox = h("section", { class: "card" });
+  const accessBox = h("section", { class: "card", "aria-label": "Top access keys" });
   const updated = h("span", { class: "muted small", "aria-live": "off" });
   main.append(
     h(
@@ -48,11 +50,13 @@ export async function render(main, _route, life) {
     cards,
     charts,
     groupsBox,
+    accessBox,
   );
 
   async function loadCards() {
     try {
       const d = await api("GET", "/api/dashboard");
+      drawTopAccessKeys(accessBox, d.top_access_keys);
       const last = d.last_24h;
       clear(cards).append(
         card(

@@ -4,7 +4,7 @@ import { emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDia
 import { navigate } from "../nav.js";
 
 const PAGE_SIZE = 50;
-const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id"];
+const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id", "access_key"];
 
 function toLocalInput(epoch) {
   if (!epoch) return "";
@@ -45,6 +45,7 @@ export async function render(main, { query }) {
     ].map(([v, t]) => h("option", { value: v, selected: v === current.stream }, t)),
   );
   const q = h("input", { name: "q", type: "search", value: current.q, placeholder: "error text" });
+  const accessKey = h("input", { name: "access_key", value: current.access_key, placeholder: "ak_… or anonymous" });
   const since = h("input", { name: "since", type: "datetime-local", value: toLocalInput(current.since) });
   const until = h("input", { name: "until", type: "datetime-local", value: toLocalInput(current.until) });
   const form = h(
@@ -56,6 +57,7 @@ export async function render(main, { query }) {
     field("Result", success),
     field("Stream", stream),
     field("Error contains", q),
+    field("Access key id", accessKey),
     field("Since", since),
     field("Until", until),
     h(
@@ -92,6 +94,7 @@ export async function render(main, { query }) {
       since: toEpoch(since.value),
       until: toEpoch(until.value),
       key_id: current.key_id,
+      access_key: accessKey.value.trim(),
     };
   };
   form.addEventListener("submit", (e) => {
@@ -217,6 +220,7 @@ async function drawer(row) {
   add("Group", log.group);
   add("Key", log.key);
   add("Key id", log.key_id);
+  add("Access key", log.access_key);
   add("Model", log.model);
   add("Request", `${log.method} ${log.path}`);
   add("Status", log.status_code);
