@@ -322,7 +322,7 @@ function reveal(secret, key, what) {
 
 async function usageDialog(k) {
   const body = h("div", {}, h("p", { class: "loading" }, "Loading…"));
-  openDialog(`Usage of ${k.name} (24 h)`, body, { wide: true });
+  const dialog = openDialog(`Usage of ${k.name} (24 h)`, body, { wide: true });
   try {
     const { series } = await api("GET", "/api/stats/hourly", { query: { access_key: k.id, hours: 24 } });
     const sum = (f) => series.reduce((a, p) => a + p[f], 0);
@@ -334,7 +334,15 @@ async function usageDialog(k) {
           `by its limits or scope), ${fmtInt(sum("total_tokens"))} tokens in the last 24 hours.`,
       ),
       requestsChart(series),
-      h("p", {}, h("a", { href: "#/logs?access_key=" + encodeURIComponent(k.id) }, "Its request logs")),
+      h(
+        "p",
+        {},
+        h(
+          "a",
+          { href: "#/logs?access_key=" + encodeURIComponent(k.id), onclick: () => dialog.close() },
+          "Its request logs",
+        ),
+      ),
     );
   } catch (err) {
     clear(body).append(err.missingRoute ? missingNotice("Usage per access key") : errorBox(err));
