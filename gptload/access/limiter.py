@@ -2,9 +2,10 @@
 
 **Rate (``rpm_limit``).** Each instance admits at most its *share* of the limit in any 60 s window:
 ``share = max(1, rpm_limit / live_instances)``, where the live instance count comes from the heartbeats instances
-publish in the store (``gate.py``). The window is counted in one-second slots (a sliding window of 60 slots, so
-memory is bounded whatever the limit), and a refusal says when the oldest slot that must expire does
-(``retry_after``). Only admitted requests take a place in the window.
+publish in the store (``gate.py``). The window is counted in one-second slots (at most 61 slots, so memory is
+bounded whatever the limit); a slot leaves the window once all of it is more than 60 s old, so a request holds its
+place for 60 to 61 s (never less: a one-second slot must not let a burst through early), and a refusal says when
+the oldest slot that must leave does (``retry_after``). Only admitted requests take a place in the window.
 
 **Daily budgets (``daily_request_limit``, ``daily_token_limit``).** Used today = what the whole deployment has
 flushed to the store (read by the gate every few seconds: ``synced``) + what this instance admitted since that
@@ -65,7 +66,7 @@ class RateWindow:
         return None
 
     def _evict(self, second: int) -> None:
-        while self._slots and self._slots[0][0] <= second - WINDOW_SECONDS:
+        while self._slots and self._slots[0][0] < second - WINDOW_SECONDS:
             self._total -= self._slots.popleft()[1]
 
     def _retry_after(self, now: float, limit: float) -> float:
@@ -74,7 +75,7 @@ class RateWindow:
         for second, count in self._slots:
             freed += count
             if freed >= excess:
-                return max(0.0, second + WINDOW_SECONDS - now)
+                return max(0.0, second + WINDOW_SECONDS + 1 - now)
         return float(WINDOW_SECONDS)
 
 

@@ -27,12 +27,12 @@ def admit(limiter: Limiter, k: AccessKey, now: float, instances: int = 1):
 def test_window_admits_the_limit_then_refuses_until_the_oldest_second_leaves():
     w = RateWindow()
     for i in range(10):
-        assert w.try_admit(T0 + i * 0.5, 10) is None
+        assert w.try_admit(T0 + 0.9 + i * 0.5, 10) is None  # T0 is a whole second: the first two share a slot
     wait = w.try_admit(T0 + 5.0, 10)
-    assert wait == pytest.approx(55.0)  # the first admitted second (T0) leaves the window at T0 + 60
-    assert w.try_admit(T0 + 59.9, 10) is not None
-    assert w.try_admit(T0 + 60.0, 10) is None  # two admitted at T0 and T0 + 0.5 left
-    assert w.count(T0 + 60.0) == 9
+    assert wait == pytest.approx(56.0)  # the slot of T0 + 0.9 leaves once all of it is over 60 s old: T0 + 61
+    assert w.try_admit(T0 + 60.95, 10) is not None  # 60.05 s after the first request: still inside
+    assert w.try_admit(T0 + 61.0, 10) is None  # the request at T0 + 0.9 left (T0 + 1.4 is in the next slot)
+    assert w.count(T0 + 61.0) == 10
 
 
 def test_refused_requests_take_no_place_in_the_window():
@@ -40,24 +40,25 @@ def test_refused_requests_take_no_place_in_the_window():
     assert w.try_admit(T0, 1) is None
     for i in range(100):
         assert w.try_admit(T0 + 1 + i * 0.1, 1) is not None
-    assert w.try_admit(T0 + 60, 1) is None
+    assert w.try_admit(T0 + 61, 1) is None
 
 
-def test_a_sustained_hammer_gets_exactly_the_limit_per_minute():
+@pytest.mark.parametrize("offset", [0.0, 0.3, 0.97])
+def test_a_sustained_hammer_gets_exactly_the_limit_in_every_60_s_window(offset):
     w = RateWindow()
-    admitted = [0, 0, 0]
-    for step in range(180 * 20):  # 20 requests per second for 3 minutes
-        now = T0 + step * 0.05
-        if w.try_admit(now, 60) is None:
-            admitted[int((now - T0) // 60)] += 1
-    assert admitted == [60, 60, 60]
+    admitted: list[int] = []  # steps of 50 ms (integers: no float rounding at the minute edges)
+    for step in range(180 * 20):  # 20 requests per second for 3 minutes, starting anywhere within a second
+        if w.try_admit(T0 + offset + step * 0.05, 60) is None:
+            admitted.append(step)
+    assert [sum(1 for s in admitted if s // 1200 == m) for m in range(3)] == [60, 60, 60]
+    assert max(sum(1 for u in admitted if s <= u < s + 1200) for s in admitted) == 60
 
 
 def test_the_window_keeps_at_most_sixty_slots_whatever_the_limit():
     w = RateWindow()
     for step in range(6000):
         w.try_admit(T0 + step * 0.05, 10**9)
-    assert len(w._slots) <= 61
+    assert len(w._slots) <= 62
 
 
 def test_share_of_the_limit_per_live_instance_is_at_least_one():
@@ -79,7 +80,7 @@ def test_rpm_share_shrinks_with_the_live_instances():
     assert results[:20] == [None] * 20
     refusal = results[20]
     assert refusal is not None and refusal.reason == RATE_LIMITED
-    assert 59 <= refusal.retry_after <= 60
+    assert 60 <= refusal.retry_after <= 61
     assert "60 requests per minute" in refusal.message
 
 
