@@ -1,6 +1,6 @@
 """CPU cost of gptload's own code on the hot path, isolated from the server and the network.
 
-    python bench/hotpath.py [--requests 20000] [--profile]
+    python bench/hotpath.py [--requests 20000] [--profile] [--keys legacy|access|both]
 
 Drives ``Router`` in process (a werkzeug environ per request, as gunicorn would pass it) against an in-memory
 upstream adapter mounted on the real ``requests.Session``, so what is measured is routing, authentication,
@@ -8,6 +8,11 @@ key selection, header rewriting, the relay, usage events and requests' own clien
 gunicorn, no Flask. Prints microseconds of CPU per proxied request, and with ``--profile`` the top functions
 by own time (cProfile). Deterministic enough to compare before/after a change on a noisy machine; the wall-clock
 benchmark is ``bench/run.py``.
+
+``--keys both`` (the default) measures the same requests authenticated with a legacy proxy key and with an access
+key that has every limit set (scope checks, the rate window, the daily budget, and its helper thread's heartbeats
+and usage readings, which run in this process and count), in alternating rounds so that a noisy machine affects
+both alike, and prints the access key's extra CPU per request in percent.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
 import sys
 import tempfile
@@ -71,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--keys", choices=("legacy", "access", "both"), default="both")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         session = make_session(8)
@@ -92,19 +99,35 @@ def main() -> None:
         ):
             env = EnvironBuilder(path=path, method="POST", json=payload, headers=admin).get_environ()
             assert router(Request(env)).status_code in (200, 201)
-        environ = EnvironBuilder(
-            path="/proxy/bench/v1beta/models/gemini-2.5-flash:generateContent",
-            method="POST",
-            data=BODY,
-            headers={
-                "Content-Type": "application/json",
-                "x-goog-api-key": "bench-proxy-key-123",
-                "User-Agent": "hotpath",
-                "Accept-Encoding": "gzip, deflate",
-            },
-        ).get_environ()
+        limited = {
+            "name": "bench",
+            "groups": ["bench"],
+            "models": ["gemini-2.5-*"],
+            "rpm_limit": 10**9,
+            "daily_request_limit": 10**9,
+            "daily_token_limit": 10**12,
+        }
+        env = EnvironBuilder(path="/api/access-keys", method="POST", json=limited, headers=admin).get_environ()
+        access_key = json.loads(router(Request(env)).get_data())["key"]
+        secrets = {"legacy": "bench-proxy-key-123", "access": access_key}
+        modes = ["legacy", "access"] if args.keys == "both" else [args.keys]
 
-        def one() -> None:
+        def environ_for(secret: str) -> dict:
+            return EnvironBuilder(
+                path="/proxy/bench/v1beta/models/gemini-2.5-flash:generateContent",
+                method="POST",
+                data=BODY,
+                headers={
+                    "Content-Type": "application/json",
+                    "x-goog-api-key": secret,
+                    "User-Agent": "hotpath",
+                    "Accept-Encoding": "gzip, deflate",
+                },
+            ).get_environ()
+
+        environs = {mode: environ_for(secrets[mode]) for mode in modes}
+
+        def one(environ: dict) -> None:
             env = dict(environ)
             env["wsgi.input"] = io.BytesIO(BODY)
             response = router(Request(env))
@@ -112,19 +135,28 @@ def main() -> None:
             response.close()
             assert response.status_code == 200 and body == ANSWER
 
-        for _ in range(500):  # warm up
-            one()
+        for mode in modes:
+            for _ in range(500):  # warm up
+                one(environs[mode])
         profiler = cProfile.Profile() if args.profile else None
-        start = time.process_time()
+        cpu = dict.fromkeys(modes, 0.0)
+        rounds = 10
         if profiler:
             profiler.enable()
-        for _ in range(args.requests):
-            one()
+        for _ in range(rounds):
+            for mode in modes:
+                start = time.process_time()
+                for _ in range(args.requests // rounds):
+                    one(environs[mode])
+                cpu[mode] += time.process_time() - start
         if profiler:
             profiler.disable()
-        cpu = time.process_time() - start
         services.shutdown()
-    print(f"{args.requests} proxied requests in process: {cpu * 1e6 / args.requests:.1f} us CPU per request")
+    n = args.requests // rounds * rounds
+    for mode in modes:
+        print(f"{n} proxied requests in process ({mode} key): {cpu[mode] * 1e6 / n:.1f} us CPU per request")
+    if len(modes) == 2:
+        print(f"access key vs legacy proxy key: {100 * (cpu['access'] / cpu['legacy'] - 1):+.1f} % CPU per request")
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)

@@ -54,7 +54,7 @@ class AccessGate:
         self._timezone = timezone
         self._clock = clock
         self.instance_id = instance_id or secrets.token_hex(8)
-        self._by_digest: dict[bytes, AccessKey] = {}
+        self._by_digest: dict[bytes, tuple[bytes, AccessKey]] = {}  # digest -> (the stored digest, the key)
         self._by_id: dict[str, AccessKey] = {}
         self._marker: int | None = None
         self._limiter = Limiter()
@@ -66,12 +66,13 @@ class AccessGate:
         self._frozen_day = -1.0
         self._frozen_until = -1.0  # hours before this are complete and summed in _frozen
         self._frozen: dict[str, tuple[int, int]] = {}
+        self._day_cache: tuple[str, float, float] = ("", 0.0, float("-inf"))  # (zone, day start, next reset)
 
     # -- the cached keys ------------------------------------------------------------------------------------
     def load(self) -> None:
         """Read every access key from the store (at start, and when the ``access`` marker moved)."""
         keys = self._store.list_access_keys()
-        self._by_digest = {bytes.fromhex(k.digest): k for k in keys}
+        self._by_digest = {bytes.fromhex(k.digest): (bytes.fromhex(k.digest), k) for k in keys}
         self._by_id = {k.id: k for k in keys}
         with self._lock:
             self._limiter.forget(set(self._by_id))
@@ -108,10 +109,10 @@ class AccessGate:
         if not presented or not self._by_digest:
             return None
         d = digest(self._salt, presented)
-        key = self._by_digest.get(d)
-        if key is None or not hmac.compare_digest(d, bytes.fromhex(key.digest)):
+        found = self._by_digest.get(d)
+        if found is None or not hmac.compare_digest(d, found[0]):
             return None
-        return key
+        return found[1]
 
     def check(self, key: AccessKey, group: str) -> None:
         """Refuse a disabled or expired key (401) and a group it may not use (403)."""
@@ -132,12 +133,9 @@ class AccessGate:
             return
         self._tick(key)
         now = self._clock()
-        tz = self._zone()
-        day = rules.day_start(now, tz)
+        day, reset_at = self._day(now)
         with self._lock:
-            refusal = self._limiter.admit(
-                key, now, instances=self._instances, day=day, reset_at=rules.next_reset(now, tz)
-            )
+            refusal = self._limiter.admit(key, now, instances=self._instances, day=day, reset_at=reset_at)
         if refusal is not None:
             raise _error(refusal)
 
@@ -151,11 +149,21 @@ class AccessGate:
 
     def used_today(self, key_id: str) -> tuple[int, int]:
         """(requests, tokens) this instance counts for ``key_id`` today."""
-        now = self._clock()
+        day, _ = self._day(self._clock())
         with self._lock:
-            return self._limiter.used_today(key_id, rules.day_start(now, self._zone()))
+            return self._limiter.used_today(key_id, day)
 
     # -- heartbeats and usage sync (helper thread) ----------------------------------------------------------
+    def _day(self, now: float) -> tuple[float, float]:
+        """(start of today, next reset) in the limits' time zone, recomputed only when the day or the zone changes."""
+        name = self._timezone()
+        zone_name, day, reset_at = self._day_cache
+        if name != zone_name or not day <= now < reset_at:
+            tz = self._zone()
+            day, reset_at = rules.day_start(now, tz), rules.next_reset(now, tz)
+            self._day_cache = (name, day, reset_at)
+        return day, reset_at
+
     def _zone(self) -> rules.tzinfo:
         try:
             return rules.zone(self._timezone())
@@ -200,7 +208,7 @@ class AccessGate:
         """Re-read the deployment's flushed usage of today for every key with a daily limit. Hours that ended
         ``FROZEN_AFTER_SECONDS`` ago are read once per day and kept; each sync reads the hours after them."""
         now = self._clock()
-        day = rules.day_start(now, self._zone())
+        day, _ = self._day(now)
         # An hour bucket that began before the local midnight (zones with a :30 or :45 offset) counts for the
         # new day: the budget errs on the strict side by at most that part of an hour.
         first_hour = hour_of(day)

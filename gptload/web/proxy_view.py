@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request, Response
 
 from gptload.app import Services
 from gptload.errors import BodyTooLarge, GptloadError, GroupNotFound, IncompleteBody, InvalidProxyKey
+from gptload.models import ANONYMOUS
 from gptload.pool import GroupView
 from gptload.proxy import rewrite
 from gptload.proxy.request import IncomingRequest, ProxyResponse
@@ -53,9 +54,9 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         content_type=request.headers.get("Content-Type", ""),
         source_ip=forwarded.client_ip(request, services.config.trusted_proxy_hops),
         user_agent=request.headers.get("User-Agent", ""),
+        access_key=access.id if access is not None else ANONYMOUS,
     )
     if access is not None:
-        incoming = replace(incoming, access_key=access.id)
         if upload is None:
             _guard(services, view, incoming, lambda: services.access.check(access, view.name))
     elif upload is None and not pool.authorize(view, presented):
