@@ -10,8 +10,16 @@ from urllib.parse import quote
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
+from gptload.access.rules import ALL_GROUPS
 from gptload.app import Services
-from gptload.errors import BodyTooLarge, GptloadError, GroupNotFound, IncompleteBody, InvalidProxyKey
+from gptload.errors import (
+    AccessDenied,
+    BodyTooLarge,
+    GptloadError,
+    GroupNotFound,
+    IncompleteBody,
+    InvalidProxyKey,
+)
 from gptload.models import ANONYMOUS
 from gptload.pool import GroupView
 from gptload.proxy import rewrite
@@ -33,7 +41,13 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     try:
         view = pool.view(group)
     except GroupNotFound:
-        if pool.authorize_global(presented) or (access is not None and access.status(time.time()) == "active"):
+        if access is not None and access.status(time.time()) == "active":
+            # A key scoped to some groups learns nothing about others: an unknown group is refused like a group it
+            # may not use. A key for every group (like a global proxy key) is told the group does not exist.
+            if ALL_GROUPS not in access.groups:
+                raise AccessDenied(f"access key {access.name!r} may not use group {group!r}") from None
+            raise
+        if pool.authorize_global(presented):
             raise
         # Without a valid proxy key, an unknown group answers exactly like a known one: names can't be enumerated.
         raise InvalidProxyKey(_BAD_KEY) from None

@@ -116,8 +116,10 @@ def test_scope_refusals_are_403_access_denied_in_googles_envelope(client):
     openai = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
     r = call(client, secret, path="/v1beta/openai/chat/completions", body=openai, how="bearer")
     assert error_of(r) == (403, "ACCESS_DENIED")
-    # an unknown group is 404 for an active key (as for a global proxy key), never a hint about other keys
-    assert error_of(call(client, secret, group="nope"))[0] == 404
+    # an unknown group is refused like a group it may not use: a scoped key learns nothing about other groups
+    assert error_of(call(client, secret, group="nope")) == (403, "ACCESS_DENIED")
+    _, everywhere = create(client)  # a key for every group (like a global proxy key) is told it does not exist
+    assert error_of(call(client, everywhere, group="nope")) == (404, "GROUP_NOT_FOUND")
 
 
 def test_disabled_expired_unknown_rotated_and_deleted_keys_are_401(client):
