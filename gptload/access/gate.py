@@ -76,8 +76,10 @@ class AccessGate:
         self._by_id = {k.id: k for k in keys}
         with self._lock:
             self._limiter.forget(set(self._by_id))
-        first = self._beat_at == float("-inf") or self._synced_at == float("-inf")
-        if first and any(k.rpm_limit or k.daily_request_limit or k.daily_token_limit for k in keys):
+        never = float("-inf")
+        first_beat = self._beat_at == never and any(k.rpm_limit for k in keys)
+        first_sync = self._synced_at == never and any(k.daily_request_limit or k.daily_token_limit for k in keys)
+        if first_beat or first_sync:
             self._background()  # first heartbeat and usage reading before serving limited keys
 
     def on_markers(self, markers: dict[str, int]) -> None:
