@@ -133,8 +133,8 @@ class AccessGate:
         to wait (``details["retry_after"]``)."""
         if not (key.rpm_limit or key.daily_request_limit or key.daily_token_limit):
             return
-        self._tick(key)
         now = self._clock()
+        self._tick(key)
         day, reset_at = self._day(now)
         with self._lock:
             refusal = self._limiter.admit(key, now, instances=self._instances, day=day, reset_at=reset_at)

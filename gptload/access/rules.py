@@ -21,15 +21,16 @@ def model_allowed(patterns: tuple[str, ...], model: str) -> bool:
     A request that names no model (file uploads, listing models) is allowed: there is nothing to restrict."""
     if not patterns or not model:
         return True
+    exact, prefixes = _compiled(patterns)
     name = model_name(model)
-    for pattern in patterns:
-        pattern = model_name(pattern)
-        if pattern.endswith("*"):
-            if name.startswith(pattern[:-1]):
-                return True
-        elif name == pattern:
-            return True
-    return False
+    return name in exact or name.startswith(prefixes)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(exact names, glob prefixes) of a key's patterns, computed once per distinct tuple (the hot path)."""
+    names = [model_name(p) for p in patterns]
+    return frozenset(n for n in names if not n.endswith("*")), tuple(n[:-1] for n in names if n.endswith("*"))
 
 
 def group_allowed(key: AccessKey, group: str) -> bool:
