@@ -209,11 +209,12 @@ class KeyPool:
             raise GroupNotFound(f"no group named {name!r}")
         return view
 
-    def authorize(self, view: GroupView, presented: str | None) -> bool:
-        """Is ``presented`` one of the group's or the global proxy keys? Compared as HMAC digests, in constant time."""
+    def authorize(self, view: GroupView, presented: str | None, *, presented_digest: bytes | None = None) -> bool:
+        """Is ``presented`` one of the group's or the global proxy keys? Compared as HMAC digests, in constant time.
+        ``presented_digest``: its digest when the caller already computed it (one HMAC per request)."""
         if not presented:
             return False
-        d = digest(self._salt, presented)
+        d = presented_digest or digest(self._salt, presented)
         ok = False
         for known in (*view.proxy_digests, *self._global_digests):
             ok |= hmac.compare_digest(d, known)

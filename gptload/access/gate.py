@@ -110,7 +110,17 @@ class AccessGate:
         found digest is compared again in constant time."""
         if not presented or not self._by_digest:
             return None
-        d = digest(self._salt, presented)
+        return self.lookup(digest(self._salt, presented))
+
+    def digest_of(self, presented: str | None) -> bytes | None:
+        """The HMAC digest of a presented secret (None without one): computed once per request, for ``lookup``
+        and the legacy proxy-key check alike."""
+        return digest(self._salt, presented) if presented else None
+
+    def lookup(self, d: bytes | None) -> AccessKey | None:
+        """``identify`` from the presented secret's digest."""
+        if d is None:
+            return None
         found = self._by_digest.get(d)
         if found is None or not hmac.compare_digest(d, found[0]):
             return None

@@ -37,7 +37,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     path, query = _raw_target(request, group)
     headers = list(request.headers.items())
     presented = rewrite.find_proxy_key(query, headers).value
-    access = services.access.identify(presented)
+    presented_digest = services.access.digest_of(presented)
+    access = services.access.lookup(presented_digest)
     try:
         view = pool.view(group)
     except GroupNotFound:
@@ -73,7 +74,7 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     if access is not None:
         if upload is None:
             _guard(services, view, incoming, lambda: services.access.check(access, view.name))
-    elif upload is None and not pool.authorize(view, presented):
+    elif upload is None and not pool.authorize(view, presented, presented_digest=presented_digest):
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
     try:
