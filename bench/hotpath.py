@@ -140,7 +140,7 @@ def main() -> None:
                 one(environs[mode])
         profiler = cProfile.Profile() if args.profile else None
         cpu = dict.fromkeys(modes, 0.0)
-        rounds = 20
+        rounds = 40
         if profiler:
             profiler.enable()
         for number in range(rounds):

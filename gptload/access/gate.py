@@ -9,8 +9,8 @@ Hot path contract: ``identify``, ``admit`` and ``check_model`` make no store cal
 - the deployment's usage of today, re-read every ``SYNC_SECONDS`` while it serves keys with daily limits, from the
   hourly access counters every instance's usage flush writes.
 
-The last two run in one helper thread started from a request when due (single flight), never on the request
-itself. The limits and the error bounds that follow from these intervals are in docs/api.md, "Access keys".
+The last two run in one long-lived helper thread that a request wakes when they are due (single flight), never on
+the request itself. The limits and the error bounds that follow from these intervals are in docs/api.md, "Access keys".
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class AccessGate:
         self._instances = 1
         self._beat_at = float("-inf")  # monotonic
         self._synced_at = float("-inf")
-        self._busy = threading.Lock()  # single flight of the helper thread
+        self._busy = threading.Lock()  # single flight of heartbeats and readings
+        self._wake = threading.Event()
+        self._helper: threading.Thread | None = None  # one long-lived thread (and one SQLite connection), woken
         self._frozen_day = -1.0
         self._frozen_until = -1.0  # hours before this are complete and summed in _frozen
         self._frozen: dict[str, tuple[int, int]] = {}
@@ -138,9 +140,11 @@ class AccessGate:
         if not rules.model_allowed(key.models, model):
             raise AccessDenied(f"access key {key.name!r} may not use model {rules.model_name(model)!r}")
 
-    def admit(self, key: AccessKey) -> None:
-        """Count one request of ``key`` against its limits, or raise RateLimited / QuotaExceeded with the seconds
-        to wait (``details["retry_after"]``)."""
+    def admit(self, key: AccessKey, model: str = "") -> None:
+        """Check ``model`` against the key's models (AccessDenied), then count one request of ``key`` against its
+        limits, or raise RateLimited / QuotaExceeded with the seconds to wait (``details["retry_after"]``)."""
+        if key.models and not rules.model_allowed(key.models, model):
+            self.check_model(key, model)
         if not (key.rpm_limit or key.daily_request_limit or key.daily_token_limit):
             return
         now = self._clock()
@@ -186,8 +190,19 @@ class AccessGate:
         mono = time.monotonic()
         beat_due = key.rpm_limit and mono - self._beat_at >= HEARTBEAT_SECONDS
         sync_due = (key.daily_request_limit or key.daily_token_limit) and mono - self._synced_at >= SYNC_SECONDS
-        if (beat_due or sync_due) and not self._busy.locked():
-            threading.Thread(target=self._background, name="gptload-access", daemon=True).start()
+        if (beat_due or sync_due) and not self._wake.is_set() and not self._busy.locked():
+            if self._helper is None:
+                with self._lock:
+                    if self._helper is None:
+                        self._helper = threading.Thread(target=self._helper_loop, name="gptload-access", daemon=True)
+                        self._helper.start()
+            self._wake.set()
+
+    def _helper_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._background()
+            self._wake.clear()
 
     def _background(self) -> None:
         if not self._busy.acquire(blocking=False):

@@ -83,10 +83,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         services.usage.add(rejection_event(view, incoming, 413, exc.message))
         raise
     if access is not None and upload is None:
-        if access.models:
-            model = rewrite.model_of(path, body, incoming.content_type)
-            _guard(services, view, incoming, lambda: services.access.check_model(access, model))
-        _guard(services, view, incoming, lambda: services.access.admit(access))
+        model = rewrite.model_of(path, body, incoming.content_type) if access.models else ""
+        _guard(services, view, incoming, lambda: services.access.admit(access, model))
     answer = services.forwarder.forward(view, replace(incoming, body=body), upload)
     response = _to_response(answer)
     if not answer.streamed:  # streamed answers flush from the relay's end (see Forwarder._relay)
