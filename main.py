@@ -30,11 +30,13 @@ def _get_router():
             if _router is None:
                 from gptload.app import build_services
                 from gptload.maintenance import start_embedded_timer
+                from gptload.metrics_log import start_metrics_log
                 from gptload.web.router import Router
 
                 services = build_services(Config.from_env())
                 atexit.register(services.shutdown)
                 start_embedded_timer(services)
+                start_metrics_log(services)
                 _router = Router(services)
     return _router
 

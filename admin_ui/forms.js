@@ -49,10 +49,15 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
         name: spec.name,
         value: current ?? "",
         placeholder: inherit ? String(inherited[spec.name] ?? "") : undefined,
+        // a secret (proxy_url) arrives masked (****); sending the masked text back keeps the stored secret
+        class: spec.secret ? "mono" : undefined,
+        autocomplete: spec.secret ? "off" : undefined,
+        spellcheck: spec.secret ? "false" : undefined,
       });
     }
     const range = spec.min !== null && spec.min !== undefined ? ` Range ${spec.min}–${spec.max}.` : "";
-    const hint = `${spec.description}${range} Default: ${JSON.stringify(spec.default)}.`;
+    const secret = spec.secret ? " Credentials are shown as ****; leave them so to keep them." : "";
+    const hint = `${spec.description}${range} Default: ${JSON.stringify(spec.default)}.${secret}`;
     const node =
       spec.type === "boolean" && !inherit
         ? h(
@@ -87,7 +92,8 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
         continue;
       }
       if (spec.type === "string") {
-        if (text !== (values[name] ?? "")) out[name] = text;
+        // group overrides are sent whole: a kept override goes back as shown (a masked secret stays stored)
+        if (inherit ? text !== "" : text !== (values[name] ?? "")) out[name] = text;
         continue;
       }
       if (text === "") {

@@ -4,7 +4,9 @@
 
 - POST .../models/<m>:generateContent          -> 200, a fixed JSON body (Content-Length)
 - POST .../models/<m>:streamGenerateContent     -> 200 text/event-stream, chunked, --chunks SSE events
-                                                   one every --interval-ms (the first one at once)
+                                                   one every --interval-ms (the first one at once), each
+                                                   stamped with its send time (``"sentAt"``: time.monotonic(),
+                                                   system-wide on Linux; bench/streams.py measures relay delay)
 - GET  /health                                   -> 200 {"status": "ok"}
 - GET  /__stats                                  -> 200 {"requests": N, "with_key": N, "streams": N}
 - anything else                                  -> 404 in Google's error envelope
@@ -21,6 +23,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 GENERATE_BODY = json.dumps(
     {
@@ -50,6 +53,7 @@ def sse_event(i: int, last: bool) -> bytes:
             }
         ],
         "modelVersion": "gemini-2.5-flash",
+        "sentAt": round(time.monotonic(), 6),
     }
     return b"data: " + json.dumps(ev, separators=(",", ":")).encode() + b"\r\n\r\n"
 

@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run (manual; a few minutes)
     python bench/run.py --smoke    # a few hundred requests per target, well under a minute (CI)
+    python bench/run.py --streams 1000   # many long streams through one server (bench/streams.py)
 
 Starts its own fake upstream (bench/fake_upstream.py), then measures three targets on 127.0.0.1:
   direct    wrk -> fake upstream
@@ -683,6 +684,13 @@ def sanity(results: dict, st: Settings, fake_stats: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--streams" or a.startswith("--streams=") for a in argv):  # many long streams: bench/streams.py
+        import streams
+
+        i = next(i for i, a in enumerate(argv) if a.startswith("--streams"))
+        n = argv[i].partition("=")[2] or argv.pop(i + 1)
+        return streams.main([n, *argv[:i], *argv[i + 1 :]])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few hundred requests per target; for CI")
     ap.add_argument(

@@ -13,17 +13,39 @@ from urllib.parse import urlsplit
 
 from gptload import settings as settings_schema
 from gptload.cipher import fingerprint
-from gptload.errors import GroupNotFound, NotFound, ValidationFailed
+from gptload.errors import Conflict, GroupNotFound, NotFound, ValidationFailed
 from gptload.keypool.keytext import mask, parse_keys, scrub
-from gptload.models import INVALID, KEY_STATUSES, Group, KeyRecord, KeyState, Upstream
+from gptload.models import AGGREGATE, GROUP_TYPES, INVALID, KEY_STATUSES, STANDARD, Group, KeyRecord, KeyState, Upstream
 from gptload.pool import KeyPool
+from gptload.proxy import group_rules
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
 from gptload.vault.base import Vault
 
 GROUP_NAME = re.compile(r"[a-z0-9_-]{1,100}")  # always .fullmatch: "$" would also match before a final "\n"
 DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
-_GROUP_FIELDS = {"name", "display_name", "description", "upstreams", "proxy_keys", "test_model", "settings", "sort"}
+_GROUP_FIELDS = {
+    "name",
+    "display_name",
+    "description",
+    "upstreams",
+    "proxy_keys",
+    "test_model",
+    "settings",
+    "sort",
+    "group_type",
+    "sub_groups",
+}
+MAX_SUB_GROUPS = 100
+SUB_GROUP_WEIGHT_MAX = 1000
+# The request rules (gptload/proxy/group_rules.py), each with its check (ValueError -> 400 naming the field).
+_RULE_FIELDS = {
+    "model_redirect_rules": group_rules.check_redirects,
+    "model_redirect_strict": group_rules.check_strict,
+    "param_overrides": group_rules.check_overrides,
+    "header_rules": group_rules.check_header_rules,
+}
+_GROUP_FIELDS |= set(_RULE_FIELDS)
 SORT_MIN, SORT_MAX = -(2**31), 2**31 - 1
 
 
@@ -38,8 +60,10 @@ class Admin:
     # -- groups ---------------------------------------------------------------------------------------------
     def create_group(self, payload: Any) -> dict[str, Any]:
         fields = _group_fields(payload, creating=True)
+        fields = self._aggregate_fields(fields, payload, current=None)
         now = time.time()
         group = Group.from_dict({"sort": self._next_sort(), **fields, "created_at": now, "updated_at": now})
+        _check_rules(group)
         self._store.create_group(group)
         self._pool.reload()
         return self.group_dict(group)
@@ -49,24 +73,108 @@ class Admin:
         fields = _group_fields(payload, creating=False)
         if "name" in fields and fields["name"] != name:
             raise ValidationFailed("a group cannot be renamed", details={"fields": {"name": "cannot change"}})
+        if "settings" in fields:  # a masked secret sent back (proxy_url) keeps the stored one
+            fields["settings"] = settings_schema.keep_stored(fields["settings"], current.settings)
+        fields = self._aggregate_fields(fields, payload, current=current)
         merged = {**current.to_dict(), **fields, "updated_at": time.time()}
         group = Group.from_dict(merged)
+        _check_rules(group)
         self._store.update_group(group)
         self._pool.reload()
         return self.group_dict(group)
 
-    def delete_group(self, name: str) -> dict[str, Any]:
+    def delete_group(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Delete a group, its keys and secrets. A member of aggregates is refused (409 naming them) unless
+        ``force``, which first removes it from those aggregates."""
         self._require(name)
+        users = [g for g in self._store.list_groups() if any(m.name == name for m in g.sub_groups)]
+        if users and not force:
+            names = ", ".join(g.name for g in users)
+            raise Conflict(
+                f"group {name!r} is a member of the aggregate group(s) {names}; remove it from them first, "
+                "or delete with ?force=true to remove it from them",
+                details={"aggregates": [g.name for g in users]},
+            )
+        for aggregate in users:
+            kept = [m.to_dict() for m in aggregate.sub_groups if m.name != name]
+            self._store.update_group(
+                Group.from_dict({**aggregate.to_dict(), "sub_groups": kept, "updated_at": time.time()})
+            )
         deleted = self._store.delete_group(name)
         self._vault.drop_group(name)
         self._pool.reload()
-        return {"deleted": name, "keys_deleted": deleted}
+        out: dict[str, Any] = {"deleted": name, "keys_deleted": deleted}
+        if users:
+            out["removed_from_aggregates"] = [g.name for g in users]
+        return out
 
     def list_groups(self) -> list[dict[str, Any]]:
-        return [self.group_dict(g) for g in self._store.list_groups()]
+        groups = self._store.list_groups()
+        return [{**self.group_dict(g), "used_by": _used_by(g.name, groups)} for g in groups]
 
     def get_group(self, name: str) -> dict[str, Any]:
-        return self.group_dict(self._require(name))
+        group = self._require(name)
+        return {**self.group_dict(group), "used_by": _used_by(name, self._store.list_groups())}
+
+    def require_standard(self, name: str) -> None:
+        """Refuse key operations on an aggregate group (it has no keys: its members do)."""
+        group = self._require(name)
+        if group.is_aggregate:
+            members = ", ".join(m.name for m in group.sub_groups) or "none yet"
+            raise ValidationFailed(
+                f"group {name!r} is an aggregate: it has no keys of its own; manage the keys of its member "
+                f"groups ({members})",
+                details={"fields": {"group_type": "aggregate groups have no keys"}},
+            )
+
+    def _aggregate_fields(
+        self, fields: dict[str, Any], payload: dict[str, Any], current: Group | None
+    ) -> dict[str, Any]:
+        """Check ``group_type`` and ``sub_groups`` against the other groups: an aggregate's members are existing
+        standard groups, each once, not the aggregate itself; an aggregate has no upstreams. 400 naming the field."""
+        kind = fields.get("group_type", current.group_type if current is not None else STANDARD)
+        name = fields.get("name") or (current.name if current is not None else "")
+        errors: dict[str, str] = {}
+        if current is not None and kind != current.group_type:
+            errors["group_type"] = "cannot change after creation; create a new group instead"
+        if kind == AGGREGATE:
+            if "upstreams" in payload:
+                errors["upstreams"] = "an aggregate group has no upstreams: its members' upstreams serve it"
+            fields.pop("upstreams", None)
+            for rule in _RULE_FIELDS:  # each member applies its own rules: an aggregate's would never be used
+                if fields.get(rule):
+                    errors[rule] = "an aggregate group applies its members' rules: set them on the member groups"
+            if (fields.get("settings") or {}).get("proxy_url"):
+                errors["settings"] = "proxy_url: an aggregate group's traffic goes out through its members' proxy_url"
+            if current is None:
+                fields["upstreams"] = []
+                if "sub_groups" not in fields:
+                    errors.setdefault("sub_groups", "an aggregate group needs at least one member")
+            members = fields.get("sub_groups")
+            if members is not None:
+                groups = {g.name: g for g in self._store.list_groups()}
+                problems = []
+                seen: set[str] = set()
+                for m in members:
+                    member = groups.get(m["name"])
+                    if m["name"] == name:
+                        problems.append(f"{m['name']!r} is this group itself")
+                    elif m["name"] in seen:
+                        problems.append(f"{m['name']!r} is listed twice")
+                    elif member is None:
+                        problems.append(f"no group named {m['name']!r}")
+                    elif member.is_aggregate:
+                        problems.append(f"{m['name']!r} is an aggregate (aggregates cannot contain aggregates)")
+                    seen.add(m["name"])
+                if not members:
+                    problems.append("an aggregate group needs at least one member")
+                if problems:
+                    errors["sub_groups"] = "; ".join(problems)
+        elif fields.get("sub_groups"):
+            errors["sub_groups"] = "only an aggregate group (group_type: aggregate) has members"
+        if errors:
+            raise ValidationFailed("invalid group", details={"fields": errors})
+        return fields
 
     def group_dict(self, group: Group) -> dict[str, Any]:
         now = time.time()
@@ -76,7 +184,7 @@ class Admin:
             counts[r.state.display_status(now)] += 1
         counts["total"] = len(records)
         # Overrides as they apply: a stored value this version refuses (logged) is not shown as if it did.
-        settings = settings_schema.valid_stored(group.settings, for_group=True)
+        settings = settings_schema.masked(settings_schema.valid_stored(group.settings, for_group=True))
         return {**group.to_dict(), "settings": settings, "key_counts": counts}
 
     def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
@@ -239,12 +347,12 @@ class Admin:
     # -- settings -------------------------------------------------------------------------------------------
     def get_settings(self) -> dict[str, Any]:
         return {
-            "settings": settings_schema.effective(self._store.get_settings()),
+            "settings": settings_schema.masked(settings_schema.effective(self._store.get_settings())),
             "schema": [s.to_dict() for s in settings_schema.SCHEMA],
         }
 
     def put_settings(self, payload: Any) -> dict[str, Any]:
-        clean = settings_schema.validate(payload)
+        clean = settings_schema.keep_stored(settings_schema.validate(payload), self._store.get_settings())
         self._store.put_settings(clean)
         self._pool.reload()
         return self.get_settings()
@@ -297,6 +405,26 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
             out["settings"] = settings_schema.validate(payload["settings"] or {}, for_group=True)
         except ValidationFailed as exc:
             errors["settings"] = "; ".join(f"{k}: {v}" for k, v in exc.details.get("fields", {}).items())
+    for rule_field, check in _RULE_FIELDS.items():
+        if rule_field in payload:
+            try:
+                out[rule_field] = check(payload[rule_field])
+            except ValueError as exc:
+                errors[rule_field] = str(exc)
+    if "group_type" in payload:
+        if payload["group_type"] not in GROUP_TYPES:
+            errors["group_type"] = "must be standard or aggregate"
+        else:
+            out["group_type"] = payload["group_type"]
+    if "sub_groups" in payload:
+        members = _sub_groups(payload["sub_groups"])
+        if members is None:
+            errors["sub_groups"] = (
+                f"must be a list of at most {MAX_SUB_GROUPS} {{name: group name, weight: 0..{SUB_GROUP_WEIGHT_MAX}}} "
+                "(weight 0 pauses a member)"
+            )
+        else:
+            out["sub_groups"] = members
     if "sort" in payload:
         sort = payload["sort"]
         if isinstance(sort, bool) or not isinstance(sort, int) or not SORT_MIN <= sort <= SORT_MAX:
@@ -306,6 +434,37 @@ def _group_fields(payload: Any, *, creating: bool) -> dict[str, Any]:
     if errors:
         raise ValidationFailed("invalid group", details={"fields": errors})
     return out
+
+
+def _sub_groups(raw: Any) -> list[dict[str, Any]] | None:
+    """Shape check of an aggregate's members (whether they exist is checked against the store by Admin)."""
+    if not isinstance(raw, list) or len(raw) > MAX_SUB_GROUPS:
+        return None
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"name", "weight"}:
+            return None
+        name, weight = item.get("name"), item.get("weight", 1)
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+            return None
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= SUB_GROUP_WEIGHT_MAX:
+            return None
+        out.append({"name": name, "weight": weight})
+    return out
+
+
+def _used_by(name: str, groups: list[Group]) -> list[str]:
+    """The aggregate groups that have ``name`` as a member."""
+    return [g.name for g in groups if any(m.name == name for m in g.sub_groups)]
+
+
+def _check_rules(group: Group) -> None:
+    """Rules that only make sense together: strict mode offers only the redirect sources, so it needs one."""
+    if group.model_redirect_strict and not group.model_redirect_rules:
+        raise ValidationFailed(
+            "invalid group",
+            details={"fields": {"model_redirect_strict": "needs at least one redirect (it would refuse every model)"}},
+        )
 
 
 def _upstreams(raw: Any) -> list[Upstream] | None:

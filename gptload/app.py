@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -13,10 +13,11 @@ from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
 from gptload.insights import Insights
+from gptload.metrics import Metrics
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
-from gptload.proxy.upstream import make_session
+from gptload.proxy.upstream import Sessions, make_session
 from gptload.store import open_store
 from gptload.store.base import Store
 from gptload.usage import UsageBuffer
@@ -41,10 +42,14 @@ class Services:
     started_at: float
     access: AccessGate
     access_admin: AccessAdmin
+    sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
+    metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
     def shutdown(self) -> None:
         """Flush what is buffered and release clients; safe to call twice."""
         self.usage.flush()
+        if self.sessions is not None:
+            self.sessions.close()
         self.session.close()
         self.store.close()
 
@@ -70,7 +75,10 @@ def build_services(
     affinity = AffinityMap(store)
     usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
     session = session or make_session(config.threads * 2)
-    forwarder = Forwarder(pool, affinity, usage, session)
+    sessions = Sessions(session, config.threads * 2)
+    metrics = Metrics()
+    usage.observer = metrics.observe
+    forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions, metrics=metrics)
     return Services(
         config=config,
         store=store,
@@ -81,9 +89,11 @@ def build_services(
         forwarder=forwarder,
         admin=Admin(store, vault, pool, usage),
         insights=Insights(store, pool, usage, forwarder.breakers),
-        validator=Validator(store, pool, session),
+        validator=Validator(store, pool, session, sessions),
         session=session,
         started_at=time.time(),
         access=access,
         access_admin=AccessAdmin(store, pool, usage),
+        sessions=sessions,
+        metrics=metrics,
     )

@@ -45,6 +45,8 @@ class Config:
     request_body_timeout_seconds: float = 30.0
     graceful_timeout_seconds: int = 30
     trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For / -Proto are believed (Cloud Run: 1)
+    metrics_token: str | None = field(default=None, repr=False)  # GET /metrics also accepts it (besides AUTH_KEY)
+    metrics_log_seconds: float = 0.0  # > 0: /metrics' figures as structured log lines this often (gptload.metrics_log)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -72,6 +74,9 @@ class Config:
             raise ConfigError("GOOGLE_CLOUD_PROJECT is required with STORE=firestore or VAULT=secretmanager")
         if store == "firestore" and vault == "store" and not encryption_key:
             raise ConfigError("ENCRYPTION_KEY is required with STORE=firestore and VAULT=store")
+        metrics_token = env.get("METRICS_TOKEN", "").strip() or None
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
         origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
         return cls(
             auth_key=auth_key,
@@ -87,7 +92,7 @@ class Config:
             secret_prefix=env.get("SECRET_PREFIX", "gptload"),
             state_refresh_seconds=_float(env, "STATE_REFRESH_SECONDS", 5.0, 0.0, 300.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024 * 1024, 1024, 2**31),
-            threads=_int(env, "THREADS", 128, 1, 1000),
+            threads=_int(env, "THREADS", 128, 1, 4000),
             allowed_origins=origins,
             maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
             usage_flush_seconds=_float(env, "USAGE_FLUSH_SECONDS", 5.0, 0.1, 3600.0),
@@ -98,6 +103,8 @@ class Config:
             request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
+            metrics_token=metrics_token,
+            metrics_log_seconds=_float(env, "METRICS_LOG_SECONDS", 0.0, 0.0, 86400.0),
         )
 
 

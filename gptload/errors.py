@@ -17,7 +17,8 @@
     ├── QuotaExceeded                 429 QUOTA_EXCEEDED
     ├── NotFound                      404 NOT_FOUND
     │   ├── GroupNotFound             404 GROUP_NOT_FOUND
-    │   └── RouteNotFound             404 ROUTE_NOT_FOUND
+    │   ├── RouteNotFound             404 ROUTE_NOT_FOUND
+    │   └── ModelNotAllowed           404 MODEL_NOT_ALLOWED
     ├── MethodNotAllowed              405 METHOD_NOT_ALLOWED
     ├── Conflict                      409 CONFLICT
     │   └── GroupExists               409 GROUP_EXISTS
@@ -135,6 +136,12 @@ class GroupNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     code = "ROUTE_NOT_FOUND"
+
+
+class ModelNotAllowed(NotFound):
+    """A group in strict redirect mode was asked for a model that is not one of its redirect sources."""
+
+    code = "MODEL_NOT_ALLOWED"
 
 
 class MethodNotAllowed(GptloadError):

@@ -13,6 +13,9 @@ COOLING = "cooling"
 INVALID = "invalid"
 KEY_STATUSES = (ACTIVE, COOLING, INVALID)
 ANY_MODEL = "*"
+STANDARD = "standard"
+AGGREGATE = "aggregate"
+GROUP_TYPES = (STANDARD, AGGREGATE)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,17 @@ class Upstream:
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class SubGroup:
+    """A member of an aggregate group: a standard group's name and its weight (0..1000, 0 = paused)."""
+
+    name: str
+    weight: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight}
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,17 @@ class Group:
     sort: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Per-group request rules (gptload/proxy/group_rules.py applies them; admin.py validates them):
+    model_redirect_rules: dict[str, str] = field(default_factory=dict)  # requested model -> model sent upstream
+    model_redirect_strict: bool = False  # refuse (404) every model that is not a redirect source
+    param_overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into JSON bodies of model calls
+    header_rules: tuple[dict[str, str], ...] = ()  # [{"key", "value", "action": "set" | "remove"}]
+    group_type: str = STANDARD  # AGGREGATE: no keys, no upstreams; requests go to ``sub_groups``
+    sub_groups: tuple[SubGroup, ...] = ()
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.group_type == AGGREGATE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +76,12 @@ class Group:
             "sort": self.sort,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "model_redirect_rules": dict(self.model_redirect_rules),
+            "model_redirect_strict": self.model_redirect_strict,
+            "param_overrides": dict(self.param_overrides),
+            "header_rules": [dict(r) for r in self.header_rules],
+            "group_type": self.group_type,
+            "sub_groups": [m.to_dict() for m in self.sub_groups],
         }
 
     @classmethod
@@ -66,6 +97,12 @@ class Group:
             sort=int(d.get("sort", 0)),
             created_at=float(d.get("created_at", 0.0)),
             updated_at=float(d.get("updated_at", 0.0)),
+            model_redirect_rules={str(k): str(v) for k, v in (d.get("model_redirect_rules") or {}).items()},
+            model_redirect_strict=bool(d.get("model_redirect_strict", False)),
+            param_overrides=dict(d.get("param_overrides") or {}),
+            header_rules=tuple(dict(r) for r in d.get("header_rules") or ()),
+            group_type=AGGREGATE if d.get("group_type") == AGGREGATE else STANDARD,
+            sub_groups=tuple(SubGroup(m["name"], int(m.get("weight", 1))) for m in d.get("sub_groups") or ()),
         )
 
 
@@ -170,6 +207,8 @@ class UsageEvent:
     request_body: str | None = None
     logged: bool = True
     id: str = ""
+    requested_model: str = ""  # the model the client named, when a redirect sent ``model`` upstream instead
+    aggregate: str = ""  # the aggregate group the request came in through ("" = none); ``group`` is the member
     access_key: str = "anonymous"  # the access key's id, or ANONYMOUS (legacy proxy keys, no key)
     refused: bool = False  # refused by the access gate (401/403/429): not counted against a daily budget
 
@@ -197,6 +236,8 @@ class UsageEvent:
             "prompt_tokens": self.prompt_tokens,
             "candidates_tokens": self.candidates_tokens,
             "total_tokens": self.total_tokens,
+            "requested_model": self.requested_model or self.model,
+            "aggregate": self.aggregate,
             "access_key": self.access_key,
         }
 

@@ -21,9 +21,11 @@ from gptload.cipher import digest
 from gptload.errors import GroupNotFound, StoreUnavailable
 from gptload.keypool.balancer import Balancer
 from gptload.keypool.classify import Verdict
+from gptload.keypool.members import MemberChoice
 from gptload.keypool.rotation import Rotation
 from gptload.keypool.state import Policy, changes_state, transition
 from gptload.models import Group, KeyState
+from gptload.proxy.group_rules import GroupRules
 from gptload.settings import Settings
 from gptload.store.base import Store
 from gptload.vault.base import Vault
@@ -58,15 +60,26 @@ class GroupView:
     balancer: Balancer
     proxy_digests: frozenset[bytes]
     secrets: frozenset[str] = frozenset()  # every key's value, to scrub them out of upstream error answers
+    rules: GroupRules | None = None  # redirects, overrides, header rules (None: the group uses none of them)
+    members: MemberChoice | None = None  # an aggregate's weighted member choice (None: a standard group)
 
     @property
     def name(self) -> str:
         return self.group.name
 
     @property
+    def is_aggregate(self) -> bool:
+        return self.members is not None
+
+    @property
     def policy(self) -> Policy:
         s = self.settings
         return Policy(s.blacklist_threshold, s.bare_429_cooldown_seconds, s.default_quota_cooldown_seconds)
+
+
+def _rules_of(group: Group) -> GroupRules | None:
+    rules = GroupRules.of(group)
+    return rules if rules.active else None
 
 
 class KeyPool:
@@ -146,22 +159,53 @@ class KeyPool:
                 listener(markers)
 
     def _load_keys(self, group: Group) -> tuple[LiveKey, ...]:
+        if group.is_aggregate:
+            return ()  # an aggregate has no keys of its own: its members' views have them
         records = self._store.list_keys(group.name)
         secrets = self._vault.load(group.name)
         return tuple(LiveKey(r.id, group.name, secrets[r.id], r.state, r.masked) for r in records if r.id in secrets)
 
     def _build_view(self, group: Group, keys: tuple[LiveKey, ...]) -> GroupView:
         previous = self._views.get(group.name)
+        members = None
+        if group.is_aggregate:
+            same = previous is not None and previous.group.sub_groups == group.sub_groups
+            members = previous.members if same and previous is not None else None
+            members = members or MemberChoice([(m.name, m.weight) for m in group.sub_groups])
         return GroupView(
             group=group,
             settings=Settings.resolve(self._system, group.settings),
             keys=keys,
             by_id={k.id: k for k in keys},
             rotation=previous.rotation if previous else Rotation(),
-            balancer=Balancer([(u.url, u.weight) for u in group.upstreams]),
+            # an aggregate has no upstreams of its own (its members' serve it); its balancer is never asked
+            balancer=Balancer([(u.url, u.weight) for u in group.upstreams] or [("", 1)]),
             proxy_digests=frozenset(digest(self._salt, k) for k in group.proxy_keys),
             secrets=frozenset(k.secret for k in keys),
+            rules=_rules_of(group),
+            members=members,
         )
+
+    def members(self, view: GroupView) -> list[GroupView]:
+        """An aggregate's member views with a weight above 0, in its order (members deleted meanwhile are left
+        out); ``[]`` for a standard group."""
+        if view.members is None:
+            return []
+        return [self._views[n] for n in view.members.names if n in self._views and not self._views[n].is_aggregate]
+
+    def member_view(self, view: GroupView, name: str) -> GroupView | None:
+        """The view of ``name`` if it is ``view`` itself or one of its members (paused ones included)."""
+        if name == view.name:
+            return view
+        if view.members is None or all(m.name != name for m in view.group.sub_groups):
+            return None
+        member = self._views.get(name)
+        return member if member is not None and not member.is_aggregate else None
+
+    def aggregates_of(self, name: str) -> list[str]:
+        """Names of the aggregate groups that have ``name`` as a member (from the cached view)."""
+        self._ensure_fresh()
+        return [v.name for v in self._views.values() if any(m.name == name for m in v.group.sub_groups)]
 
     def _ensure_fresh(self) -> None:
         if self._markers is None:
@@ -232,6 +276,11 @@ class KeyPool:
 
     def acquire(self, view: GroupView, model: str, exclude: set[str]) -> LiveKey | None:
         return view.rotation.pick(view.keys, model, self._clock(), exclude)
+
+    def can_serve(self, view: GroupView, model: str, exclude: set[str]) -> bool:
+        """Has ``view`` a key not in ``exclude`` that can serve ``model`` now? (stops at the first one)"""
+        now = self._clock()
+        return any(k.id not in exclude and k.can_serve(model, now) for k in view.keys)
 
     def key_by_id(self, view: GroupView, key_id: str) -> LiveKey | None:
         return view.by_id.get(key_id)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gptload import proxyurl
 from gptload.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Spec:
     min: float | None = None
     max: float | None = None
     group_overridable: bool = True
+    secret: bool = False  # shown masked by the admin API (proxyurl.mask)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,14 +40,24 @@ class Spec:
             "min": self.min,
             "max": self.max,
             "group_overridable": self.group_overridable,
+            "secret": self.secret,
         }
 
 
 def _setting(
-    default: Any, description: str, lo: float | None = None, hi: float | None = None, *, group: bool = True
+    default: Any,
+    description: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    group: bool = True,
+    secret: bool = False,
 ) -> Any:
     """A field of ``Settings`` with what the schema says about it (``SCHEMA`` is derived from these fields)."""
-    return field(default=default, metadata={"description": description, "min": lo, "max": hi, "group": group})
+    return field(
+        default=default,
+        metadata={"description": description, "min": lo, "max": hi, "group": group, "secret": secret},
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,12 @@ class Settings:
     limits_timezone: str = _setting(
         "UTC", "IANA time zone whose midnight resets access keys' daily limits (e.g. Europe/Berlin).", group=False
     )
+    proxy_url: str = _setting(
+        "",
+        "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct. Proxies from the "
+        "environment (HTTPS_PROXY...) are never used.",
+        secret=True,
+    )
 
     @classmethod
     def resolve(cls, system: Mapping[str, Any], group: Mapping[str, Any] | None = None) -> Settings:
@@ -107,6 +125,7 @@ SCHEMA: tuple[Spec, ...] = tuple(
         f.metadata["min"],
         f.metadata["max"],
         f.metadata["group"],
+        f.metadata["secret"],
     )
     for f in fields(Settings)
 )
@@ -144,11 +163,7 @@ def _coerce(spec: Spec, raw: Any) -> Any:
     if spec.type is str:
         if not isinstance(raw, str) or len(raw) > 2048:
             raise ValueError("must be a string of at most 2048 characters")
-        if spec.name == "limits_timezone":
-            from gptload.access.rules import zone
-
-            zone(raw.strip())  # ValueError naming the bad zone
-        return raw.strip()
+        return _CHECKS.get(spec.name, str.strip)(raw)
     if spec.type is list:
         if not isinstance(raw, list) or not all(isinstance(x, str) and 8 <= len(x.strip()) <= 256 for x in raw):
             raise ValueError("must be a list of strings of 8 to 256 characters")
@@ -165,6 +180,34 @@ def _coerce(spec: Spec, raw: Any) -> Any:
     return spec.type(raw)
 
 
+def _time_zone(raw: str) -> str:
+    """An IANA time zone name (``limits_timezone``); ValueError naming a zone that does not exist."""
+    from gptload.access.rules import zone
+
+    zone(raw.strip())
+    return raw.strip()
+
+
+# Settings whose text has rules of its own: name -> function returning the clean value or raising ValueError.
+_CHECKS: dict[str, Callable[[str], str]] = {"proxy_url": proxyurl.check, "limits_timezone": _time_zone}
+
+
+def masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as the admin API shows them: secret settings masked (proxyurl.mask)."""
+    return {k: proxyurl.mask(v) if k in BY_NAME and BY_NAME[k].secret and v else v for k, v in values.items()}
+
+
+def keep_stored(sent: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """``sent`` (validated) with each secret setting whose value is the stored value's masked form replaced by the
+    stored value: the console sends back what it was shown, and that must not erase the secret."""
+    out = dict(sent)
+    for name, value in sent.items():
+        if name in BY_NAME and BY_NAME[name].secret and isinstance(value, str):
+            previous = stored.get(name)
+            out[name] = proxyurl.keep_stored(value, previous if isinstance(previous, str) else "")
+    return out
+
+
 def valid_stored(values: Mapping[str, Any], *, for_group: bool = False) -> dict[str, Any]:
     """The valid entries of stored settings. A value this version would refuse (NaN written by an older version,
     a range since narrowed) is left out, so its default applies, and logged: it must never break a request."""
@@ -176,7 +219,8 @@ def valid_stored(values: Mapping[str, Any], *, for_group: bool = False) -> dict[
         try:
             out[name] = _coerce(spec, raw)
         except (ValueError, OverflowError, TypeError) as exc:
-            log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, raw, exc, spec.default)
+            shown = proxyurl.mask(raw) if spec.secret and isinstance(raw, str) else raw
+            log.warning("ignoring stored setting %s=%.40r (%s); using the default %r", name, shown, exc, spec.default)
     return out
 
 

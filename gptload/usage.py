@@ -54,11 +54,14 @@ class UsageBuffer:
         self._quiet_until = float("-inf")
         self._draining = False
         self.dropped = 0
+        self.observer: Callable[[UsageEvent], None] | None = None  # sees every event added (gptload.metrics)
         # A batch whose write failed is retried alone and unchanged, so that a store which applies batches
         # exactly once (see Store.record_usage) can recognise it.
         self._failed: list[UsageEvent] = []
 
     def add(self, event: UsageEvent) -> None:
+        if self.observer is not None:
+            self.observer(event)
         with self._lock:
             if len(self._events) + len(self._failed) >= self._max:
                 self.dropped += 1

@@ -27,7 +27,8 @@ from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.classify import Kind, Verdict, classify, network_error
 from gptload.models import INVALID
 from gptload.pool import GroupView, KeyPool, LiveKey
-from gptload.proxy import upstream_io
+from gptload.proxy import group_rules, upstream_io
+from gptload.proxy.upstream import Sessions
 from gptload.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: flo
             url,
             data=PROBE_BODY,
             timeout=upstream_io.Timeouts(timeout, timeout, total=timeout),
-            headers={"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
+            headers=group_rules.probe_headers(
+                view.rules,
+                {"Content-Type": "application/json", "x-goog-api-key": key.secret, "Accept-Encoding": "identity"},
+                time.time(),
+            ),
             stream=True,
             allow_redirects=False,
         )
@@ -60,10 +65,13 @@ def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: flo
 
 
 class Validator:
-    def __init__(self, store: Store, pool: KeyPool, session: requests.Session) -> None:
+    def __init__(
+        self, store: Store, pool: KeyPool, session: requests.Session, sessions: Sessions | None = None
+    ) -> None:
         self._store = store
         self._pool = pool
         self._session = session
+        self._sessions = sessions or Sessions(session)  # a group's proxy_url: probes go through it too
 
     def start(self, group: str, payload: Any) -> dict[str, Any]:
         """Begin validating a group's keys in the background; return the task as first stored."""
@@ -113,7 +121,7 @@ class Validator:
         lock = threading.Lock()
 
         def one(key: LiveKey) -> None:
-            verdict = probe(self._session, view, key, s.key_validation_timeout_seconds)
+            verdict = probe(self._sessions.for_proxy(s.proxy_url), view, key, s.key_validation_timeout_seconds)
             outcome = self._apply(view, key, verdict)
             with lock:
                 counts[outcome] += 1

@@ -8,7 +8,11 @@
 #
 # Idempotent: every resource is described before it is created, and re-running updates what can change.
 # --dry-run prints every command and runs none (not even gcloud's describes; a dry run assumes nothing exists).
-# Needs: gcloud (authenticated, with Owner or equivalent on the project), python3 (3.11+), openssl or python3.
+# Any failed step stops the script with its error (nothing is skipped silently; "Done" means done). Bindings
+# are retried with backoff: IAM takes a while to know a service account created a moment ago. The delays, in
+# seconds, come from DEPLOY_RETRY_DELAYS (default "5 10 20 40").
+# Terraform-only: the optional billing budget and the e-mail alert on maintenance failures (infra/terraform).
+# Needs: gcloud (authenticated, with Owner or equivalent on the project), python3 (3.11+).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,14 +25,15 @@ DATABASE="(default)"
 FIRESTORE_LOCATION=""
 MIN_INSTANCES=0
 MAX_INSTANCES=10
-CONCURRENCY=80
+CONCURRENCY=1000
 CPU=1
-MEMORY="512Mi"
+MEMORY="1Gi"
 TIMEOUT=3600
 STATE_REFRESH_SECONDS=5
 LOG_LEVEL="INFO"
 SCHEDULE="*/5 * * * *"
 ALLOWED_ORIGINS=""
+SECRET_PREFIX=""
 CONSOLE_BUCKET=false
 DRY_RUN=false
 
@@ -42,12 +47,14 @@ Usage: bash infra/deploy.sh --project PROJECT [options]
   --database ID            Firestore database (default "(default)")
   --firestore-location L   Firestore location, a region or nam5/eur3 (default: --region)
   --min-instances N        (default 0)        --max-instances N   (default 10)
-  --concurrency N          requests per instance = THREADS (default 80)
-  --cpu N                  (default 1)        --memory SIZE       (default 512Mi)
+  --concurrency N          requests per instance = THREADS (default 1000)
+  --cpu N                  (default 1)        --memory SIZE       (default 1Gi)
   --timeout SECONDS        longest request, for long streams (default 3600, the maximum)
   --schedule CRON          maintenance schedule (default "*/5 * * * *")
   --allowed-origins LIST   comma-separated browser origins allowed to call the admin API
   --console-bucket         also serve admin_ui/ from a public bucket (adds its origin to ALLOWED_ORIGINS)
+  --secret-prefix PREFIX   prefix of the key vault's secrets (default NAME_vault; "NAME-vault" only to keep
+                           the key secrets of a deployment made before the prefix changed, see README)
   --dry-run                print the commands, run nothing
   -h, --help
 EOF
@@ -69,6 +76,7 @@ while [ $# -gt 0 ]; do
     --timeout) need_value "$@"; TIMEOUT="$2"; shift 2 ;;
     --schedule) need_value "$@"; SCHEDULE="$2"; shift 2 ;;
     --allowed-origins) need_value "$@"; ALLOWED_ORIGINS="$2"; shift 2 ;;
+    --secret-prefix) need_value "$@"; SECRET_PREFIX="$2"; shift 2 ;;
     --console-bucket) CONSOLE_BUCKET=true; shift ;;
     --dry-run) DRY_RUN=true; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -84,6 +92,13 @@ fi
 [[ "$NAME" =~ ^[a-z][a-z0-9-]{1,18}[a-z0-9]$ ]] || { echo "deploy.sh: --name: 3-20 chars of a-z 0-9 -" >&2; exit 2; }
 [[ "$CONCURRENCY" =~ ^[0-9]+$ ]] && [ "$CONCURRENCY" -ge 1 ] && [ "$CONCURRENCY" -le 1000 ] \
   || { echo "deploy.sh: --concurrency must be 1..1000" >&2; exit 2; }
+[[ -z "$SECRET_PREFIX" || "$SECRET_PREFIX" =~ ^[A-Za-z0-9_-]+$ ]] \
+  || { echo "deploy.sh: --secret-prefix: letters, digits, - and _" >&2; exit 2; }
+[[ "$CPU" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "deploy.sh: --cpu: a number of vCPUs (e.g. 1, 2, 0.5)" >&2; exit 2; }
+# Cloud Run serves one request at a time on less than one vCPU (the same check as variables.tf).
+if [[ "$CPU" =~ ^0*(\.[0-9]+)?$ ]] && [ "$CONCURRENCY" -gt 1 ]; then
+  echo "deploy.sh: --cpu below 1 needs --concurrency 1 (Cloud Run runs one request at a time there)" >&2; exit 2
+fi
 FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-$REGION}"
 
 # --- naming (the same as infra/terraform/main.tf) ------------------------------------------------------------
@@ -93,9 +108,13 @@ BUILD_SA="${NAME}-build@${PROJECT}.iam.gserviceaccount.com"
 ROLE_PREFIX="${NAME//-/_}"
 VAULT_ROLE="${ROLE_PREFIX}_vault"
 CREATOR_ROLE="${ROLE_PREFIX}_secret_creator"
-SECRET_PREFIX="${NAME}-vault"      # key shards: {SECRET_PREFIX}-{group}-keys-{n}, created by the function
+# Key shards: {SECRET_PREFIX}-{group}-keys-{n}, created by the function. "_" cannot occur in a NAME, so
+# "NAME_vault-" is the prefix of this deployment's shards and of no other deployment's secrets (see main.tf).
+LEGACY_SECRET_PREFIX="${NAME}-vault"
+SECRET_PREFIX="${SECRET_PREFIX:-${NAME}_vault}"
 AUTH_KEY_SECRET="${NAME}-auth-key" # outside SECRET_PREFIX: the function may only read it
 JOB="${NAME}-maintenance"
+IMAGES_REPO="${NAME}-functions" # the function's images, with a cleanup policy (same as function.tf)
 CONSOLE_BUCKET_NAME="${PROJECT}-${NAME}-console"
 # Deterministic (no need to deploy first); the scheduler sends it as the token's audience and the function
 # compares it exactly (OIDC_AUDIENCE). See infra/terraform/main.tf.
@@ -115,11 +134,31 @@ exists() {
   if $DRY_RUN; then return 1; fi
   "$@" >/dev/null 2>&1
 }
-# read_into VAR PLACEHOLDER CMD...: VAR = the output of a read-only call; a dry run uses PLACEHOLDER.
+die() { echo "deploy.sh: $*" >&2; exit 1; }
+# read_into VAR PLACEHOLDER CMD...: VAR = the output of a read-only call; a dry run uses PLACEHOLDER. A failed
+# call stops the script (its output is not taken for an answer).
 read_into() {
-  local var="$1" placeholder="$2"; shift 2
+  local var="$1" placeholder="$2" value; shift 2
   show '?' "$@"
-  if $DRY_RUN; then printf -v "$var" '%s' "$placeholder"; else printf -v "$var" '%s' "$("$@")"; fi
+  if $DRY_RUN; then
+    value="$placeholder"
+  else
+    value="$("$@")" || die "failed: $*"
+  fi
+  printf -v "$var" '%s' "$value"
+}
+# retry CMD...: run (and echo) a change, again after each of DEPLOY_RETRY_DELAYS while it fails.
+RETRY_DELAYS="${DEPLOY_RETRY_DELAYS:-5 10 20 40}"
+retry() {
+  local delay
+  show + "$@"
+  if $DRY_RUN; then return 0; fi
+  for delay in $RETRY_DELAYS; do
+    if "$@"; then return 0; fi
+    echo "deploy.sh: failed; retrying in ${delay}s (IAM may not know a new service account yet)" >&2
+    sleep "$delay"
+  done
+  "$@" || die "failed after retries: $*"
 }
 TMP_FILES=()
 cleanup() { if [ ${#TMP_FILES[@]} -gt 0 ]; then rm -rf "${TMP_FILES[@]}"; fi; }
@@ -133,6 +172,17 @@ run gcloud services enable artifactregistry.googleapis.com cloudbuild.googleapis
   logging.googleapis.com run.googleapis.com secretmanager.googleapis.com storage.googleapis.com "${G[@]}"
 
 read_into PROJECT_NUMBER PROJECT_NUMBER gcloud projects describe "$PROJECT" --format='value(projectNumber)'
+# IAM conditions name secrets by project number: without it every vault call would be denied at run time.
+$DRY_RUN || [[ "$PROJECT_NUMBER" =~ ^[0-9]+$ ]] || die "no project number for ${PROJECT} (got '${PROJECT_NUMBER}')"
+
+# Deployments made before the prefix became NAME_vault keep their keys in NAME-vault-* secrets: say so rather
+# than deploy a function that looks for them under the new prefix.
+if [ "$SECRET_PREFIX" = "${NAME}_vault" ]; then
+  read_into LEGACY_SECRET "" gcloud secrets list "${G[@]}" --filter="name~/secrets/${LEGACY_SECRET_PREFIX}-[^_]+-keys-[0-9]+$" \
+    --limit=1 --format='value(name)'
+  [ -z "$LEGACY_SECRET" ] || die "key secrets of the old layout exist (${LEGACY_SECRET}): re-run with" \
+    "--secret-prefix ${LEGACY_SECRET_PREFIX} to keep using them (README: \"Key secrets of older deployments\")"
+fi
 VAULT_SECRETS="projects/${PROJECT_NUMBER}/secrets/${SECRET_PREFIX}-"
 
 # --- 2. service accounts -----------------------------------------------------------------------------------
@@ -164,7 +214,7 @@ say "bindings"
 bind() { # bind MEMBER ROLE [CONDITION_EXPRESSION TITLE]
   local args=(gcloud projects add-iam-policy-binding "$PROJECT" --member="$1" --role="$2")
   if [ $# -ge 4 ]; then args+=("--condition=expression=$3,title=$4"); else args+=(--condition=None); fi
-  run "${args[@]}" --quiet --format=none
+  retry "${args[@]}" --quiet --format=none
 }
 bind "serviceAccount:${RUN_SA}" roles/datastore.user \
   "resource.name == \"projects/${PROJECT}/databases/${DATABASE}\"" "${NAME} database only"
@@ -191,18 +241,24 @@ if ! $DRY_RUN; then
   show '?' gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json
   gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json >"$existing_json"
 fi
+# Generated first, then run: a failure of the generator stops the script (a `< <(...)` loop would ignore it).
+index_commands="$(python3 infra/indexes.py gcloud --project="$PROJECT" --database="$DATABASE" \
+  ${existing_json:+--existing="$existing_json"})" || die "infra/indexes.py failed: no indexes or TTL policies"
 cmd=()
 while IFS= read -r line; do
   [ -n "$line" ] || continue
   eval "cmd=($line)" # shlex-quoted by infra/indexes.py
   run "${cmd[@]}"
-done < <(python3 infra/indexes.py gcloud --project="$PROJECT" --database="$DATABASE" \
-  ${existing_json:+--existing="$existing_json"})
+done <<<"$index_commands"
 
 # --- 5. AUTH_KEY ---------------------------------------------------------------------------------------------
 say "AUTH_KEY (admin password) in Secret Manager secret ${AUTH_KEY_SECRET}"
-if ! exists gcloud secrets describe "$AUTH_KEY_SECRET" "${G[@]}"; then
-  run gcloud secrets create "$AUTH_KEY_SECRET" --replication-policy=automatic "${G[@]}"
+exists gcloud secrets describe "$AUTH_KEY_SECRET" "${G[@]}" \
+  || run gcloud secrets create "$AUTH_KEY_SECRET" --replication-policy=automatic "${G[@]}"
+# A version of its own, not "the secret exists": a run stopped between create and add left it without one.
+read_into AUTH_KEY_VERSION "" gcloud secrets versions list "$AUTH_KEY_SECRET" "${G[@]}" --filter=state:ENABLED \
+  --limit=1 --format='value(name)'
+if [ -z "$AUTH_KEY_VERSION" ]; then
   printf '+ python3 -c %q | gcloud secrets versions add %q --data-file=- --project=%q\n' \
     'import secrets; print(secrets.token_urlsafe(24), end="")' "$AUTH_KEY_SECRET" "$PROJECT"
   if ! $DRY_RUN; then
@@ -210,10 +266,17 @@ if ! exists gcloud secrets describe "$AUTH_KEY_SECRET" "${G[@]}"; then
       | gcloud secrets versions add "$AUTH_KEY_SECRET" --data-file=- "${G[@]}" --format=none
   fi
 fi
-run gcloud secrets add-iam-policy-binding "$AUTH_KEY_SECRET" --member="serviceAccount:${RUN_SA}" \
+retry gcloud secrets add-iam-policy-binding "$AUTH_KEY_SECRET" --member="serviceAccount:${RUN_SA}" \
   --role=roles/secretmanager.secretAccessor "${G[@]}" --format=none
 
 # --- 6. the function -----------------------------------------------------------------------------------------
+say "image repository ${IMAGES_REPO}: keep the 2 newest images, delete the rest after 7 days"
+exists gcloud artifacts repositories describe "$IMAGES_REPO" --location="$REGION" "${G[@]}" \
+  || run gcloud artifacts repositories create "$IMAGES_REPO" --repository-format=docker --location="$REGION" \
+    --description="gptload function images" "${G[@]}"
+run gcloud artifacts repositories set-cleanup-policies "$IMAGES_REPO" --location="$REGION" \
+  --policy=infra/artifact-cleanup-policy.json --no-dry-run "${G[@]}" --format=none
+
 say "function ${NAME} (gen2, python312, entry point handler; public: it authenticates proxy keys and AUTH_KEY itself)"
 # '^|^' makes | the separator, so ALLOWED_ORIGINS may contain commas (gcloud topic escaping).
 ENV_VARS="^|^STORE=firestore|VAULT=secretmanager|GOOGLE_CLOUD_PROJECT=${PROJECT}|FIRESTORE_DATABASE=${DATABASE}"
@@ -224,6 +287,7 @@ ENV_VARS+="|TRUSTED_PROXY_HOPS=1"  # Google's front end: the one proxy whose X-F
 run gcloud functions deploy "$NAME" --gen2 --region="$REGION" "${G[@]}" \
   --runtime=python312 --entry-point=handler --source=. --trigger-http --allow-unauthenticated \
   --service-account="$RUN_SA" --build-service-account="projects/${PROJECT}/serviceAccounts/${BUILD_SA}" \
+  --docker-repository="projects/${PROJECT}/locations/${REGION}/repositories/${IMAGES_REPO}" \
   --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="${TIMEOUT}s" \
   --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
   --set-env-vars="$ENV_VARS" --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest"
@@ -233,7 +297,7 @@ read_into URL 'https://FUNCTION-URL.run.app' gcloud functions describe "$NAME" -
 
 # --- 7. maintenance schedule -------------------------------------------------------------------------------
 say "scheduler: ${SCHED_SA} may invoke this function only; job ${JOB} POSTs ${URL}/api/tasks/run with an OIDC token"
-run gcloud run services add-iam-policy-binding "$NAME" --region="$REGION" "${G[@]}" \
+retry gcloud run services add-iam-policy-binding "$NAME" --region="$REGION" "${G[@]}" \
   --member="serviceAccount:${SCHED_SA}" --role=roles/run.invoker --format=none
 JOB_FLAGS=(--location="$REGION" "${G[@]}" --schedule="$SCHEDULE" --time-zone=Etc/UTC --uri="${URL}/api/tasks/run"
   --http-method=POST --oidc-service-account-email="$SCHED_SA" --oidc-token-audience="$MAINTENANCE_AUDIENCE"

@@ -14,7 +14,9 @@ import {
   toast,
 } from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
+import { isAggregate, memberEditor, membersCard, usedByCard } from "../members.js";
 import { navigate } from "../nav.js";
+import { ruleFields, usesRules } from "../rules.js";
 import { groupTabs } from "../widgets.js";
 
 function snippets(base, proxyKey, model) {
@@ -81,6 +83,15 @@ export async function render(main, { params: [name] }) {
   }
   const base = `${proxyBase()}/proxy/${group.name}`;
   const c = group.key_counts;
+  const aggregate = isAggregate(group);
+  let allGroups = [];
+  if (aggregate) {
+    try {
+      ({ groups: allGroups } = await api("GET", "/api/groups"));
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
   const endpoint = h("code", { class: "endpoint", "data-testid": "endpoint" }, base);
   const copyEndpoint = h("button", { type: "button", class: "btn small" }, "Copy URL");
   copyEndpoint.addEventListener("click", () => copyText(base, copyEndpoint));
@@ -159,20 +170,26 @@ export async function render(main, { params: [name] }) {
     {
       type: "button",
       class: "btn",
-      onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name))),
+      onclick: () => editDialog(group, (g) => navigate("/groups/" + encodeURIComponent(g.name)), allGroups),
     },
     "Edit",
   );
   const copyButton = h("button", { type: "button", class: "btn", onclick: () => copyDialog(group) }, "Copy group");
   const deleteButton = h("button", { type: "button", class: "btn danger" }, "Delete group");
   deleteButton.addEventListener("click", async () => {
+    const usedBy = group.used_by || [];
     const ok = await confirmDialog(
       `Delete group ${group.name}?`,
-      `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.`,
+      aggregate
+        ? "Its members and their keys stay; clients of this aggregate's endpoint get 401."
+        : `Its ${c.total} keys and their stored secrets are deleted too. This cannot be undone.` +
+            (usedBy.length ? ` It is also removed from the aggregate groups ${usedBy.join(", ")}.` : ""),
     );
     if (!ok) return;
     try {
-      const r = await api("DELETE", "/api/groups/" + encodeURIComponent(group.name));
+      // the dialog named the aggregates that use it: removing it from them is what the operator confirmed
+      const force = usedBy.length ? "?force=true" : "";
+      const r = await api("DELETE", "/api/groups/" + encodeURIComponent(group.name) + force);
       toast(`Deleted ${r.deleted} and ${r.keys_deleted} keys`);
       navigate("/groups");
     } catch (err) {
@@ -193,11 +210,12 @@ export async function render(main, { params: [name] }) {
       ),
       h("div", { class: "toolbar" }, editButton, copyButton, deleteButton),
     ),
-    groupTabs(group.name, "overview"),
+    ...(aggregate ? [] : [groupTabs(group.name, "overview")]),
     h("p", { class: "muted", hidden: !group.description }, group.description),
+    ...(aggregate ? [membersCard(group, allGroups)] : []),
     h(
       "section",
-      { class: "stats", "aria-label": "Keys" },
+      { class: "stats", "aria-label": "Keys", hidden: aggregate },
       ["active", "cooling", "invalid", "total"].map((k) =>
         h(
           "a",
@@ -238,11 +256,13 @@ export async function render(main, { params: [name] }) {
       h(
         "dl",
         { class: "props" },
-        h("dt", {}, "Upstreams"),
+        h("dt", {}, aggregate ? "Type" : "Upstreams"),
         h(
           "dd",
           {},
-          group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`)),
+          aggregate
+            ? "Aggregate: its members' upstreams serve it"
+            : group.upstreams.map((u) => h("div", { class: "mono small" }, `${u.url} (weight ${u.weight})`)),
         ),
         h("dt", {}, "Test model"),
         h("dd", {}, group.test_model),
@@ -258,12 +278,64 @@ export async function render(main, { params: [name] }) {
         h("dd", {}, fmtTime(group.created_at)),
       ),
     ),
+    ...(aggregate ? [] : [rulesCard(group), usedByCard(group)]),
   );
   renderProxyKeys();
   renderSnippets();
 }
 
-async function editDialog(group, done) {
+/** The group's request rules, read-only (edited in the Edit dialog). */
+function rulesCard(group) {
+  const redirects = Object.entries(group.model_redirect_rules || {});
+  const overrides = group.param_overrides || {};
+  const headers = group.header_rules || [];
+  const none = (text) => h("span", { class: "muted" }, text);
+  return h(
+    "section",
+    { class: "card", "aria-label": "Routing rules", dataset: { testid: "rules-card" } },
+    h("h2", {}, "Routing rules"),
+    usesRules(group)
+      ? null
+      : h("p", { class: "muted small" }, "None: requests go upstream as clients send them. Add rules with Edit."),
+    h(
+      "dl",
+      { class: "props" },
+      h("dt", {}, "Model redirects"),
+      h(
+        "dd",
+        { dataset: { testid: "redirects" } },
+        redirects.length
+          ? redirects.map(([from, to]) => h("div", { class: "mono small" }, `${from} → ${to}`))
+          : none("none"),
+        group.model_redirect_strict ? h("div", { class: "chip warn" }, "strict: other models refused") : null,
+      ),
+      h("dt", {}, "Parameter overrides"),
+      h(
+        "dd",
+        {},
+        Object.keys(overrides).length
+          ? h("pre", { class: "mono small" }, JSON.stringify(overrides, null, 2))
+          : none("none"),
+      ),
+      h("dt", {}, "Header rules"),
+      h(
+        "dd",
+        { dataset: { testid: "header-rules" } },
+        headers.length
+          ? headers.map((r) =>
+              h("div", { class: "mono small" }, r.action === "remove" ? `remove ${r.key}` : `${r.key}: ${r.value}`),
+            )
+          : none("none"),
+      ),
+      h("dt", {}, "Egress proxy"),
+      h("dd", { class: "mono small" }, group.settings?.proxy_url || none("system setting (empty: direct)")),
+    ),
+  );
+}
+
+async function editDialog(group, done, allGroups = []) {
+  const aggregate = isAggregate(group);
+  const members = aggregate ? memberEditor(allGroups, group.sub_groups, group.name) : null;
   const display = h("input", { name: "display_name", value: group.display_name });
   const description = h("textarea", { name: "description", rows: 2 }, group.description);
   const upstreams = h(
@@ -285,14 +357,28 @@ async function editDialog(group, done) {
     group.settings || {},
     { inherit: true, inherited: system },
   );
+  const rules = ruleFields(group);
   const submit = h("button", { type: "submit", class: "btn primary" }, "Save");
   const form = h(
     "form",
     { class: "form", novalidate: true },
     field("Display name", display),
     field("Description", description),
-    field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
+    aggregate
+      ? field("Members", members.node, {
+          hint: "Standard groups and their weights (0–1000, 0 = paused); traffic is shared in proportion.",
+          name: "sub_groups",
+        })
+      : field("Upstreams", upstreams, { hint: "One per line: URL and optional weight (1–1000)." }),
     field("Test model", model),
+    aggregate // an aggregate's members apply their own rules
+      ? null
+      : h(
+          "details",
+          { class: "rules-details", open: usesRules(group) },
+          h("summary", {}, "Routing rules (redirects, overrides, headers)"),
+          rules.node,
+        ),
     h(
       "details",
       {},
@@ -316,7 +402,12 @@ async function editDialog(group, done) {
         return { url, weight: weight ? Number(weight) : 1 };
       });
     const { values, errors } = overrides.read();
-    if (!ups.length) errors.upstreams = "Give at least one upstream URL.";
+    const { values: ruleValues, errors: ruleErrors } = aggregate ? { values: {}, errors: {} } : rules.read();
+    Object.assign(errors, ruleErrors);
+    if (Object.keys(ruleErrors).length) rules.node.closest("details").open = true;
+    if (!ups.length && !aggregate) errors.upstreams = "Give at least one upstream URL.";
+    const picked = aggregate ? members.read() : { value: [], errors: {} };
+    Object.assign(errors, picked.errors);
     if (Object.keys(errors).length) return showFieldErrors(form, errors);
     showFieldErrors(form, {});
     try {
@@ -324,9 +415,10 @@ async function editDialog(group, done) {
         body: {
           display_name: display.value,
           description: description.value,
-          upstreams: ups,
+          ...(aggregate ? { sub_groups: picked.value } : { upstreams: ups }),
           test_model: model.value,
           settings: values,
+          ...ruleValues,
         },
       });
       dialog.close();

@@ -12,7 +12,9 @@ import {
   showFieldErrors,
   toast,
 } from "../dom.js";
+import { isAggregate, memberEditor } from "../members.js";
 import { navigate } from "../nav.js";
+import { ruleFields } from "../rules.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -70,28 +72,40 @@ export async function render(main) {
           h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
           g.display_name ? h("div", { class: "muted small" }, g.display_name) : null,
         ),
-        h("td", { class: "num" }, String(g.key_counts.total)),
-        h(
-          "td",
-          {},
-          h(
-            "div",
-            { class: "chips" },
-            ["active", "cooling", "invalid"].map((st) =>
-              g.key_counts[st] ? h("span", { class: "chip " + st }, `${g.key_counts[st]} ${st}`) : null,
+        h("td", { class: "num" }, isAggregate(g) ? "–" : String(g.key_counts.total)),
+        isAggregate(g)
+          ? h(
+              "td",
+              {},
+              h("span", { class: "chip" }, "aggregate"),
+              " ",
+              h("span", { class: "muted small" }, `${g.sub_groups.length} members`),
+            )
+          : h(
+              "td",
+              {},
+              h(
+                "div",
+                { class: "chips" },
+                ["active", "cooling", "invalid"].map((st) =>
+                  g.key_counts[st] ? h("span", { class: "chip " + st }, `${g.key_counts[st]} ${st}`) : null,
+                ),
+                g.key_counts.total ? null : h("span", { class: "muted" }, "no keys"),
+              ),
             ),
-            g.key_counts.total ? null : h("span", { class: "muted" }, "no keys"),
-          ),
-        ),
         h(
           "td",
           {},
-          g.upstreams.map((u) => h("div", { class: "mono small" }, u.url)),
+          isAggregate(g)
+            ? g.sub_groups.map((m) => h("div", { class: "small" }, `${m.name} (weight ${m.weight})`))
+            : g.upstreams.map((u) => h("div", { class: "mono small" }, u.url)),
         ),
         h(
           "td",
           { class: "actions" },
-          h("a", { class: "btn small", href: `#/groups/${encodeURIComponent(g.name)}/keys` }, "Keys"),
+          isAggregate(g)
+            ? null
+            : h("a", { class: "btn small", href: `#/groups/${encodeURIComponent(g.name)}/keys` }, "Keys"),
           h(
             "button",
             {
@@ -149,6 +163,14 @@ export async function render(main) {
 
 /** The "New group" dialog; on success opens the new group's page. */
 export function createDialog() {
+  const kind = h(
+    "select",
+    { name: "group_type" },
+    h("option", { value: "standard" }, "Standard: a pool of keys"),
+    h("option", { value: "aggregate" }, "Aggregate: shares traffic between groups by weight"),
+  );
+  const membersSlot = h("div", { hidden: true });
+  let members = null;
   const name = h("input", {
     name: "name",
     required: true,
@@ -167,6 +189,14 @@ export function createDialog() {
     autocomplete: "off",
   });
   const model = h("input", { name: "test_model", value: "gemini-2.5-flash", autocomplete: "off" });
+  const rules = ruleFields();
+  const proxyUrl = h("input", {
+    name: "proxy_url",
+    class: "mono",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "empty: the system setting",
+  });
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "btn primary" }, "Create group");
   const form = h(
@@ -174,6 +204,8 @@ export function createDialog() {
     { class: "form", novalidate: true },
     field("Name", name, { hint: "Lower-case letters, digits, - and _. Used in the URL: /proxy/<name>." }),
     field("Display name", display),
+    field("Type", kind),
+    membersSlot,
     field("Upstream URL", upstream),
     h(
       "div",
@@ -182,19 +214,63 @@ export function createDialog() {
       h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate"),
     ),
     field("Test model", model, { hint: "Model used when validating keys." }),
+    h(
+      "details",
+      { class: "rules-details" },
+      h("summary", {}, "Routing rules and egress proxy (optional)"),
+      rules.node,
+      field("Egress proxy URL", proxyUrl, {
+        hint: "http://user:pass@host:port or socks5://…; upstream traffic of this group goes through it.",
+        name: "settings",
+      }),
+    ),
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
   const dialog = openDialog("New group", form);
   name.focus();
+  const upstreamField = upstream.closest(".field");
+  const modelField = model.closest(".field");
+  kind.addEventListener("change", async () => {
+    const aggregate = kind.value === "aggregate";
+    upstreamField.hidden = aggregate;
+    modelField.hidden = aggregate;
+    rules.node.closest("details").hidden = aggregate; // an aggregate's members apply their own rules
+    membersSlot.hidden = !aggregate;
+    if (aggregate && !members) {
+      let groups = [];
+      try {
+        ({ groups } = await api("GET", "/api/groups"));
+      } catch (err) {
+        toast(err.message, "error");
+      }
+      const first = groups.find((g) => !isAggregate(g));
+      members = memberEditor(groups, first ? [{ name: first.name, weight: 1 }] : []);
+      membersSlot.append(
+        field("Members", members.node, {
+          hint: "Standard groups and their weights (0–1000, 0 = paused); traffic is shared in proportion.",
+          name: "sub_groups",
+        }),
+      );
+    }
+  });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     error.hidden = true;
     const local = {};
     if (!/^[a-z0-9_-]{1,100}$/.test(name.value)) local.name = "Use 1–100 of a-z, 0-9, - and _.";
-    if (!/^https?:\/\/[^/]+/.test(upstream.value.trim())) local.upstreams = "Enter an http(s) URL.";
+    const aggregate = kind.value === "aggregate";
+    if (!aggregate && !/^https?:\/\/[^/]+/.test(upstream.value.trim())) local.upstreams = "Enter an http(s) URL.";
+    const picked = aggregate && members ? members.read() : { value: [], errors: {} };
+    Object.assign(local, picked.errors);
     const pk = proxyKey.value.trim();
     if (pk && (pk.length < 8 || pk.length > 256)) local.proxy_keys = "8 to 256 characters.";
+    const { values: ruleValues, errors: ruleErrors } = aggregate ? { values: {}, errors: {} } : rules.read();
+    Object.assign(local, ruleErrors);
+    const egress = aggregate ? "" : proxyUrl.value.trim();
+    if (egress && !/^(https?|socks5h?):\/\/\S+:\d+\/?$/.test(egress))
+      local.settings = "Enter scheme://[user:pass@]host:port (http, https, socks5, socks5h).";
+    if (Object.keys(ruleErrors).length || local.settings) rules.node.closest("details").open = true;
     if (Object.keys(local).length) return showFieldErrors(form, local);
     showFieldErrors(form, {});
     submit.disabled = true;
@@ -203,9 +279,13 @@ export function createDialog() {
         body: {
           name: name.value,
           display_name: display.value.trim(),
-          upstreams: [{ url: upstream.value.trim(), weight: 1 }],
+          ...(aggregate
+            ? { group_type: "aggregate", sub_groups: picked.value }
+            : { upstreams: [{ url: upstream.value.trim(), weight: 1 }] }),
           proxy_keys: pk ? [pk] : [],
           test_model: model.value.trim() || "gemini-2.5-flash",
+          ...ruleValues,
+          ...(egress ? { settings: { proxy_url: egress } } : {}),
         },
       });
       dialog.close();

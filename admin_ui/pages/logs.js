@@ -147,9 +147,21 @@ export async function render(main, { query }) {
       "tr",
       { class: l.success ? "" : "failed", dataset: { logId: l.id } },
       h("td", { class: "nowrap" }, fmtTime(l.at)),
-      h("td", {}, l.group),
+      h(
+        "td",
+        {},
+        l.group,
+        l.aggregate && l.aggregate !== l.group ? h("div", { class: "muted small" }, "via " + l.aggregate) : null,
+      ),
       h("td", { class: "mono" }, l.key || "–"),
-      h("td", { class: "nowrap" }, l.model || "–"),
+      h(
+        "td",
+        { class: "nowrap" },
+        l.model || "–",
+        l.requested_model && l.requested_model !== l.model
+          ? h("div", { class: "muted small" }, "asked: " + l.requested_model)
+          : null,
+      ),
       h("td", {}, h("span", { class: "chip " + (l.success ? "active" : "invalid") }, String(l.status_code || "error"))),
       h("td", { class: "num" }, fmtInt(l.duration_ms) + " ms"),
       h("td", { class: "num" }, fmtInt(l.total_tokens)),
@@ -218,10 +230,13 @@ async function drawer(row) {
   }
   add("Time", fmtTime(log.at));
   add("Group", log.group);
+  if (log.aggregate) add("Through aggregate", log.aggregate);
   add("Key", log.key);
   add("Key id", log.key_id);
   add("Access key", log.access_key);
   add("Model", log.model);
+  if (log.requested_model && log.requested_model !== log.model)
+    add("Requested model (redirected)", log.requested_model);
   add("Request", `${log.method} ${log.path}`);
   add("Status", log.status_code);
   add("Result", log.success ? "succeeded" : "failed");

@@ -35,12 +35,14 @@ class RequestFacts:
 
     ``model``: the model it names ("" if none); ``openai``: it is on the OpenAI-compatible layer; ``stream``: the
     answer is a stream (``:streamGenerateContent``, ``alt=sse``, or ``"stream": true`` on the OpenAI layer);
-    ``counts_tokens``: the answer carries token usage worth reading."""
+    ``counts_tokens``: the answer carries token usage worth reading. After a group's rules applied
+    (``group_rules.prepare``), ``model`` is the model sent upstream and ``requested_model`` the one the client named."""
 
     model: str
     openai: bool
     stream: bool
     counts_tokens: bool
+    requested_model: str = ""  # the model the client named, when a group's redirect sends ``model`` instead
 
     @classmethod
     def of(cls, req: IncomingRequest) -> RequestFacts:

@@ -72,13 +72,17 @@ class Trace:
         if s.enable_request_body_logging and self.req.body:
             body = scrub(self.req.body[:_BODY_LOG_LIMIT].decode("utf-8", "replace"))
         key = attempt.key if attempt is not None else NO_KEY
+        # through an aggregate: ``group`` is the member whose key served (the aggregate itself when none was tried)
+        group = attempt.group if attempt is not None and attempt.group is not None else self.view
+        facts = attempt.facts if attempt is not None and attempt.facts is not None else self.facts
         return UsageEvent(
-            group=self.view.name,
+            group=group.name,
             key_id=key.id,
             at=time.time(),
             success=success,
             status_code=status,
-            model=self.facts.model,
+            model=facts.model,
+            requested_model=facts.requested_model,
             method=self.req.method,
             path="/" + self.req.path.split("?", 1)[0],
             stream=self.facts.stream,
@@ -96,6 +100,7 @@ class Trace:
             request_body=body,
             logged=not (success and s.log_failures_only),
             id=EVENT_IDS.next(),
+            aggregate=self.view.name if self.view.is_aggregate else "",
             access_key=self.req.access_key,
         )
 

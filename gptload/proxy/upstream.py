@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import http.cookiejar
+import threading
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -29,6 +30,39 @@ def make_session(pool_size: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class Sessions:
+    """The direct session and one session per distinct egress proxy (a group's ``proxy_url``), created on first use
+    and kept for the process: connections to a proxy are pooled like direct ones. Proxies come only from
+    ``proxy_url``, never from the environment (``trust_env`` stays off)."""
+
+    def __init__(self, direct: requests.Session, pool_size: int = 16) -> None:
+        self.direct = direct
+        self._pool_size = pool_size
+        self._proxied: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+
+    def for_proxy(self, proxy_url: str) -> requests.Session:
+        """The session for ``proxy_url`` ("" = direct)."""
+        if not proxy_url:
+            return self.direct
+        session = self._proxied.get(proxy_url)
+        if session is None:
+            with self._lock:
+                session = self._proxied.get(proxy_url)
+                if session is None:
+                    session = make_session(self._pool_size)
+                    session.proxies = {"http": proxy_url, "https": proxy_url}
+                    self._proxied[proxy_url] = session
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._proxied = list(self._proxied.values()), {}
+        for session in sessions:
+            session.close()
+        self.direct.close()
 
 
 def prepare(method: str, url: str, headers: dict[str, str], body: bytes) -> requests.PreparedRequest:

@@ -17,6 +17,7 @@ real deadlines.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -216,6 +217,26 @@ class UpstreamAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """Proxied calls use attaching pools too (HTTP(S) and SOCKS), so the header deadline can cut them."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _socks_pools() if proxy.lower().startswith("socks") else _PLAIN_POOLS
+        return manager
+
+
+_PLAIN_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+@functools.cache
+def _socks_pools() -> dict[str, type]:
+    """urllib3's SOCKS pools with the attaching mixin (imported on first use: PySocks is needed for socks5 only)."""
+    from urllib3.contrib.socks import SOCKSHTTPConnectionPool, SOCKSHTTPSConnectionPool
+
+    return {
+        "http": type("_SocksHTTPPool", (_Attaching, SOCKSHTTPConnectionPool), {}),
+        "https": type("_SocksHTTPSPool", (_Attaching, SOCKSHTTPSConnectionPool), {}),
+    }
+
 
 def _kill_attached(ticket: _Ticket) -> bool:
     sock = getattr(ticket.conn, "sock", None)
@@ -257,7 +278,7 @@ class UpstreamSession(requests.Session):
                 timeout=timeout,
                 verify=kwargs.get("verify", self.verify),
                 cert=kwargs.get("cert", self.cert),
-                proxies=kwargs.get("proxies") or {},
+                proxies=kwargs.get("proxies") or self.proxies,  # only a group's proxy_url (upstream.Sessions)
             )
         except requests.RequestException as exc:
             if ticket is not None and ticket.fired:

@@ -100,7 +100,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE usage_batches (key TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
-    # 5: access keys, their hourly usage, the access key of each log row, instance heartbeats
+    # 5: the model a client asked for when a group's redirect sent another one upstream
+    """
+    ALTER TABLE request_logs ADD COLUMN requested_model TEXT NOT NULL DEFAULT '';
+    """,
+    # 6: the aggregate group a request came in through (its ``group_name`` is the member that served it)
+    """
+    ALTER TABLE request_logs ADD COLUMN aggregate TEXT NOT NULL DEFAULT '';
+    """,
+    # 7: access keys, their hourly usage, the access key of each log row, instance heartbeats
     """
     ALTER TABLE request_logs ADD COLUMN access_key TEXT NOT NULL DEFAULT 'anonymous';
     CREATE INDEX request_logs_access_at ON request_logs (access_key, at);
@@ -121,7 +129,7 @@ MIGRATIONS: tuple[str, ...] = (
 _LOG_COLUMNS = (
     "id, at, group_name, key_id, key_masked, model, method, path, status_code, success, stream, duration_ms, "
     "attempt, final, source_ip, user_agent, error, upstream, prompt_tokens, candidates_tokens, total_tokens, "
-    "access_key"
+    "requested_model, aggregate, access_key"
 )
 
 _KEY_COLUMNS = (
@@ -445,7 +453,7 @@ class SqliteStore:
                 [(g, m, n) for (g, m), n in usage.minutes.items()],
             )
             conn.executemany(
-                f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 23)})",
+                f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 25)})",
                 [
                     (
                         e.id or secrets.token_hex(8),
@@ -469,6 +477,8 @@ class SqliteStore:
                         e.prompt_tokens,
                         e.candidates_tokens,
                         e.total_tokens,
+                        e.requested_model or e.model,
+                        e.aggregate,
                         e.access_key,
                         e.request_body,
                     )
@@ -688,6 +698,7 @@ def _log(row: Sequence[Any]) -> dict[str, Any]:
     out = dict(zip(LOG_FIELDS, row, strict=True))
     for flag in ("success", "stream", "final"):
         out[flag] = bool(out[flag])
+    out["requested_model"] = out["requested_model"] or out["model"]  # rows written before redirects existed
     return out
 
 

@@ -57,7 +57,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         upload_id = rewrite.upload_id_of(query)
         if upload_id:
             binding = services.affinity.lookup(UPLOAD, upload_id)
-            if binding is not None and binding.group == view.name:
+            # through an aggregate, the binding names the member that started the upload
+            if binding is not None and pool.member_view(view, binding.group) is not None:
                 upload = binding  # the unguessable upload_id is the capability, as it is at Google
     incoming = IncomingRequest(
         method=request.method,

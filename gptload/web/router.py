@@ -34,8 +34,12 @@ from gptload.errors import (
     ValidationFailed,
 )
 from gptload.insights import parse_log_query
+from gptload.integration import integration_info
 from gptload.maintenance import run_maintenance
+from gptload.proxy.rewrite import find_proxy_key
+from gptload.web import forwarded
 from gptload.web.auth import AdminAuth, SchedulerAuth
+from gptload.web.metrics_view import MetricsAuth, metrics_response
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
 
@@ -53,10 +57,13 @@ _ORIGIN = re.compile(r"(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)(?:/[^\s;,'\"]*)
 # Path segments of admin routes (group names, key, task and log ids): no control characters, bounded length.
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
+_KEY_ROUTES = "/api/groups/<name>/keys"
+
 Handler = Callable[..., Any]
 # Who may call a route: anyone; admin (AUTH_KEY); the maintenance scheduler (AUTH_KEY or its OIDC token); proxy
-# (the proxy view authenticates proxy keys itself).
+# (the proxy view authenticates proxy keys itself); metrics (METRICS_TOKEN or AUTH_KEY).
 PUBLIC, ADMIN, SCHEDULER, PROXY = "public", "admin", "scheduler", "proxy"
+METRICS = "metrics"
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Router:
         self.services = services
         self.auth = AdminAuth(services.config.auth_key)
         self.scheduler_auth = SchedulerAuth(services.config.oidc_audience, services.config.oidc_service_account)
+        self.metrics_auth = MetricsAuth(self.auth, services.config.metrics_token)
         try:
             self.console_policy = console_policy((UI_DIR / "config.js").read_text())
         except OSError:
@@ -88,12 +96,18 @@ class Router:
         services, admin, insights = self.services, self.services.admin, self.services.insights
         return [
             Route("/health", ("GET", "HEAD"), PUBLIC, lambda r: self._health()),
+            Route("/metrics", ("GET",), METRICS, lambda r: metrics_response(services)),
             Route("/proxy/<group>/<path:path>", (), PROXY, lambda r, group, path: proxy(services, r, group)),
             Route("/api/groups", ("GET",), ADMIN, lambda r: {"groups": admin.list_groups()}),
             Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
             Route("/api/groups/<name>", ("GET",), ADMIN, lambda r, name: admin.get_group(name)),
             Route("/api/groups/<name>", ("PUT",), ADMIN, lambda r, name: admin.update_group(name, _json(r))),
-            Route("/api/groups/<name>", ("DELETE",), ADMIN, lambda r, name: admin.delete_group(name)),
+            Route(
+                "/api/groups/<name>",
+                ("DELETE",),
+                ADMIN,
+                lambda r, name: admin.delete_group(name, force=_flag(r, "force")),
+            ),
             Route("/api/groups/<name>/keys", ("POST",), ADMIN, lambda r, name: admin.add_keys(name, _json(r))),
             Route(
                 "/api/groups/<name>/keys",
@@ -174,6 +188,7 @@ class Router:
                 ADMIN,
                 lambda r, key_id: services.access_admin.rotate(key_id),
             ),
+            Route("/api/integration/info", ("GET",), PUBLIC, lambda r: self._integration_info(r)),
             Route("/api/settings/schema", ("GET",), ADMIN, lambda r: {"schema": admin.get_settings()["schema"]}),
             Route("/api/settings", ("GET",), ADMIN, lambda r: admin.get_settings()),
             Route("/api/settings", ("PUT",), ADMIN, lambda r: admin.put_settings(_json(r))),
@@ -197,8 +212,12 @@ class Router:
                 self.auth.check(request.headers.get("Authorization"))
                 if not all(_SEGMENT.fullmatch(value) for value in args.values()):
                     raise RouteNotFound(f"no route for {request.path!r}")
+                if route.path.startswith(_KEY_ROUTES):  # an aggregate has no keys: refuse every key operation
+                    self.services.admin.require_standard(args["name"])
             elif route.auth == SCHEDULER:
                 self._check_scheduler(request)
+            elif route.auth == METRICS:
+                self.metrics_auth.check(request.headers.get("Authorization"), request.args.get("token"))
             result = route.handler(request, **args)
             if not isinstance(result, Response):
                 status = 200
@@ -217,6 +236,12 @@ class Router:
 
     def _health(self) -> Response:
         return json_response({"status": "ok", "store": self.services.store.kind, "version": __version__})
+
+    def _integration_info(self, request: Request) -> dict[str, Any]:
+        """Authenticated by a proxy key (not AUTH_KEY), given as the proxy routes take it."""
+        presented = find_proxy_key(request.query_string.decode("latin-1"), request.headers.items()).value
+        public = forwarded.public_base(request, self.services.config.trusted_proxy_hops)
+        return integration_info(self.services.pool, presented, public, self.services.access)
 
     def _check_scheduler(self, request: Request) -> None:
         """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""
@@ -360,6 +385,14 @@ def _int_arg(request: Request, name: str, default: int, lo: int, hi: int) -> int
             f"{name} must be an integer from {lo} to {hi}", details={"fields": {name: f"integer {lo}..{hi}"}}
         )
     return value
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query argument (absent = false); anything else is refused."""
+    raw = (request.args.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ValidationFailed(f"{name} must be true or false", details={"fields": {name: "true or false"}})
+    return raw in ("true", "1")
 
 
 def _page_args(request: Request) -> tuple[int, int]:

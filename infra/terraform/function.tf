@@ -20,14 +20,8 @@ resource "google_storage_bucket" "source" {
   public_access_prevention    = "enforced"
   force_destroy               = true
 
-  lifecycle_rule {
-    condition {
-      age = 30 # old source zips; the function keeps its built image
-    }
-    action {
-      type = "Delete"
-    }
-  }
+  # No age-based lifecycle rule: it would delete the zip the function was built from, and every later plan would
+  # re-create it. There is only ever one zip: a changed source is a new object and Terraform deletes the old one.
 
   depends_on = [google_project_service.apis]
 }
@@ -50,6 +44,8 @@ resource "google_cloudfunctions2_function" "gptload" {
     runtime         = "python312"
     entry_point     = "handler" # main.py: def handler(request)
     service_account = google_service_account.build.id
+    # Our own repository, with a cleanup policy (below), instead of the shared gcf-artifacts one.
+    docker_repository = google_artifact_registry_repository.functions.id
 
     source {
       storage_source {
@@ -96,16 +92,58 @@ resource "google_cloudfunctions2_function" "gptload" {
       key        = "AUTH_KEY"
       project_id = var.project
       secret     = google_secret_manager_secret.auth_key.secret_id
-      version    = "latest"
+      # The version written by secrets.tf, not "latest": a rotation (auth_key_version) rolls out a new revision
+      # instead of leaving running instances on the old password and new ones on the new.
+      version = google_secret_manager_secret_version.auth_key.version
+    }
+  }
+
+  lifecycle {
+    # A deployment made when the prefix was NAME-vault keeps its keys in NAME-vault-* secrets: deploying the new
+    # default over them would hide them from the function. Say so instead (README: "Key secrets of older
+    # deployments").
+    precondition {
+      condition     = var.secret_prefix != "" || length(local.legacy_secrets) == 0
+      error_message = "Key secrets of the old layout exist (${join(", ", local.legacy_secrets)}): set secret_prefix = \"${var.name}-vault\" to keep using them (README: \"Key secrets of older deployments\")."
     }
   }
 
   depends_on = [
     google_project_service.apis,
-    google_project_iam_member.build,
+    time_sleep.build_grants, # the build account's grants have had time to take effect
     google_secret_manager_secret_version.auth_key,
     google_secret_manager_secret_iam_member.runtime_auth_key,
   ]
+}
+
+# --- the function's images -------------------------------------------------------------------------------------
+# Every deploy builds a new image. Keep the two newest (the serving one and the one before, for a rollback) and
+# delete the rest after a week, so that storage stays inside Artifact Registry's free 0.5 GB.
+resource "google_artifact_registry_repository" "functions" {
+  project       = var.project
+  location      = var.region
+  repository_id = "${var.name}-functions"
+  description   = "gptload function images (built by Cloud Build from the source zip)"
+  format        = "DOCKER"
+
+  cleanup_policy_dry_run = false
+  cleanup_policies {
+    id     = "keep-newest"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 2
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "604800s" # 7 days
+    }
+  }
+
+  depends_on = [google_project_service.apis]
 }
 
 # Public: SDKs call the proxy with a proxy key and the console/admin API sends AUTH_KEY; the function checks both

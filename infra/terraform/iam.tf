@@ -53,6 +53,7 @@ resource "google_project_iam_custom_role" "vault" {
     "secretmanager.versions.add",
     "secretmanager.versions.destroy",
   ]
+  depends_on = [google_project_service.apis] # iam.googleapis.com, on a fresh project
 }
 
 resource "google_project_iam_member" "runtime_vault" {
@@ -76,6 +77,7 @@ resource "google_project_iam_custom_role" "secret_creator" {
   title       = "gptload shard creator (${var.name})"
   description = "Create gptload's per-group key secrets."
   permissions = ["secretmanager.secrets.create"]
+  depends_on  = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "runtime_secret_creator" {
@@ -119,4 +121,16 @@ resource "google_project_iam_member" "build" {
   project = var.project
   role    = each.value
   member  = google_service_account.build.member
+}
+
+# IAM is eventually consistent: a grant takes effect within about a minute (often sooner), and the first build
+# of a fresh deployment starts right after these are created. Terraform has no "grant is effective" signal, so
+# the function waits this long after the build account's grants are first created (not on later applies: the
+# sleep is only re-created when the set of grants changes).
+resource "time_sleep" "build_grants" {
+  create_duration = "90s"
+  triggers = {
+    grants = join(",", sort([for m in google_project_iam_member.build : m.role]))
+  }
+  depends_on = [google_project_iam_member.build]
 }

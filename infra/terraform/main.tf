@@ -4,16 +4,32 @@
 
 data "google_project" "this" {
   project_id = var.project
+
+  # Cloud Resource Manager must be on before the project can be read (a fresh project).
+  depends_on = [google_project_service.apis]
+}
+
+# Every secret of the project, to find key secrets of the layout before NAME_vault (see the function's
+# precondition in function.tf).
+data "google_secret_manager_secrets" "all" {
+  project    = var.project
+  depends_on = [google_project_service.apis]
 }
 
 locals {
   repo_root = abspath("${path.module}/../..")
 
   # Real keys live in secrets named {SECRET_PREFIX}-{group}-keys-{n}, created by the function at runtime. The
-  # prefix ends in "-vault" so that the runtime's conditional grant (iam.tf) matches those secrets and nothing
-  # else, in particular not the AUTH_KEY secret below, which the function may only read.
-  secret_prefix   = "${var.name}-vault"
+  # runtime's conditional grant (iam.tf) covers names starting with "{SECRET_PREFIX}-". "_" cannot occur in a
+  # name (variables.tf), so "NAME_vault-" starts this deployment's key secrets and nothing else: not its AUTH_KEY
+  # secret (NAME-auth-key, read-only for the function), and no secret of another deployment in the project,
+  # whatever its name ("NAME-vault-..." would also have matched a deployment named "NAME-vault").
+  secret_prefix   = coalesce(var.secret_prefix, "${var.name}_vault")
   auth_key_secret = "${var.name}-auth-key"
+
+  # Key secrets of the layout before NAME_vault (NAME-vault-GROUP-keys-N); the function refuses to deploy over
+  # them (function.tf). Without "_": not the NAME_vault-... shards of a deployment named NAME-vault-SOMETHING.
+  legacy_secrets = [for s in data.google_secret_manager_secrets.all.secrets : s.secret_id if can(regex("^${var.name}-vault-[^_]+-keys-[0-9]+$", s.secret_id))]
 
   # IAM conditions compare resource names, and Secret Manager names secrets by project *number*.
   vault_secrets = "projects/${data.google_project.this.number}/secrets/${local.secret_prefix}-"
@@ -41,14 +57,16 @@ locals {
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
-    "run.googleapis.com", # gen2 functions are Cloud Run services
+    "monitoring.googleapis.com", # the alert on maintenance failures and the e-mail channels (monitoring.tf)
+    "run.googleapis.com",        # gen2 functions are Cloud Run services
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]
+  budget_apis = var.budget_amount > 0 ? ["billingbudgets.googleapis.com"] : []
 }
 
 resource "google_project_service" "apis" {
-  for_each = toset(local.apis)
+  for_each = toset(concat(local.apis, local.budget_apis))
 
   project            = var.project
   service            = each.value

@@ -36,7 +36,7 @@ variable "max_instances" {
 variable "concurrency" {
   description = "Concurrent requests per instance. THREADS (the server's thread pool) is set to the same value: a streamed answer holds one thread for its whole duration."
   type        = number
-  default     = 80
+  default     = 1000
 
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
@@ -48,12 +48,22 @@ variable "cpu" {
   description = "vCPUs per instance; concurrency above 1 needs at least 1."
   type        = string
   default     = "1"
+
+  validation {
+    condition     = can(regex("^[0-9]*\\.?[0-9]+$", var.cpu))
+    error_message = "cpu: a number of vCPUs (e.g. \"1\", \"2\", \"0.5\")."
+  }
+  validation {
+    # Cloud Run runs one request at a time on less than one vCPU (the same check as infra/deploy.sh).
+    condition     = try(tonumber(var.cpu), 1) >= 1 || var.concurrency == 1
+    error_message = "cpu below 1 needs concurrency = 1 (Cloud Run runs one request at a time there)."
+  }
 }
 
 variable "memory" {
   description = "Memory per instance."
   type        = string
-  default     = "512Mi"
+  default     = "1Gi"
 }
 
 variable "timeout_seconds" {
@@ -110,13 +120,54 @@ variable "allowed_origins" {
 }
 
 variable "auth_key" {
-  description = "Admin password (AUTH_KEY, 8+ characters). Empty: a random one is generated. Either way it is stored in Secret Manager (and in the Terraform state: keep the state private)."
+  description = "Admin password (AUTH_KEY, 8+ characters). Empty: a random one is generated. Either way it is stored in Secret Manager only, never in the Terraform state or plan (ephemeral, written through secret_data_wo)."
   type        = string
   default     = ""
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = var.auth_key == "" || length(var.auth_key) >= 8
     error_message = "auth_key must be at least 8 characters (or empty to generate one)."
   }
+}
+
+variable "auth_key_version" {
+  description = "Raise it to write AUTH_KEY again (a new random one, or the given auth_key): the write-only secret is sent only when this changes."
+  type        = number
+  default     = 1
+}
+
+variable "secret_prefix" {
+  description = "Prefix of the key vault's secrets. Empty: NAME_vault. Set it to \"NAME-vault\" only to keep the key secrets of a deployment made before that (README: \"Key secrets of older deployments\")."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]*$", var.secret_prefix))
+    error_message = "secret_prefix: letters, digits, - and _."
+  }
+}
+
+variable "billing_account" {
+  description = "Billing account ID (XXXXXX-XXXXXX-XXXXXX) for the optional budget; needed when budget_amount > 0."
+  type        = string
+  default     = ""
+}
+
+variable "budget_amount" {
+  description = "Monthly budget for this project in the billing account's currency; 0 = no budget. Alerts at 50, 90 and 100 %."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.budget_amount >= 0 && (var.budget_amount == 0 || var.billing_account != "")
+    error_message = "budget_amount > 0 needs billing_account."
+  }
+}
+
+variable "alert_emails" {
+  description = "E-mail addresses told about budget thresholds and failed maintenance runs."
+  type        = list(string)
+  default     = []
 }

@@ -1,10 +1,12 @@
 terraform {
-  required_version = ">= 1.5"
+  # 1.11: write-only arguments (secret_data_wo, secrets.tf), ephemeral resources and variables (1.10) and
+  # validations that compare variables (1.9, variables.tf).
+  required_version = ">= 1.11"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.0"
+      version = "~> 6.50" # tests/infra checks these files against 6.50.0's schema
     }
     archive = {
       source  = "hashicorp/archive"
@@ -12,7 +14,11 @@ terraform {
     }
     random = {
       source  = "hashicorp/random"
-      version = "~> 3.6"
+      version = "~> 3.7" # 3.7+: ephemeral random_password
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.13"
     }
   }
 }

@@ -220,6 +220,15 @@ class Terraform:
                     return self.resolve(body[attr], overrides, depth + 1)
             return match.group(0)
 
+        def first_set(match: re.Match) -> str:  # ${coalesce(A, "B")}: the first argument that is not empty
+            for arg in (a.strip() for a in match.group(1).split(",")):
+                text = arg[1:-1] if arg.startswith('"') else "${" + arg + "}"
+                resolved = self.resolve(text, overrides, depth + 1)
+                if resolved and "${" not in resolved:
+                    return resolved
+            return match.group(0)
+
+        value = re.sub(r'\$\{coalesce\(((?:[\w.]+|"[^"]*")(?:, (?:[\w.]+|"[^"]*"))*)\)\}', first_set, value)
         return re.sub(r"\$\{([A-Za-z_][\w.]*)\}", sub, value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ P, R = "p", "r"
 def dry_run(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     """Run the script with a gcloud stub first on PATH; return the result and the shlex-split command lines."""
     stub_dir = tmp_path / "bin"
-    stub_dir.mkdir(exist_ok=True)
+    stub_dir.mkdir(parents=True, exist_ok=True)
     calls = tmp_path / "gcloud-calls"
     stub = stub_dir / "gcloud"
     stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexit 1\n')
@@ -119,7 +120,7 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
 
 
 def test_threads_equal_concurrency(deploy, env):
-    assert env["THREADS"] == flags(deploy)["--concurrency"] == "80"
+    assert env["THREADS"] == flags(deploy)["--concurrency"] == "1000"  # measured: bench/results/streams.md
 
 
 def test_same_environment_as_terraform(env):
@@ -246,9 +247,59 @@ def test_options_flow_into_the_commands(tmp_path):
     env = parse_env(flags(cmd)["--set-env-vars"])
     assert env["THREADS"] == flags(cmd)["--concurrency"] == "40"
     assert env["ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
-    assert env["SECRET_PREFIX"] == "gl-test-vault" and cmd[3] == "gl-test"
+    assert env["SECRET_PREFIX"] == "gl-test_vault" and cmd[3] == "gl-test"
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck():
     subprocess.run(["shellcheck", "-S", "warning", str(facts.DEPLOY_SH)], check=True)
+
+
+def test_cpu_below_one_needs_concurrency_one(tmp_path):
+    result, _ = dry_run(tmp_path, "--project", P, "--cpu", "0.5", "--concurrency", "80")
+    assert result.returncode == 2 and "--cpu below 1 needs --concurrency 1" in result.stderr
+    result, lines = dry_run(tmp_path, "--project", P, "--cpu", "0.5", "--concurrency", "1", "--memory", "512Mi")
+    assert result.returncode == 0, result.stderr
+    (cmd,) = gcloud(lines, "functions", "deploy")
+    assert flags(cmd)["--cpu"] == "0.5" and flags(cmd)["--concurrency"] == "1"
+    result, _ = dry_run(tmp_path, "--project", P, "--cpu", "half")
+    assert result.returncode == 2 and "--cpu" in result.stderr
+
+
+def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
+    """(the prefix the vault's IAM conditions grant, the names of secrets this deployment owns)."""
+    result, lines = dry_run(tmp_path / name, "--project", P, "--name", name)
+    assert result.returncode == 0, result.stderr
+    (deploy,) = gcloud(lines, "functions", "deploy")
+    prefix = parse_env(flags(deploy)["--set-env-vars"])["SECRET_PREFIX"]
+    (auth,) = gcloud(lines, "secrets", "create")
+    owned = [f"projects/PROJECT_NUMBER/secrets/{s}" for s in (auth[3], f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
+    (grant,) = [c for c in gcloud(lines, "projects", "add-iam-policy-binding") if flags(c)["--role"].endswith("_vault")]
+    (scope,) = re.findall(r'startsWith\("([^"]+)"\)', flags(grant)["--condition"])
+    return scope, owned
+
+
+def test_a_vault_grant_matches_no_secret_of_another_deployment(tmp_path):
+    scope, owned = _vault_scope(tmp_path, "gptload")
+    assert all(s.startswith(scope) for s in owned[1:]) and not owned[0].startswith(scope)
+    for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
+        _, theirs = _vault_scope(tmp_path, other)
+        assert not [s for s in theirs if s.startswith(scope)], other
+
+
+def test_function_images_go_to_a_repository_with_the_terraform_cleanup_policy(out, deploy):
+    lines = out[1]
+    (create,) = gcloud(lines, "artifacts", "repositories", "create")
+    assert create[4] == "gptload-functions" and flags(create)["--repository-format"] == "docker"
+    (policy,) = gcloud(lines, "artifacts", "repositories", "set-cleanup-policies")
+    assert policy[4] == "gptload-functions" and "--no-dry-run" in policy
+    assert lines.index(policy) < lines.index(deploy)
+    assert flags(deploy)["--docker-repository"] == f"projects/{P}/locations/{R}/repositories/gptload-functions"
+    rules = {r["action"]["type"]: r for r in json.loads((facts.ROOT / flags(policy)["--policy"]).read_text())}
+    facts.require_hcl2()
+    repo = facts.Terraform().one("google_artifact_registry_repository", "functions")
+    tf_rules = {p["action"]: p for p in repo["cleanup_policies"]}
+    assert rules["Keep"]["mostRecentVersions"]["keepCount"] == tf_rules["KEEP"]["most_recent_versions"][0]["keep_count"]
+    days = int(rules["Delete"]["condition"]["olderThan"].rstrip("d"))
+    assert f"{days * 86400}s" == tf_rules["DELETE"]["condition"][0]["older_than"]
+    assert rules["Delete"]["condition"]["tagState"].upper() == tf_rules["DELETE"]["condition"][0]["tag_state"]

@@ -4,6 +4,7 @@ parsed with python-hcl2 instead."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -79,7 +80,9 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
 def test_auth_key_comes_from_secret_manager(tf, service):
     (auth,) = service["secret_environment_variables"]
     assert auth["secret"] == "${google_secret_manager_secret.auth_key.secret_id}"
-    assert auth["version"] == "latest"
+    # The version Terraform wrote, not "latest": raising auth_key_version then rolls out a new revision, instead of
+    # instances started before and after the rotation disagreeing about the password.
+    assert auth["version"] == "${google_secret_manager_secret_version.auth_key.version}"
     # and the runtime may read that secret
     binding = tf.one("google_secret_manager_secret_iam_member", "runtime_auth_key")
     assert binding["role"] == "roles/secretmanager.secretAccessor"
@@ -114,7 +117,7 @@ def test_needed_apis_are_enabled(tf):
     for api in ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "firestore", "secretmanager",
                 "cloudscheduler", "iam", "storage"):  # fmt: skip
         assert f"{api}.googleapis.com" in apis
-    assert tf.one("google_project_service", "apis")["for_each"] == "${toset(local.apis)}"
+    assert "toset(concat(local.apis," in tf.one("google_project_service", "apis")["for_each"]
 
 
 def test_no_primitive_role_anywhere(tf):
@@ -130,7 +133,7 @@ def test_secret_manager_rights_are_exactly_the_vaults_calls_and_limited_to_its_p
     assert creator["permissions"] == ["secretmanager.secrets.create"]
     prefix = tf.resolve("${local.vault_secrets}", {"project": P})
     project_number = "${data.google_project.this.number}"
-    assert prefix == f"projects/{project_number}/secrets/gptload-vault-"
+    assert prefix == f"projects/{project_number}/secrets/gptload_vault-"
     for name in ("runtime_vault", "runtime_secret_creator"):
         condition = tf.one("google_project_iam_member", name)["condition"][0]["expression"]
         assert f'resource.name.startsWith("{prefix}")' in tf.resolve(condition, {"project": P})
@@ -265,3 +268,147 @@ def test_upload_keeps_tests_data_and_caches_out_and_matches_gcloudignore(tf):
     assert facts.gcloudignore_excluded("data/x/gptload.db", ignore) and facts.archive_excluded(
         "data/x/gptload.db", excludes
     )
+
+
+# -- review defects (issue 14, item 3) ---------------------------------------------------------------------------
+APIS = "${google_project_service.apis}"
+
+
+def test_custom_roles_and_the_project_lookup_wait_for_the_apis(tf):
+    # A fresh project: the IAM and Resource Manager APIs must be on before these are created or read.
+    assert APIS in tf.data["google_project"]["this"].get("depends_on", [])
+    for name in ("vault", "secret_creator"):
+        assert APIS in tf.one("google_project_iam_custom_role", name).get("depends_on", [])
+
+
+def test_the_first_build_waits_for_the_build_accounts_grants(tf, function):
+    wait = tf.one("time_sleep", "build_grants")
+    assert "${google_project_iam_member.build}" in wait["depends_on"]
+    assert int(wait["create_duration"].rstrip("s")) >= 60
+    assert "${time_sleep.build_grants}" in function["depends_on"]
+
+
+def test_the_source_bucket_never_deletes_the_zip_in_use(tf):
+    # The zip is named by its hash; Terraform deletes the old object itself when the source changes. An age rule
+    # would delete the zip in use and make every later plan re-create it.
+    bucket = tf.one("google_storage_bucket", "source")
+    assert not bucket.get("lifecycle_rule"), bucket.get("lifecycle_rule")
+
+
+def test_auth_key_is_write_only_and_never_in_state(tf):
+    version = tf.one("google_secret_manager_secret_version", "auth_key")
+    assert "secret_data" not in version, "secret_data is stored in the state"
+    assert (
+        "var.auth_key" in version["secret_data_wo"]
+        and "ephemeral.random_password.auth_key.result" in (version["secret_data_wo"])
+    )
+    assert version["secret_data_wo_version"] == "${var.auth_key_version}"
+    assert "random_password" not in tf.resources, "a managed random_password keeps its result in the state"
+    assert tf.variables["auth_key"].get("ephemeral") is True
+    assert re.search(r'required_version = ">= 1\.11', (facts.TF_DIR / "versions.tf").read_text())
+
+
+def test_the_lock_file_is_not_git_ignored():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "infra/terraform/.terraform.lock.hcl"], cwd=facts.ROOT, capture_output=True
+    )
+    assert ignored.returncode == 1, "HashiCorp recommends committing .terraform.lock.hcl"
+
+
+def test_the_vault_grant_matches_no_secret_of_another_deployment(tf):
+    def scope_and_owned(name: str) -> tuple[str, list[str]]:
+        over = {"project": P, "name": name}
+        scope = tf.resolve("${local.vault_secrets}", over).replace("${data.google_project.this.number}", "N")
+        prefix = tf.resolve("${local.secret_prefix}", over)
+        auth = tf.resolve("${local.auth_key_secret}", over)
+        return scope, [f"projects/N/secrets/{s}" for s in (auth, f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
+
+    scope, owned = scope_and_owned("gptload")
+    assert "${" not in scope + "".join(owned), (scope, owned)
+    assert all(s.startswith(scope) for s in owned[1:]) and not owned[0].startswith(scope)
+    for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
+        _, theirs = scope_and_owned(other)
+        assert not [s for s in theirs if s.startswith(scope)], other
+
+
+def test_old_layout_key_secrets_stop_the_apply_until_a_prefix_is_chosen(tf, function):
+    listing = tf.data["google_secret_manager_secrets"]["all"]
+    assert APIS in listing["depends_on"]
+    (check,) = function["lifecycle"][0]["precondition"]
+    assert "local.legacy_secrets" in check["condition"] and "secret_prefix" in check["error_message"]
+    assert 'regex("^${var.name}-vault-[^_]+-keys-[0-9]+$", s.secret_id)' in tf.locals["legacy_secrets"]
+
+
+def test_function_images_have_a_cleanup_policy(tf, function):
+    repo = tf.one("google_artifact_registry_repository", "functions")
+    assert function["build_config"][0]["docker_repository"] == "${google_artifact_registry_repository.functions.id}"
+    actions = {p["action"]: p for p in repo["cleanup_policies"]}
+    assert actions["KEEP"]["most_recent_versions"][0]["keep_count"] >= 2
+    assert actions["DELETE"]["condition"][0]["older_than"]
+    assert repo["format"] == "DOCKER" and repo.get("cleanup_policy_dry_run") is False
+
+
+def test_budget_is_optional_and_alerts_the_given_addresses(tf):
+    budget = tf.one("google_billing_budget", "gptload")
+    assert budget["count"] == "${var.budget_amount > 0 ? 1 : 0}"
+    assert budget["billing_account"] == "${var.billing_account}"
+    assert "data.google_project.this.number" in str(budget["budget_filter"][0]["projects"])
+    rule = budget["all_updates_rule"][0]
+    assert "google_monitoring_notification_channel.email" in rule["monitoring_notification_channels"]
+    channel = tf.one("google_monitoring_notification_channel", "email")
+    assert channel["for_each"] == "${toset(var.alert_emails)}" and channel["type"] == "email"
+
+
+def test_maintenance_failures_raise_an_alert(tf):
+    policy = tf.one("google_monitoring_alert_policy", "maintenance_failures")
+    log_filter = tf.resolve(policy["conditions"][0]["condition_matched_log"][0]["filter"], {"project": P})
+    assert 'resource.type="cloud_scheduler_job"' in log_filter
+    assert 'resource.labels.job_id="gptload-maintenance"' in log_filter and "severity>=ERROR" in log_filter
+    assert "google_monitoring_notification_channel.email" in policy["notification_channels"]
+    job = tf.one("google_cloud_scheduler_job", "maintenance")
+    assert tf.resolve(job["name"], {}) == "gptload-maintenance"
+
+
+# Variable validations, evaluated by Terraform itself: a configuration of variables.tf alone needs no provider,
+# so `terraform plan` runs offline and applies every validation block.
+@pytest.fixture(scope="module")
+def plan_variables(tmp_path_factory):
+    terraform = shutil.which("terraform")
+    require(terraform is not None, "terraform is not installed")
+    work = tmp_path_factory.mktemp("variables")
+    shutil.copy(facts.TF_DIR / "variables.tf", work / "variables.tf")
+    subprocess.run([terraform, "init", "-input=false", "-no-color"], cwd=work, check=True, capture_output=True)
+
+    def plan(**values: object) -> subprocess.CompletedProcess:
+        args = [f"-var={k}={v}" for k, v in {"project": "p", **values}.items()]
+        return subprocess.run(
+            [terraform, "plan", "-input=false", "-no-color", "-refresh=false", *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_IN_AUTOMATION": "1"},
+        )
+
+    return plan
+
+
+def test_cpu_below_one_requires_concurrency_one(plan_variables):
+    refused = plan_variables(cpu="0.5", concurrency=80)
+    assert refused.returncode != 0 and "cpu below 1 needs concurrency = 1" in refused.stderr, refused.stderr
+    assert plan_variables(cpu="0.5", concurrency=1, memory="512Mi").returncode == 0
+    assert plan_variables(cpu="2", concurrency=80).returncode == 0
+    assert "cpu: a number" in plan_variables(cpu="half").stderr
+
+
+def test_a_budget_needs_a_billing_account(plan_variables):
+    refused = plan_variables(budget_amount=20)
+    assert refused.returncode != 0 and "billing_account" in refused.stderr
+    assert plan_variables(budget_amount=20, billing_account="000000-AAAAAA-BBBBBB").returncode == 0
+
+
+def test_the_tfvars_example_names_only_declared_variables(tf):
+    text = (facts.TF_DIR / "terraform.tfvars.example").read_text()
+    named = set(re.findall(r"^#?\s*([a-z_]+)\s+=", text, re.M))
+    assert {"project", "region", "budget_amount", "alert_emails", "cpu"} <= named
+    assert named <= tf.variables.keys(), named - tf.variables.keys()
+    assert not re.search(r"^auth_key\s*=", text, re.M), "AUTH_KEY does not belong in a file on disk"

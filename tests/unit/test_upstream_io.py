@@ -201,7 +201,9 @@ def test_the_watchdog_forgets_disarmed_tickets():
 
 # -- the validation probe ---------------------------------------------------------------------------------------
 def probe_view(url: str):
-    return SimpleNamespace(balancer=SimpleNamespace(next=lambda: url), group=SimpleNamespace(test_model="m"))
+    return SimpleNamespace(
+        balancer=SimpleNamespace(next=lambda: url), group=SimpleNamespace(test_model="m"), rules=None
+    )
 
 
 def test_the_probe_reads_at_most_one_mib_of_a_bomb(up, session):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -13,12 +14,17 @@ LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is t
 
 def group_doc(group: Group) -> dict[str, Any]:
     data = group.to_dict()
+    # Any JSON object may be an override (arrays of arrays, "__x__" or empty names, which Firestore refuses in a map):
+    # stored as JSON text.
+    data["param_overrides"] = json.dumps(data["param_overrides"], separators=(",", ":"))
     return {"name": group.name, "sort": group.sort, "data": data}
 
 
 def to_group(snap: Any) -> Group:
     data = dict(snap.get("data"))
     data["name"] = snap.id
+    if isinstance(data.get("param_overrides"), str):
+        data["param_overrides"] = json.loads(data["param_overrides"])
     return Group.from_dict(data)
 
 
@@ -74,6 +80,8 @@ def to_log(snap: Any) -> dict[str, Any]:
     d = snap.to_dict() or {}
     out = {f: d.get(f) for f in LOG_FIELDS}
     out["id"] = snap.id
+    out["requested_model"] = out["requested_model"] or out["model"]  # rows written before redirects existed
+    out["aggregate"] = out.get("aggregate") or ""  # rows written before aggregates existed have none
     out["access_key"] = out.get("access_key") or ANONYMOUS  # rows written before access keys existed
     return out
 

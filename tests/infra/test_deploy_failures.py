@@ -1,0 +1,115 @@
+"""infra/deploy.sh run for real against a stub gcloud (tests/infra/stubs.py): a failed read, a failed generator,
+an interrupted earlier run and IAM's eventual consistency must each end in either a correct deployment or a
+clear failure, never in "Done" over a broken one."""
+
+from __future__ import annotations
+
+from tests.infra import stubs
+from tests.infra.test_deploy_script import flags
+
+
+def test_a_fresh_deployment_runs_every_step_and_says_done(tmp_path):
+    run = stubs.deploy(tmp_path, stubs.FRESH)
+    assert run.returncode == 0, run.stderr
+    assert "# Done." in run.stdout
+    assert run.called("functions", "deploy") and run.called("scheduler", "jobs", "create", "http")
+    assert run.called("secrets", "versions", "add")
+    conditions = [flags(c).get("--condition", "") for c in run.called("projects", "add-iam-policy-binding")]
+    assert any("projects/123456789/secrets/gptload_vault-" in c for c in conditions)
+
+
+def test_a_failed_project_describe_stops_the_deploy(tmp_path):
+    rules = [{"has": ["projects", "describe"], "rc": 1, "stderr": "ERROR: PERMISSION_DENIED\n"}, *stubs.FRESH]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0
+    assert "Done" not in run.stdout
+    assert "projects describe" in run.stderr
+    assert not any("projects//" in arg for call in run.calls for arg in call), "an IAM condition without the number"
+    assert not run.called("projects", "add-iam-policy-binding")
+
+
+def test_an_empty_project_number_stops_the_deploy(tmp_path):
+    rules = [{"has": ["projects", "describe"], "stdout": "\n"}, *stubs.FRESH]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0 and "Done" not in run.stdout
+    assert "project number" in run.stderr
+    assert not run.called("projects", "add-iam-policy-binding")
+
+
+def test_a_failed_function_describe_stops_before_the_scheduler(tmp_path):
+    rules = [{"has": ["functions", "describe"], "rc": 1, "stderr": "ERROR: boom\n"}, *stubs.FRESH]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0 and "Done" not in run.stdout
+    assert not run.called("scheduler", "jobs", "create")
+
+
+def test_a_failed_index_generator_stops_the_deploy(tmp_path):
+    python3 = 'case "$1" in infra/indexes.py) echo "Traceback: boom" >&2; exit 3 ;; esac\nexec "$REAL_PYTHON3" "$@"'
+    run = stubs.deploy(tmp_path, stubs.FRESH, python3=python3)
+    assert run.returncode != 0
+    assert "Done" not in run.stdout
+    assert "infra/indexes.py" in run.stderr
+    assert not run.called("functions", "deploy"), "went on without indexes and TTL policies"
+
+
+def test_a_secret_without_a_version_gets_one(tmp_path):
+    # An earlier run stopped between `secrets create` and `versions add`: the secret exists, has no version.
+    rules = [{"has": ["secrets", "versions", "list"], "stdout": ""}, *stubs.EXISTING]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode == 0, run.stderr
+    assert not run.called("secrets", "create")
+    (add,) = run.called("secrets", "versions", "add")
+    assert add[4] == "gptload-auth-key" and flags(add)["--data-file"] == "-"
+    (listing,) = run.called("secrets", "versions", "list")
+    assert flags(listing)["--filter"] == "state:ENABLED"
+
+
+def test_a_secret_with_a_version_keeps_it(tmp_path):
+    run = stubs.deploy(tmp_path, stubs.EXISTING)
+    assert run.returncode == 0, run.stderr
+    assert not run.called("secrets", "versions", "add"), "a re-run must not change the admin password"
+
+
+def test_a_binding_of_a_fresh_service_account_is_retried(tmp_path):
+    # IAM does not know the new account yet: the first two attempts of each kind of binding fail.
+    rules = [
+        {"has": ["add-iam-policy-binding"], "rc": 1, "times": 2, "stderr": "ERROR: INVALID_ARGUMENT: does not exist\n"},
+        *stubs.FRESH,
+    ]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode == 0, run.stderr
+    assert "# Done." in run.stdout
+    first = run.called("projects", "add-iam-policy-binding")[0]
+    assert run.calls.count(first) == 3
+    assert "retrying" in run.stderr
+
+
+def test_a_binding_that_keeps_failing_stops_the_deploy(tmp_path):
+    rules = [{"has": ["add-iam-policy-binding"], "rc": 1, "stderr": "ERROR: PERMISSION_DENIED\n"}, *stubs.FRESH]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0 and "Done" not in run.stdout
+    first = run.called("projects", "add-iam-policy-binding")[0]
+    assert run.calls.count(first) == 4  # the first attempt and one after each of the three delays
+    assert not run.called("functions", "deploy")
+
+
+def test_a_deleted_custom_role_is_undeleted_and_updated(tmp_path):
+    rules = [{"has": ["iam", "roles", "describe", "--format=value(deleted)"], "stdout": "True\n"}, *stubs.EXISTING]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode == 0, run.stderr
+    assert len(run.called("iam", "roles", "undelete")) == 2
+    assert len(run.called("iam", "roles", "update")) == 2
+    assert run.called("scheduler", "jobs", "update", "http") and not run.called("scheduler", "jobs", "create")
+
+
+def test_key_secrets_of_the_old_layout_stop_the_deploy_until_a_prefix_is_chosen(tmp_path):
+    old = "projects/123456789/secrets/gptload-vault-main-keys-0\n"
+    rules = [{"has": ["secrets", "list"], "stdout": old}, *stubs.EXISTING]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0 and "Done" not in run.stdout
+    assert "--secret-prefix gptload-vault" in run.stderr
+    assert not run.called("functions", "deploy")
+    kept = stubs.deploy(tmp_path / "kept", rules, "--secret-prefix", "gptload-vault")
+    assert kept.returncode == 0, kept.stderr
+    (deploy,) = kept.called("functions", "deploy")
+    assert "SECRET_PREFIX=gptload-vault|" in flags(deploy)["--set-env-vars"]

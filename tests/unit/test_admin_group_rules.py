@@ -1,0 +1,162 @@
+"""The admin API's side of a group's request rules: validation (400 naming the field), round trip, and the
+proxy_url setting's credentials (masked in every answer, kept when the masked value is sent back)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tests.unit.admin_client import AdminClient
+
+PROXY = "http://proxyuser:pr0xy-s3cret@127.0.0.1:3128"
+
+
+@pytest.fixture
+def admin(tmp_path):
+    client = AdminClient(tmp_path)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def shared_admin(tmp_path_factory):
+    """One service for the many refusal cases (each uses its own group name): they change nothing."""
+    client = AdminClient(tmp_path_factory.mktemp("rules-admin"))
+    yield client
+    client.close()
+
+
+def create(admin, name="g1", **fields):
+    return admin.open("POST", "/api/groups", body={"name": name, "proxy_keys": ["proxy-key-0001"], **fields})
+
+
+def field_errors(r) -> dict[str, str]:
+    assert r.status_code == 400, r.get_data(as_text=True)
+    return r.get_json()["error"]["details"]["fields"]
+
+
+def test_rules_round_trip_through_the_admin_api(admin):
+    rules = {
+        "model_redirect_rules": {"gpt-4o": "models/gemini-2.5-pro", " fast ": "gemini-2.5-flash"},
+        "model_redirect_strict": True,
+        "param_overrides": {"generationConfig": {"temperature": 0.2, "topK": None}},
+        "header_rules": [
+            {"key": "X-Trace", "value": "${GROUP_NAME}-${TIMESTAMP_MS}", "action": "set"},
+            {"key": "User-Agent", "action": "remove"},
+        ],
+    }
+    r = create(admin, **rules)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    got = admin.open("GET", "/api/groups/g1").get_json()
+    assert got["model_redirect_rules"] == {"gpt-4o": "gemini-2.5-pro", "fast": "gemini-2.5-flash"}
+    assert got["model_redirect_strict"] is True
+    assert got["param_overrides"] == rules["param_overrides"]
+    assert got["header_rules"] == [
+        {"key": "X-Trace", "value": "${GROUP_NAME}-${TIMESTAMP_MS}", "action": "set"},
+        {"key": "User-Agent", "value": "", "action": "remove"},
+    ]
+    r = admin.open("PUT", "/api/groups/g1", body={"model_redirect_strict": False, "header_rules": []})
+    assert r.status_code == 200
+    got = admin.open("GET", "/api/groups/g1").get_json()
+    assert got["model_redirect_strict"] is False and got["header_rules"] == []
+    assert got["model_redirect_rules"] == {"gpt-4o": "gemini-2.5-pro", "fast": "gemini-2.5-flash"}  # untouched
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("model_redirect_rules", ["a", "b"], "object"),
+        ("model_redirect_rules", {"gpt 4": "gemini-2.5-pro"}, "not a model name"),
+        ("model_redirect_rules", {"a": 5}, "target"),
+        ("model_redirect_rules", {"models/a": "x", "a": "y"}, "twice"),
+        ("model_redirect_strict", "yes", "true or false"),
+        ("param_overrides", [1], "JSON object"),
+        ("param_overrides", {"model": "x"}, "model_redirect_rules"),
+        ("param_overrides", {"stream": True}, "stream"),
+        ("header_rules", {"key": "X"}, "list"),
+        ("header_rules", [{"key": "x-goog-api-key", "value": "k"}], "managed by gptload"),
+        ("header_rules", [{"key": "Authorization", "action": "remove"}], "managed by gptload"),
+        ("header_rules", [{"key": "X-API-Key", "value": "k"}], "managed by gptload"),
+        ("header_rules", [{"key": "Host", "value": "evil"}], "managed by gptload"),
+        ("header_rules", [{"key": "Content-Length", "value": "1"}], "managed by gptload"),
+        ("header_rules", [{"key": "Transfer-Encoding", "value": "chunked"}], "managed by gptload"),
+        ("header_rules", [{"key": "X-Key", "value": "${API_KEY}"}], "unknown variable ${API_KEY}"),
+        ("header_rules", [{"key": "X-A", "value": "a\r\nX-B: b"}], "control characters"),
+        ("header_rules", [{"key": "Bad Name", "value": "v"}], "header name"),
+        ("header_rules", [{"key": "X-A", "value": "v", "action": "append"}], "set' or 'remove"),
+        ("settings", {"proxy_url": "ftp://host:21"}, "scheme"),
+        ("settings", {"proxy_url": "http://host"}, "port"),
+    ],
+)
+def test_bad_rules_are_refused_naming_the_field(shared_admin, field, value, says):
+    admin = shared_admin
+    name = f"g{len(admin.services.store.list_groups())}"
+    before = admin.snapshot()
+    errors = field_errors(create(admin, name, **{field: value}))
+    assert field in errors and says in errors[field], errors
+    assert admin.snapshot() == before  # nothing stored
+    assert create(admin, name).status_code == 201
+    before = admin.snapshot()
+    errors = field_errors(admin.open("PUT", f"/api/groups/{name}", body={field: value}))
+    assert field in errors and says in errors[field]
+    assert admin.snapshot() == before
+
+
+def test_strict_mode_needs_a_redirect_when_created_and_when_the_last_one_goes(admin):
+    errors = field_errors(create(admin, model_redirect_strict=True))
+    assert "needs at least one redirect" in errors["model_redirect_strict"]
+    assert admin.services.store.get_group("g1") is None
+    assert create(admin, model_redirect_strict=True, model_redirect_rules={"a": "b"}).status_code == 201
+    errors = field_errors(admin.open("PUT", "/api/groups/g1", body={"model_redirect_rules": {}}))
+    assert "model_redirect_strict" in errors
+    assert admin.services.store.get_group("g1").model_redirect_rules == {"a": "b"}
+    r = admin.open("PUT", "/api/groups/g1", body={"model_redirect_rules": {}, "model_redirect_strict": False})
+    assert r.status_code == 200 and r.get_json()["model_redirect_rules"] == {}
+
+
+def test_proxy_url_credentials_never_leave_the_admin_api_and_survive_a_masked_save(admin, caplog):
+    caplog.set_level(logging.DEBUG)
+    r = admin.open("PUT", "/api/settings", body={"proxy_url": PROXY})
+    assert r.status_code == 200
+    assert r.get_json()["settings"]["proxy_url"] == "http://****@127.0.0.1:3128"
+    schema = {s["name"]: s for s in r.get_json()["schema"]}
+    assert schema["proxy_url"]["secret"] is True and schema["proxy_url"]["group_overridable"] is True
+    r = create(admin, settings={"proxy_url": PROXY})
+    assert r.status_code == 201
+    texts = [r.get_data(as_text=True)]
+    for path in ("/api/settings", "/api/groups", "/api/groups/g1", "/api/settings/schema"):
+        texts.append(admin.open("GET", path).get_data(as_text=True))
+    # the console sends back what it was shown: the stored secret stays
+    shown = admin.open("GET", "/api/groups/g1").get_json()["settings"]
+    texts.append(admin.open("PUT", "/api/groups/g1", body={"settings": shown}).get_data(as_text=True))
+    settings = admin.open("GET", "/api/settings").get_json()["settings"]
+    texts.append(admin.open("PUT", "/api/settings", body=settings).get_data(as_text=True))
+    assert admin.services.store.get_settings()["proxy_url"] == PROXY
+    assert admin.services.store.get_group("g1").settings["proxy_url"] == PROXY
+    for text in [*texts, caplog.text]:
+        assert "pr0xy-s3cret" not in text and "proxyuser" not in text
+    assert all("****@127.0.0.1:3128" in t for t in texts[1:4])
+    # a new value replaces it; an empty one means direct
+    admin.open("PUT", "/api/groups/g1", body={"settings": {"proxy_url": "http://127.0.0.1:8888"}})
+    assert admin.services.store.get_group("g1").settings["proxy_url"] == "http://127.0.0.1:8888"
+    assert admin.open("GET", "/api/groups/g1").get_json()["settings"]["proxy_url"] == "http://127.0.0.1:8888"
+    admin.open("PUT", "/api/settings", body={"proxy_url": ""})
+    assert admin.services.store.get_settings()["proxy_url"] == ""
+    assert json.loads(admin.open("GET", "/api/settings").get_data())["settings"]["proxy_url"] == ""
+
+
+def test_a_bad_proxy_url_error_does_not_repeat_the_password(admin):
+    r = admin.open("PUT", "/api/settings", body={"proxy_url": "gopher://u:hunter22@host:70"})
+    assert r.status_code == 400
+    assert "hunter22" not in r.get_data(as_text=True)
+
+
+def test_a_refused_stored_proxy_url_is_logged_masked(caplog):
+    from gptload import settings
+
+    caplog.set_level(logging.WARNING)
+    resolved = settings.Settings.resolve({"proxy_url": "ftp://old-user:old-pass-991@host:21"})
+    assert resolved.proxy_url == ""  # refused: direct
+    assert "ignoring stored setting proxy_url" in caplog.text and "old-pass-991" not in caplog.text
