@@ -230,3 +230,16 @@ def test_allowed_groups_for_a_presented_key(client):
     gate = client.services.access
     assert gate.allowed_groups(secret, ["alpha", "beta"]) == ["beta"]
     assert gate.allowed_groups("unknown-secret-123", ["alpha", "beta"]) is None
+
+
+def test_integration_info_lists_the_groups_an_access_key_may_use(client):
+    _, scoped = create(client, groups=["beta"])
+    r = client.client.get("/api/integration/info", headers={"x-goog-api-key": scoped})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert [g["name"] for g in r.get_json()["groups"]] == ["beta"]
+    _, everywhere = create(client)
+    r = client.client.get("/api/integration/info", headers={"Authorization": f"Bearer {everywhere}"})
+    assert [g["name"] for g in r.get_json()["groups"]] == ["alpha", "beta"]
+    created, disabled = create(client, enabled=False)
+    r = client.client.get("/api/integration/info", headers={"x-goog-api-key": disabled})
+    assert error_of(r) == (401, "INVALID_PROXY_KEY")
