@@ -240,6 +240,6 @@ def test_integration_info_lists_the_groups_an_access_key_may_use(client):
     _, everywhere = create(client)
     r = client.client.get("/api/integration/info", headers={"Authorization": f"Bearer {everywhere}"})
     assert [g["name"] for g in r.get_json()["groups"]] == ["alpha", "beta"]
-    created, disabled = create(client, enabled=False)
+    _, disabled = create(client, enabled=False)
     r = client.client.get("/api/integration/info", headers={"x-goog-api-key": disabled})
     assert error_of(r) == (401, "INVALID_PROXY_KEY")
