@@ -46,6 +46,14 @@ def handler(request):
     return _get_router()(request)
 
 
+def console_url(host: str, port: int) -> str:
+    """The address to open the console at: a wildcard listen address is reached through the loopback one."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104 (a mapping, no bind)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"  # an IPv6 address in a URL
+    return f"http://{shown}:{port}/"
+
+
 def _serve() -> None:
     try:
         config = Config.from_env()
@@ -69,6 +77,7 @@ def _serve() -> None:
             config.store,
             config.vault,
         )
+        log.info("console: %s (log in with AUTH_KEY)", console_url(config.host, config.port))
 
     def write_usage() -> None:  # stopping: write buffered usage now, then every event as soon as it is added
         router = module._router

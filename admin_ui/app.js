@@ -2,7 +2,7 @@
 // countdown timer. Each page module exports render(main, params, page).
 import { auth, setUnauthorizedHandler } from "./api.js";
 import { clear, h, toast } from "./dom.js";
-import { navigate, setRouter } from "./nav.js";
+import { leaveQuestion, navigate, setLeaveGuard, setRouter } from "./nav.js";
 import { tickCountdowns } from "./widgets.js";
 
 const ROUTES = [
@@ -18,6 +18,7 @@ const ROUTES = [
 
 const main = document.getElementById("main");
 let current = null; // {cleanups: [fn]} of the page on screen
+let shownHash = null; // the hash of the page on screen, to go back to when leaving it is cancelled
 
 /** What a page gets to tie timers and listeners to its lifetime. */
 class PageLife {
@@ -45,6 +46,14 @@ function parseHash() {
 }
 
 async function route() {
+  const question = current ? leaveQuestion() : null;
+  if (question && !window.confirm(question)) {
+    // stay: put the address back without another hashchange
+    if (shownHash !== null && location.hash !== shownHash) history.replaceState(null, "", shownHash || "#");
+    return;
+  }
+  setLeaveGuard(null);
+  shownHash = location.hash;
   const { path, query } = parseHash();
   const loggedIn = Boolean(auth.get());
   if (!loggedIn && path !== "/login") return navigate("/login");
@@ -94,12 +103,21 @@ document.getElementById("nav-toggle").addEventListener("click", (e) => {
 });
 
 document.getElementById("logout").addEventListener("click", () => {
+  const question = leaveQuestion(); // ask before the key is dropped: "stay" must leave the session intact
+  if (question && !window.confirm(question)) return;
+  setLeaveGuard(null);
   auth.clear();
   navigate("/login");
 });
 
+// Closing or reloading the tab with unsaved changes: the browser asks (its own wording).
+window.addEventListener("beforeunload", (e) => {
+  if (leaveQuestion()) e.preventDefault();
+});
+
 setUnauthorizedHandler(() => {
   if (!auth.get()) return;
+  setLeaveGuard(null); // the session is gone: nothing could be saved anyway
   auth.clear();
   toast("The admin key was refused; log in again.", "error");
   navigate("/login");

@@ -1,9 +1,11 @@
-// Small inline-SVG charts drawn by hand (no library): stacked hourly bars and token lines.
+// Small inline-SVG charts drawn by hand (no library): stacked bars per hour or per day. Bars (never lines) so
+// that a sparse series (one busy hour in a quiet week) shows as what it is, not as a wide triangle.
 import { fmtCompact, fmtInt, s } from "./dom.js";
 
 const W = 640;
 const H = 220;
 const PAD = { top: 12, right: 12, bottom: 28, left: 44 };
+const HOUR = 3600;
 
 function niceMax(v) {
   if (v <= 0) return 4;
@@ -12,11 +14,50 @@ function niceMax(v) {
   return 10 * exp;
 }
 
-function hourLabel(epoch) {
-  return new Date(epoch * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+const dateFmt = (epoch) => new Date(epoch * 1000).toLocaleDateString([], { month: "short", day: "numeric" });
+const timeFmt = (epoch) => new Date(epoch * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+const isMidnight = (epoch) => new Date(epoch * 1000).getHours() === 0;
+
+/** Sum an hourly series into local calendar days (for the 30-day range). Each bucket: {at, span, ...sums}. */
+export function buckets(series, perDay) {
+  if (!perDay) return series.map((p) => ({ ...p, at: p.hour, span: HOUR }));
+  const out = [];
+  for (const p of series) {
+    const d = new Date(p.hour * 1000);
+    const day = new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime() / 1000;
+    let last = out[out.length - 1];
+    if (!last || last.at !== day) {
+      last = { at: day, span: 86400 };
+      out.push(last);
+    }
+    for (const [k, v] of Object.entries(p)) if (k !== "hour" && typeof v === "number") last[k] = (last[k] || 0) + v;
+  }
+  return out;
 }
 
-function frame(series, max, label) {
+/** The text under bucket i, or null: dates when the chart spans days, times of day (and the date at midnight)
+ * within one day. */
+function axisLabel(list, i) {
+  const b = list[i];
+  if (b.span >= 86400) {
+    const every = Math.max(1, Math.ceil(list.length / 8));
+    return i % every === 0 ? dateFmt(b.at) : null;
+  }
+  if (list.length > 48) {
+    // several days by the hour: one label per day, at midnight (or the first bucket when no midnight is near)
+    return isMidnight(b.at) && i > 2 ? dateFmt(b.at) : null;
+  }
+  const every = Math.max(1, Math.ceil(list.length / 6));
+  if (i % every !== 0) return null;
+  return isMidnight(b.at) || i === 0 ? `${dateFmt(b.at)} ${timeFmt(b.at)}` : timeFmt(b.at);
+}
+
+/** The tooltip heading of a bucket: its date and hour, or its date. */
+export function bucketTitle(b) {
+  return b.span >= 86400 ? dateFmt(b.at) : `${dateFmt(b.at)} ${timeFmt(b.at)}`;
+}
+
+function frame(list, max, label) {
   const svg = s("svg", {
     viewBox: `0 0 ${W} ${H}`,
     class: "chart",
@@ -32,15 +73,15 @@ function frame(series, max, label) {
       s("text", { x: PAD.left - 6, y: y + 4, "text-anchor": "end", class: "axis" }, fmtCompact((max * i) / 4)),
     );
   }
-  const step = (W - PAD.left - PAD.right) / Math.max(1, series.length);
-  const every = Math.max(1, Math.ceil(series.length / 6));
-  series.forEach((p, i) => {
-    if (i % every === 0) {
+  const step = (W - PAD.left - PAD.right) / Math.max(1, list.length);
+  list.forEach((_b, i) => {
+    const text = axisLabel(list, i);
+    if (text) {
       svg.append(
         s(
           "text",
-          { x: PAD.left + step * (i + 0.5), y: H - 8, "text-anchor": "middle", class: "axis" },
-          hourLabel(p.hour),
+          { x: PAD.left + step * (i + 0.5), y: H - 8, "text-anchor": "middle", class: "axis", "data-axis": "x" },
+          text,
         ),
       );
     }
@@ -48,59 +89,64 @@ function frame(series, max, label) {
   return { svg, innerH, step };
 }
 
-/** Stacked bars per hour: successful requests (blue) under failures (red). */
-export function requestsChart(series) {
-  const max = niceMax(Math.max(0, ...series.map((p) => p.requests)));
-  const total = series.reduce((a, p) => a + p.requests, 0);
-  const failed = series.reduce((a, p) => a + p.failures, 0);
-  const { svg, innerH, step } = frame(series, max, `Requests per hour: ${total} requests, ${failed} failures`);
-  const bw = Math.max(1, step * 0.7);
-  series.forEach((p, i) => {
+/** Stacked bars: layers [{key, cls}] from the bottom up; a bucket's title from title(b). */
+function stackedBars(list, layers, label, title) {
+  const totals = list.map((b) => layers.reduce((a, l) => a + Math.max(0, b[l.key] || 0), 0));
+  const max = niceMax(Math.max(0, ...totals));
+  const { svg, innerH, step } = frame(list, max, label);
+  const bw = Math.max(1.5, step * 0.7);
+  list.forEach((b, i) => {
     const x = PAD.left + step * i + (step - bw) / 2;
-    const okH = (innerH * Math.max(0, p.requests - p.failures)) / max;
-    const failH = (innerH * p.failures) / max;
-    const base = PAD.top + innerH;
-    const g = s(
-      "g",
-      {},
-      s("title", {}, `${hourLabel(p.hour)}: ${fmtInt(p.requests)} requests, ${fmtInt(p.failures)} failures`),
-    );
-    if (okH > 0) g.append(s("rect", { x, y: base - okH, width: bw, height: okH, class: "bar ok", rx: 2 }));
-    if (failH > 0)
-      g.append(s("rect", { x, y: base - okH - failH, width: bw, height: failH, class: "bar fail", rx: 2 }));
+    let top = PAD.top + innerH;
+    const g = s("g", { class: "bucket" }, s("title", {}, title(b)));
+    for (const layer of layers) {
+      const v = Math.max(0, b[layer.key] || 0);
+      if (v <= 0) continue;
+      const height = Math.max(1.5, (innerH * v) / max); // a tiny value stays visible
+      top -= height;
+      g.append(s("rect", { x, y: top, width: bw, height, class: "bar " + layer.cls, rx: 1.5 }));
+    }
     g.append(s("rect", { x: PAD.left + step * i, y: PAD.top, width: step, height: innerH, fill: "transparent" }));
     svg.append(g);
   });
   return svg;
 }
 
-/** Lines of prompt, answer and total tokens per hour, the total shaded. */
-export function tokensChart(series) {
-  const max = niceMax(Math.max(0, ...series.map((p) => p.total_tokens)));
-  const total = series.reduce((a, p) => a + p.total_tokens, 0);
-  const { svg, innerH, step } = frame(series, max, `Tokens per hour: ${total} tokens in total`);
-  const x = (i) => PAD.left + step * (i + 0.5);
-  const y = (v) => PAD.top + innerH - (innerH * v) / max;
-  const path = (key) => series.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
-  if (series.length) {
-    const area = `${path("total_tokens")} L${x(series.length - 1).toFixed(1)},${y(0)} L${x(0).toFixed(1)},${y(0)} Z`;
-    svg.append(s("path", { d: area, class: "area" }));
-    svg.append(s("path", { d: path("total_tokens"), class: "line total" }));
-    svg.append(s("path", { d: path("prompt_tokens"), class: "line prompt" }));
-    svg.append(s("path", { d: path("candidates_tokens"), class: "line answer" }));
-    series.forEach((p, i) => {
-      svg.append(
-        s(
-          "rect",
-          { x: PAD.left + step * i, y: PAD.top, width: step, height: innerH, fill: "transparent" },
-          s(
-            "title",
-            {},
-            `${hourLabel(p.hour)}: ${fmtInt(p.total_tokens)} tokens (${fmtInt(p.prompt_tokens)} prompt, ${fmtInt(p.candidates_tokens)} answer)`,
-          ),
-        ),
-      );
-    });
-  }
-  return svg;
+/** Requests per bucket: succeeded (blue) under failed (red); the tooltip adds retries and refusals. */
+export function requestsChart(list, unit = "hour") {
+  const total = list.reduce((a, b) => a + b.requests, 0);
+  const failed = list.reduce((a, b) => a + b.failures, 0);
+  const rows = list.map((b) => ({ ...b, ok: Math.max(0, b.requests - b.failures) }));
+  return stackedBars(
+    rows,
+    [
+      { key: "ok", cls: "ok" },
+      { key: "failures", cls: "fail" },
+    ],
+    `Requests per ${unit}: ${total} requests, ${failed} failures`,
+    (b) =>
+      `${bucketTitle(b)}: ${fmtInt(b.requests)} requests, ${fmtInt(b.failures)} failed` +
+      `, ${fmtInt(b.retries || 0)} retries, ${fmtInt(b.refused || 0)} refused before Google`,
+  );
+}
+
+/** Tokens per bucket: prompt, answer and the rest of the total (thinking, tools) stacked. */
+export function tokensChart(list, unit = "hour") {
+  const total = list.reduce((a, b) => a + b.total_tokens, 0);
+  const rows = list.map((b) => ({
+    ...b,
+    other: Math.max(0, b.total_tokens - b.prompt_tokens - b.candidates_tokens),
+  }));
+  return stackedBars(
+    rows,
+    [
+      { key: "prompt_tokens", cls: "prompt" },
+      { key: "candidates_tokens", cls: "answer" },
+      { key: "other", cls: "other" },
+    ],
+    `Tokens per ${unit}: ${total} tokens in total`,
+    (b) =>
+      `${bucketTitle(b)}: ${fmtInt(b.total_tokens)} tokens (${fmtInt(b.prompt_tokens)} prompt, ` +
+      `${fmtInt(b.candidates_tokens)} answer, ${fmtInt(b.other)} other)`,
+  );
 }

@@ -100,7 +100,13 @@ export function field(label, input, { hint, name } = {}) {
 }
 
 // -- dialogs (native <dialog>: modal, focus-trapped, closes with Escape) ------------------------------------
-export function openDialog(title, body, { actions = [], wide = false, drawer = false, onClose } = {}) {
+/** A modal dialog. ``guard``: fn() -> a question or null, asked before Escape, ✕ or a click outside close it
+ * (unsaved changes); code that closes it after a save calls dialog.close() directly. */
+export function openDialog(title, body, { actions = [], wide = false, drawer = false, onClose, guard } = {}) {
+  const tryClose = () => {
+    const question = guard ? guard() : null;
+    if (!question || window.confirm(question)) dialog.close();
+  };
   const dialog = h(
     "dialog",
     { class: "dialog" + (wide ? " wide" : "") + (drawer ? " drawer" : ""), "aria-label": title },
@@ -108,11 +114,7 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
       "div",
       { class: "dialog-head" },
       h("h2", {}, title),
-      h(
-        "button",
-        { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: () => dialog.close() },
-        "✕",
-      ),
+      h("button", { type: "button", class: "btn ghost icon", "aria-label": "Close", onclick: tryClose }, "✕"),
     ),
     h("div", { class: "dialog-body" }, body),
     actions.length ? h("div", { class: "dialog-actions" }, actions) : null,
@@ -122,7 +124,11 @@ export function openDialog(title, body, { actions = [], wide = false, drawer = f
     if (onClose) onClose();
   });
   dialog.addEventListener("click", (e) => {
-    if (e.target === dialog) dialog.close(); // a click on the backdrop
+    if (e.target === dialog) tryClose(); // a click on the backdrop
+  });
+  dialog.addEventListener("cancel", (e) => {
+    e.preventDefault(); // Escape: ask first when something would be lost
+    tryClose();
   });
   document.body.append(dialog);
   dialog.showModal();

@@ -7,12 +7,28 @@ export function labelOf(name) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
+/** A default as a person reads it: "none" for an empty text or list, on/off for a switch, lists joined. */
+export function readableDefault(value) {
+  if (value === null || value === undefined || value === "") return "none";
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
+  if (typeof value === "boolean") return value ? "on" : "off";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** The mark of a setting a group may override (on the system settings page). */
+function overridableMark(spec) {
+  return spec.group_overridable
+    ? h("span", { class: "chip override", title: "A group can set its own value on its page" }, "group override")
+    : null;
+}
+
 /**
  * Inputs for each schema entry. With inherit=true (group overrides) every input may be left empty, meaning
  * "use the system value", shown as the placeholder.
  * Returns {nodes, read()} where read() gives {values, errors}; values holds only what the user set or changed.
  */
-export function settingsFields(schema, values, { inherit = false, inherited = {} } = {}) {
+export function settingsFields(schema, values, { inherit = false, inherited = {}, markOverridable = false } = {}) {
   const entries = schema.map((spec) => {
     const current = values[spec.name];
     let input;
@@ -48,7 +64,7 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
         type: "text",
         name: spec.name,
         value: current ?? "",
-        placeholder: inherit ? String(inherited[spec.name] ?? "") : undefined,
+        placeholder: inherit ? `Inherit (${readableDefault(inherited[spec.name])})` : undefined,
         // a secret (proxy_url) arrives masked (****); sending the masked text back keeps the stored secret
         class: spec.secret ? "mono" : undefined,
         autocomplete: spec.secret ? "off" : undefined,
@@ -57,7 +73,7 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
     }
     const range = spec.min !== null && spec.min !== undefined ? ` Range ${spec.min}–${spec.max}.` : "";
     const secret = spec.secret ? " Credentials are shown as ****; leave them so to keep them." : "";
-    const hint = `${spec.description}${range} Default: ${JSON.stringify(spec.default)}.${secret}`;
+    const hint = `${spec.description}${range} Default: ${readableDefault(spec.default)}.${secret}`;
     const node =
       spec.type === "boolean" && !inherit
         ? h(
@@ -68,6 +84,10 @@ export function settingsFields(schema, values, { inherit = false, inherited = {}
             h("p", { class: "field-error", dataset: { errorFor: spec.name } }),
           )
         : field(labelOf(spec.name), input, { hint, name: spec.name });
+    // the mark goes at the start of the hint, outside the label (the label stays the setting's name)
+    const mark = markOverridable ? overridableMark(spec) : null;
+    if (mark) node.querySelector(".hint").prepend(mark, " ");
+    node.dataset.setting = spec.name;
     return { spec, input, node };
   });
 

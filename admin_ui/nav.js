@@ -12,3 +12,16 @@ export function navigate(path) {
   if (location.hash === "#" + path) reroute();
   else location.hash = path;
 }
+
+let leaveGuard = null;
+
+/** A page with a form registers fn() -> a question (unsaved changes) or null; app.js asks it before leaving the
+ * page (in-app navigation: a confirm; closing or reloading the tab: the browser's own prompt). */
+export function setLeaveGuard(fn) {
+  leaveGuard = fn;
+}
+
+/** The question to ask before leaving the page on screen, or null when nothing would be lost. */
+export function leaveQuestion() {
+  return leaveGuard ? leaveGuard() : null;
+}

@@ -1,5 +1,5 @@
 // Widgets shared by several pages. Importing it has no side effects (app.js runs the countdown timer).
-import { fmtClock, h } from "./dom.js";
+import { copyText, fmtClock, h } from "./dom.js";
 
 /** The Overview / Keys tabs of one group. */
 export function groupTabs(name, active) {
@@ -21,4 +21,66 @@ export function tickCountdowns() {
     el.textContent = el.dataset.label + " · " + (left > 0 ? fmtClock(left) : "ready");
     el.classList.toggle("done", left <= 0);
   });
+}
+
+/** Narrow screens (under 600 px): a table marked with asCards() shows each row as a card, every cell under its
+ * column's name (styles.css, "cards"). It copies each header cell's text (or its data-label) to the cells of that
+ * column as data-label; call it again after adding rows. Cells with class "card-title" head their card, cells with
+ * class "card-actions" go to its foot; a header cell with class "visually-hidden" text gives no label. */
+export function asCards(table) {
+  table.classList.add("cards");
+  const labels = [...table.querySelectorAll("thead tr:first-child > *")].map((th) =>
+    th.dataset.label !== undefined ? th.dataset.label : th.textContent.trim(),
+  );
+  for (const row of table.querySelectorAll("tbody tr")) {
+    let col = 0;
+    for (const cell of row.children) {
+      const label = labels[col] || "";
+      if (label && !cell.dataset.label) cell.dataset.label = label;
+      col += Number(cell.getAttribute("colspan")) || 1;
+    }
+  }
+  return table;
+}
+
+/** A small "Copy" button that copies ``text`` (an id, a key's masked form) and says so. */
+export function copyButton(text, label = "Copy") {
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "btn small ghost copy-btn",
+      "aria-label": `${label}: ${text}`,
+      title: `Copy ${text}`,
+      onclick: (e) => copyText(text, e.currentTarget),
+    },
+    "Copy",
+  );
+}
+
+/** Unsaved-changes tracking for a form: compares its named fields with a snapshot. question() gives the
+ * "leave without saving?" text while they differ (for nav.setLeaveGuard or openDialog's guard); saved() takes a
+ * new snapshot (after a save, or after the form was rebuilt). */
+export function unsavedChanges(form, what) {
+  const snap = () =>
+    JSON.stringify(
+      [...form.elements].filter((e) => e.name).map((e) => [e.name, e.type === "checkbox" ? e.checked : e.value]),
+    );
+  let clean = snap();
+  return {
+    dirty: () => snap() !== clean,
+    saved: () => {
+      clean = snap();
+    },
+    question: () => (snap() !== clean ? `${what} has unsaved changes. Leave without saving them?` : null),
+  };
+}
+
+/** A breadcrumb: links separated by " / ", without a trailing separator (the page's h1 names the page itself). */
+export function crumbs(...links) {
+  const out = h("p", { class: "crumbs" });
+  links.forEach((link, i) => {
+    out.append(i ? " / " : "", link);
+  });
+  return out;
 }

@@ -47,6 +47,7 @@ class StoreCounter:
 
         self.grpc = grpc
         self.fs = fs
+        self.upstream = upstream  # the emulator: a second counter for a second instance can relay to it too
         self.lock = threading.Lock()
         self.counts = {"reads": 0, "writes": 0, "rpcs": 0}
         self.by_method: dict[str, int] = {}
@@ -164,6 +165,24 @@ class StoreCounter:
         self.channel.close()
 
 
+def _warm_up(host: str) -> None:
+    """One read with a long deadline: the emulator's first gRPC call can take seconds (JIT warm-up), longer than
+    the proxy's 4 s RPC timeout on a busy machine."""
+    from google.cloud import firestore
+
+    old = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = host
+    try:
+        client = firestore.Client(project="bench-warm-up")
+        client.collection("warm").document("up").get(timeout=60)
+        client.close()
+    finally:
+        if old is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = old
+
+
 @contextlib.contextmanager
 def firestore_env(logdir: Path):
     """Yield (env for the proxy, StoreCounter); raises FirestoreUnavailable when this machine cannot do it."""
@@ -203,6 +222,7 @@ def firestore_env(logdir: Path):
             if time.time() > deadline:
                 raise FirestoreUnavailable(f"the emulator did not answer within 90 s (see {log.name})")
             time.sleep(0.2)
+        _warm_up(f"{HOST}:{emu_port}")
         counter = StoreCounter(f"{HOST}:{emu_port}")
         counter.start()
         env = {

@@ -16,6 +16,7 @@ See bench/README.md for what every figure means.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -450,20 +451,42 @@ def proxied_ok(port: int) -> bool:
     return status == 200
 
 
-def start_proxy(name: str, st: Settings, env_extra: dict, data_dir: Path, fake_port: int, logdir: Path) -> Target:
-    """Start the proxy once to configure it, stop it, start it again and time process start -> first proxied 200."""
+def start_proxy(
+    name: str,
+    st: Settings,
+    env_extra: dict,
+    data_dir: Path,
+    fake_port: int,
+    logdir: Path,
+    settings: dict | None = None,
+    threads: bool = True,
+) -> Target:
+    """Start the proxy once to configure it (group, keys, and system ``settings`` if given), stop it, start it
+    again and time process start -> first proxied 200. ``threads=False``: the server's default THREADS."""
     main_py = ROOT / "main.py"
     if not main_py.exists():
         raise FileNotFoundError(f"{main_py} does not exist yet")
-    env = {"AUTH_KEY": AUTH_KEY, "DATA_DIR": str(data_dir), "THREADS": str(st.threads), "WORKERS": "1", **env_extra}
+    env = {"AUTH_KEY": AUTH_KEY, "DATA_DIR": str(data_dir), "WORKERS": "1", **env_extra}
+    if threads:
+        env["THREADS"] = str(st.threads)
     port = free_port()
     srv = Server(f"{name}-setup", [sys.executable, str(main_py)], {**env, "PORT": str(port)}, ROOT, logdir)
     try:
         wait_until(lambda: http_call(port, "GET", "/health", timeout=2)[0] == 200, 60, 0.05, srv)
         setup_group(port, fake_port)
+        if settings:
+            status, body = admin(port, "PUT", "/api/settings", settings)
+            if status != 200:
+                raise RuntimeError(f"settings failed: {status} {body}")
         wait_until(lambda: proxied_ok(port), 30, 0.05, srv)
     finally:
         srv.stop()
+    return restart_proxy(name, env, logdir)
+
+
+def restart_proxy(name: str, env: dict, logdir: Path) -> Target:
+    """Start the proxy on existing data; its cold start is process start -> first proxied 200."""
+    main_py = ROOT / "main.py"
     port = free_port()
     srv = Server(name, [sys.executable, str(main_py)], {**env, "PORT": str(port)}, ROOT, logdir)
     try:
@@ -471,7 +494,129 @@ def start_proxy(name: str, st: Settings, env_extra: dict, data_dir: Path, fake_p
     except Exception:
         srv.stop()
         raise
-    return Target(name, port, prefix="/proxy/bench", api_key=PROXY_KEY, server=srv, cold_start_s=cold)
+    return Target(
+        name, port, prefix="/proxy/bench", api_key=PROXY_KEY, server=srv, cold_start_s=cold, extra={"env": env}
+    )
+
+
+# ----------------------------------------------------------------------------------------------- side by side
+SIDE_MODES = (
+    ("sqlite", "SQLite, every request logged"),
+    ("firestore", "Firestore, every request logged"),
+    ("firestore-fo", "Firestore, `log_failures_only`"),
+)
+
+
+def side_by_side(st: Settings, fake_port: int, logdir: Path, work: Path, rounds: int, colds: int) -> tuple[str, dict]:
+    """Issue 16's comparison: `python main.py` with its defaults (THREADS 128) on SQLite and on the Firestore
+    emulator, every request logged (and Firestore with failures-only logging), all three servers up at once and
+    measured in turn, round after round (the order rotates), so machine noise falls on every mode alike. Per
+    round and mode: wrk 1 thread, warm-up, c=1 and c=32 phases. Then each server is stopped (its shutdown flush
+    counted) and restarted ``colds`` times on the same data for the cold start."""
+    from firestore_run import StoreCounter, firestore_env
+
+    out: dict = {m: {"rounds": [], "cold_s": [], "store": None} for m, _ in SIDE_MODES}
+    with contextlib.ExitStack() as stack:
+        env_fs, counter = stack.enter_context(firestore_env(logdir))
+        fo_counter = StoreCounter(counter.upstream)
+        fo_counter.start()
+        stack.callback(fo_counter.stop)
+        env_fo = {**env_fs, "FIRESTORE_EMULATOR_HOST": f"{HOST}:{fo_counter.port}", "GOOGLE_CLOUD_PROJECT": "bench-fo"}
+        counters = {"firestore": counter, "firestore-fo": fo_counter}
+        targets = {
+            "sqlite": start_proxy("sbs-sqlite", st, {}, work / "sbs-sqlite", fake_port, logdir, threads=False),
+            "firestore": start_proxy("sbs-firestore", st, env_fs, work / "sbs-fs", fake_port, logdir, threads=False),
+            "firestore-fo": start_proxy(
+                "sbs-firestore-fo",
+                st,
+                env_fo,
+                work / "sbs-fo",
+                fake_port,
+                logdir,
+                settings={"log_failures_only": True},
+                threads=False,
+            ),
+        }
+        for t in targets.values():
+            stack.callback(lambda t=t: t.server and t.server.stop())
+            out[t.name.removeprefix("sbs-")]["cold_s"].append(t.cold_start_s)
+        start = {m: c.snapshot() for m, c in counters.items()}
+        served = dict.fromkeys(targets, 0)
+        order = [m for m, _ in SIDE_MODES]
+        for r in range(rounds):
+            for mode in order[r % len(order) :] + order[: r % len(order)]:
+                t = targets[mode]
+                url = t.url(MODEL_PATH)
+                log(f"side by side, round {r + 1}: {mode}")
+                warm = wrk(url, 1, st.warmup_seconds, t.api_key, 1)
+                c1 = wrk(url, 1, st.phase_seconds, t.api_key, 1)
+                c32 = wrk(url, st.c_high, st.phase_seconds, t.api_key, 1)
+                served[mode] += warm["requests"] + c1["requests"] + c32["requests"]
+                out[mode]["rounds"].append({"c1": c1, "c32": c32})
+        for mode, t in targets.items():
+            assert t.server is not None
+            t.server.stop()  # SIGTERM: the shutdown flush is part of what these requests cost
+            if mode in counters:
+                end = counters[mode].snapshot()
+                out[mode]["store"] = {k: (end[k] - start[mode][k]) / max(served[mode], 1) * 1000 for k in end}
+            for _ in range(colds - 1):
+                again = restart_proxy(t.name, t.extra["env"], logdir)
+                assert again.server is not None
+                again.server.stop()
+                out[mode]["cold_s"].append(again.cold_start_s)
+    return side_report(out, rounds), out
+
+
+def _span(values: list[float], nd: int) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo, nd) if fmt(lo, nd) == fmt(hi, nd) else f"{fmt(lo, nd)}-{fmt(hi, nd)}"
+
+
+def side_report(out: dict, rounds: int) -> str:
+    lines = [
+        f"Side by side (issue 16): `python main.py` defaults (THREADS 128), wrk 1 thread, {rounds} rounds; "
+        "ranges are min-max over the rounds; the three servers run at once and are measured in turn.",
+        "",
+        "| mode | c=1 req/s | c=1 p50 (ms) | c=1 p99 (ms) | c=32 req/s | c=32 p99 (ms) | cold start (ms) "
+        "| reads / writes / RPCs per 1,000 requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    mean: dict = {}
+    for mode, label in SIDE_MODES:
+        rs = out[mode]["rounds"]
+        if not rs:
+            continue
+        c1rps = [x["c1"]["rps"] for x in rs]
+        c1p50 = [x["c1"]["p50_us"] / 1000 for x in rs]
+        c1p99 = [x["c1"]["p99_us"] / 1000 for x in rs]
+        c32rps = [x["c32"]["rps"] for x in rs]
+        c32p99 = [x["c32"]["p99_us"] / 1000 for x in rs]
+        cold = [c * 1000 for c in out[mode]["cold_s"] if c is not None]
+        st_ = out[mode]["store"]
+        cost = "n/a" if not st_ else f"{st_['reads']:.1f} / {st_['writes']:.1f} / {st_['rpcs']:.1f}"
+        cold_txt = f"{statistics.median(cold):,.0f} ({_span(cold, 0)})" if cold else "n/a"
+        lines.append(
+            f"| {label} | {_span(c1rps, 0)} | {_span(c1p50, 2)} | {_span(c1p99, 2)} | {_span(c32rps, 0)} "
+            f"| {_span(c32p99, 1)} | {cold_txt} | {cost} |"
+        )
+        mean[mode] = {
+            "c1rps": statistics.fmean(c1rps),
+            "c1p99": statistics.fmean(c1p99),
+            "c32rps": statistics.fmean(c32rps),
+            "c32p99": statistics.fmean(c32p99),
+            "cold": statistics.median(cold) if cold else None,
+        }
+    if {"sqlite", "firestore"} <= mean.keys():
+        s, f = mean["sqlite"], mean["firestore"]
+        lines += [
+            "",
+            "Firestore (every request logged) vs SQLite, means over the rounds: "
+            f"c=1 p99 {f['c1p99'] / s['c1p99']:.2f}x, "
+            f"c=32 p99 {f['c32p99'] / s['c32p99']:.2f}x (target <= 1.5x); throughput c=1 "
+            f"{f['c1rps'] / s['c1rps']:.0%}, c=32 {f['c32rps'] / s['c32rps']:.0%} (target >= 95 %); cold start median "
+            f"{fmt(f['cold'], 0)} ms (target <= 800 ms).",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def start_baseline(st: Settings, fake_port: int, logdir: Path) -> Target:
@@ -612,6 +757,7 @@ def report(results: dict, notes: list[str], st: Settings, machine: dict) -> str:
         f"(direct actually sent {soak['requests_1']:,} + {soak['requests_2']:,})",
         f"- streaming: {st.streams} sequential streamGenerateContent?alt=sse calls, fake sends {st.chunks} events "
         f"{st.interval_ms:g} ms apart",
+        "- Firestore mode, where the time goes (profiles before/after log pages): bench/results/firestore.md",
         "",
     ]
     tail = ["", *[f"- {n}" for n in notes]] if notes else []
@@ -704,7 +850,15 @@ def main(argv=None) -> int:
         default="direct,baseline,proxy,proxy-fs",
         help="comma list of direct,baseline,proxy,proxy-fs (direct always runs: it is the reference)",
     )
-    ap.add_argument("--no-firestore", action="store_true", help="skip the STORE=firestore run")
+    ap.add_argument("--no-firestore", action="store_true", help="skip the STORE=firestore runs")
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="only the SQLite vs Firestore comparison of issue 16 (default out: bench/results/side-by-side.md)",
+    )
+    ap.add_argument("--no-side-by-side", action="store_true", help="full run without the side-by-side comparison")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of the side-by-side comparison (default 2)")
+    ap.add_argument("--cold-starts", type=int, default=3, help="cold starts per mode in the side-by-side (default 3)")
     ap.add_argument("--soak", type=int, default=None, help="requests in each of the two soaks (default 10,000)")
     ap.add_argument("--seconds", type=int, default=None, help="seconds of each concurrency phase (default 10)")
     ap.add_argument(
@@ -717,7 +871,8 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     if args.out is None:
-        args.out = str(RESULTS / ("smoke.md" if args.smoke else "latest.md"))
+        name = "side-by-side.md" if args.side_by_side else "smoke.md" if args.smoke else "latest.md"
+        args.out = str(RESULTS / name)
 
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
@@ -738,8 +893,11 @@ def main(argv=None) -> int:
     servers: list[Server] = []
     failed = False
     fake_stats: dict = {}
+    side_md, side_raw = "", None
     t_begin = time.perf_counter()
     load_before = f"{os.getloadavg()[0]:.2f}"
+    if args.side_by_side:
+        return run_side_by_side(st, args, work, logdir, load_before)
     try:
         fake_port = free_port()
         fake_argv = [
@@ -817,6 +975,13 @@ def main(argv=None) -> int:
                 if os.environ.get("BENCH_REQUIRE_FIRESTORE"):
                     failed = True
 
+        if not (st.smoke or args.no_side_by_side or args.no_firestore):
+            try:
+                side_md, side_raw = side_by_side(st, fake_port, logdir, work, args.rounds, args.cold_starts)
+            except Exception as e:
+                notes.append(f"side-by-side comparison failed: {e}".replace("\n", " / ")[:800])
+                log(notes[-1])
+
         fake_stats = json.loads(http_call(fake_port, "GET", "/__stats")[1])
     finally:
         for s in reversed(servers):
@@ -831,15 +996,57 @@ def main(argv=None) -> int:
         f"{time.perf_counter() - t_begin:.0f}s" + (f"; server logs in {logdir}" if keep else "")
     )
     md = report(results, notes, st, {**machine_info(), "load_before": load_before})
+    if side_md:
+        md += "\n## Firestore vs SQLite, side by side\n\n" + side_md
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)
     raw = {k: {kk: vv for kk, vv in v.items() if kk != "stream_raw"} for k, v in results.items()}
-    out.with_suffix(".json").write_text(json.dumps({"settings": st.__dict__, "results": raw}, indent=1))
+    dump = {"settings": st.__dict__, "results": raw, "side_by_side": side_raw}
+    out.with_suffix(".json").write_text(json.dumps(dump, indent=1))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return rc
+
+
+def run_side_by_side(st: Settings, args: argparse.Namespace, work: Path, logdir: Path, load_before: str) -> int:
+    """``--side-by-side``: the fake upstream and the three servers of ``side_by_side`` only."""
+    t_begin = time.perf_counter()
+    fake = None
+    rc = 0
+    try:
+        fake_port = free_port()
+        argv = [sys.executable, str(BENCH / "fake_upstream.py"), "--host", HOST, "--port", str(fake_port)]
+        fake = Server("fake-upstream", argv, {}, ROOT, logdir)
+        wait_until(lambda: http_call(fake_port, "GET", "/health", timeout=2)[0] == 200, 20, 0.02, fake)
+        side_md, side_raw = side_by_side(st, fake_port, logdir, work, args.rounds, args.cold_starts)
+    except Exception as e:
+        side_md, side_raw, rc = f"side-by-side comparison failed: {e}\n", None, 1
+    finally:
+        if fake is not None:
+            fake.stop()
+    m = machine_info()
+    errors = sum(x[ph]["errors"] for v in (side_raw or {}).values() for x in v["rounds"] for ph in ("c1", "c32"))
+    head = [
+        "# gptload benchmark: Firestore vs SQLite side by side",
+        "",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}; {m['nproc']} CPUs ({m['cpu']}); "
+        f"Python {m['python']}; {m['wrk']}",
+        f"- 1-minute load average before {load_before}, after {os.getloadavg()[0]:.2f}; "
+        f"{st.warmup_seconds}s warm-up + {st.phase_seconds}s per phase; errors (non-2xx, socket) {errors}; "
+        f"took {time.perf_counter() - t_begin:.0f}s" + (f"; logs in {logdir}" if rc or args.keep else ""),
+        "",
+    ]
+    md = "\n".join(head) + side_md
+    print(md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"settings": st.__dict__, "side_by_side": side_raw}, indent=1))
+    if not (rc or args.keep):
+        shutil.rmtree(work, ignore_errors=True)
+    return rc or (1 if errors else 0)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,13 @@ def build_services(
     pool.on_markers(access.on_markers)
     pool.reload()
     affinity = AffinityMap(store)
-    usage = UsageBuffer(store, flush_seconds=config.usage_flush_seconds, max_events=config.usage_buffer_max)
+    usage = UsageBuffer(
+        store,
+        flush_seconds=config.usage_flush_seconds,
+        min_events=config.usage_flush_min_events,
+        max_seconds=config.usage_flush_max_seconds,
+        max_events=config.usage_buffer_max,
+    )
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
     metrics = Metrics()

@@ -38,6 +38,8 @@ class Config:
     maintenance_interval_seconds: float = 60.0
     usage_flush_seconds: float = 5.0
     usage_buffer_max: int = 50_000
+    usage_flush_min_events: int = 1
+    usage_flush_max_seconds: float = 60.0
     oidc_audience: str | None = None
     oidc_service_account: str | None = None
     # python main.py's own server (on Cloud Run, Google's front end and Cloud Run's limits protect the function)
@@ -97,6 +99,9 @@ class Config:
             maintenance_interval_seconds=_float(env, "MAINTENANCE_INTERVAL_SECONDS", 60.0, 0.0, 86400.0),
             usage_flush_seconds=_float(env, "USAGE_FLUSH_SECONDS", 5.0, 0.1, 3600.0),
             usage_buffer_max=_int(env, "USAGE_BUFFER_MAX", 50_000, 100, 10_000_000),
+            # Firestore bills ~3 writes per flush: wait for 100 events (or USAGE_FLUSH_MAX_SECONDS) there
+            usage_flush_min_events=_int(env, "USAGE_FLUSH_MIN_EVENTS", 100 if store == "firestore" else 1, 1, 100_000),
+            usage_flush_max_seconds=_float(env, "USAGE_FLUSH_MAX_SECONDS", 60.0, 0.1, 3600.0),
             oidc_audience=env.get("OIDC_AUDIENCE") or None,
             oidc_service_account=env.get("OIDC_SERVICE_ACCOUNT") or None,
             request_header_timeout_seconds=_float(env, "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, 0.1, 3600.0),

@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.breaker import Breakers
-from gptload.models import KEY_STATUSES, LOG_FIELDS, LogQuery
-from gptload.pool import KeyPool
+from gptload.models import ACTIVE, ANY_MODEL, KEY_STATUSES, LOG_FIELDS, LogQuery, attempt_log_id, request_id_of
+from gptload.pool import GroupView, KeyPool
 from gptload.store.base import Store
 from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, hour_of
 from gptload.usage import UsageBuffer
@@ -23,6 +24,7 @@ HOUR = 3600.0
 DAY = 24 * HOUR
 CSV_LIMIT = 100_000
 MAX_EPOCH = 1e11  # log filters: epoch seconds, year 5138 at most
+ATTEMPT_LIMIT = 21  # attempts of one request looked up for a log's detail: 1 + the largest max_retries
 
 
 class Insights:
@@ -32,23 +34,48 @@ class Insights:
         self._usage = usage
         self._breakers = breakers
 
-    def dashboard(self, now: float | None = None) -> dict[str, Any]:
+    def dashboard(self, now: float | None = None, group: str | None = None, hours: int = 24) -> dict[str, Any]:
+        """Key states, traffic and trends of ``group`` (all groups when None) over the last ``hours`` hours (the
+        ``range``), compared with the ``hours`` before; ``last_24h``/``previous_24h`` stay the last day's figures.
+
+        ``keys`` counts display statuses, and apart: ``cooling_all`` (a key cooling for every model) and ``limited``
+        (cooling for some models only). ``unservable_groups`` names the groups with no key that can serve any
+        request now (none active, or every active one cooling for all models; an aggregate: none in its members)."""
+        if not 1 <= hours <= 720:
+            raise ValidationFailed("hours must be between 1 and 720")
         now = now or time.time()
         self._usage.flush()
         keys = dict.fromkeys(KEY_STATUSES, 0)
-        views = self._pool.views()
+        keys["cooling_all"] = keys["limited"] = 0
+        views = [v for v in self._pool.views() if group is None or v.name == group]
+        if group is not None and not views:
+            raise NotFound(f"no group {group!r}")
         for view in views:
             for key in view.keys:
-                keys[key.state.display_status(now)] += 1
-        keys["total"] = sum(keys.values())
+                status = key.state.display_status(now)
+                keys[status] = keys.get(status, 0) + 1
+                live = key.state.live_cooldowns(now)
+                if any(c.model == ANY_MODEL for c in live):
+                    keys["cooling_all"] += 1
+                elif live:
+                    keys["limited"] += 1
+        every = {v.name: v for v in self._pool.views()}
+        unservable = [v.name for v in views if not _can_serve(v, now, every)]
+        keys["total"] = sum(len(v.keys) for v in views)
         this_hour = hour_of(now)
-        series = self._store.hourly_stats(None, this_hour - 47 * HOUR)
+        span = max(2 * hours, 48)
+        series = self._store.hourly_stats(group, this_hour - (span - 1) * HOUR)
         current = _window(series, this_hour - 23 * HOUR, this_hour)
         previous = _window(series, this_hour - 47 * HOUR, this_hour - 24 * HOUR)
+        in_range = _window(series, this_hour - (hours - 1) * HOUR, this_hour)
+        before = _window(series, this_hour - (2 * hours - 1) * HOUR, this_hour - hours * HOUR)
+        breakers = self._breakers.open_circuits(time.monotonic()) if self._breakers is not None else []
         return {
+            "group": group,
             "keys": keys,
             "groups": len(views),
-            "rpm": self._store.requests_since(now - 60),
+            "unservable_groups": unservable,
+            "rpm": self._store.requests_since(now - 60, group),
             "last_24h": current,
             "previous_24h": previous,
             "trend": {
@@ -56,8 +83,18 @@ class Insights:
                 "error_rate": round(current["error_rate"] - previous["error_rate"], 2),
                 "total_tokens": _pct(current["total_tokens"], previous["total_tokens"]),
             },
+            "range": {
+                "hours": hours,
+                "current": in_range,
+                "previous": before,
+                "trend": {
+                    "requests": _pct(in_range["requests"], before["requests"]),
+                    "error_rate": round(in_range["error_rate"] - before["error_rate"], 2),
+                    "total_tokens": _pct(in_range["total_tokens"], before["total_tokens"]),
+                },
+            },
             # this instance's breakers that hold requests back now (per instance: see docs/api.md, "Outages")
-            "breakers": self._breakers.open_circuits(time.monotonic()) if self._breakers is not None else [],
+            "breakers": [b for b in breakers if group is None or b["group"] == group],
             "top_access_keys": self.top_access_keys(now),
         }
 
@@ -134,23 +171,46 @@ class Insights:
             raise ValidationFailed("page must be >= 1 and page_size between 1 and 500")
         self._usage.flush()
         rows, total = self._store.query_logs(query, (page - 1) * page_size, page_size)
-        return {"logs": rows, "total": total, "page": page, "page_size": page_size}
+        return {"logs": [_with_request(r) for r in rows], "total": total, "page": page, "page_size": page_size}
 
     def log(self, log_id: str) -> dict[str, Any]:
+        """One row (with its request body) and ``attempts``: every logged attempt of the same request, first to
+        last (each a list row), found by id from the row's request id (one read per attempt, at most
+        ``ATTEMPT_LIMIT``)."""
         self._usage.flush()
         row = self._store.get_log(log_id)
         if row is None:
             raise NotFound(f"no request log {log_id!r}")
-        return {"log": row}
+        row = _with_request(row)
+        attempts = []
+        if row["id"] != row["request_id"]:  # an id of attempt_log_id's form
+            last = max(int(row.get("attempt") or 0), 1)
+            for n in range(0, ATTEMPT_LIMIT + 1):
+                other_id = attempt_log_id(row["request_id"], n)
+                other = row if other_id == row["id"] else self._store.get_log(other_id)
+                if other is not None:
+                    other = _with_request(other)
+                    other.pop("request_body", None)
+                    attempts.append(other)
+                elif n > last:
+                    break  # attempts are numbered 1, 2, ...: the first one missing after this row ends them
+        return {"log": row, "attempts": attempts}
 
     def logs_csv(self, query: LogQuery) -> str:
+        """The matching rows as CSV: ``at`` in ISO 8601 (UTC), ``at_epoch`` in seconds, booleans as true/false,
+        then the remaining fields and ``request_id``."""
         self._usage.flush()
         rows, _ = self._store.query_logs(query, 0, CSV_LIMIT)
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        fields = ["at", "at_epoch", *(f for f in LOG_FIELDS if f != "at"), "request_id"]
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_safe(v) for k, v in row.items()})
+            row = _with_request(row)
+            at = float(row.get("at") or 0)
+            row["at_epoch"] = f"{at:.3f}"
+            row["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
         return out.getvalue()
 
 
@@ -197,6 +257,18 @@ def parse_log_query(args: Any) -> LogQuery:
     )
 
 
+def _can_serve(view: GroupView, now: float, views: dict[str, GroupView]) -> bool:
+    """Whether some key could serve a request now: an active key not cooling for every model; for an aggregate,
+    such a key in one of its members (``views``: every group by name)."""
+    if view.is_aggregate:
+        members = (views.get(m.name) for m in view.group.sub_groups)
+        return any(m is not None and not m.is_aggregate and _can_serve(m, now, views) for m in members)
+    return any(
+        k.state.status == ACTIVE and not any(c.model == ANY_MODEL for c in k.state.live_cooldowns(now))
+        for k in view.keys
+    )
+
+
 def _window(series: list[dict[str, Any]], first_hour: float, last_hour: float) -> dict[str, Any]:
     """Sums of the hourly buckets from ``first_hour`` to ``last_hour`` inclusive (24 buckets = one day)."""
     sums = dict.fromkeys(STAT_FIELDS, 0)
@@ -212,6 +284,18 @@ def _pct(current: int, previous: int) -> float | None:
     if previous == 0:
         return None
     return round(100.0 * (current - previous) / previous, 1)
+
+
+def _with_request(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its ``request_id`` (shared by every attempt of one request)."""
+    return {**row, "request_id": request_id_of(str(row.get("id") or ""))}
+
+
+def _csv_value(value: Any) -> Any:
+    """A CSV cell: booleans as ``true``/``false``, free text neutralised (``_csv_safe``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _csv_safe(value)
 
 
 def _csv_safe(value: Any) -> Any:

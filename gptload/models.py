@@ -248,7 +248,7 @@ class LogQuery:
 
     group: str | None = None
     key_id: str | None = None
-    model: str | None = None
+    model: str | None = None  # a prefix of the model name
     status_code: int | None = None
     success: bool | None = None
     stream: bool | None = None
@@ -339,3 +339,14 @@ class AccessKey:
         out = self.to_dict()
         del out["digest"], out["masked"]
         return {**out, "key": self.masked, "status": self.status(now)}
+
+
+def attempt_log_id(request_id: str, attempt: int) -> str:
+    """The request-log id of attempt ``attempt`` (0: a request refused before any upstream call) of a request:
+    the attempts of one request share the part before the last "-", so they can be found from any one of them."""
+    return f"{request_id}-{attempt}"
+
+
+def request_id_of(log_id: str) -> str:
+    """The request id in a log id made by ``attempt_log_id`` (a log id without "-" is its own request)."""
+    return log_id.rsplit("-", 1)[0] if "-" in log_id else log_id

@@ -5,6 +5,9 @@ flusher thread (one thread for the life of the process: a thread per flush would
 connection per flush), so the store round trip delays neither that response nor the next request on the same
 keep-alive connection. Shutdown and the maintenance task flush synchronously. When the store is unreachable the
 batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
+A flush is due at ``flush_size`` events, or after ``flush_seconds`` once at least ``min_events`` are buffered, or
+after ``max_seconds`` whatever the count: on a store that bills per write (Firestore, ~3 writes per flush), a
+quiet instance then writes every ``max_seconds`` instead of every ``flush_seconds`` with a handful of events.
 After a failed flush, request tails leave the store alone for ``retry_seconds`` (the maintenance task and shutdown
 still try), so an unreachable store costs one timed-out attempt per interval, not one per request.
 
@@ -33,6 +36,8 @@ class UsageBuffer:
         *,
         flush_size: int = 500,
         flush_seconds: float = 5.0,
+        min_events: int = 1,
+        max_seconds: float = 0.0,
         max_events: int = 50_000,
         retry_seconds: float = 30.0,
         background: bool = True,
@@ -41,6 +46,8 @@ class UsageBuffer:
         self._store = store
         self._flush_size = flush_size
         self._flush_seconds = flush_seconds
+        self._min_events = max(1, min_events)
+        self._max_seconds = max(flush_seconds, max_seconds)
         self._max = max_events
         self._clock = clock
         self._events: list[UsageEvent] = []
@@ -78,10 +85,13 @@ class UsageBuffer:
             return bool(self._events or self._failed)
         if self._clock() < self._quiet_until:
             return False
+        buffered = len(self._events)
+        age = self._clock() - self._last_flush
         return (
             bool(self._failed)
-            or len(self._events) >= self._flush_size
-            or (bool(self._events) and self._clock() - self._last_flush >= self._flush_seconds)
+            or buffered >= self._flush_size
+            or (buffered >= self._min_events and age >= self._flush_seconds)
+            or (buffered > 0 and age >= self._max_seconds)
         )
 
     def maybe_flush(self) -> None:

@@ -34,7 +34,8 @@ Field = tuple[str, str]
 
 
 def indexes() -> list[tuple[str, str, tuple[Field, ...]]]:
-    """(collection, query scope, ((field, ASCENDING|DESCENDING), ...)) per composite index, normalised."""
+    """(collection, query scope, ((field, ASCENDING|DESCENDING|CONTAINS), ...)) per composite index, normalised
+    (CONTAINS: an array field queried with array-contains)."""
     out = []
     for ix in FIRESTORE_INDEXES:
         fields = tuple((str(f), str(order).upper()) for f, order in ix["fields"])
@@ -51,7 +52,8 @@ def _ident(*parts: str) -> str:
 
 
 def index_name(collection: str, fields: tuple[Field, ...]) -> str:
-    return _ident(collection, *(f"{f}_{'desc' if o == 'DESCENDING' else 'asc'}" for f, o in fields))
+    suffix = {"DESCENDING": "desc", "CONTAINS": "contains"}
+    return _ident(collection, *(f"{f}_{suffix.get(o, 'asc')}" for f, o in fields))
 
 
 def render_hcl() -> str:
@@ -72,7 +74,10 @@ def render_hcl() -> str:
             f'  query_scope = "{scope}"',
         ]
         for field, order in fields:
-            lines += ["", "  fields {", f'    field_path = "{field}"', f'    order      = "{order}"', "  }"]
+            if order == "CONTAINS":  # an array field (array-contains); terraform fmt aligns the '='
+                lines += ["", "  fields {", f'    field_path   = "{field}"', f'    array_config = "{order}"', "  }"]
+            else:
+                lines += ["", "  fields {", f'    field_path = "{field}"', f'    order      = "{order}"', "  }"]
         lines += ["", "  depends_on = [google_project_service.apis]", "}"]
     lines += [
         "",
@@ -103,7 +108,7 @@ def gcloud_commands(project: str, database: str, existing: list[dict] | None = N
         # gcloud's JSON: name .../collectionGroups/{c}/indexes/{id}, queryScope, fields [{fieldPath, order}]
         collection = ix.get("name", "").split("/collectionGroups/")[-1].split("/")[0]
         listed = [f for f in ix.get("fields", []) if f.get("fieldPath") != "__name__"]  # implicit last field
-        fields = tuple((f["fieldPath"], f.get("order", "").upper()) for f in listed)
+        fields = tuple((f["fieldPath"], (f.get("order") or f.get("arrayConfig", "")).upper()) for f in listed)
         have.add((collection, ix.get("queryScope", "COLLECTION").upper(), fields))
     common = [f"--project={project}", f"--database={database}"]
     out: list[list[str]] = []
@@ -112,7 +117,10 @@ def gcloud_commands(project: str, database: str, existing: list[dict] | None = N
             continue
         cmd = ["gcloud", "firestore", "indexes", "composite", "create", *common]
         cmd += [f"--collection-group={collection}", f"--query-scope={scope.lower().replace('_', '-')}"]
-        cmd += [f"--field-config=field-path={f},order={o.lower()}" for f, o in fields]
+        cmd += [
+            f"--field-config=field-path={f},{'array-config' if o == 'CONTAINS' else 'order'}={o.lower()}"
+            for f, o in fields
+        ]
         out.append([*cmd, "--async"])  # an index builds in the background; queries needing it fail until then
     for collection, field in ttl_fields():
         where = [field, *common, f"--collection-group={collection}"]

@@ -17,7 +17,7 @@ import { loadSchema, settingsFields } from "../forms.js";
 import { isAggregate, memberEditor, membersCard, usedByCard } from "../members.js";
 import { navigate } from "../nav.js";
 import { ruleFields, usesRules } from "../rules.js";
-import { groupTabs } from "../widgets.js";
+import { crumbs, groupTabs, unsavedChanges } from "../widgets.js";
 
 function snippets(base, proxyKey, model) {
   return {
@@ -202,12 +202,7 @@ export async function render(main, { params: [name] }) {
     h(
       "div",
       { class: "page-head" },
-      h(
-        "div",
-        {},
-        h("p", { class: "crumbs" }, h("a", { href: "#/groups" }, "Groups"), " / "),
-        h("h1", {}, group.display_name || group.name),
-      ),
+      h("div", {}, crumbs(h("a", { href: "#/groups" }, "Groups")), h("h1", {}, group.display_name || group.name)),
       h("div", { class: "toolbar" }, editButton, copyButton, deleteButton),
     ),
     ...(aggregate ? [] : [groupTabs(group.name, "overview")]),
@@ -388,7 +383,8 @@ async function editDialog(group, done, allGroups = []) {
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
-  const dialog = openDialog("Edit " + group.name, form, { wide: true });
+  const changes = unsavedChanges(form, "This group");
+  const dialog = openDialog("Edit " + group.name, form, { wide: true, guard: changes.question });
   display.focus();
   form.addEventListener("submit", async (e) => {
     e.preventDefault();

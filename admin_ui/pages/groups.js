@@ -2,6 +2,7 @@
 import { api } from "../api.js";
 import {
   clear,
+  copyText,
   emptyState,
   errorBox,
   field,
@@ -15,6 +16,7 @@ import {
 import { isAggregate, memberEditor } from "../members.js";
 import { navigate } from "../nav.js";
 import { ruleFields } from "../rules.js";
+import { asCards, unsavedChanges } from "../widgets.js";
 
 export const DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com";
 
@@ -68,7 +70,7 @@ export async function render(main) {
         {},
         h(
           "th",
-          { scope: "row" },
+          { scope: "row", class: "card-title" },
           h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
           g.display_name ? h("div", { class: "muted small" }, g.display_name) : null,
         ),
@@ -102,7 +104,7 @@ export async function render(main) {
         ),
         h(
           "td",
-          { class: "actions" },
+          { class: "actions card-actions" },
           isAggregate(g)
             ? null
             : h("a", { class: "btn small", href: `#/groups/${encodeURIComponent(g.name)}/keys` }, "Keys"),
@@ -137,23 +139,25 @@ export async function render(main) {
       h(
         "div",
         { class: "table-wrap card flush" },
-        h(
-          "table",
-          { class: "groups-table" },
+        asCards(
           h(
-            "thead",
-            {},
+            "table",
+            { class: "groups-table" },
             h(
-              "tr",
+              "thead",
               {},
-              h("th", { scope: "col" }, "Group"),
-              h("th", { scope: "col", class: "num" }, "Keys"),
-              h("th", { scope: "col" }, "Status"),
-              h("th", { scope: "col" }, "Upstream"),
-              h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+              h(
+                "tr",
+                {},
+                h("th", { scope: "col" }, "Group"),
+                h("th", { scope: "col", class: "num" }, "Keys"),
+                h("th", { scope: "col" }, "Status"),
+                h("th", { scope: "col" }, "Upstream"),
+                h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")),
+              ),
             ),
+            h("tbody", {}, rows),
           ),
-          h("tbody", {}, rows),
         ),
       ),
     );
@@ -212,6 +216,16 @@ export function createDialog() {
       { class: "field-row" },
       field("Proxy key", proxyKey, { hint: "Your clients use this instead of a real key." }),
       h("button", { type: "button", class: "btn", onclick: () => (proxyKey.value = generateProxyKey()) }, "Generate"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn",
+          "aria-label": "Copy the proxy key",
+          onclick: (e) => copyText(proxyKey.value, e.currentTarget),
+        },
+        "Copy",
+      ),
     ),
     field("Test model", model, { hint: "Model used when validating keys." }),
     h(
@@ -227,7 +241,8 @@ export function createDialog() {
     error,
     h("div", { class: "dialog-actions" }, submit),
   );
-  const dialog = openDialog("New group", form);
+  const changes = unsavedChanges(form, "The new group");
+  const dialog = openDialog("New group", form, { guard: changes.question });
   name.focus();
   const upstreamField = upstream.closest(".field");
   const modelField = model.closest(".field");

@@ -4,7 +4,7 @@
 // keys/dialogs.js holds the dialogs and keys/actions.js the restore and delete calls.
 import { api } from "../api.js";
 import { clear, errorBox, h } from "../dom.js";
-import { groupTabs } from "../widgets.js";
+import { crumbs, groupTabs } from "../widgets.js";
 import { clearInvalid, deleteKeys, restoreKeys } from "./keys/actions.js";
 import { exportDialog, importDialog, validateDialog } from "./keys/dialogs.js";
 import { PAGE_SIZE, renderTable } from "./keys/table.js";
@@ -71,14 +71,7 @@ function layout({ name, ui }) {
       h(
         "div",
         {},
-        h(
-          "p",
-          { class: "crumbs" },
-          h("a", { href: "#/groups" }, "Groups"),
-          " / ",
-          h("a", { href: "#/groups/" + encodeURIComponent(name) }, name),
-          " /",
-        ),
+        crumbs(h("a", { href: "#/groups" }, "Groups"), h("a", { href: "#/groups/" + encodeURIComponent(name) }, name)),
         h("h1", {}, "Keys"),
       ),
       h("div", { class: "toolbar" }, ui.importBtn, ui.exportBtn, ui.validateBtn, ui.restoreBtn),

@@ -1,7 +1,9 @@
-// Request logs: filters (kept in the URL), a paged table, a detail drawer, CSV export.
+// Request logs: filters (kept in the URL; a collapsible panel), a paged table (cards on narrow screens) whose
+// attempts of one request are grouped, a detail drawer listing the request's attempts, CSV export.
 import { api, download } from "../api.js";
 import { emptyState, errorBox, field, fmtInt, fmtTime, h, missingNotice, openDialog, toast } from "../dom.js";
 import { navigate } from "../nav.js";
+import { asCards, copyButton } from "../widgets.js";
 
 const PAGE_SIZE = 50;
 const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id", "access_key"];
@@ -17,7 +19,14 @@ export async function render(main, { query }) {
   const page = Math.max(1, Number(query.get("page")) || 1);
 
   const group = h("select", { name: "group" }, h("option", { value: "" }, "All groups"));
-  const model = h("input", { name: "model", value: current.model, placeholder: "gemini-2.5-flash" });
+  const modelsSeen = h("datalist", { id: "log-models" });
+  const model = h("input", {
+    name: "model",
+    value: current.model,
+    placeholder: "gemini-2.5",
+    list: "log-models",
+    autocomplete: "off",
+  });
   const status = h("input", {
     name: "status_code",
     type: "number",
@@ -50,9 +59,10 @@ export async function render(main, { query }) {
   const until = h("input", { name: "until", type: "datetime-local", value: toLocalInput(current.until) });
   const form = h(
     "form",
-    { class: "card filter-form", "aria-label": "Log filters" },
+    { class: "filter-form", "aria-label": "Log filters" },
     field("Group", group),
-    field("Model", model),
+    field("Model", model, { hint: "Matches the start of the name" }),
+    modelsSeen,
     field("Status code", status),
     field("Result", success),
     field("Stream", stream),
@@ -75,9 +85,17 @@ export async function render(main, { query }) {
   );
   const tableBox = h("div", {});
   const pager = h("div", { class: "pager" });
+  const active = FILTERS.filter((f) => current[f]).length;
+  // The filter panel: open on wide screens, folded under 600 px (it would push the rows off the first screen)
+  const panel = h(
+    "details",
+    { class: "card filter-panel", open: !window.matchMedia("(max-width: 600px)").matches },
+    h("summary", {}, "Filters", active ? h("span", { class: "chip" }, `${active} active`) : null),
+    form,
+  );
   main.append(
     h("div", { class: "page-head" }, h("h1", {}, "Logs"), h("div", { class: "toolbar" }, refresh, exportBtn)),
-    form,
+    panel,
     tableBox,
     pager,
   );
@@ -136,24 +154,37 @@ export async function render(main, { query }) {
     );
     return;
   }
+  const seen = new Set(data.logs.map((l) => l.model).filter(Boolean));
+  for (const m of [...seen].sort()) modelsSeen.append(h("option", { value: m }));
+  // attempts of one request on this page: the request's rows share a colour band and a request id
+  const perRequest = new Map();
+  for (const l of data.logs) perRequest.set(l.request_id, (perRequest.get(l.request_id) || 0) + 1);
+  let band = 0;
+  let lastRequest = null;
   const rows = data.logs.map((l) => {
+    if (l.request_id !== lastRequest) band = 1 - band;
+    lastRequest = l.request_id;
     const open = h(
       "button",
       { type: "button", class: "btn small ghost", "aria-label": `Details of request ${l.id}` },
       "Details",
     );
     open.addEventListener("click", () => drawer(l));
+    const grouped = (perRequest.get(l.request_id) || 0) > 1;
     return h(
       "tr",
-      { class: l.success ? "" : "failed", dataset: { logId: l.id } },
-      h("td", { class: "nowrap" }, fmtTime(l.at)),
+      {
+        class: [l.success ? "" : "failed", grouped ? "grouped band-" + band : "", l.final ? "" : "retried"].join(" "),
+        dataset: { logId: l.id, requestId: l.request_id || "" },
+      },
+      h("td", { class: "time-cell card-title" }, fmtTime(l.at)),
       h(
         "td",
-        {},
+        { class: "nowrap" },
         l.group,
         l.aggregate && l.aggregate !== l.group ? h("div", { class: "muted small" }, "via " + l.aggregate) : null,
       ),
-      h("td", { class: "mono" }, l.key || "–"),
+      h("td", { class: "mono nowrap" }, keyLink(l)),
       h(
         "td",
         { class: "nowrap" },
@@ -162,34 +193,48 @@ export async function render(main, { query }) {
           ? h("div", { class: "muted small" }, "asked: " + l.requested_model)
           : null,
       ),
+      h("td", { class: "mono path-cell", title: `${l.method || ""} ${l.path || ""}`.trim() }, l.path || "–"),
+      h("td", {}, l.stream ? "yes" : "no"),
       h("td", {}, h("span", { class: "chip " + (l.success ? "active" : "invalid") }, String(l.status_code || "error"))),
       h("td", { class: "num" }, fmtInt(l.duration_ms) + " ms"),
       h("td", { class: "num" }, fmtInt(l.total_tokens)),
-      h("td", { class: "num" }, `${l.attempt}${l.final ? "" : " (retried)"}`),
-      h("td", { class: "error-cell" }, l.error || ""),
-      h("td", {}, open),
+      h("td", { class: "nowrap" }, attemptCell(l)),
+      h("td", { class: "error-cell", title: l.error || undefined }, l.error || ""),
+      h("td", { class: "card-actions" }, open),
     );
   });
   tableBox.append(
     h(
       "div",
       { class: "table-wrap card flush" },
-      h(
-        "table",
-        { class: "logs-table" },
+      asCards(
         h(
-          "thead",
-          {},
+          "table",
+          { class: "logs-table" },
           h(
-            "tr",
+            "thead",
             {},
-            ["Time", "Group", "Key", "Model", "Status", "Duration", "Tokens", "Attempt", "Error"].map((t) =>
-              h("th", { scope: "col", class: ["Duration", "Tokens", "Attempt"].includes(t) ? "num" : "" }, t),
+            h(
+              "tr",
+              {},
+              [
+                "Time",
+                "Group",
+                "Key",
+                "Model",
+                "Path",
+                "Stream",
+                "Status",
+                "Duration",
+                "Tokens",
+                "Attempt",
+                "Error",
+              ].map((t) => h("th", { scope: "col", class: ["Duration", "Tokens"].includes(t) ? "num" : "" }, t)),
+              h("th", { scope: "col", dataset: { label: "" } }, h("span", { class: "visually-hidden" }, "Details")),
             ),
-            h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Details")),
           ),
+          h("tbody", {}, rows),
         ),
-        h("tbody", {}, rows),
       ),
     ),
   );
@@ -209,31 +254,65 @@ export async function render(main, { query }) {
   pager.append(h("span", { class: "muted small" }, `${fmtInt(data.total)} entries`));
 }
 
+/** The key of a row: its masked form, linking to the group's keys page searched for it. */
+function keyLink(l) {
+  if (!l.key) return "–";
+  const href = `#/groups/${encodeURIComponent(l.group)}/keys?q=${encodeURIComponent(l.key)}`;
+  return h("a", { href, title: `Key ${l.key_id} of ${l.group}` }, l.key);
+}
+
+/** "2 of request ab12…" with a copy button; a final row with earlier attempts says how many and opens them. */
+function attemptCell(l) {
+  const parts = [h("span", {}, l.attempt ? `#${l.attempt}` : "refused")];
+  if (!l.final) parts.push(h("span", { class: "muted small" }, " retried"));
+  if (l.final && l.attempt > 1) {
+    parts.push(
+      " ",
+      h(
+        "button",
+        {
+          type: "button",
+          class: "btn small ghost",
+          dataset: { earlier: String(l.attempt - 1) },
+          onclick: () => drawer(l),
+        },
+        `${l.attempt - 1} earlier`,
+      ),
+    );
+  }
+  return h("span", { class: "attempt" }, parts);
+}
+
+function dd(value, copy) {
+  const text = value === null || value === undefined || value === "" ? "–" : String(value);
+  return h(
+    "dd",
+    { class: typeof value === "string" && value.length > 40 ? "mono small" : "" },
+    text,
+    copy && value ? [" ", copyButton(String(value), copy)] : null,
+  );
+}
+
 async function drawer(row) {
   const props = h("dl", { class: "props" });
   const body = h("div", {});
-  const add = (k, v) =>
-    props.append(
-      h("dt", {}, k),
-      h(
-        "dd",
-        { class: typeof v === "string" && v.length > 40 ? "mono small" : "" },
-        v === null || v === undefined || v === "" ? "–" : String(v),
-      ),
-    );
-  openDialog(`Request ${row.id}`, h("div", {}, props, body), { drawer: true });
+  const add = (k, v, copy) => props.append(h("dt", {}, k), dd(v, copy));
+  const dialog = openDialog(`Request ${row.request_id || row.id}`, h("div", {}, props, body), { drawer: true });
   let log = row;
+  let attempts = [];
   try {
-    ({ log } = await api("GET", "/api/logs/" + encodeURIComponent(row.id)));
+    ({ log, attempts = [] } = await api("GET", "/api/logs/" + encodeURIComponent(row.id)));
   } catch (err) {
     body.append(err.missingRoute ? missingNotice("Log details") : errorBox(err));
   }
   add("Time", fmtTime(log.at));
+  add("Request id", log.request_id, "Copy request id");
+  add("Log id", log.id, "Copy log id");
   add("Group", log.group);
   if (log.aggregate) add("Through aggregate", log.aggregate);
-  add("Key", log.key);
-  add("Key id", log.key_id);
-  add("Access key", log.access_key);
+  props.append(h("dt", {}, "Key"), h("dd", {}, keyLink(log)));
+  add("Key id", log.key_id, "Copy key id");
+  add("Access key", log.access_key, "Copy access key id");
   add("Model", log.model);
   if (log.requested_model && log.requested_model !== log.model)
     add("Requested model (redirected)", log.requested_model);
@@ -251,6 +330,39 @@ async function drawer(row) {
   add("Client", log.source_ip);
   add("User agent", log.user_agent);
   add("Error", log.error);
+  if (attempts.length > 1) {
+    const list = h("ol", { class: "attempts", "aria-label": "Attempts of this request" });
+    for (const a of attempts) {
+      const here = a.id === log.id;
+      list.append(
+        h(
+          "li",
+          { class: here ? "current" : "", dataset: { attemptId: a.id } },
+          here
+            ? h("strong", {}, `#${a.attempt} (this row)`)
+            : h(
+                "button",
+                {
+                  type: "button",
+                  class: "btn small ghost",
+                  onclick: () => {
+                    dialog.close();
+                    drawer(a);
+                  },
+                },
+                `#${a.attempt}`,
+              ),
+          " ",
+          h("span", { class: "chip " + (a.success ? "active" : "invalid") }, String(a.status_code || "error")),
+          " ",
+          h("span", { class: "mono small" }, a.key || "no key"),
+          " ",
+          h("span", { class: "muted small" }, a.error || (a.success ? "served" : "")),
+        ),
+      );
+    }
+    body.append(h("h3", {}, `Attempts of this request (${attempts.length})`), list);
+  }
   body.append(
     h("h3", {}, "Request body"),
     log.request_body

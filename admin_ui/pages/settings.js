@@ -3,6 +3,8 @@
 import { api } from "../api.js";
 import { clear, errorBox, h, showFieldErrors, toast } from "../dom.js";
 import { loadSchema, settingsFields } from "../forms.js";
+import { setLeaveGuard } from "../nav.js";
+import { unsavedChanges } from "../widgets.js";
 
 const SECTIONS = [
   [
@@ -20,7 +22,7 @@ const SECTIONS = [
   ["Request logs", ["request_log_retention_days", "enable_request_body_logging", "log_failures_only"]],
 ];
 
-export async function render(main) {
+export async function render(main, _route, life) {
   let schema;
   let values;
   try {
@@ -34,7 +36,7 @@ export async function render(main) {
   const form = h("form", { class: "settings-form", novalidate: true });
   let fields;
   const build = () => {
-    fields = settingsFields(schema, values);
+    fields = settingsFields(schema, values, { markOverridable: true });
     const byName = Object.fromEntries(schema.map((s, i) => [s.name, fields.nodes[i]]));
     const used = new Set();
     clear(form);
@@ -55,12 +57,21 @@ export async function render(main) {
     form.append(h("div", { class: "form-foot" }, status, save));
   };
   build();
+  const changes = unsavedChanges(form, "The settings page");
+  setLeaveGuard(changes.question);
+  life.onLeave(() => setLeaveGuard(null));
   main.append(
     h(
       "div",
       { class: "page-head" },
       h("h1", {}, "Settings"),
-      h("p", { class: "muted" }, "System-wide; groups can override the retry, cooldown and timeout settings."),
+      h(
+        "p",
+        { class: "muted" },
+        "System-wide values. Settings marked ",
+        h("span", { class: "chip override" }, "group override"),
+        " can also be set per group (a group's page, Edit); the others apply to every group.",
+      ),
     ),
     form,
   );
@@ -90,6 +101,7 @@ export async function render(main) {
       const r = await api("PUT", "/api/settings", { body: changed });
       values = r.settings;
       build();
+      changes.saved();
       status.append(h("div", { class: "alert ok" }, "Settings saved: " + Object.keys(changed).join(", ")));
       toast("Settings saved");
     } catch (err) {

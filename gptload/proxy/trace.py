@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gptload.keypool.keytext import scrub
-from gptload.models import KeyState, UsageEvent
+from gptload.models import KeyState, UsageEvent, attempt_log_id
 from gptload.pool import GroupView, LiveKey
 from gptload.proxy.request import IncomingRequest, RequestFacts
 from gptload.proxy.tokens import NO_TOKENS, TokenCounts
@@ -56,6 +56,7 @@ class Trace:
         self.facts = facts
         self.failures: list[UsageEvent] = []
         self.answered = False  # a successful attempt is being relayed
+        self.request_id = EVENT_IDS.next()  # shared by the log rows of every attempt (models.attempt_log_id)
 
     def event(
         self,
@@ -99,7 +100,7 @@ class Trace:
             total_tokens=tokens.total,
             request_body=body,
             logged=not (success and s.log_failures_only),
-            id=EVENT_IDS.next(),
+            id=attempt_log_id(self.request_id, attempt.number if attempt is not None else 0),
             aggregate=self.view.name if self.view.is_aggregate else "",
             access_key=self.req.access_key,
         )

@@ -154,8 +154,9 @@ class Store(Protocol):
         """Per-group sums of the hourly buckets from ``since`` on."""
         ...
 
-    def requests_since(self, since: float) -> int:
-        """Requests (final attempts) from ``since`` on, at minute granularity; for requests per minute."""
+    def requests_since(self, since: float, group: str | None = None) -> int:
+        """Requests (final attempts) from ``since`` on, at minute granularity, of ``group`` or of all groups; for
+        requests per minute."""
         ...
 
     # -- notes and tasks ------------------------------------------------------------------------------------

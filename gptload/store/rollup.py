@@ -4,7 +4,10 @@ Both adapters' ``record_usage`` compute ``rollup(events)`` and only write it out
 
 - per key, keyed by (group, key_id): requests, failures, last use and total tokens, over every attempt. Events with
   an empty ``key_id`` are requests refused before any key was tried; they count for the group only.
-- per hour, keyed by (group, hour): requests, failures and tokens of the *final* attempts (what clients got).
+- per hour, keyed by (group, hour): requests, failures and tokens of the *final* attempts (what clients got),
+  and over every attempt: ``retries`` (attempts followed by another one), ``failed_attempts`` (attempts with a key
+  that failed, final or not) and ``refused`` (requests answered without any upstream call: bad proxy key, body too
+  large, no key, breaker open).
 - per minute, keyed by (group, minute): the number of final attempts (requests per minute).
 - the events whose request-log row is written (``logged``).
 - per access key and hour, keyed by (access_key, hour): the final attempts, those refused by the access gate, tokens
@@ -19,7 +22,16 @@ from dataclasses import dataclass, field
 from gptload.models import UsageEvent
 
 # Fields of an hourly bucket, in this order everywhere (stores, statistics read models).
-STAT_FIELDS = ("requests", "failures", "prompt_tokens", "candidates_tokens", "total_tokens")
+STAT_FIELDS = (
+    "requests",
+    "failures",
+    "prompt_tokens",
+    "candidates_tokens",
+    "total_tokens",
+    "retries",
+    "failed_attempts",
+    "refused",
+)
 
 
 def hour_of(at: float) -> float:
@@ -47,10 +59,22 @@ class HourStats:
     prompt_tokens: int = 0
     candidates_tokens: int = 0
     total_tokens: int = 0
+    retries: int = 0
+    failed_attempts: int = 0
+    refused: int = 0
 
-    def values(self) -> tuple[int, int, int, int, int]:
+    def values(self) -> tuple[int, ...]:
         """The counters in ``STAT_FIELDS`` order."""
-        return (self.requests, self.failures, self.prompt_tokens, self.candidates_tokens, self.total_tokens)
+        return (
+            self.requests,
+            self.failures,
+            self.prompt_tokens,
+            self.candidates_tokens,
+            self.total_tokens,
+            self.retries,
+            self.failed_attempts,
+            self.refused,
+        )
 
 
 @dataclass(frozen=True)
@@ -105,15 +129,19 @@ def rollup(events: Iterable[UsageEvent]) -> Rollup:
             keys[(e.group, e.key_id)] = KeyUsage(
                 k.requests + 1, k.failures + failed, max(k.last_used_at, e.at), k.tokens + e.total_tokens
             )
+        h = hours.get((e.group, hour_of(e.at)), HourStats())
+        final = 1 if e.final else 0
+        hours[(e.group, hour_of(e.at))] = HourStats(
+            h.requests + final,
+            h.failures + failed * final,
+            h.prompt_tokens + e.prompt_tokens * final,
+            h.candidates_tokens + e.candidates_tokens * final,
+            h.total_tokens + e.total_tokens * final,
+            h.retries + (1 - final),
+            h.failed_attempts + (failed if e.key_id else 0),
+            h.refused + (final if not e.key_id else 0),
+        )
         if e.final:
-            h = hours.get((e.group, hour_of(e.at)), HourStats())
-            hours[(e.group, hour_of(e.at))] = HourStats(
-                h.requests + 1,
-                h.failures + failed,
-                h.prompt_tokens + e.prompt_tokens,
-                h.candidates_tokens + e.candidates_tokens,
-                h.total_tokens + e.total_tokens,
-            )
             slot = (e.group, minute_of(e.at))
             minutes[slot] = minutes.get(slot, 0) + 1
             bucket = (e.access_key, hour_of(e.at))

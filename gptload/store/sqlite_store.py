@@ -108,7 +108,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE request_logs ADD COLUMN aggregate TEXT NOT NULL DEFAULT '';
     """,
-    # 7: access keys, their hourly usage, the access key of each log row, instance heartbeats
+    # 7: hourly counters over every attempt: retries, failed attempts, requests refused before any upstream call
+    """
+    ALTER TABLE stats_hourly ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stats_hourly ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stats_hourly ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 8: access keys, their hourly usage, the access key of each log row, instance heartbeats
     """
     ALTER TABLE request_logs ADD COLUMN access_key TEXT NOT NULL DEFAULT 'anonymous';
     CREATE INDEX request_logs_access_at ON request_logs (access_key, at);
@@ -439,12 +445,9 @@ class SqliteStore:
                 ],
             )
             conn.executemany(
-                "INSERT INTO stats_hourly (group_name, hour, requests, failures, prompt_tokens, candidates_tokens, "
-                "total_tokens) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(group_name, hour) DO UPDATE SET "
-                "requests = requests + excluded.requests, failures = failures + excluded.failures, "
-                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-                "candidates_tokens = candidates_tokens + excluded.candidates_tokens, "
-                "total_tokens = total_tokens + excluded.total_tokens",
+                f"INSERT INTO stats_hourly (group_name, hour, {', '.join(STAT_FIELDS)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(STAT_FIELDS))}) ON CONFLICT(group_name, hour) DO UPDATE SET "
+                + ", ".join(f"{f} = {f} + excluded.{f}" for f in STAT_FIELDS),
                 [(g, hr, *stats.values()) for (g, hr), stats in usage.hours.items()],
             )
             conn.executemany(
@@ -538,7 +541,12 @@ class SqliteStore:
         )
         return {r[0]: {f: int(v or 0) for f, v in zip(STAT_FIELDS, r[1:], strict=True)} for r in rows}
 
-    def requests_since(self, since: float) -> int:
+    def requests_since(self, since: float, group: str | None = None) -> int:
+        if group is not None:
+            rows = self._read(
+                "SELECT SUM(requests) FROM stats_minute WHERE group_name = ? AND minute >= ?", (group, since)
+            )
+            return int(rows[0][0] or 0)
         rows = self._read("SELECT SUM(requests) FROM stats_minute WHERE minute >= ?", (since,))
         return int(rows[0][0] or 0)
 
@@ -708,7 +716,6 @@ def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
     for column, value in (
         ("group_name", q.group),
         ("key_id", q.key_id),
-        ("model", q.model),
         ("status_code", q.status_code),
         ("access_key", q.access_key),
     ):
@@ -725,6 +732,9 @@ def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
     if q.until is not None:
         clauses.append("at < ?")
         args.append(q.until)
+    if q.model is not None:  # a prefix: "gemini-2.5" matches gemini-2.5-flash and gemini-2.5-pro
+        clauses.append("substr(model, 1, length(?)) = ?")
+        args.extend((q.model, q.model))
     if q.text:
         clauses.append("instr(lower(error), lower(?)) > 0")
         args.append(q.text)

@@ -149,7 +149,12 @@ class Router:
             Route(
                 "/api/tasks/<task_id>", ("GET",), ADMIN, lambda r, task_id: {"task": services.validator.task(task_id)}
             ),
-            Route("/api/dashboard", ("GET",), ADMIN, lambda r: insights.dashboard()),
+            Route(
+                "/api/dashboard",
+                ("GET",),
+                ADMIN,
+                lambda r: insights.dashboard(group=r.args.get("group") or None, hours=_int_arg(r, "hours", 24, 1, 720)),
+            ),
             Route(
                 "/api/stats/hourly",
                 ("GET",),

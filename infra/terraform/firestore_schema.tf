@@ -118,19 +118,62 @@ resource "google_firestore_index" "request_logs_stream_asc_at_desc" {
   depends_on = [google_project_service.apis]
 }
 
-resource "google_firestore_index" "request_logs_access_key_asc_at_desc" {
+resource "google_firestore_index" "log_pages_group_asc_last_at_desc" {
   project     = var.project
   database    = google_firestore_database.gptload.name
-  collection  = "request_logs"
+  collection  = "log_pages"
   query_scope = "COLLECTION"
 
   fields {
-    field_path = "access_key"
+    field_path = "group"
     order      = "ASCENDING"
   }
 
   fields {
-    field_path = "at"
+    field_path = "last_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_index" "log_pages_tags_contains_last_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "log_pages"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "last_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_index" "log_pages_group_asc_tags_contains_last_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "log_pages"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "group"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "last_at"
     order      = "DESCENDING"
   }
 
@@ -175,6 +218,16 @@ resource "google_firestore_field" "ttl_instances_expires_at" {
   project    = var.project
   database   = google_firestore_database.gptload.name
   collection = "instances"
+  field      = "expires_at"
+
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "ttl_log_pages_expires_at" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "log_pages"
   field      = "expires_at"
 
   ttl_config {}

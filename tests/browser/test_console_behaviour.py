@@ -159,7 +159,7 @@ def test_missing_endpoints_show_a_notice(ui, server):
     """Against an older server without the statistics endpoints, the dashboard explains instead of breaking."""
     ui.console.expect("status of 404")
     missing = json.dumps({"error": {"code": "ROUTE_NOT_FOUND", "message": "no route"}})
-    for path in ("/api/dashboard", "/api/stats/hourly*", "/api/stats/groups"):
+    for path in ("/api/dashboard*", "/api/stats/hourly*", "/api/stats/groups"):
         ui.page.route(
             f"**{path}", lambda route: route.fulfill(status=404, body=missing, content_type="application/json")
         )

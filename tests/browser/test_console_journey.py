@@ -203,7 +203,7 @@ def test_console_journey(make_ui, fresh_server, fake, tmp_path):
     expect(page.locator(".stat").filter(has_text="Active keys").locator(".stat-value")).to_have_text("6")
     expect(page.locator("svg.chart rect.bar.ok")).not_to_have_count(0)
     expect(page.locator("svg.chart rect.bar.fail")).not_to_have_count(0)
-    expect(page.locator("svg.chart path.line.total")).to_have_count(1)
+    expect(page.locator("svg.chart rect.bar.prompt")).not_to_have_count(0)  # tokens: bars, like requests
     expect(page.get_by_role("row", name=re.compile(r"^main"))).to_be_visible()
     ui.shot("dashboard")
 
@@ -225,7 +225,7 @@ def test_console_journey(make_ui, fresh_server, fake, tmp_path):
     expect(drawer).to_contain_text("retried on another key")
     expect(drawer).to_contain_text(f"POST /v1beta/models/{MODEL}:generateContent")
     expect(drawer).to_contain_text("Not kept")
-    ui.shot("log-detail")
+    ui.shot("log-detail", docs=False)  # the README shows log-attempts.png (test_console_daily)
     page.keyboard.press("Escape")
     expect(drawer).to_have_count(0)
     page.get_by_label("Error contains", exact=True).fill("no such error text")

@@ -47,7 +47,10 @@ def test_usage_through_an_aggregate_counts_once_under_the_member(store):
         ]
     )
     totals = store.group_totals(T0)
-    assert "a" not in totals and totals["b"]["requests"] == 2 and totals["agg"]["requests"] == 1
+    assert totals["a"]["requests"] == 0 and totals["b"]["requests"] == 2 and totals["agg"]["requests"] == 1
+    # a's failed attempt is no request of a's, but it is counted where it happened: a failed attempt and a retry
+    assert (totals["a"]["failed_attempts"], totals["a"]["retries"]) == (1, 1)
+    assert (totals["agg"]["refused"], totals["b"]["failed_attempts"]) == (1, 0)
     assert sum(t["requests"] for t in totals.values()) == 3  # three client requests, whatever the route
     assert sum(row["requests"] for row in store.hourly_stats(None, T0 - HOUR)) == 3
     assert store.list_keys("a")[0].failure_total == 1 and store.list_keys("b")[0].request_count == 2

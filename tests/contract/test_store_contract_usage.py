@@ -123,6 +123,11 @@ def test_log_filters(store):
     assert ids(group="g2") == [0, 5, 10, 15]
     assert ids(group="g1", key_id="k0001") == [1, 3, 7, 9, 11, 13, 17, 19]
     assert ids(model="gemini-2.5-pro") == [0, 1, 2, 3, 4, 5]
+    # the model filter matches a prefix (a family, or a name without its version suffix)
+    assert ids(model="gemini-2.5") == list(range(20))
+    assert ids(model="gemini-2.5-f", group="g2") == [10, 15]
+    assert ids(model="gemini-2.5-pro-preview") == []
+    assert ids(model="GEMINI") == []  # model names are matched as written
     assert ids(status_code=503) == [3, 7, 11, 15, 19]
     assert ids(success=False) == [3, 7, 11, 15, 19]
     assert ids(success=True, stream=True) == [0, 6, 9, 12, 18]
@@ -158,7 +163,17 @@ def test_hourly_stats_group_totals_and_final_attempts(store):
     )
     store.record_usage([ev(2 * HOUR + 6, total_tokens=1)])
     assert store.hourly_stats("g1", T0) == [
-        {"hour": T0, "requests": 2, "failures": 0, "prompt_tokens": 5, "candidates_tokens": 7, "total_tokens": 12},
+        {
+            "hour": T0,
+            "requests": 2,
+            "failures": 0,
+            "prompt_tokens": 5,
+            "candidates_tokens": 7,
+            "total_tokens": 12,
+            "retries": 1,
+            "failed_attempts": 1,
+            "refused": 0,
+        },
         {
             "hour": T0 + 2 * HOUR,
             "requests": 2,
@@ -166,6 +181,9 @@ def test_hourly_stats_group_totals_and_final_attempts(store):
             "prompt_tokens": 0,
             "candidates_tokens": 0,
             "total_tokens": 101,
+            "retries": 0,
+            "failed_attempts": 0,
+            "refused": 0,
         },
     ]
     both = store.hourly_stats(None, T0 + HOUR)
@@ -178,6 +196,9 @@ def test_hourly_stats_group_totals_and_final_attempts(store):
         "prompt_tokens": 5,
         "candidates_tokens": 7,
         "total_tokens": 113,
+        "retries": 1,
+        "failed_attempts": 1,
+        "refused": 0,
     }
     assert totals["g2"]["requests"] == 1 and totals["g2"]["failures"] == 1
     assert set(store.group_totals(T0 + HOUR)) == {"g1", "g2"}
@@ -201,6 +222,10 @@ def test_requests_since_counts_final_attempts_by_minute(store):
     assert store.requests_since(minute) == 2
     assert store.requests_since(minute - 60) == 3
     assert store.requests_since(minute - 600) == 4
+    assert store.requests_since(minute, "g1") == 1
+    assert store.requests_since(minute, "g2") == 1
+    assert store.requests_since(minute - 600, "g1") == 3
+    assert store.requests_since(minute, "nope") == 0
 
 
 def test_purge_logs_deletes_older_rows(store):
@@ -231,3 +256,18 @@ def test_tasks_round_trip_and_replace(store):
     assert store.get_task("t-1")["state"] == "done"
     store.put_task({"id": "maintenance:g1/x", "last_validation_at": NOW})
     assert store.get_task("maintenance:g1/x") == {"id": "maintenance:g1/x", "last_validation_at": NOW}
+
+
+def test_retries_failed_attempts_and_refusals_are_counted_per_hour(store):
+    store.create_group(group("g1"))
+    store.record_usage(
+        [
+            ev(1, success=False, status_code=429, final=False, attempt=1),
+            ev(2, success=False, status_code=503, final=True, attempt=2),
+            ev(3, key_id="", success=False, status_code=401, attempt=0),  # bad proxy key
+        ]
+    )
+    store.record_usage([ev(4, key_id="", success=False, status_code=503, attempt=0)])  # breaker open, no key
+    (bucket,) = store.hourly_stats("g1", T0)
+    assert (bucket["requests"], bucket["failures"]) == (3, 3)
+    assert (bucket["retries"], bucket["failed_attempts"], bucket["refused"]) == (1, 2, 2)

@@ -120,6 +120,29 @@ def test_request_logs_filters_detail_and_csv(server, fake):
     table = list(csv.DictReader(io.StringIO(exported.text)))
     assert len(table) == 3 and table[0]["id"] == newest["id"]
     everything = exported.text + str(logs)
+    # CSV: ISO 8601 times (UTC) with the epoch beside them, true/false booleans, the request id
+    assert list(table[0])[:2] == ["at", "at_epoch"]
+    assert abs(float(table[0]["at_epoch"]) - newest["at"]) < 0.001
+    assert table[0]["at"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(newest["at"])) + table[0]["at"][19:]
+    assert table[0]["at"].endswith("Z") and len(table[0]["at"]) == len("2026-01-01T00:00:00.000Z")
+    assert {r["success"] for r in table} == {"true", "false"} and {r["stream"] for r in table} == {"true", "false"}
+    assert table[1]["final"] == "true" and table[2]["final"] == "false"
+    assert table[1]["request_id"] == table[2]["request_id"] != table[0]["request_id"]
+
+    # the attempts of one request share a request id; any attempt's detail lists them all, first to last
+    assert failed[0]["request_id"] == failed[1]["request_id"] != newest["request_id"]
+    attempts = server.api("GET", f"/api/logs/{failed[0]['id']}").json()["attempts"]
+    assert [a["id"] for a in attempts] == [failed[1]["id"], failed[0]["id"]]
+    assert [a["attempt"] for a in attempts] == [1, 2] and all("request_body" not in a for a in attempts)
+    assert [a["id"] for a in server.api("GET", f"/api/logs/{failed[1]['id']}").json()["attempts"]] == [
+        failed[1]["id"],
+        failed[0]["id"],
+    ]
+    single = server.api("GET", f"/api/logs/{newest['id']}").json()["attempts"]
+    assert [a["id"] for a in single] == [newest["id"]]
+    # the model filter matches a prefix
+    assert server.api("GET", f"/api/logs?group={group.name}&model=gemini-2.5").json()["total"] == 3
+    assert server.api("GET", f"/api/logs?group={group.name}&model=gemini-2.5-p").json()["total"] == 1
     assert all(key not in everything for key in group.keys)
 
 
@@ -202,3 +225,63 @@ def test_reorder_groups_and_schema(tmp_path, fake):
         assert by_name["proxy_keys"]["group_overridable"] is False
     finally:
         srv.stop()
+
+
+def test_dashboard_follows_group_and_range_and_counts_retries_refusals_and_cooling(own_server, fake):
+    busy = own_server.make_group(fake.url, [fake.add_key() for _ in range(2)])
+    other = own_server.make_group(fake.url, [fake.add_key()])
+    clear_of_a_minute_end()
+    assert generate(busy).status_code == 200
+    for key in busy.keys:  # the next request: a 429 on each key, so two attempts (one retry), then no key left
+        fake.script(key, [errors.quota_per_minute("gemini-2.5-flash", retry_delay="600s")])
+    assert generate(busy).status_code == 503
+    bad = requests.post(
+        f"{busy.base}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers={"x-goog-api-key": "not-a-proxy-key"},
+        json=BODY,
+        timeout=30,
+    )
+    assert bad.status_code in (401, 403)  # refused before reaching Google
+    fake.set_behavior(other.keys[0], errors.invalid_key())
+    assert generate(other).status_code == 503  # its only key is disabled: the group cannot serve
+
+    def scoped():
+        return own_server.api("GET", f"/api/dashboard?group={busy.name}&hours=168").json()
+
+    wait_for(lambda: scoped()["range"]["current"]["requests"] >= 3, what="the busy group's three requests")
+    d = scoped()
+    now = d["range"]["current"]
+    assert d["group"] == busy.name and d["range"]["hours"] == 168 and d["groups"] == 1
+    assert (now["requests"], now["failures"], now["retries"], now["failed_attempts"], now["refused"]) == (3, 2, 1, 2, 1)
+    assert d["last_24h"]["requests"] == 3 and d["rpm"] == 3
+    assert d["keys"]["total"] == 2 and d["keys"]["invalid"] == 0 and d["keys"]["active"] == 0
+    # 429 per minute on one model: limited (some models), not cooling for all models
+    assert d["keys"]["limited"] == 2 and d["keys"]["cooling_all"] == 0 and d["keys"]["cooling"] == 2
+    assert d["unservable_groups"] == []
+    everything = own_server.api("GET", "/api/dashboard").json()
+    assert everything["groups"] == 2 and everything["keys"]["total"] == 3
+    assert everything["last_24h"]["requests"] == 4 and everything["rpm"] == 4
+    assert everything["unservable_groups"] == [other.name]
+    o = own_server.api("GET", f"/api/dashboard?group={other.name}").json()
+    assert o["keys"]["invalid"] == 1 and o["unservable_groups"] == [other.name]
+    assert own_server.api("GET", "/api/dashboard?group=nope").status_code == 404
+    assert own_server.api("GET", "/api/dashboard?hours=721").status_code == 400
+
+
+def test_python_main_prints_the_console_url_at_start_up(server):
+    wait_for(lambda: f"console: {server.url}/ (log in with AUTH_KEY)" in server.log(), what="the console line")
+
+
+def test_dashboard_warns_of_an_aggregate_only_through_its_members(server, fake):
+    """An aggregate has no keys of its own: it is not "a group with no key that can serve" while a member can."""
+    member = server.make_group(fake.url, [fake.add_key()])
+    name = f"agg-{member.name}"
+    r = server.api(
+        "POST",
+        "/api/groups",
+        json={"name": name, "group_type": "aggregate", "sub_groups": [{"name": member.name, "weight": 1}]},
+    )
+    assert r.status_code == 201, r.text
+    d = server.api("GET", "/api/dashboard").json()
+    assert name not in d["unservable_groups"] and member.name not in d["unservable_groups"]
+    assert server.api("GET", f"/api/dashboard?group={name}").json()["unservable_groups"] == []

@@ -185,7 +185,7 @@ def test_firestore_database_and_indexes_and_ttl_match_the_store(out):
         for arg in cmd:
             if arg.startswith("--field-config="):
                 cfg = dict(kv.split("=", 1) for kv in arg.split("=", 1)[1].split(","))
-                fields.append((cfg["field-path"], cfg["order"].upper()))
+                fields.append((cfg["field-path"], (cfg.get("order") or cfg["array-config"]).upper()))
         declared.add((f["--collection-group"], f["--query-scope"].upper().replace("-", "_"), tuple(fields)))
     assert declared == facts.store_indexes()
     ttl = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "fields", "ttls", "update")}

@@ -196,7 +196,7 @@ def test_firestore_database_native_with_delete_protection(tf):
 def _declared_indexes(tf):
     out = set()
     for body in tf.resources.get("google_firestore_index", {}).values():
-        fields = tuple((f["field_path"], f["order"]) for f in body["fields"])
+        fields = tuple((f["field_path"], f.get("order") or f["array_config"]) for f in body["fields"])
         out.add((body["collection"], body.get("query_scope", "COLLECTION"), fields))
     return out
 

@@ -58,3 +58,11 @@ def test_serverless_environment():
         }
     )
     assert c.google_cloud_project == "proj" and c.allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_usage_flushes_wait_for_more_events_on_firestore_only():
+    fs = {"AUTH_KEY": "admin-key-123", "STORE": "firestore", "VAULT": "secretmanager", "GOOGLE_CLOUD_PROJECT": "p"}
+    assert Config.from_env(fs).usage_flush_min_events == 100
+    assert Config.from_env({"AUTH_KEY": "admin-key-123"}).usage_flush_min_events == 1
+    tuned = Config.from_env({**fs, "USAGE_FLUSH_MIN_EVENTS": "7", "USAGE_FLUSH_MAX_SECONDS": "20"})
+    assert (tuned.usage_flush_min_events, tuned.usage_flush_max_seconds) == (7, 20.0)

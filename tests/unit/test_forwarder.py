@@ -261,3 +261,56 @@ def test_event_ids_are_unique_and_drawn_again_in_a_forked_process():
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     assert child[:10] != drawn[0][:10] and child not in drawn
+
+
+def test_the_attempts_of_one_request_share_a_request_id_and_log_ids_name_their_attempt(rig, sqlite_store):
+    from gptload.insights import Insights
+    from gptload.models import LogQuery, request_id_of
+
+    fwd, pool, _transport, _secrets, _clock, usage = rig(n=3, handler=lambda req: reply(errors.quota_per_minute()))
+    view = pool.view("g")
+    for _ in range(2):  # each: three 429 attempts on the three keys, the last final
+        with pytest.raises(NoKeysAvailable):
+            fwd.forward(view, request())
+    usage.flush()
+    rows, _ = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
+    second, first = request_id_of(rows[0]["id"]), request_id_of(rows[-1]["id"])
+    assert second != first
+    for rid in (first, second):
+        attempts = sorted((r for r in rows if request_id_of(r["id"]) == rid), key=lambda r: r["attempt"])
+        assert [r["id"] for r in attempts] == [f"{rid}-1", f"{rid}-2", f"{rid}-3"]
+        assert [r["final"] for r in attempts] == [False, False, True]
+    # the read model adds request_id to every row and lists the request's attempts from any one of them
+    insights = Insights(sqlite_store, pool, usage)
+    listed = insights.logs(LogQuery(group="g"), 1, 10)["logs"]
+    assert [r["request_id"] for r in listed] == [second] * 3 + [first] * 3
+    for attempt in (1, 2, 3):
+        detail = insights.log(f"{first}-{attempt}")
+        assert detail["log"]["id"] == f"{first}-{attempt}"
+        assert [a["id"] for a in detail["attempts"]] == [f"{first}-1", f"{first}-2", f"{first}-3"]
+
+
+def test_a_request_refused_before_any_attempt_is_attempt_0_of_its_own_request(rig, sqlite_store):
+    from gptload.insights import Insights
+    from gptload.models import LogQuery
+
+    fwd, pool, _transport, _secrets, _clock, usage = rig(n=1, handler=lambda req: reply(errors.invalid_key()))
+    view = pool.view("g")
+    for _ in range(2):  # the key is disabled by the first; the second request finds no key at all
+        with pytest.raises(NoKeysAvailable):
+            fwd.forward(view, request())
+    usage.flush()
+    refused = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)[0][0]
+    assert refused["attempt"] == 0 and refused["key_id"] == "" and refused["id"].endswith("-0")
+    detail = Insights(sqlite_store, pool, usage).log(refused["id"])
+    assert detail["log"]["request_id"] == refused["id"][:-2]
+    assert [a["id"] for a in detail["attempts"]] == [refused["id"]]
+
+
+def test_request_ids_of_log_ids():
+    from gptload.models import attempt_log_id, request_id_of
+
+    assert attempt_log_id("ab12", 3) == "ab12-3" and request_id_of("ab12-3") == "ab12"
+    assert request_id_of(attempt_log_id("ab12", 0)) == "ab12"
+    assert request_id_of("log-00017") == "log"  # any "-" splits: ids are made by attempt_log_id
+    assert request_id_of("0123abcd") == "0123abcd"  # an id without "-" (older rows) is its own request

@@ -46,14 +46,15 @@ def test_retried_attempts_count_per_key_but_only_the_final_one_per_hour_and_minu
         ("g", "k2"): KeyUsage(1, 1, HOUR0 + 2, 0),
         ("g", "k3"): KeyUsage(1, 0, HOUR0 + 3, 5),
     }
-    assert r.hours == {("g", HOUR0): HourStats(1, 0, 5, 0, 5)}
+    # the two retried attempts count apart: retries and failed upstream attempts, never as requests
+    assert r.hours == {("g", HOUR0): HourStats(1, 0, 5, 0, 5, retries=2, failed_attempts=2)}
     assert r.minutes == {("g", HOUR0): 1}
 
 
 def test_final_failure_counts_as_a_failed_request():
     r = rollup([ev(success=False, final=True, status_code=500)])
     assert r.keys[("g", "k1")] == KeyUsage(1, 1, HOUR0 + 10, 0)
-    assert r.hours[("g", HOUR0)] == HourStats(requests=1, failures=1)
+    assert r.hours[("g", HOUR0)] == HourStats(requests=1, failures=1, failed_attempts=1)
 
 
 def test_per_key_sums_and_latest_use_whatever_the_order():
@@ -97,7 +98,7 @@ def test_requests_refused_before_any_key_count_for_the_group_only():
     refused = ev(key_id="", success=False, status_code=503, error="NO_KEYS_AVAILABLE")
     r = rollup([refused, ev(key_id="k1")])
     assert r.keys == {("g", "k1"): KeyUsage(1, 0, HOUR0 + 10, 0)}
-    assert r.hours == {("g", HOUR0): HourStats(requests=2, failures=1)}
+    assert r.hours == {("g", HOUR0): HourStats(requests=2, failures=1, refused=1)}
     assert r.minutes == {("g", HOUR0): 2}
     assert r.logged == (refused, ev(key_id="k1"))
 
@@ -111,7 +112,7 @@ def test_logged_keeps_only_logged_events_in_batch_order():
     assert r.logged == (b, c)
     # whether an event is logged changes none of the counters
     assert r.keys[("g", "k1")] == KeyUsage(3, 1, HOUR0 + 10, 0)
-    assert r.hours[("g", HOUR0)] == HourStats(2)
+    assert r.hours[("g", HOUR0)] == HourStats(2, retries=2, failed_attempts=1, refused=1)
 
 
 def test_mappings_keep_first_appearance_order():
@@ -121,11 +122,33 @@ def test_mappings_keep_first_appearance_order():
 
 
 def test_hour_values_follow_stat_fields():
-    stats = HourStats(1, 2, 3, 4, 5)
+    stats = HourStats(1, 2, 3, 4, 5, 6, 7, 8)
     assert dict(zip(STAT_FIELDS, stats.values(), strict=True)) == {
         "requests": 1,
         "failures": 2,
         "prompt_tokens": 3,
         "candidates_tokens": 4,
         "total_tokens": 5,
+        "retries": 6,
+        "failed_attempts": 7,
+        "refused": 8,
     }
+
+
+def test_a_refused_request_after_failed_attempts_is_no_refusal():
+    """Attempts that reached Google and then "no key available": failed attempts, not a request refused before
+    reaching Google (the trace writes no keyless row then)."""
+    events = [
+        ev(key_id="k1", success=False, attempt=1, final=False, status_code=429),
+        ev(key_id="k2", success=False, attempt=2, final=True, status_code=429),
+    ]
+    assert rollup(events).hours[("g", HOUR0)] == HourStats(requests=1, failures=1, retries=1, failed_attempts=2)
+
+
+def test_an_hour_with_retries_only_still_gets_a_bucket():
+    r = rollup([ev(at=HOUR0 + 3599, success=False, final=False), ev(at=HOUR0 + 3600, final=True)])
+    assert r.hours == {
+        ("g", HOUR0): HourStats(retries=1, failed_attempts=1),
+        ("g", HOUR0 + 3600): HourStats(requests=1),
+    }
+    assert r.minutes == {("g", HOUR0 + 3600): 1}

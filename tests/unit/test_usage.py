@@ -54,6 +54,29 @@ def test_flushes_when_big_or_old_enough():
     assert [len(b) for b in store.batches] == [3, 1]
 
 
+def test_a_quiet_buffer_waits_for_min_events_or_max_seconds():
+    now = [0.0]
+    store = Store()
+    buf = UsageBuffer(
+        store, flush_size=500, flush_seconds=5, min_events=3, max_seconds=60, background=False, clock=lambda: now[0]
+    )
+    buf.add(ev(1))
+    buf.add(ev(2))
+    now[0] = 30  # old enough for flush_seconds, but only 2 events: a store billed per write waits
+    buf.maybe_flush()
+    assert store.batches == []
+    buf.add(ev(3))
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [3]
+    buf.add(ev(4))
+    now[0] = 30 + 59
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [3]
+    now[0] = 30 + 60  # max_seconds: written whatever the count
+    buf.maybe_flush()
+    assert [len(b) for b in store.batches] == [3, 1]
+
+
 def test_store_down_keeps_events_up_to_the_bound_and_counts_drops(caplog):
     store = Store()
     buf = UsageBuffer(store, flush_size=1, max_events=5)

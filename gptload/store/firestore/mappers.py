@@ -77,9 +77,14 @@ def to_record(group: str, snap: Any, usage: dict[str, Any] | None) -> KeyRecord:
 
 
 def to_log(snap: Any) -> dict[str, Any]:
-    d = snap.to_dict() or {}
-    out = {f: d.get(f) for f in LOG_FIELDS}
+    out = log_view(snap.to_dict() or {})
     out["id"] = snap.id
+    return out
+
+
+def log_view(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``LOG_FIELDS`` of a stored log row (a document or a log-page row), defaults for older rows applied."""
+    out = {f: d.get(f) for f in LOG_FIELDS}
     out["requested_model"] = out["requested_model"] or out["model"]  # rows written before redirects existed
     out["aggregate"] = out.get("aggregate") or ""  # rows written before aggregates existed have none
     out["access_key"] = out.get("access_key") or ANONYMOUS  # rows written before access keys existed

@@ -13,9 +13,9 @@ USAGE_BATCH_TTL = DAY  # usage_batches markers: a retried flush within a day is 
 INSTANCE_TTL = DAY  # instances heartbeats: only the last few seconds count; stale documents are collected
 
 # Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
-# list filters on any subset of seven equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
-# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^7 indexes.
-_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream", "access_key")
+# list filters on any subset of six equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
+# index per field, which Firestore merges (zig-zag join) for any combination of equalities, instead of 2^6 indexes.
+_LOG_EQUALITY_FIELDS = ("group", "key_id", "model", "status_code", "success", "stream")
 FIRESTORE_INDEXES: list[dict] = [
     *(
         {
@@ -25,6 +25,22 @@ FIRESTORE_INDEXES: list[dict] = [
         }
         for f in _LOG_EQUALITY_FIELDS
     ),
+    # query_logs on log pages: [group ==] [tags array-contains] [last_at range], ordered by last_at desc
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("group", "ASCENDING"), ("last_at", "DESCENDING")],
+    },
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("tags", "CONTAINS"), ("last_at", "DESCENDING")],
+    },
+    {
+        "collection": "log_pages",
+        "query_scope": "COLLECTION",
+        "fields": [("group", "ASCENDING"), ("tags", "CONTAINS"), ("last_at", "DESCENDING")],
+    },
     # hourly_stats(group, since): group == g and hour >= since, ordered by hour
     {
         "collection": "stats_hourly",
@@ -37,6 +53,7 @@ FIRESTORE_INDEXES: list[dict] = [
 FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
     ("bindings", "expires_at"),
     ("instances", "expires_at"),
+    ("log_pages", "expires_at"),
     ("request_logs", "expires_at"),
     ("stats_minute", "expires_at"),
     ("tasks", "expires_at"),
