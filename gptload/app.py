@@ -80,6 +80,7 @@ def build_services(
         max_seconds=config.usage_flush_max_seconds,
         max_events=config.usage_buffer_max,
     )
+    usage.hurry = access.has_daily_limits
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
     metrics = Metrics()

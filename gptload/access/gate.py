@@ -56,6 +56,7 @@ class AccessGate:
         self.instance_id = instance_id or secrets.token_hex(8)
         self._by_digest: dict[bytes, tuple[bytes, AccessKey]] = {}  # digest -> (the stored digest, the key)
         self._by_id: dict[str, AccessKey] = {}
+        self._daily = False
         self._marker: int | None = None
         self._limiter = Limiter()
         self._lock = threading.Lock()  # the limiter's state; held for microseconds, never across I/O
@@ -76,6 +77,7 @@ class AccessGate:
         keys = self._store.list_access_keys()
         self._by_digest = {bytes.fromhex(k.digest): (bytes.fromhex(k.digest), k) for k in keys}
         self._by_id = {k.id: k for k in keys}
+        self._daily = any(k.enabled and (k.daily_request_limit or k.daily_token_limit) for k in keys)
         with self._lock:
             self._limiter.forget(set(self._by_id))
         never = float("-inf")
@@ -94,6 +96,11 @@ class AccessGate:
                 log.warning("cannot re-read access keys, keeping the cached ones: %s", exc)
                 return
             self._marker = current
+
+    def has_daily_limits(self) -> bool:
+        """Is a daily budget in force? Then the usage buffer flushes every ``USAGE_FLUSH_SECONDS`` even with few
+        events (``UsageBuffer.hurry``): the budgets are read from the flushed counters."""
+        return self._daily
 
     def keys(self) -> list[AccessKey]:
         return list(self._by_id.values())

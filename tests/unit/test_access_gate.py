@@ -124,3 +124,18 @@ def test_the_rate_share_follows_the_live_instances(store):
         gate.admit(key)
     with pytest.raises(RateLimited):
         gate.admit(key)
+
+
+def test_daily_budgets_make_the_usage_buffer_flush_on_time(store):
+    from gptload.usage import UsageBuffer
+
+    clock = Clock(100.0)
+    usage = UsageBuffer(store, flush_seconds=5, min_events=100, max_seconds=60, background=False, clock=clock)
+    gate = gate_on(store, Clock(T0))
+    usage.hurry = gate.has_daily_limits
+    usage.add(UsageEvent(group="g", key_id="", at=T0, success=True, id="one"))
+    clock.now += 6
+    assert not usage.due()  # a handful of events waits for 100 (or 60 s) on a store billed per write
+    add_key(store, "ak_d", "secret-d-0123456789", daily_request_limit=10)
+    gate.on_markers(store.markers())
+    assert usage.due()  # a daily budget is read from flushed counters: flush every flush_seconds
