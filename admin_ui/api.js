@@ -100,3 +100,20 @@ export async function download(path, fallbackName, query) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
   return blob.size;
 }
+
+/** Like download(), for an attachment asked for with a JSON body (POST), e.g. the export of selected keys. */
+export async function downloadPost(path, fallbackName, body) {
+  const response = await raw("POST", path, { body });
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename="?([^";]+)"?/i.exec(disposition);
+  const blob = await response.blob();
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = match ? match[1] : fallbackName;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+  return blob.size;
+}

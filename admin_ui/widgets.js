@@ -12,15 +12,30 @@ export function groupTabs(name, active) {
   );
 }
 
-/** Live cooldown countdowns: any element with data-until (epoch s) and data-label shows "label · m:ss".
- * app.js calls it every second; a page calls it right after drawing new ones. */
+/** Live cooldown countdowns: any element with data-until (epoch s) and data-label shows "label · m:ss", or, with
+ * data-format="duration", "label · 9 h 59 m". app.js calls it every second; a page calls it right after drawing
+ * new ones. */
 export function tickCountdowns() {
   const now = Date.now() / 1000;
   document.querySelectorAll("[data-until]").forEach((el) => {
     const left = Number(el.dataset.until) - now;
-    el.textContent = el.dataset.label + " · " + (left > 0 ? fmtClock(left) : "ready");
+    const remaining = el.dataset.format === "duration" ? fmtDuration(left) : fmtClock(left);
+    el.textContent = el.dataset.label + " · " + (left > 0 ? remaining : "ready");
     el.classList.toggle("done", left <= 0);
   });
+}
+
+/** Seconds as a duration a person reads at a glance: "9 h 59 m", "12 m 05 s", "42 s", "3 d 4 h". */
+export function fmtDuration(seconds) {
+  const t = Math.max(0, Math.ceil(seconds));
+  const d = Math.floor(t / 86400);
+  const hh = Math.floor((t % 86400) / 3600);
+  const mm = Math.floor((t % 3600) / 60);
+  const ss = t % 60;
+  if (d) return `${d} d ${hh} h`;
+  if (hh) return `${hh} h ${mm} m`;
+  if (mm) return `${mm} m ${String(ss).padStart(2, "0")} s`;
+  return `${ss} s`;
 }
 
 /** Narrow screens (under 600 px): a table marked with asCards() shows each row as a card, every cell under its

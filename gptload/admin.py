@@ -6,7 +6,10 @@ reloads this instance's pool at once; other instances catch up through the store
 
 from __future__ import annotations
 
+import logging
 import re
+import secrets
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,11 +17,24 @@ from urllib.parse import urlsplit
 from gptload import settings as settings_schema
 from gptload.cipher import fingerprint
 from gptload.errors import Conflict, GroupNotFound, NotFound, ValidationFailed
-from gptload.keypool.keytext import mask, parse_keys, scrub
-from gptload.models import AGGREGATE, GROUP_TYPES, INVALID, KEY_STATUSES, STANDARD, Group, KeyRecord, KeyState, Upstream
+from gptload.keypool.keytext import KEY_PATTERN, ParsedKeys, mask, parse_keys, scrub
+from gptload.models import (
+    AGGREGATE,
+    DISABLED,
+    GROUP_TYPES,
+    INVALID,
+    KEY_SORTS,
+    KEY_STATUSES,
+    STANDARD,
+    Group,
+    KeyQuery,
+    KeyRecord,
+    KeyState,
+    Upstream,
+)
 from gptload.pool import KeyPool
 from gptload.proxy import group_rules
-from gptload.store.base import Store
+from gptload.store.base import Store, chunks
 from gptload.usage import UsageBuffer
 from gptload.vault.base import Vault
 
@@ -47,6 +63,11 @@ _RULE_FIELDS = {
 }
 _GROUP_FIELDS |= set(_RULE_FIELDS)
 SORT_MIN, SORT_MAX = -(2**31), 2**31 - 1
+IMPORT_TASK_THRESHOLD = 1000  # an import of more valid keys runs as a task (202 + GET /api/tasks/{id})
+IMPORT_CHUNK = 1000  # keys encrypted and written per step of an import (bounds memory and store calls)
+REJECTED_SHOWN = 20  # rejected import lines listed in an answer
+SEARCH_MAX = 200  # characters of a key search
+log = logging.getLogger(__name__)
 
 
 class Admin:
@@ -177,15 +198,24 @@ class Admin:
         return fields
 
     def group_dict(self, group: Group) -> dict[str, Any]:
-        now = time.time()
-        counts = dict.fromkeys(KEY_STATUSES, 0)
-        records = self._store.list_keys(group.name)
-        for r in records:
-            counts[r.state.display_status(now)] += 1
-        counts["total"] = len(records)
+        counts = self._key_counts(group.name)
         # Overrides as they apply: a stored value this version refuses (logged) is not shown as if it did.
         settings = settings_schema.masked(settings_schema.valid_stored(group.settings, for_group=True))
         return {**group.to_dict(), "settings": settings, "key_counts": counts}
+
+    def _key_counts(self, name: str) -> dict[str, int]:
+        """Keys per display status and in all, from the pool's cached view (kept in step with the store through
+        its markers): no store scan, which on Firestore would cost a read per key for every group listed."""
+        now = time.time()
+        counts = dict.fromkeys(KEY_STATUSES, 0)
+        try:
+            states = [k.state for k in self._pool.view(name).keys]
+        except GroupNotFound:  # created by another instance a moment ago: read it
+            states = [r.state for r in self._store.list_keys(name)]
+        for state in states:
+            counts[state.display_status(now)] += 1
+        counts["total"] = len(states)
+        return counts
 
     def copy_group(self, name: str, payload: Any) -> dict[str, Any]:
         """Copy settings and upstreams (and keys, with ``with_keys``) into a new group; proxy keys only if given."""
@@ -238,42 +268,179 @@ class Admin:
         return group
 
     # -- keys -----------------------------------------------------------------------------------------------
-    def add_keys(self, name: str, payload: Any) -> dict[str, Any]:
+    def add_keys(self, name: str, payload: Any) -> dict[str, Any] | tuple[dict[str, Any], int]:
+        """Import keys from text. Up to ``IMPORT_TASK_THRESHOLD`` valid keys: at once, the counts in the answer.
+        More: as a background task (``202 {"task": ...}``) whose progress and counts ``GET /api/tasks/{id}``
+        reports; either way the keys go in steps of ``IMPORT_CHUNK``."""
         self._require(name)
         text = _field(payload, "keys", str)
         parsed = parse_keys(text)
-        now = time.time()
-        by_id = {fingerprint(self._salt, k): k for k in parsed.valid}
-        existing = {r.id for r in self._store.list_keys(name)}
-        fresh = {i: k for i, k in by_id.items() if i not in existing}
-        added: list[str] = []
-        if fresh:
-            ciphertexts = self._vault.add(name, fresh)
-            records = [
-                KeyRecord(id=i, group=name, masked=mask(k), state=KeyState(), created_at=now) for i, k in fresh.items()
-            ]
-            added = self._store.add_keys(name, records, ciphertexts)
-            self._pool.reload()
-        return {
-            "added": len(added),
-            "duplicate": len(parsed.valid) - len(added) + parsed.duplicates_in_text,
-            "rejected": len(parsed.rejected),
-            "rejected_samples": list(parsed.rejected[:5]),
+        if len(parsed.valid) <= IMPORT_TASK_THRESHOLD:
+            return self._import(name, parsed)
+        task = {
+            "id": secrets.token_hex(8),
+            "kind": "import",
+            "group": name,
+            "status": "running",
+            "total": len(parsed.valid),
+            "done": 0,
+            "started_at": time.time(),
+            "finished_at": None,
+            "message": "",
+            **_import_counts(parsed, 0, 0),
         }
+        self._store.put_task(task)
+        threading.Thread(
+            target=self._import_task, args=(name, parsed, task), name="gptload-import", daemon=True
+        ).start()
+        return {"task": task}, 202
 
-    def list_keys(self, name: str, status: str | None, page: int, page_size: int) -> dict[str, Any]:
+    def _import(self, name: str, parsed: ParsedKeys, progress: Any = None) -> dict[str, Any]:
+        """Fingerprint, encrypt and store ``parsed.valid`` in steps of ``IMPORT_CHUNK``; ``progress(done, added)``
+        after each step. The pool reloads once, at the end."""
+        now = time.time()
+        existing = {r.id for r in self._store.list_keys(name)}
+        added = 0
+        done = 0
+        for chunk in chunks(list(parsed.valid), IMPORT_CHUNK):
+            by_id = {fingerprint(self._salt, k): k for k in chunk}
+            fresh = {i: k for i, k in by_id.items() if i not in existing}
+            if fresh:
+                ciphertexts = self._vault.add(name, fresh)
+                records = [
+                    KeyRecord(id=i, group=name, masked=mask(k), state=KeyState(), created_at=now)
+                    for i, k in fresh.items()
+                ]
+                added += len(self._store.add_keys(name, records, ciphertexts))
+                existing.update(fresh)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, added)
+        if added:
+            self._pool.reload()
+        return _import_counts(parsed, added)
+
+    def _import_task(self, name: str, parsed: ParsedKeys, task: dict[str, Any]) -> None:
+        last_write = 0.0
+
+        def progress(done: int, added: int) -> None:
+            nonlocal last_write
+            task.update(_import_counts(parsed, added, done), done=done)
+            if time.monotonic() - last_write > 0.5:  # bound store writes
+                last_write = time.monotonic()
+                self._store.put_task(dict(task))
+
+        try:
+            task.update(self._import(name, parsed, progress), status="done")
+        except Exception as exc:
+            log.exception("import task %s failed", task["id"])
+            task.update(status="failed", message=f"{type(exc).__name__}: {exc}"[:300])
+        task["finished_at"] = time.time()
+        self._store.put_task(dict(task))
+
+    def list_keys(
+        self,
+        name: str,
+        status: str | None,
+        page: int,
+        page_size: int,
+        q: str | None = None,
+        sort: str | None = None,
+        order: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the group's keys, filtered and sorted by the store. ``q``: a full key finds its own row (by
+        fingerprint, one lookup); anything else is a case-insensitive substring of the masked key, notes or last
+        error. ``sort``: ``KEY_SORTS`` (default created); ``order``: asc (default) or desc."""
         self._require(name)
+        errors: dict[str, str] = {}
         if status and status not in KEY_STATUSES:
-            raise ValidationFailed(f"status must be one of {', '.join(KEY_STATUSES)}")
+            errors["status"] = f"one of {', '.join(KEY_STATUSES)}"
+        if sort and sort not in KEY_SORTS:
+            errors["sort"] = f"one of {', '.join(KEY_SORTS)}"
+        if order and order not in ("asc", "desc"):
+            errors["order"] = "asc or desc"
+        q = (q or "").strip()
+        if len(q) > SEARCH_MAX:
+            errors["q"] = f"at most {SEARCH_MAX} characters"
+        if errors:
+            raise ValidationFailed("invalid key list query", details={"fields": errors})
         if page < 1 or not 1 <= page_size <= 500:
             raise ValidationFailed("page must be >= 1 and page_size between 1 and 500")
         self._usage.flush()  # so that counters include this instance's latest requests
         now = time.time()
-        rows = [r.to_public(now) for r in self._store.list_keys(name)]
-        if status:
-            rows = [r for r in rows if r["status"] == status]
-        start = (page - 1) * page_size
-        return {"keys": rows[start : start + page_size], "total": len(rows), "page": page, "page_size": page_size}
+        full_key = bool(KEY_PATTERN.fullmatch(q))
+        query = KeyQuery(
+            key_id=fingerprint(self._salt, q) if full_key else None,
+            text=None if full_key else (q or None),
+            status=status or None,
+            sort=sort or "created",
+            descending=order == "desc",
+            now=now,
+        )
+        records, total = self._store.query_keys(name, query, (page - 1) * page_size, page_size)
+        return {
+            "keys": [r.to_public(now) for r in records],
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "sort": query.sort,
+            "order": "desc" if query.descending else "asc",
+        }
+
+    def search_keys(self, name: str, payload: Any) -> dict[str, Any]:
+        """``POST .../keys/search``: ``list_keys`` with its parameters in a JSON body, so that a full key searched
+        for never sits in a URL (URLs end up in access logs, e.g. Cloud Run's request log)."""
+        if not isinstance(payload, dict):
+            raise ValidationFailed("body must be a JSON object")
+        fields = {"q": str, "status": str, "sort": str, "order": str, "page": int, "page_size": int}
+        errors = {
+            k: "unknown field" if k not in fields else f"must be {fields[k].__name__}"
+            for k, v in payload.items()
+            if k not in fields or not isinstance(v, fields[k]) or isinstance(v, bool)
+        }
+        if errors:
+            raise ValidationFailed("invalid key search", details={"fields": errors})
+        return self.list_keys(
+            name,
+            payload.get("status") or None,
+            payload.get("page", 1),
+            payload.get("page_size", 50),
+            q=payload.get("q"),
+            sort=payload.get("sort") or None,
+            order=payload.get("order") or None,
+        )
+
+    def update_key(self, name: str, key_id: str, payload: Any) -> dict[str, Any]:
+        """``PUT .../keys/{id}``: ``{"notes": "..."}`` and/or ``{"status": "disabled" | "active"}``."""
+        self._require(name)
+        if not isinstance(payload, dict) or not payload:
+            raise ValidationFailed('body must be a JSON object with "notes" and/or "status"')
+        unknown = set(payload) - {"notes", "status"}
+        if unknown:
+            raise ValidationFailed("unknown field", details={"fields": dict.fromkeys(unknown, "unknown field")})
+        status = payload.get("status")
+        if "status" in payload and status not in ("active", DISABLED):
+            raise ValidationFailed(
+                'status must be "disabled" or "active"', details={"fields": {"status": "disabled or active"}}
+            )
+        if "notes" in payload:
+            self.set_notes(name, key_id, {"notes": payload["notes"]})
+        if status is not None:
+            self._store.set_disabled(name, [key_id], status == DISABLED)
+            self._pool.reload()
+        records, _ = self._store.query_keys(name, KeyQuery(key_id=key_id), 0, 1)
+        if not records:
+            raise NotFound(f"no key {key_id!r} in group {name!r}")
+        return records[0].to_public(time.time())
+
+    def disable_keys(self, name: str, payload: Any, disable: bool) -> dict[str, Any]:
+        """Bulk ``POST .../keys/disable`` (or ``/enable``) with ``{"ids": [...]}`` (or ``{"keys": "text"}``)."""
+        self._require(name)
+        ids = self._ids_from(payload)
+        changed = self._store.set_disabled(name, ids, disable)
+        if changed:
+            self._pool.reload()
+        return {"disabled" if disable else "enabled": changed}
 
     def delete_keys(self, name: str, payload: Any) -> dict[str, Any]:
         self._require(name)
@@ -299,19 +466,29 @@ class Admin:
         self._pool.reload()
         return {"restored": restored}
 
-    def export_keys(self, name: str, status: str) -> str:
-        """The group's real keys as text, one per line. The only place real keys leave the service."""
+    def export_keys(self, name: str, status: str, ids: list[str] | None = None) -> str:
+        """The group's real keys as text, one per line (all, those of one status, or the given ``ids``). The only
+        place real keys leave the service."""
         self._require(name)
         if status not in ("all", *KEY_STATUSES):
-            raise ValidationFailed("status must be all, active, cooling or invalid")
+            raise ValidationFailed(f"status must be all, {', '.join(KEY_STATUSES)}")
         now = time.time()
-        secrets = self._vault.load(name)
+        records = self._store.list_keys(name)  # first: a store vault's load then reuses what this read (Firestore)
+        secrets_ = self._vault.load(name)
+        wanted = set(ids) if ids is not None else None
         lines = [
-            secrets[r.id]
-            for r in self._store.list_keys(name)
-            if r.id in secrets and (status == "all" or r.state.display_status(now) == status)
+            secrets_[r.id]
+            for r in records
+            if r.id in secrets_
+            and (wanted is None or r.id in wanted)
+            and (status == "all" or r.state.display_status(now) == status)
         ]
         return "\n".join(lines) + ("\n" if lines else "")
+
+    def export_selected(self, name: str, payload: Any) -> str:
+        """``POST .../keys/export`` with ``{"ids": [...]}``: those keys only."""
+        self._require(name)
+        return self.export_keys(name, "all", self._ids_from(payload))
 
     def clear_invalid(self, name: str) -> dict[str, Any]:
         self._require(name)
@@ -356,6 +533,19 @@ class Admin:
         self._store.put_settings(clean)
         self._pool.reload()
         return self.get_settings()
+
+
+def _import_counts(parsed: ParsedKeys, added: int, done: int | None = None) -> dict[str, Any]:
+    """The counts of an import answer (or task) after ``done`` valid keys (all by default) of which ``added``
+    were new."""
+    done = len(parsed.valid) if done is None else done
+    return {
+        "added": added,
+        "duplicate": done - added + parsed.duplicates_in_text,
+        "rejected": len(parsed.rejected),
+        "rejected_samples": list(parsed.rejected[:5]),
+        "rejected_lines": [{"line": n, "text": t} for n, t in parsed.rejected_lines[:REJECTED_SHOWN]],
+    }
 
 
 def _field(payload: Any, name: str, kind: type) -> Any:

@@ -7,6 +7,7 @@
     ├── BadRequest                    400 BAD_REQUEST
     │   ├── InvalidJson               400 INVALID_JSON
     │   ├── IncompleteBody            400 INCOMPLETE_BODY
+    │   ├── InvalidPath               400 INVALID_PATH
     │   ├── ValidationFailed          400 VALIDATION_FAILED
     │   ├── BodyTooLarge              413 BODY_TOO_LARGE
     │   └── RequestTimeout            408 REQUEST_TIMEOUT
@@ -77,6 +78,13 @@ class IncompleteBody(BadRequest):
     """The request body ended before its Content-Length (the client went away): nothing is forwarded."""
 
     code = "INCOMPLETE_BODY"
+
+
+class InvalidPath(BadRequest):
+    """A proxied path gptload and the upstream could read differently (a dot segment, an encoded slash): refused
+    before any upstream call, so that the model gptload checks and counts is the one the upstream is asked for."""
+
+    code = "INVALID_PATH"
 
 
 class ValidationFailed(BadRequest):

@@ -10,7 +10,8 @@ the value at that moment. A group line is written only when its counters moved, 
 
     {"severity": "INFO", "message": "gptload metrics", "group": "main", "interval_seconds": 60.0,
      "requests": 120, "failures": 2, "attempts": 125, "retries": 5, "prompt_tokens": 9000,
-     "candidates_tokens": 30000, "total_tokens": 39000, "keys_active": 8, "keys_cooling": 1, "keys_invalid": 1}
+     "candidates_tokens": 30000, "total_tokens": 39000, "keys_active": 8, "keys_cooling": 1, "keys_invalid": 1,
+     "keys_disabled": 0}
     {"severity": "INFO", "message": "gptload instance metrics", "interval_seconds": 60.0, "streams_open": 3,
      "usage_buffer_events": 40, "usage_dropped": 0, "breakers_open": 0, "rss_bytes": 140000000, "threads": 1012}
 """

@@ -11,7 +11,8 @@ from typing import Any
 ACTIVE = "active"
 COOLING = "cooling"
 INVALID = "invalid"
-KEY_STATUSES = (ACTIVE, COOLING, INVALID)
+DISABLED = "disabled"  # set and cleared by an admin only (see keypool.state.disabled / enabled)
+KEY_STATUSES = (ACTIVE, COOLING, INVALID, DISABLED)
 ANY_MODEL = "*"
 STANDARD = "standard"
 AGGREGATE = "aggregate"
@@ -113,27 +114,29 @@ class CoolDown:
     model: str
     until: float
     reason: str
+    daily: bool = False  # a per-day quota: ends at the next midnight Pacific time
 
 
 @dataclass(frozen=True)
 class KeyState:
     """The part of a key that the state machine reads and writes (see ``keypool.state``)."""
 
-    status: str = ACTIVE  # ACTIVE or INVALID; COOLING is derived from ``cooldowns``
+    status: str = ACTIVE  # ACTIVE, INVALID or DISABLED; COOLING is derived from ``cooldowns``
     cooldowns: tuple[CoolDown, ...] = ()
     failure_count: int = 0
     last_error: str = ""
+    last_error_at: float = 0.0  # when ``last_error`` was written (0: unknown)
 
     def live_cooldowns(self, now: float) -> tuple[CoolDown, ...]:
         return tuple(c for c in self.cooldowns if c.until > now)
 
     def display_status(self, now: float) -> str:
-        if self.status == INVALID:
-            return INVALID
+        if self.status in (INVALID, DISABLED):
+            return self.status
         return COOLING if self.live_cooldowns(now) else ACTIVE
 
     def can_serve(self, model: str, now: float) -> bool:
-        if self.status == INVALID:
+        if self.status != ACTIVE:
             return False
         for c in self.cooldowns:
             if c.until > now and (c.model == ANY_MODEL or c.model == model):
@@ -155,6 +158,8 @@ class KeyRecord:
     created_at: float = 0.0
     notes: str = ""
     total_tokens: int = 0
+    validated_at: float = 0.0  # when the key was last validated (0: never)
+    validation: str = ""  # outcome of that validation: VALIDATION_OUTCOMES, or "" (never)
 
     def with_state(self, state: KeyState) -> KeyRecord:
         return replace(self, state=state)
@@ -166,7 +171,14 @@ class KeyRecord:
             "key": self.masked,
             "status": self.state.display_status(now),
             "cooldowns": [
-                {"model": c.model, "until": c.until, "reason": c.reason} for c in self.state.live_cooldowns(now)
+                {
+                    "model": c.model,
+                    "until": c.until,
+                    "reason": c.reason,
+                    "daily": c.daily,
+                    "all_models": c.model == ANY_MODEL,
+                }
+                for c in self.state.live_cooldowns(now)
             ],
             "failure_count": self.state.failure_count,
             "failure_total": self.failure_total,
@@ -174,8 +186,11 @@ class KeyRecord:
             "total_tokens": self.total_tokens,
             "last_used_at": self.last_used_at or None,
             "last_error": self.state.last_error,
+            "last_error_at": self.state.last_error_at or None,
             "created_at": self.created_at,
             "notes": self.notes,
+            "validated_at": self.validated_at or None,
+            "validation": self.validation or None,
         }
 
 
@@ -256,6 +271,28 @@ class LogQuery:
     until: float | None = None
     text: str | None = None
     access_key: str | None = None
+
+
+VALIDATION_OUTCOMES = ("valid", "invalid", "inconclusive")
+KEY_SORTS = ("created", "requests", "failures", "last_used", "status")
+STATUS_RANK = {ACTIVE: 0, COOLING: 1, INVALID: 2, DISABLED: 3}  # the order of ``sort=status``
+
+
+@dataclass(frozen=True)
+class KeyQuery:
+    """What ``Store.query_keys`` returns: keys of a group matching every given filter, sorted.
+
+    ``key_id``: exactly this key (a full pasted key, fingerprinted by the caller); ``text``: a case-insensitive
+    substring of the masked key, the notes or the last error; ``status``: a display status (``KEY_STATUSES``,
+    judged at ``now``); ``sort``: one of ``KEY_SORTS`` (ties by created_at, then id, in the same direction);
+    ``descending`` for ``order=desc``."""
+
+    key_id: str | None = None
+    text: str | None = None
+    status: str | None = None
+    sort: str = "created"
+    descending: bool = False
+    now: float = 0.0
 
 
 LOG_FIELDS = tuple(UsageEvent("", "", 0.0, True).log_row())

@@ -286,13 +286,16 @@ class KeyPool:
         return view.by_id.get(key_id)
 
     def census(self, view: GroupView, model: str, exclude: set[str]) -> dict[str, int]:
-        """How many keys not in ``exclude`` are invalid, cooling for ``model``, or could serve it, now."""
+        """How many keys not in ``exclude`` are invalid, disabled (by an admin), cooling for ``model``, or could
+        serve it, now."""
         now = self._clock()
-        counts = {"invalid": 0, "cooling": 0, "available": 0}
+        counts = {"invalid": 0, "disabled": 0, "cooling": 0, "available": 0}
         for key in view.keys:
             if key.id in exclude:
                 continue
-            if key.state.status != "active":
+            if key.state.status == "disabled":
+                counts["disabled"] += 1
+            elif key.state.status != "active":
                 counts["invalid"] += 1
             elif not key.can_serve(model, now):
                 counts["cooling"] += 1

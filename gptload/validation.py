@@ -25,7 +25,7 @@ import requests
 
 from gptload.errors import NotFound, ValidationFailed
 from gptload.keypool.classify import Kind, Verdict, classify, network_error
-from gptload.models import INVALID
+from gptload.models import DISABLED, INVALID
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import group_rules, upstream_io
 from gptload.proxy.upstream import Sessions
@@ -36,6 +36,7 @@ PROBE_BODY = json.dumps(
     {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 1}}
 ).encode()
 SCOPES = ("all", "invalid", "selected")
+MARK_BATCH = 500  # validation marks stored per write (one Firestore batch)
 
 
 def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: float) -> Verdict:
@@ -61,6 +62,8 @@ def probe(session: requests.Session, view: GroupView, key: LiveKey, timeout: flo
             resp.close()
     except requests.RequestException as exc:
         return network_error(exc)
+    if resp.status_code == 407 and view.settings.proxy_url:  # the egress proxy refused us, not Google (as forwarder)
+        return Verdict(Kind.TRANSIENT, reason="network: egress proxy answered 407", network=True)
     return classify(resp.status_code, body)
 
 
@@ -105,32 +108,45 @@ class Validator:
 
     @staticmethod
     def select(view: GroupView, scope: str, ids: Any = None) -> list[LiveKey]:
+        """The keys a validation of ``scope`` probes; never a disabled key (an admin took it out of use)."""
         if scope == "invalid":
             return [k for k in view.keys if k.state.status == INVALID]
         if scope == "selected":
             if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
                 raise ValidationFailed("scope 'selected' needs a non-empty 'ids' list of key ids")
             wanted = set(ids)
-            return [k for k in view.keys if k.id in wanted]
-        return list(view.keys)
+            return [k for k in view.keys if k.id in wanted and k.state.status != DISABLED]
+        return [k for k in view.keys if k.state.status != DISABLED]
 
     def validate(self, view: GroupView, keys: list[LiveKey], progress: Any = None) -> dict[str, int]:
         """Probe ``keys`` with bounded concurrency and apply the outcomes; return counts."""
         s = view.settings
         counts = {"valid": 0, "invalid": 0, "inconclusive": 0}
+        outcomes: dict[str, str] = {}  # marks not yet stored (validation, validated_at)
         lock = threading.Lock()
+
+        def store_marks() -> None:
+            with lock:
+                batch = dict(outcomes)
+                outcomes.clear()
+            self._store.record_validations(view.name, batch, time.time())
 
         def one(key: LiveKey) -> None:
             verdict = probe(self._sessions.for_proxy(s.proxy_url), view, key, s.key_validation_timeout_seconds)
             outcome = self._apply(view, key, verdict)
             with lock:
                 counts[outcome] += 1
+                outcomes[key.id] = outcome
+                full = len(outcomes) >= MARK_BATCH
                 if progress is not None:
                     progress(dict(counts))
+            if full:
+                store_marks()
 
         if keys:
             with ThreadPoolExecutor(max_workers=min(s.key_validation_concurrency, len(keys))) as pool:
                 list(pool.map(one, keys))
+            store_marks()
             self._pool.reload()
         return counts
 

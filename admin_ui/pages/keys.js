@@ -1,16 +1,36 @@
-// Keys of one group: masked keys, status chips, live per-model cooldown countdowns, filters, import, export,
-// validation with progress, restore, notes, delete. Real keys never reach the page (export goes to a Blob file).
+// Keys of one group: masked keys, status chips, live per-model cooldowns, search / status filter / sort done by the
+// server over the whole group, import (with progress for big imports), export, validation with progress, restore,
+// disable / enable, notes, delete; bulk actions on the selection. Real keys never reach the page (export goes to a
+// Blob file; a key pasted into the search box is sent to the server, which looks it up by its fingerprint).
 // This module builds the page, loads the keys and wires the controls; keys/table.js draws the table,
-// keys/dialogs.js holds the dialogs and keys/actions.js the restore and delete calls.
+// keys/dialogs.js holds the dialogs and keys/actions.js the restore, disable, delete and export calls.
 import { api } from "../api.js";
 import { clear, errorBox, h } from "../dom.js";
 import { crumbs, groupTabs } from "../widgets.js";
-import { clearInvalid, deleteKeys, restoreKeys } from "./keys/actions.js";
+import {
+  clearInvalid,
+  deleteKeys,
+  exportSelected,
+  restoreKeys,
+  setDisabled,
+  validateSelected,
+} from "./keys/actions.js";
 import { exportDialog, importDialog, validateDialog } from "./keys/dialogs.js";
 import { PAGE_SIZE, renderTable } from "./keys/table.js";
 
+const SORTS = [
+  ["created:asc", "Oldest first"],
+  ["created:desc", "Newest first"],
+  ["requests:desc", "Most requests"],
+  ["failures:desc", "Most failures"],
+  ["last_used:desc", "Recently used"],
+  ["last_used:asc", "Least recently used"],
+  ["status:asc", "Status (active first)"],
+  ["status:desc", "Status (disabled first)"],
+];
+
 export async function render(main, { params: [name], query }, life) {
-  const page = createPage(name, query.get("status") || "", life);
+  const page = createPage(name, query, life);
   main.append(...layout(page));
   keepFresh(page);
   wireControls(page);
@@ -18,20 +38,36 @@ export async function render(main, { params: [name], query }, life) {
 }
 
 /** What the parts of the page share: the group, its keys API path, the page's lifetime, the filter and selection
- * state, the controls, and load() (fetch the current page of keys, then redraw the table). */
-function createPage(name, status, life) {
+ * state, the group's key counts (for confirmations), the controls, and load() (fetch the current page of keys and
+ * the counts, then redraw the table). */
+function createPage(name, query, life) {
+  const status = query.get("status") || "";
+  const search = query.get("q") || "";
+  const sort = SORTS.some(([v]) => v === query.get("sort")) ? query.get("sort") : "created:asc";
   const page = {
     name,
     path: `/api/groups/${encodeURIComponent(name)}/keys`,
     life,
-    state: { status, search: "", page: 1, selected: new Set(), rows: [], total: 0, nextExpiry: Infinity },
-    ui: controls(status),
+    state: {
+      status,
+      search,
+      sort,
+      page: 1,
+      selected: new Set(),
+      rows: [],
+      total: 0,
+      counts: null,
+      nextExpiry: Infinity,
+    },
+    ui: controls(status, search, sort),
+    loads: 0,
   };
   page.load = () => load(page);
   return page;
 }
 
-function controls(status) {
+function controls(status, search, sort) {
+  const button = (text, cls = "btn") => h("button", { type: "button", class: cls }, text);
   return {
     statusSelect: h(
       "select",
@@ -41,21 +77,41 @@ function controls(status) {
         ["active", "Active"],
         ["cooling", "Cooling"],
         ["invalid", "Invalid"],
+        ["disabled", "Disabled"],
       ].map(([v, t]) => h("option", { value: v, selected: v === status }, t)),
     ),
     search: h("input", {
       type: "search",
       name: "search",
-      placeholder: "Filter by key, note or error",
-      "aria-label": "Filter keys on this page",
+      class: "keys-search",
+      value: search,
+      placeholder: "Search all keys: a full key, its last characters, a note or an error",
+      "aria-label": "Search all keys of the group",
+      autocomplete: "off",
+      spellcheck: "false",
     }),
-    refresh: h("button", { type: "button", class: "btn" }, "Refresh"),
-    importBtn: h("button", { type: "button", class: "btn primary" }, "Import keys"),
-    exportBtn: h("button", { type: "button", class: "btn" }, "Export"),
-    validateBtn: h("button", { type: "button", class: "btn" }, "Validate"),
-    restoreBtn: h("button", { type: "button", class: "btn" }, "Restore"),
-    deleteBtn: h("button", { type: "button", class: "btn danger", disabled: true }, "Delete selected"),
-    clearInvalidBtn: h("button", { type: "button", class: "btn ghost danger" }, "Clear invalid"),
+    sortSelect: h(
+      "select",
+      { name: "sort", "aria-label": "Sort keys" },
+      SORTS.map(([v, t]) => h("option", { value: v, selected: v === sort }, t)),
+    ),
+    refresh: button("Refresh"),
+    importBtn: button("Import keys", "btn primary"),
+    exportBtn: button("Export"),
+    validateBtn: button("Validate"),
+    restoreBtn: button("Restore all"),
+    clearInvalidBtn: button("Clear invalid", "btn ghost danger"),
+    bulk: {
+      bar: h("div", { class: "bulk-bar", role: "toolbar", "aria-label": "Actions on the selected keys", hidden: true }),
+      info: h("strong", { "aria-live": "polite" }),
+      validate: button("Validate"),
+      restore: button("Restore"),
+      disable: button("Disable"),
+      enable: button("Enable"),
+      export: button("Export"),
+      delete: button("Delete", "btn danger"),
+      clear: button("Clear selection", "btn ghost"),
+    },
     selInfo: h("span", { class: "muted small", "aria-live": "polite" }),
     progress: h("div", { class: "task", hidden: true, role: "status" }),
     tableBox: h("div", {}),
@@ -64,6 +120,8 @@ function controls(status) {
 }
 
 function layout({ name, ui }) {
+  const b = ui.bulk;
+  b.bar.append(b.info, b.validate, b.restore, b.disable, b.enable, b.export, b.delete, b.clear);
   return [
     h(
       "div",
@@ -82,12 +140,13 @@ function layout({ name, ui }) {
       { class: "filters" },
       ui.statusSelect,
       ui.search,
+      ui.sortSelect,
       ui.refresh,
       ui.selInfo,
       h("span", { class: "spacer" }),
-      ui.deleteBtn,
       ui.clearInvalidBtn,
     ),
+    b.bar,
     ui.progress,
     ui.tableBox,
     ui.pager,
@@ -96,16 +155,33 @@ function layout({ name, ui }) {
 
 async function load(page) {
   const { state } = page;
+  const ticket = ++page.loads; // a slower, older answer must not overwrite a newer one
+  const [field, order] = state.sort.split(":");
   try {
-    const r = await api("GET", page.path, { query: { status: state.status, page: state.page, page_size: PAGE_SIZE } });
+    const [r, group] = await Promise.all([
+      // POST, not GET: a full key pasted into the search box must not end up in a URL (access logs)
+      api("POST", page.path + "/search", {
+        body: {
+          status: state.status,
+          q: state.search.trim(),
+          sort: field,
+          order,
+          page: state.page,
+          page_size: PAGE_SIZE,
+        },
+      }),
+      api("GET", `/api/groups/${encodeURIComponent(page.name)}`),
+    ]);
+    if (ticket !== page.loads) return;
     state.rows = r.keys;
     state.total = r.total;
+    state.counts = group.key_counts;
     state.nextExpiry = Math.min(Infinity, ...r.keys.flatMap((k) => k.cooldowns.map((c) => c.until)));
     const ids = new Set(r.keys.map((k) => k.id));
     for (const id of state.selected) if (!ids.has(id)) state.selected.delete(id);
     renderTable(page);
   } catch (err) {
-    clear(page.ui.tableBox).append(errorBox(err));
+    if (ticket === page.loads) clear(page.ui.tableBox).append(errorBox(err));
   }
 }
 
@@ -124,27 +200,57 @@ function keepFresh(page) {
   });
 }
 
+/** Keep the filter in the address (status, q unless it is a full key, sort), so a reload or a shared link shows it. */
+function remember({ name, state }) {
+  const params = new URLSearchParams();
+  if (state.status) params.set("status", state.status);
+  const q = state.search.trim();
+  if (q && !/^AIza[0-9A-Za-z_-]{35}$/.test(q)) params.set("q", q); // a real key never goes into the address
+  if (state.sort !== "created:asc") params.set("sort", state.sort);
+  const qs = params.toString();
+  history.replaceState(null, "", `#/groups/${encodeURIComponent(name)}/keys${qs ? "?" + qs : ""}`);
+}
+
 function wireControls(page) {
-  const { name, state, ui } = page;
+  const { state, ui } = page;
+  const reload = () => {
+    state.page = 1;
+    state.selected.clear();
+    remember(page);
+    page.load();
+  };
   ui.statusSelect.addEventListener("change", () => {
     state.status = ui.statusSelect.value;
-    state.page = 1;
-    history.replaceState(
-      null,
-      "",
-      `#/groups/${encodeURIComponent(name)}/keys${state.status ? "?status=" + state.status : ""}`,
-    );
-    page.load();
+    reload();
   });
+  ui.sortSelect.addEventListener("change", () => {
+    state.sort = ui.sortSelect.value;
+    reload();
+  });
+  let timer = null;
   ui.search.addEventListener("input", () => {
-    state.search = ui.search.value;
-    renderTable(page);
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      state.search = ui.search.value;
+      reload();
+    }, 250);
   });
   ui.refresh.addEventListener("click", page.load);
   ui.importBtn.addEventListener("click", () => importDialog(page));
   ui.exportBtn.addEventListener("click", () => exportDialog(page));
   ui.validateBtn.addEventListener("click", () => validateDialog(page));
-  ui.restoreBtn.addEventListener("click", () => restoreKeys(page, state.selected.size ? [...state.selected] : null));
-  ui.deleteBtn.addEventListener("click", () => deleteKeys(page, [...state.selected]));
+  ui.restoreBtn.addEventListener("click", () => restoreKeys(page, null));
   ui.clearInvalidBtn.addEventListener("click", () => clearInvalid(page));
+  const b = ui.bulk;
+  const selected = () => [...state.selected];
+  b.validate.addEventListener("click", () => validateSelected(page, selected()));
+  b.restore.addEventListener("click", () => restoreKeys(page, selected()));
+  b.disable.addEventListener("click", () => setDisabled(page, selected(), true));
+  b.enable.addEventListener("click", () => setDisabled(page, selected(), false));
+  b.export.addEventListener("click", () => exportSelected(page, selected()));
+  b.delete.addEventListener("click", () => deleteKeys(page, selected()));
+  b.clear.addEventListener("click", () => {
+    state.selected.clear();
+    renderTable(page);
+  });
 }

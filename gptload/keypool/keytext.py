@@ -19,25 +19,42 @@ class ParsedKeys:
     valid: tuple[str, ...]  # distinct, in input order
     duplicates_in_text: int
     rejected: tuple[str, ...]  # already masked: safe to show
+    rejected_lines: tuple[tuple[int, str], ...] = ()  # (line number from 1, ``describe_rejected`` of the token)
 
 
 def parse_keys(text: str) -> ParsedKeys:
-    """Split ``text`` on newlines, spaces, commas and semicolons; keep well-formed keys once each."""
+    """Split ``text`` on newlines, spaces, commas and semicolons; keep well-formed keys once each. Rejected tokens
+    are reported masked, with the line they were on."""
     seen: set[str] = set()
     valid: list[str] = []
     rejected: list[str] = []
+    lines: list[tuple[int, str]] = []
     dupes = 0
-    for token in _SEPARATORS.split(text or ""):
-        if not token:
-            continue
-        if not KEY_PATTERN.match(token):
-            rejected.append(mask(token))
-        elif token in seen:
-            dupes += 1
-        else:
-            seen.add(token)
-            valid.append(token)
-    return ParsedKeys(tuple(valid), dupes, tuple(rejected))
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        for token in _SEPARATORS.split(line):
+            if not token:
+                continue
+            if not KEY_PATTERN.match(token):
+                rejected.append(mask(token))
+                lines.append((number, describe_rejected(token)))
+            elif token in seen:
+                dupes += 1
+            else:
+                seen.add(token)
+                valid.append(token)
+    return ParsedKeys(tuple(valid), dupes, tuple(rejected), tuple(lines))
+
+
+def describe_rejected(token: str) -> str:
+    """A rejected import token, shown enough to find it but never enough to use it: the mask of a long token, the
+    first two characters of a short one, and the length (``AIza...x7Qc (38 characters)``, ``he*** (5 characters)``)."""
+    if len(token) > 12:
+        shown = mask(token)
+    elif len(token) > 4:
+        shown = token[:2] + "*" * 3
+    else:
+        shown = "*" * len(token)
+    return f"{shown} ({len(token)} character{'' if len(token) == 1 else 's'})"
 
 
 def mask(secret: str) -> str:

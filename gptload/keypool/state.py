@@ -8,6 +8,11 @@
     active ──QUOTA_* ──▶ cooling(model, until)  ──time passes──▶ active
     any    ──SUCCESS──▶ failure_count = 0, the model's cooldown dropped
     invalid ──restore / successful validation──▶ active (cooldowns cleared, counters reset)
+    any    ──admin disable──▶ disabled ──admin enable──▶ active
+
+``disabled`` is an admin's decision and only an admin's: while disabled, no verdict (not a success, not key
+evidence), no restore (one key or all), no validation and no maintenance round changes the key's state, and the
+pool never hands it out. Only ``enabled`` brings it back.
 
 A TRANSIENT verdict (5xx, timeout, connect error) says nothing about a key and changes nothing, unless it is
 ``isolated``: the same request then succeeded on another key for the same model, so this key failed where others
@@ -26,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from gptload.keypool.classify import Kind, Verdict, is_key_evidence
 from gptload.keypool.keytext import scrub
-from gptload.models import ACTIVE, ANY_MODEL, INVALID, CoolDown, KeyState
+from gptload.models import ACTIVE, ANY_MODEL, DISABLED, INVALID, CoolDown, KeyState
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 
@@ -47,6 +52,8 @@ def next_daily_reset(now: float) -> float:
 
 def changes_state(state: KeyState, verdict: Verdict, model: str, now: float) -> bool:
     """True when ``transition`` would produce a different state; lets callers skip a write on the hot path."""
+    if state.status == DISABLED:
+        return False
     if verdict.kind is Kind.REQUEST_ERROR or (verdict.kind is Kind.TRANSIENT and not verdict.isolated):
         return False
     if verdict.kind is Kind.SUCCESS:
@@ -56,6 +63,8 @@ def changes_state(state: KeyState, verdict: Verdict, model: str, now: float) -> 
 
 def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy: Policy) -> KeyState:
     """Apply one attempt's verdict to a key's state. ``model`` is the model the request named ("" if none)."""
+    if state.status == DISABLED:
+        return state  # an admin's decision: no answer from upstream changes it
     live = tuple(c for c in state.cooldowns if c.until > now)
     kind = verdict.kind
     if kind is Kind.REQUEST_ERROR or (kind is Kind.TRANSIENT and not verdict.isolated):
@@ -63,13 +72,17 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
     if kind is Kind.SUCCESS:
         return replace(state, failure_count=0, cooldowns=tuple(c for c in live if c.model != model))
     if kind is Kind.KEY_INVALID:
-        return replace(state, status=INVALID, cooldowns=(), last_error=scrub(verdict.reason))
+        return replace(state, status=INVALID, cooldowns=(), last_error=scrub(verdict.reason), last_error_at=now)
     if kind is Kind.TRANSIENT:
         failures = state.failure_count + 1
         if failures >= policy.blacklist_threshold > 0:
             error = f"failing: {failures} failures while other keys served; last {verdict.reason}"
-            return replace(state, status=INVALID, failure_count=failures, cooldowns=(), last_error=scrub(error))
-        return replace(state, failure_count=failures, cooldowns=live, last_error=scrub(verdict.reason))
+            return replace(
+                state, status=INVALID, failure_count=failures, cooldowns=(), last_error=scrub(error), last_error_at=now
+            )
+        return replace(
+            state, failure_count=failures, cooldowns=live, last_error=scrub(verdict.reason), last_error_at=now
+        )
     # quota verdicts: cool the model down
     target = verdict.model or model or ANY_MODEL
     if kind is Kind.QUOTA_DAY:
@@ -84,8 +97,9 @@ def transition(state: KeyState, verdict: Verdict, model: str, now: float, policy
     existing = next((c for c in live if c.model == target), None)
     if existing is not None and existing.until > until:
         until = existing.until
-    cooldown = CoolDown(model=target, until=until, reason=scrub(verdict.reason))
-    return replace(state, cooldowns=(*others, cooldown), last_error=scrub(verdict.reason))
+    daily = kind is Kind.QUOTA_DAY or (existing is not None and existing.daily and existing.until == until)
+    cooldown = CoolDown(model=target, until=until, reason=scrub(verdict.reason), daily=daily)
+    return replace(state, cooldowns=(*others, cooldown), last_error=scrub(verdict.reason), last_error_at=now)
 
 
 def condemned_by_key_evidence(state: KeyState) -> bool:
@@ -96,5 +110,20 @@ def condemned_by_key_evidence(state: KeyState) -> bool:
 
 
 def restored(state: KeyState) -> KeyState:
-    """The state after an admin restore or a successful validation."""
+    """The state after an admin restore or a successful validation; a disabled key stays as it is."""
+    if state.status == DISABLED:
+        return state
     return KeyState(status=ACTIVE)
+
+
+def disabled(state: KeyState) -> KeyState:
+    """The state after an admin disables the key: out of rotation until ``enabled``; its last error is kept."""
+    return KeyState(status=DISABLED, last_error=state.last_error, last_error_at=state.last_error_at)
+
+
+def enabled(state: KeyState) -> KeyState:
+    """The state after an admin enables the key: a disabled key starts afresh as active (as after a restore);
+    any other key is left as it is (enabling is not a restore)."""
+    if state.status != DISABLED:
+        return state
+    return KeyState(status=ACTIVE, last_error=state.last_error, last_error_at=state.last_error_at)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, InvalidPath, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
@@ -134,6 +134,10 @@ class Forwarder:
         settings = view.settings
         facts = RequestFacts.of(req)
         trace = Trace(view, req, facts)
+        ambiguous = rewrite.ambiguous_path(req.path) if upload is None else ""
+        if ambiguous:  # the model read here must be the one the upstream is asked for
+            self._usage.add(trace.event(None, 400, False, ambiguous))
+            raise InvalidPath(ambiguous)
         pinned = self._pinned_key(view, req, facts, upload)
         attempts = 1 if pinned is not None else 1 + settings.max_retries
         timeout = upstream_io.call_timeouts(settings, stream=facts.stream)

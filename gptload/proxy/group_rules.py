@@ -17,7 +17,9 @@ The contract, for the forwarder and for an aggregate that calls it once per memb
   set and remove, ``model`` (sent upstream: cooldowns, statistics, breaker and logs use it) and ``requested_model``
   (what the client named, for the log).
 - Strict mode: a request naming a model that is not a redirect source raises ``ModelNotAllowed`` (404 in Google's
-  envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass.
+  envelope) before any upstream call. Requests naming no model (files, uploads, model lists) pass, and so do a
+  long-running call's operations (``models/{target}/operations/{id}``: Google names them after the target).
+  Minting an ephemeral token (``POST auth_tokens``, Live API) is refused: the token calls Google directly.
 - ``param_overrides`` apply to the JSON object bodies of native generation calls (``:generateContent``,
   ``:streamGenerateContent``, where ``generationConfig``, ``safetySettings``, ``systemInstruction``, ``tools``... make
   sense; Google refuses unknown fields, so ``:countTokens``, embeddings, files and caches are left alone) and of
@@ -56,11 +58,16 @@ MAX_OVERRIDES_DEPTH = 16
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 _VARIABLE = re.compile(r"\$\{[^}]*\}?")
-_MODEL_SEGMENT = re.compile(r"(^|/)models/([^/:?]+)")
+_MODEL_SEGMENT = re.compile(r"(^|/)((?:tunedModels|models)/)([^/:?]+)")  # as rewrite.model_of reads a model
 _NATIVE_LIST = re.compile(r"^v1[a-z0-9]*/models/?$")
 _OPENAI_LIST = re.compile(r"^v1[a-z0-9]*/openai/models/?$")
 _OVERRIDDEN_METHODS = (":generateContent", ":streamGenerateContent")
 _CACHE_CREATE = re.compile(r"^v1[a-z0-9]*/cachedContents/?$")
+# ``models/{m}/operations/{id}``: a long-running call's operation (Veo), named by Google after the model sent upstream
+_OPERATION = re.compile(r"(?:^|/)(?:tunedModels|models)/[^/:?]+/operations/")
+# minting an ephemeral token (Live API): the token calls Google directly, for any model, on the pool key
+_AUTH_TOKENS = re.compile(r"^v1[a-z0-9]*/auth_?[tT]okens/?$")
+_MODEL_INFO = re.compile(r"^v1[a-z0-9]*/(?:openai/)?models/[^/:?]+$")
 # Model lists and model info are small; a bigger answer is passed on unchanged.
 ANSWER_CAP = 8 * 1024 * 1024
 
@@ -169,24 +176,34 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
     Unix time for the timestamp variables. Raises ModelNotAllowed in strict mode for a model that is not a source."""
     json_body = req.method == "POST" and req.body and ("json" in req.content_type.lower() or not req.content_type)
     requested = req.model
-    # a cache is created for a model named in its body: redirected and refused like a call to that model
-    cache_create = bool(
-        json_body and not requested and (rules.redirects or rules.strict) and _CACHE_CREATE.match(req.path)
-    )
-    if cache_create:
+    # Bodies that name a model are read whatever their Content-Type or size (``model_of`` reads only JSON-typed
+    # OpenAI-layer bodies up to a bound; the upstream may not care about either), and sent as read: a cache is made
+    # for the model its creation names, an OpenAI-layer call and batchEmbedContents' requests name theirs.
+    routed = bool((rules.redirects or rules.strict) and req.method == "POST" and req.body)
+    cache_create = bool(routed and not requested and _CACHE_CREATE.match(req.path))
+    # overrides too: padding an OpenAI-layer body past model_of's bound must not escape them
+    openai_body = bool((routed or (rules.overrides and req.method == "POST" and req.body)) and req.openai)
+    if (cache_create or openai_body) and not requested:
         requested = _body_model(req.body)
+    model_body = cache_create or openai_body or (routed and ":batchEmbedContents" in req.path)
     target = rules.redirects.get(requested, "") if requested else ""
-    if rules.strict and requested and not target:
+    # polling or cancelling an operation is no call to its model: its name is the target's, Google chose it
+    if rules.strict and requested and not target and not _OPERATION.search(req.path):
         sources = ", ".join(sorted(rules.redirects)[:20]) or "none"
         raise ModelNotAllowed(
             f"model {requested!r} is not available in group {rules.group_name!r} (models offered: {sources})"
+        )
+    if rules.strict and req.method == "POST" and _AUTH_TOKENS.match(req.path):
+        raise ModelNotAllowed(
+            f"group {rules.group_name!r} offers only its models ({', '.join(sorted(rules.redirects)[:20])}): "
+            "an ephemeral token would call Google directly, for any model"
         )
     path, body = req.path, req.body
     answer_kind, first_page = _answer_kind(rules, req, bool(target))
     if target:  # native calls and model info (``models/{from}`` in the path); OpenAI-layer bodies below
         path = _redirect_path(path, requested, target)
-    overrides = rules.overrides if json_body and _overridable(req) else None
-    redirect_body = target and json_body and (req.openai or cache_create or ":batchEmbedContents" in req.path)
+    overrides = rules.overrides if json_body and _overridable(req, requested) else None
+    redirect_body = target and model_body
     if overrides or redirect_body:
         body = _rewrite_body(body, overrides, requested if redirect_body else "", target)
     set_headers, remove_headers = _header_actions(rules, req.client_ip, now)
@@ -206,11 +223,12 @@ def prepare(rules: GroupRules, req: Inbound, now: float) -> Outbound:
 
 # -- redirects ----------------------------------------------------------------------------------------------------
 def _redirect_path(path: str, source: str, target: str) -> str:
-    """``path`` with its first ``models/{source}`` segment (percent-encoded or not) naming ``target``."""
+    """``path`` with its first ``models/{source}`` (or ``tunedModels/{source}``) segment, percent-encoded or not,
+    naming ``models/{target}``."""
     match = _MODEL_SEGMENT.search(path)
-    if match is None or unquote(match.group(2)) != source:
+    if match is None or unquote(match.group(3)) != source:
         return path
-    return f"{path[: match.start(2)]}{target}{path[match.end(2) :]}"
+    return f"{path[: match.start(2)]}models/{target}{path[match.end(3) :]}"
 
 
 def _answer_kind(rules: GroupRules, req: Inbound, redirected: bool) -> tuple[str, bool]:
@@ -221,15 +239,15 @@ def _answer_kind(rules: GroupRules, req: Inbound, redirected: bool) -> tuple[str
         return "native_list", first_page
     if _OPENAI_LIST.match(req.path):
         return "openai_list", first_page
-    if redirected:
+    if redirected and _MODEL_INFO.match(req.path):
         return "model_info", True
     return "", True
 
 
 # -- parameter overrides ------------------------------------------------------------------------------------------
-def _overridable(req: Inbound) -> bool:
+def _overridable(req: Inbound, model: str) -> bool:
     if req.openai:
-        return bool(req.model)
+        return bool(model)
     return any(m in req.path for m in _OVERRIDDEN_METHODS)
 
 
@@ -261,7 +279,17 @@ def _rewrite_body(body: bytes, overrides: Mapping[str, Any] | None, source: str,
         _redirect_body_model(doc, source, target)
     if overrides:
         doc = deep_merge(doc, overrides)
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return _dump(doc)
+
+
+def _dump(doc: Any) -> bytes:
+    """``doc`` as compact UTF-8 JSON. A lone surrogate (JSON may escape one: ``"\\ud800"``) has no UTF-8 form: such
+    a document is written with ASCII escapes, which keep it exactly as it came."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _body_model(body: bytes) -> str:
@@ -347,7 +375,7 @@ def rewrite_answer(rules: GroupRules, out: Outbound, body: bytes) -> bytes:
             doc.pop("nextPageToken", None)
             if openai:
                 doc["has_more"] = False
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    return _dump(doc)
 
 
 def _merged_list(rules: GroupRules, entries: list[Any], name_field: str, openai: bool, first_page: bool) -> list[Any]:
@@ -421,7 +449,7 @@ def check_overrides(raw: Any) -> dict[str, Any]:
 
 def check_header_rules(raw: Any) -> list[dict[str, str]]:
     """``[{"key", "value", "action": "set" | "remove"}]``: at most MAX_HEADER_RULES; header names as RFC 9110
-    tokens, never one of FORBIDDEN_HEADERS; values without control characters, using only VARIABLES."""
+    tokens, never one of FORBIDDEN_HEADERS; values in Latin-1 without control characters, using only VARIABLES."""
     if not isinstance(raw, list):
         raise ValueError('must be a list of {"key", "value", "action": "set" | "remove"}')
     if len(raw) > MAX_HEADER_RULES:
@@ -439,13 +467,22 @@ def check_header_rules(raw: Any) -> list[dict[str, str]]:
             raise ValueError(f"{where}: {key} is managed by gptload and cannot be set or removed")
         if action not in ("set", "remove"):
             raise ValueError(f"{where}: action must be 'set' or 'remove'")
-        if not isinstance(value, str) or len(value) > 2048 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            raise ValueError(f"{where}: value must be text of at most 2048 characters without control characters")
+        if not isinstance(value, str) or len(value) > 2048 or not all(_header_char(c) for c in value):
+            raise ValueError(
+                f"{where}: value must be text of at most 2048 characters, without control characters, "
+                "in Latin-1 (HTTP headers carry nothing else)"
+            )
         unknown = [v for v in _VARIABLE.findall(value) if v not in VARIABLES]
         if unknown:
             raise ValueError(f"{where}: unknown variable {unknown[0][:40]} (known: {', '.join(VARIABLES)})")
         out.append({"key": key, "value": value if action == "set" else "", "action": action})
     return out
+
+
+def _header_char(c: str) -> bool:
+    """May ``c`` appear in a header value? Visible ASCII, space, and Latin-1's printable upper half (obs-text): the
+    transport encodes header values as Latin-1, so anything else would fail every request of the group."""
+    return 0x20 <= ord(c) <= 0x7E or 0xA0 <= ord(c) <= 0xFF
 
 
 def _depth(value: Any) -> int:

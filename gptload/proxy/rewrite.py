@@ -151,6 +151,23 @@ def model_of(path: str, body: bytes, content_type: str) -> str:
     return ""
 
 
+def ambiguous_path(path: str) -> str:
+    """Why gptload and an upstream could read ``path`` differently, "" when they cannot: a ``.`` or ``..`` segment
+    (raw or percent-encoded: requests resolves the raw ones, an upstream may resolve the others), a backslash, or a
+    percent-encoded slash or backslash (an upstream may decode it). ``models/alias/../gemini-2.5-pro`` would be
+    checked (strict mode) and counted (cooldowns, statistics) as ``alias``. Google's API paths have none of these."""
+    if "\\" in path:
+        return "the path has a backslash; send the path it stands for"
+    for segment in path.split("?", 1)[0].split("/"):
+        if "%" in segment or segment in (".", ".."):
+            plain = unquote(segment)
+            if plain in (".", ".."):
+                return f"the path has a dot segment ({segment!r}); send the path it stands for"
+            if "/" in plain or "\\" in plain:
+                return f"the path has an encoded slash or backslash ({segment[:80]!r}); send the path it stands for"
+    return ""
+
+
 def resources_named(path: str, body: bytes) -> list[str]:
     """Resource names (``files/abc``, ``cachedContents/x``...) a request refers to, path first."""
     names = [m.group(1) for m in _RESOURCE_IN_PATH.finditer(path)]

@@ -15,6 +15,9 @@ Contract shared by every adapter (checked by ``tests/contract``):
 - ``record_usage`` applies a batch exactly once: recording the same events again (a retry after a failure whose
   outcome was unknown) adds nothing, recognised by ``batch_key(events)``. It raises StoreUnavailable when any
   part may not have been written; the caller then retries the same batch.
+- ``query_keys`` filters and sorts exactly like ``store.keyquery.select`` (the reference implementation).
+- ``set_disabled`` applies ``keypool.state.disabled``/``enabled`` per key and moves ``state:{group}``;
+  ``record_validations`` writes validation marks only (no marker, no state change, deleted keys skipped).
 - ``apply_verdict`` and ``restore_keys`` are read-modify-write on the key's own record, atomic per key, and apply
   ``keypool.state.transition`` (never their own rules).
 - ``add_keys`` is idempotent per key id: a key already in the group is reported as a duplicate, never doubled.
@@ -30,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy
-from gptload.models import AccessKey, Group, KeyRecord, LogQuery, UsageEvent
+from gptload.models import AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 
 T = TypeVar("T")
 
@@ -123,6 +126,19 @@ class Store(Protocol):
 
     def restore_keys(self, group: str, ids: list[str] | None) -> int:
         """Reset keys (all invalid or cooling ones when ``ids`` is None) to active; return how many changed."""
+        ...
+
+    def query_keys(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
+        """The page ``[offset, offset + limit)`` of the group's keys matching ``query``, in its order, and the
+        number of matches (see ``gptload.store.keyquery``)."""
+        ...
+
+    def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
+        """Disable (``disable``) or enable the keys, atomically per key; return how many changed."""
+        ...
+
+    def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
+        """Store each key's validation outcome (``valid``, ``invalid``, ``inconclusive``) and ``at``."""
         ...
 
     def record_usage(self, events: list[UsageEvent]) -> None:

@@ -22,14 +22,17 @@ from typing import Any
 
 from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
-from gptload.keypool.state import Policy, restored, transition
+from gptload.keypool.state import Policy, disabled, enabled, restored, transition
 from gptload.models import (
     ACTIVE,
+    COOLING,
+    DISABLED,
     INVALID,
     LOG_FIELDS,
     AccessKey,
     CoolDown,
     Group,
+    KeyQuery,
     KeyRecord,
     KeyState,
     LogQuery,
@@ -114,7 +117,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE stats_hourly ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE stats_hourly ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
     """,
-    # 8: access keys, their hourly usage, the access key of each log row, instance heartbeats
+    # 8: when the last error was written, validation marks; indexes for the key list's sorts
+    """
+    ALTER TABLE keys ADD COLUMN last_error_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE keys ADD COLUMN validated_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE keys ADD COLUMN validation TEXT NOT NULL DEFAULT '';
+    CREATE INDEX keys_created ON keys (group_name, created_at, id);
+    CREATE INDEX keys_requests ON keys (group_name, request_count);
+    CREATE INDEX keys_failures ON keys (group_name, failure_total);
+    CREATE INDEX keys_last_used ON keys (group_name, last_used_at);
+    CREATE INDEX keys_status ON keys (group_name, status);
+    """,
+    # 9: access keys, their hourly usage, the access key of each log row, instance heartbeats
     """
     ALTER TABLE request_logs ADD COLUMN access_key TEXT NOT NULL DEFAULT 'anonymous';
     CREATE INDEX request_logs_access_at ON request_logs (access_key, at);
@@ -140,8 +154,18 @@ _LOG_COLUMNS = (
 
 _KEY_COLUMNS = (
     "group_name, id, masked, status, cooldowns, failure_count, last_error, request_count, failure_total, "
-    "last_used_at, created_at, notes, total_tokens"
+    "last_used_at, created_at, notes, total_tokens, last_error_at, validated_at, validation"
 )
+# KeyQuery.sort -> the SQL it orders by (``?`` is bound to ``now`` for the status rank)
+_LIVE_COOLDOWN = "EXISTS (SELECT 1 FROM json_each(cooldowns) WHERE json_extract(value, '$.until') > ?)"
+_KEY_SORT_SQL = {
+    "created": "created_at",
+    "requests": "request_count",
+    "failures": "failure_total",
+    "last_used": "last_used_at",
+    "status": f"CASE status WHEN 'active' THEN (CASE WHEN {_LIVE_COOLDOWN} THEN 1 ELSE 0 END) "
+    "WHEN 'invalid' THEN 2 ELSE 3 END",
+}
 
 
 def make_private_dir(directory: Path) -> None:
@@ -336,6 +360,67 @@ class SqliteStore:
         )
         return [_record(r) for r in rows]
 
+    def query_keys(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
+        """One COUNT and one page query on the group's keys (indexes on the sort columns)."""
+        clauses: list[str] = ["group_name = ?"]
+        args: list[Any] = [group]
+        if query.key_id is not None:
+            clauses.append("id = ?")
+            args.append(query.key_id)
+        if query.status in (INVALID, DISABLED):
+            clauses.append("status = ?")
+            args.append(query.status)
+        elif query.status in (ACTIVE, COOLING):
+            clauses.append(f"status = 'active' AND {'' if query.status == COOLING else 'NOT '}{_LIVE_COOLDOWN}")
+            args.append(query.now)
+        if query.text:
+            clauses.append(
+                "(instr(lower(masked), lower(?)) > 0 OR instr(lower(notes), lower(?)) > 0 "
+                "OR instr(lower(last_error), lower(?)) > 0)"
+            )
+            args += [query.text] * 3
+        where = " AND ".join(clauses)
+        total = self._read(f"SELECT COUNT(*) FROM keys WHERE {where}", tuple(args))[0][0]
+        order = _KEY_SORT_SQL[query.sort]
+        order_args = [query.now] if query.sort == "status" else []
+        direction = "DESC" if query.descending else "ASC"
+        rows = self._read(
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE {where} "
+            f"ORDER BY {order} {direction}, created_at {direction}, id {direction} "
+            "LIMIT ? OFFSET ?",
+            (*args, *order_args, limit, offset),
+        )
+        return [_record(r) for r in rows], int(total)
+
+    def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
+        """Disable (or enable) the keys in one transaction with ``keypool.state.disabled``/``enabled``."""
+        change = disabled if disable else enabled
+        changed = 0
+        with self._write() as conn:
+            for chunk in chunks(list(dict.fromkeys(ids)), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {_KEY_COLUMNS} FROM keys WHERE group_name = ? AND id IN ({marks})", (group, *chunk)
+                ).fetchall()
+                for row in rows:
+                    record = _record(row)
+                    new = change(record.state)
+                    if new != record.state:
+                        self._write_state(conn, group, record.id, new)
+                        changed += 1
+            if changed:
+                self._bump(conn, f"state:{group}")
+        return changed
+
+    def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
+        if not outcomes:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE keys SET validation = ?, validated_at = ? WHERE group_name = ? AND id = ?",
+                [(outcome, at, group, key_id) for key_id, outcome in outcomes.items()],
+            )
+
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
         added: list[str] = []
         with self._write() as conn:
@@ -413,13 +498,14 @@ class SqliteStore:
     @staticmethod
     def _write_state(conn: sqlite3.Connection, group: str, key_id: str, state: KeyState) -> None:
         conn.execute(
-            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ?, state_at = ? "
-            "WHERE group_name = ? AND id = ?",
+            "UPDATE keys SET status = ?, cooldowns = ?, failure_count = ?, last_error = ?, last_error_at = ?, "
+            "state_at = ? WHERE group_name = ? AND id = ?",
             (
                 state.status,
                 _dump_cooldowns(state.cooldowns),
                 state.failure_count,
                 state.last_error,
+                state.last_error_at,
                 time.time(),
                 group,
                 key_id,
@@ -681,12 +767,19 @@ def _record(row: Sequence[Any]) -> KeyRecord:
         created,
         notes,
         tokens,
+        last_error_at,
+        validated_at,
+        validation,
     ) = row
     state = KeyState(
-        status=status if status in (ACTIVE, INVALID) else ACTIVE,
-        cooldowns=tuple(CoolDown(c["model"], float(c["until"]), c.get("reason", "")) for c in json.loads(cooldowns)),
+        status=status if status in (ACTIVE, INVALID, DISABLED) else ACTIVE,
+        cooldowns=tuple(
+            CoolDown(c["model"], float(c["until"]), c.get("reason", ""), bool(c.get("daily", False)))
+            for c in json.loads(cooldowns)
+        ),
         failure_count=int(failures),
         last_error=last_error,
+        last_error_at=float(last_error_at),
     )
     return KeyRecord(
         id=key_id,
@@ -699,6 +792,8 @@ def _record(row: Sequence[Any]) -> KeyRecord:
         created_at=float(created),
         notes=notes,
         total_tokens=int(tokens),
+        validated_at=float(validated_at),
+        validation=validation,
     )
 
 
@@ -742,4 +837,9 @@ def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
 
 
 def _dump_cooldowns(cooldowns: tuple[CoolDown, ...]) -> str:
-    return json.dumps([{"model": c.model, "until": c.until, "reason": c.reason} for c in cooldowns])
+    return json.dumps(
+        [
+            {"model": c.model, "until": c.until, "reason": c.reason, **({"daily": True} if c.daily else {})}
+            for c in cooldowns
+        ]
+    )

@@ -76,6 +76,10 @@ def _from_right(request: Request, header: str, n: int) -> str | None:
 
 
 def _is_ip(value: str) -> bool:
+    """An IPv4 or IPv6 address without a scope id (``ipaddress`` takes any text after ``%`` as one: a client's text
+    would reach the log and ``${CLIENT_IP}`` header rules)."""
+    if "%" in value:
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:

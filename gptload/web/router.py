@@ -113,7 +113,38 @@ class Router:
                 "/api/groups/<name>/keys",
                 ("GET",),
                 ADMIN,
-                lambda r, name: admin.list_keys(name, r.args.get("status") or None, *_page_args(r)),
+                lambda r, name: admin.list_keys(
+                    name,
+                    r.args.get("status") or None,
+                    *_page_args(r),
+                    q=r.args.get("q"),
+                    sort=r.args.get("sort") or None,
+                    order=r.args.get("order") or None,
+                ),
+            ),
+            Route(
+                "/api/groups/<name>/keys/search",
+                ("POST",),
+                ADMIN,
+                lambda r, name: admin.search_keys(name, _json(r, default={})),
+            ),
+            Route(
+                "/api/groups/<name>/keys/disable",
+                ("POST",),
+                ADMIN,
+                lambda r, name: admin.disable_keys(name, _json(r), disable=True),
+            ),
+            Route(
+                "/api/groups/<name>/keys/enable",
+                ("POST",),
+                ADMIN,
+                lambda r, name: admin.disable_keys(name, _json(r), disable=False),
+            ),
+            Route(
+                "/api/groups/<name>/keys/export",
+                ("POST",),
+                ADMIN,
+                lambda r, name: _attachment(admin.export_selected(name, _json(r)), f"{name}-keys.txt", "text/plain"),
             ),
             Route("/api/groups/<name>/keys", ("DELETE",), ADMIN, lambda r, name: admin.delete_keys(name, _json(r))),
             Route(
@@ -143,7 +174,7 @@ class Router:
                 "/api/groups/<name>/keys/<key_id>",
                 ("PUT",),
                 ADMIN,
-                lambda r, name, key_id: admin.set_notes(name, key_id, _json(r)),
+                lambda r, name, key_id: admin.update_key(name, key_id, _json(r)),
             ),
             Route("/api/tasks/run", ("POST",), SCHEDULER, lambda r: run_maintenance(services)),
             Route(

@@ -118,6 +118,44 @@ resource "google_firestore_index" "request_logs_stream_asc_at_desc" {
   depends_on = [google_project_service.apis]
 }
 
+resource "google_firestore_index" "keys_status_asc_created_at_asc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "keys"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_firestore_index" "keys_status_asc_created_at_desc" {
+  project     = var.project
+  database    = google_firestore_database.gptload.name
+  collection  = "keys"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_firestore_index" "log_pages_group_asc_last_at_desc" {
   project     = var.project
   database    = google_firestore_database.gptload.name

@@ -118,23 +118,24 @@ def test_console_journey(make_ui, fresh_server, fake, tmp_path):
     page.get_by_role("button", name="Refresh").click()
     expect(row_of(ui, keys[1]).locator(".chip")).to_have_text("invalid")
     expect(row_of(ui, keys[1])).to_contain_text("API_KEY_INVALID")
-    expect(row_of(ui, keys[2]).locator(".chip")).to_have_text("cooling")
+    expect(row_of(ui, keys[2]).locator(".chip")).to_have_text("limited")  # cooling for one model: serves others
     countdown = row_of(ui, keys[2]).locator(".cooldown")
-    expect(countdown).to_have_text(re.compile(rf"^{MODEL} · 0:4\d$"))
+    expect(countdown).to_have_text(re.compile(rf"^{MODEL} · 4\d s$"))
     first = countdown.text_content()
     expect(countdown).not_to_have_text(first)  # it counts down client-side, second by second
     assert page.locator(".chip.active").count() == 2
     ui.shot("keys")
 
-    # filters: by status (server side) and by text (on the page)
+    # filters: by status and by text (both on the server, over the whole group)
     page.get_by_label("Status filter", exact=True).select_option("invalid")
     expect(page.locator("tbody tr")).to_have_count(1)
     page.get_by_label("Status filter", exact=True).select_option("")
-    page.get_by_label("Filter keys on this page", exact=True).fill("quota")
-    expect(page.locator("tbody tr")).to_have_count(0)
-    page.get_by_label("Filter keys on this page", exact=True).fill("PerMinute")
+    page.get_by_label("Search all keys of the group", exact=True).fill("quota")
+    expect(page.get_by_text("No keys match")).to_be_visible()
+    page.get_by_label("Search all keys of the group", exact=True).fill("PerMinute")
     expect(page.locator("tbody tr")).to_have_count(1)
-    page.get_by_label("Filter keys on this page", exact=True).fill("")
+    page.get_by_label("Search all keys of the group", exact=True).fill("")
+    expect(page.locator("tbody tr")).to_have_count(4)
 
     # notes (text stays text: markup in a note is not interpreted)
     row_of(ui, keys[0]).get_by_role("button", name=re.compile("^Edit notes")).click()
@@ -165,7 +166,9 @@ def test_console_journey(make_ui, fresh_server, fake, tmp_path):
     confirm = page.get_by_role("dialog", name=re.compile("^Delete key"))
     confirm.get_by_role("button", name="Delete").click()
     expect(page.locator("tbody tr")).to_have_count(3)
-    page.get_by_role("button", name="Restore all").click()
+    page.get_by_role("button", name=re.compile("^Restore all")).click()
+    confirm = page.get_by_role("dialog", name="Restore all 1 key?")  # an action on all keys names the count
+    confirm.get_by_role("button", name="Restore 1").click()
     expect(page.locator("tbody .chip.active")).to_have_count(3)
     expect(page.locator(".cooldown")).to_have_count(0)
 

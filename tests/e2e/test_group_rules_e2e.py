@@ -3,9 +3,13 @@ the fake Gemini on a real socket, and a real forwarding proxy (tests/fakes/forwa
 
 from __future__ import annotations
 
+import http.client
+import json
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -173,3 +177,39 @@ def test_a_proxy_refusing_the_credentials_is_no_answer_from_google_and_blames_no
         assert "wrong-pass-0091" not in str(caught.value.details) + str(caught.value.message)
         assert all(row["status"] == "active" and row["failure_count"] == 0 for row in group.key_rows())
     assert "wrong-pass-0091" not in server.log()
+
+
+@pytest.mark.parametrize(
+    "tail", [f"{ALIAS}/../gemini-2.5-pro:generateContent", f"{ALIAS}/%2E%2E/gemini-2.5-pro:generateContent"]
+)
+def test_strict_mode_cannot_be_walked_around_with_dot_segments(server, fake, tail):
+    # a raw client (SDKs and requests resolve dot segments before sending): the path reaches gptload as written
+    group = make_group(server, fake, model_redirect_rules={ALIAS: "gemini-2.5-flash"}, model_redirect_strict=True)
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            f"/proxy/{group.name}/v1beta/models/{tail}",
+            body=b'{"contents": [{"parts": [{"text": "x"}]}]}',
+            headers={"x-goog-api-key": group.proxy_key, "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
+    assert body["error"]["details"][0]["reason"] == "INVALID_PATH"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+def test_strict_mode_reads_an_openai_body_sent_without_a_json_content_type(server, fake, content_type):
+    group = make_group(server, fake, model_redirect_rules={ALIAS: "gemini-2.5-flash"}, model_redirect_strict=True)
+    headers = {"Authorization": f"Bearer {group.proxy_key}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    body = b'{"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}'
+    r = requests.post(f"{group.base}/v1beta/openai/chat/completions", data=body, headers=headers, timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["details"][0]["reason"] == "MODEL_NOT_ALLOWED"
+    assert fake.requests == []

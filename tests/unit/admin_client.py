@@ -45,7 +45,9 @@ class AdminClient:
         return self.client.open(path, method=method, headers=headers, **kw)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything an admin call may change: settings, groups, keys (state and secrets), in stored form."""
+        """Everything an admin call may change: settings, groups, keys (state and secrets), in stored form; after
+        the background tasks that earlier calls started (validation, import) have finished."""
+        self.join_tasks()
         store = self.services.store
         groups = store.list_groups()
         return {
@@ -55,10 +57,13 @@ class AdminClient:
             "secrets": {g.name: self.services.vault.load(g.name) for g in groups},
         }
 
-    def close(self) -> None:
-        for thread in threading.enumerate():  # validation tasks started by a test must not outlive the store
-            if thread.name == "gptload-validate":
+    def join_tasks(self) -> None:
+        for thread in threading.enumerate():
+            if thread.name in ("gptload-validate", "gptload-import"):
                 thread.join(10)
+
+    def close(self) -> None:
+        self.join_tasks()  # tasks started by a test must not outlive the store
         self.services.shutdown()
 
 

@@ -59,7 +59,7 @@ def test_admin_needs_the_auth_key(app, headers):
 def test_group_lifecycle(app):
     created = make_group(app, display_name="Prod", upstreams=[{"url": "http://127.0.0.1:9/", "weight": 3}])
     assert created["upstreams"] == [{"url": "http://127.0.0.1:9", "weight": 3}]
-    assert created["key_counts"] == {"active": 0, "cooling": 0, "invalid": 0, "total": 0}
+    assert created["key_counts"] == {"active": 0, "cooling": 0, "invalid": 0, "disabled": 0, "total": 0}
     assert [g["name"] for g in app.get("/api/groups", headers=AUTH).get_json()["groups"]] == ["g1"]
     r = app.put("/api/groups/g1", headers=AUTH, json={"description": "d", "settings": {"max_retries": 1}})
     assert r.status_code == 200 and r.get_json()["settings"] == {"max_retries": 1}
@@ -105,7 +105,14 @@ def test_keys_import_list_delete_restore(app):
     make_group(app)
     text = f"{KEYS[0]}\n{KEYS[1]}, {KEYS[2]};{KEYS[0]} not-a-key AIzaTooShort"
     r = app.post("/api/groups/g1/keys", headers=AUTH, json={"keys": text})
-    assert r.get_json() == {"added": 3, "duplicate": 1, "rejected": 2, "rejected_samples": ["********", "********"]}
+    assert r.get_json() == {
+        "added": 3,
+        "duplicate": 1,
+        "rejected": 2,
+        "rejected_samples": ["********", "********"],
+        # a rejected token: its line and enough of it to find it, never enough to use it
+        "rejected_lines": [{"line": 2, "text": "no*** (9 characters)"}, {"line": 2, "text": "AI*** (12 characters)"}],
+    }
     r = app.post("/api/groups/g1/keys", headers=AUTH, json={"keys": f"{KEYS[1]} {KEYS[3]}"})
     assert r.get_json()["added"] == 1 and r.get_json()["duplicate"] == 1
     listing = app.get("/api/groups/g1/keys?page=1&page_size=3", headers=AUTH)

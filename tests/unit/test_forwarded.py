@@ -30,6 +30,9 @@ def req(headers: dict | list | None = None, host: str = "gptload.example:8080", 
         (1, "", "10.0.0.7"),
         (1, "6.6.6.6, not-an-ip", "10.0.0.7"),
         (1, "2001:db8::1", "2001:db8::1"),
+        # an IPv6 scope id is free text to ipaddress: it would reach ${CLIENT_IP} header rules and the log
+        (1, "fe80::1%\x01evil; x=1", "10.0.0.7"),
+        (1, "fe80::1%eth0", "10.0.0.7"),
     ],
 )
 def test_client_ip(hops, xff, expected):

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gptload.cipher import Cipher
-from gptload.errors import ModelNotAllowed, NoKeysAvailable
+from gptload.errors import InvalidPath, ModelNotAllowed, NoKeysAvailable
 from gptload.keypool.breaker import Breakers
 from gptload.models import Group, KeyRecord, LogQuery, Upstream
 from gptload.pool import KeyPool
@@ -18,6 +18,7 @@ from gptload.proxy.forwarder import Forwarder
 from gptload.proxy.request import IncomingRequest
 from gptload.proxy.upstream import Sessions, make_session
 from gptload.usage import UsageBuffer
+from gptload.validation import probe
 from gptload.vault.store_vault import StoreVault
 from tests.fakes.fake_gemini import errors, make_key
 from tests.fakes.memory_transport import Answer, MemoryTransport
@@ -177,3 +178,47 @@ def test_one_session_per_distinct_proxy_and_direct_without_one():
     assert first.trust_env is False and direct.proxies == {}
     assert sessions.for_proxy("http://127.0.0.1:3129") is not first
     sessions.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "v1beta/models/alias/../gemini-2.5-pro:generateContent",  # requests resolves it: models/gemini-2.5-pro
+        "v1beta/models/alias/x/../../gemini-2.5-pro:generateContent",
+        "v1beta/models/alias/%2e%2E/gemini-2.5-pro:generateContent",  # an upstream may resolve it too
+        "v1beta/models/alias/./../gemini-2.5-pro:streamGenerateContent",
+        "v1beta/models%2Fgemini-2.5-pro:generateContent",  # names no model to gptload; an upstream may decode it
+        "v1beta/models/alias%5C..%5Cgemini-2.5-pro:generateContent",
+        "v1beta/models/alias/..\\..\\models\\gemini-2.5-pro:generateContent",  # requests sends %5C for a raw one
+    ],
+)
+def test_a_path_gptload_and_the_upstream_could_read_differently_is_refused_before_any_call(rig, sqlite_store, path):
+    # strict mode would check "alias" while the upstream is asked for gemini-2.5-pro
+    fwd, pool, transport, usage = rig(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    with pytest.raises(InvalidPath) as caught:
+        fwd.forward(pool.view("g"), request(path, b"{}"))
+    assert caught.value.status == 400 and transport.seen == []
+    [row] = logs(sqlite_store, usage)
+    assert row["status_code"] == 400 and row["key"] == ""
+
+
+def test_a_group_without_rules_refuses_dot_segments_too(rig):
+    # cooldowns and statistics would be kept for the model gptload read ("cheap"), not the one that was called
+    fwd, pool, transport, _usage = rig()
+    with pytest.raises(InvalidPath):
+        fwd.forward(pool.view("g"), request("v1beta/models/cheap/../gemini-2.5-pro:generateContent", b"{}"))
+    assert transport.seen == []
+    fwd.forward(pool.view("g"), request("v1beta/models/gemini-2.5-pro..x:generateContent", b"{}"))  # dots in a name
+    assert transport.seen[0].url == f"{UP}/v1beta/models/gemini-2.5-pro..x:generateContent"
+
+
+def test_a_validation_probe_answered_407_by_the_egress_proxy_blames_no_key(rig):
+    # an HTTP upstream through an HTTP proxy: the 407 is the proxy's, whatever its body says
+    bad = errors.invalid_key()
+    settings = {"max_retries": 3, "proxy_url": "http://user:wrong@127.0.0.1:3128"}
+    _fwd, pool, _transport, _usage = rig(handler=lambda req: Answer(407, bad.body), settings=settings)
+    view = pool.view("g")
+    session = make_session(2)
+    session.mount(UP, MemoryTransport(lambda req: Answer(407, bad.body)))
+    verdict = probe(session, view, view.keys[0], 5.0)
+    assert verdict.network and verdict.kind.value == "transient" and "407" in verdict.reason

@@ -275,3 +275,113 @@ def test_openai_model_info_is_redirected_and_names_the_alias():
     assert out.path == "v1beta/openai/models/gemini-2.5-flash" and out.answer_kind == "model_info"
     answer = json.dumps({"id": "models/gemini-2.5-flash", "object": "model", "owned_by": "google"}).encode()
     assert json.loads(gr.rewrite_answer(r, out, answer))["id"] == "models/gpt-4o"
+
+
+# -- hostile input (h-attack10) -----------------------------------------------------------------------------------
+def test_a_body_with_a_lone_surrogate_escape_is_merged_without_crashing():
+    # JSON allows "\ud800"; re-encoding it as UTF-8 cannot: the escape must survive as an escape
+    r = rules(param_overrides={"generationConfig": {"temperature": 0.2}})
+    body = b'{"contents":[{"parts":[{"text":"a\\ud800b\\u00e9"}]}]}'
+    out = gr.prepare(r, inbound("v1beta/models/x:generateContent", body), NOW)
+    doc = json.loads(out.body.decode("utf-8"))
+    assert doc["contents"][0]["parts"][0]["text"] == "a\ud800b\u00e9"
+    assert doc["generationConfig"] == {"temperature": 0.2}
+
+
+def test_an_answer_with_a_lone_surrogate_escape_is_rewritten_without_crashing():
+    r = rules(model_redirect_rules=REDIRECTS)
+    out = gr.prepare(r, inbound("v1beta/models", method="GET"), NOW)
+    listed = b'{"models":[{"name":"models/gemini-2.5-flash","description":"\\udfff"}]}'
+    doc = json.loads(gr.rewrite_answer(r, out, listed).decode("utf-8"))
+    assert [m["name"] for m in doc["models"]] == ["models/alias", "models/pro-alias", "models/gemini-2.5-flash"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "", "application/x-www-form-urlencoded"])
+def test_strict_mode_reads_the_openai_body_model_whatever_the_content_type(content_type):
+    # model_of reads the body only under a JSON Content-Type; the upstream may not care: strict mode must
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(
+            r, inbound("v1beta/openai/chat/completions", b'{"model": "gemini-2.5-pro"}', content_type=content_type), NOW
+        )
+    # duplicate keys: the body goes upstream as it was checked (one "model", the target)
+    twice = b'{"model": "gemini-2.5-pro", "model": "alias", "messages": []}'
+    out = gr.prepare(r, inbound("v1beta/openai/chat/completions", twice, content_type=content_type), NOW)
+    assert out.body.count(b'"model"') == 1 and json.loads(out.body)["model"] == "gemini-2.5-flash"
+    assert (out.model, out.requested_model) == ("gemini-2.5-flash", "alias")
+
+
+def test_strict_mode_reads_the_model_of_an_openai_body_too_big_to_scan():
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    big = json.dumps({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/openai/chat/completions", big.encode()), NOW)
+
+
+def test_header_values_the_transport_cannot_encode_are_refused():
+    for value in ("\u20ac", "caf\u00e9\u2028", "\x85"):  # not latin-1, a C1 control
+        with pytest.raises(ValueError, match="rule 1"):
+            gr.check_header_rules([{"key": "X-A", "value": value}])
+    assert (
+        gr.check_header_rules([{"key": "X-A", "value": "caf\u00e9 ${GROUP_NAME}"}])[0]["value"]
+        == "caf\u00e9 ${GROUP_NAME}"
+    )
+
+
+def test_strict_mode_lets_an_operation_of_a_redirected_call_be_polled():
+    # Veo: POST models/{alias}:predictLongRunning goes up for the target; Google names the operation after the target
+    r = rules(model_redirect_rules={"video": "veo-3.0-generate-001"}, model_redirect_strict=True)
+    start = gr.prepare(r, inbound("v1beta/models/video:predictLongRunning", b"{}"), NOW)
+    assert start.path == "v1beta/models/veo-3.0-generate-001:predictLongRunning"
+    poll = gr.prepare(r, inbound("v1beta/models/veo-3.0-generate-001/operations/op1", method="GET"), NOW)
+    assert poll.path == "v1beta/models/veo-3.0-generate-001/operations/op1" and poll.answer_kind == ""
+    with pytest.raises(ModelNotAllowed):  # a call to the target itself is still refused
+        gr.prepare(r, inbound("v1beta/models/veo-3.0-generate-001:predictLongRunning", b"{}"), NOW)
+
+
+def test_an_operation_polled_under_the_alias_is_not_rewritten_as_model_info():
+    r = rules(model_redirect_rules={"video": "veo-3.0-generate-001"})
+    out = gr.prepare(r, inbound("v1beta/models/video/operations/op1", method="GET"), NOW)
+    assert out.path == "v1beta/models/veo-3.0-generate-001/operations/op1" and out.answer_kind == ""
+
+
+def test_an_alias_named_under_tuned_models_is_sent_as_its_target():
+    # model_of reads tunedModels/{m} as model m: the upstream must get the target, not a tuned model named like alias
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    out = gr.prepare(r, inbound("v1beta/tunedModels/alias:generateContent", b"{}"), NOW)
+    assert out.path == "v1beta/models/gemini-2.5-flash:generateContent" and out.model == "gemini-2.5-flash"
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/tunedModels/my-tuned-1:generateContent", b"{}"), NOW)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
+def test_a_cache_creation_body_is_read_whatever_its_content_type(content_type):
+    # a cache is billed by the hour: strict mode must not let one be made for another model
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    body = b'{"model": "models/gemini-2.5-pro", "contents": []}'
+    with pytest.raises(ModelNotAllowed):
+        gr.prepare(r, inbound("v1beta/cachedContents", body, content_type=content_type), NOW)
+    out = gr.prepare(r, inbound("v1beta/cachedContents", b'{"model": "models/alias"}', content_type=content_type), NOW)
+    assert json.loads(out.body)["model"] == "models/gemini-2.5-flash"
+    embed = b'{"requests": [{"model": "models/alias", "content": {}}]}'
+    out = gr.prepare(r, inbound("v1beta/models/alias:batchEmbedContents", embed, content_type=content_type), NOW)
+    assert json.loads(out.body)["requests"][0]["model"] == "models/gemini-2.5-flash"
+
+
+@pytest.mark.parametrize("path", ["v1alpha/auth_tokens", "v1alpha/authTokens", "v1beta/auth_tokens/"])
+def test_strict_mode_refuses_to_mint_ephemeral_tokens(path):
+    # an ephemeral token lets the client call Google's Live API directly, for any model, on a pool key
+    r = rules(model_redirect_rules=REDIRECTS, model_redirect_strict=True)
+    body = b'{"uses": 1, "liveConnectConstraints": {"model": "gemini-live-2.5-flash-preview"}}'
+    with pytest.raises(ModelNotAllowed) as caught:
+        gr.prepare(r, inbound(path, body), NOW)
+    assert "ephemeral" in caught.value.message
+    assert gr.prepare(rules(model_redirect_rules=REDIRECTS), inbound(path, body), NOW).path == path
+
+
+def test_overrides_reach_an_openai_body_too_big_to_scan():
+    # padding a body past model_of's scan bound must not escape the group's overrides (a max_tokens cap, say)
+    r = rules(param_overrides={"max_tokens": 64})
+    big = json.dumps({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "x" * (5 << 20)}]})
+    out = gr.prepare(r, inbound("v1beta/openai/chat/completions", big.encode()), NOW)
+    assert json.loads(out.body)["max_tokens"] == 64 and out.model == "gemini-2.5-pro"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gptload.keypool.keytext import mask, parse_keys, scrub
+from gptload.keypool.keytext import describe_rejected, mask, parse_keys, scrub
 
 K1 = "AIza" + "A" * 35
 K2 = "AIza" + "b1_-" * 8 + "xyz"
@@ -41,3 +41,19 @@ def test_scrub_secrets_masks_exact_values_and_key_shapes():
     assert odd not in out.replace(f"{odd}x", "") and shaped not in out
     assert out.count("not-...0123") == 1 and "AIza...BBBB" in out
     assert f"{odd}x" in out  # a longer token is another value
+
+
+def test_rejected_tokens_come_with_their_line_and_a_masked_form_never_the_token():
+    good = "AIza" + "A" * 35
+    near = "AIza" + "B" * 34  # one character short
+    parsed = parse_keys(f"{good}\r\nfoo bar\n\n{near};{good}\n\tab")
+    assert parsed.valid == (good,) and parsed.duplicates_in_text == 1
+    assert parsed.rejected_lines == (
+        (2, "*** (3 characters)"),
+        (2, "*** (3 characters)"),
+        (4, "AIza...BBBB (38 characters)"),
+        (5, "** (2 characters)"),
+    )
+    assert describe_rejected("proxy-key-123") == "prox...-123 (13 characters)"
+    assert describe_rejected("secret1") == "se*** (7 characters)"
+    assert all(near not in text for _, text in parsed.rejected_lines)

@@ -225,6 +225,7 @@ def test_metrics_log_lines_carry_deltas_per_group_and_the_instance_gauges(client
         "keys_active": 1,
         "keys_cooling": 0,
         "keys_invalid": 0,
+        "keys_disabled": 0,
     }
     (instance,) = [line for line in first if line["message"] == "gptload instance metrics"]
     assert instance["usage_buffer_events"] == 0 and instance["streams_open"] == 0 and instance["rss_bytes"] > 0

@@ -128,3 +128,15 @@ def test_requests_never_wait_for_a_background_refresh_that_is_stuck_in_the_store
         assert served.wait(5), "a request waited for the stuck refresh"
     finally:
         release.set()
+
+
+def test_a_key_disabled_elsewhere_is_never_acquired_and_is_counted_as_disabled(sqlite_store):
+    vault = setup(sqlite_store, groups=("a",), n=3)
+    pool = KeyPool(sqlite_store, vault, refresh_seconds=3600)
+    pool.reload()
+    assert sqlite_store.set_disabled("a", ["a0", "a1"], True) == 2  # another instance's admin call
+    pool.reload()  # the state marker moved: the changed keys are read
+    view = pool.view("a")
+    assert {pool.acquire(view, "m", set()).id for _ in range(20)} == {"a2"}
+    assert pool.census(view, "m", set()) == {"invalid": 0, "disabled": 2, "cooling": 0, "available": 1}
+    assert pool.acquire(view, "m", {"a2"}) is None

@@ -8,11 +8,13 @@ from gptload.keypool.state import (
     Policy,
     changes_state,
     condemned_by_key_evidence,
+    disabled,
+    enabled,
     next_daily_reset,
     restored,
     transition,
 )
-from gptload.models import ACTIVE, ANY_MODEL, COOLING, INVALID, CoolDown, KeyState
+from gptload.models import ACTIVE, ANY_MODEL, COOLING, DISABLED, INVALID, CoolDown, KeyState
 
 P = Policy(blacklist_threshold=3, bare_429_cooldown_seconds=10, default_quota_cooldown_seconds=60)
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=PACIFIC).timestamp()
@@ -128,3 +130,54 @@ def test_last_error_never_holds_a_key():
     secret = "AIza" + "x" * 35
     s = transition(KeyState(), Verdict(Kind.KEY_INVALID, f"403 Consumer api_key:{secret} suspended"), "m", NOW, P)
     assert secret not in s.last_error and "AIza...xxxx" in s.last_error
+
+
+# -- disabled: an admin's decision, undone only by an admin -----------------------------------------------------
+def _every_verdict() -> list[Verdict]:
+    return [
+        SUCCESS,
+        Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"),
+        Verdict(Kind.QUOTA_DAY, "429 day", model="m"),
+        Verdict(Kind.QUOTA_MINUTE, "429 minute", 5.0, "m"),
+        Verdict(Kind.QUOTA_BARE, "429"),
+        Verdict(Kind.TRANSIENT, "503", isolated=True),
+        network_error(TimeoutError("timed out")),
+    ]
+
+
+def test_a_disabled_key_serves_nothing_and_no_verdict_changes_it():
+    key = disabled(KeyState(last_error="429 minute", last_error_at=NOW - 5, failure_count=2))
+    assert key.status == DISABLED and key.display_status(NOW) == DISABLED
+    assert key.last_error == "429 minute" and key.last_error_at == NOW - 5  # the reason it was disabled stays
+    assert key.failure_count == 0 and key.cooldowns == ()
+    assert not key.can_serve("m", NOW) and not key.can_serve("other", NOW)
+    for verdict in _every_verdict():
+        assert transition(key, verdict, "m", NOW, P) == key
+        assert not changes_state(key, verdict, "m", NOW)
+
+
+def test_restore_and_successful_validation_leave_a_disabled_key_disabled():
+    key = disabled(transition(KeyState(), Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"), "m", NOW, P))
+    assert restored(key) == key and not condemned_by_key_evidence(key)
+
+
+def test_only_enable_brings_a_disabled_key_back_and_enable_is_no_restore():
+    key = disabled(KeyState(cooldowns=(CoolDown("m", NOW + 60, "429"),)))
+    back = enabled(key)
+    assert back.status == ACTIVE and back.cooldowns == () and back.can_serve("m", NOW)
+    invalid = transition(KeyState(), Verdict(Kind.KEY_INVALID, "400 API_KEY_INVALID"), "m", NOW, P)
+    assert enabled(invalid) == invalid  # enabling an invalid key is not a restore
+    assert enabled(KeyState()) == KeyState()
+
+
+def test_errors_carry_their_time_and_a_daily_quota_is_marked():
+    s = transition(KeyState(), Verdict(Kind.TRANSIENT, "503", isolated=True), "m", NOW, P)
+    assert s.last_error == "503" and s.last_error_at == NOW
+    day = transition(KeyState(), Verdict(Kind.QUOTA_DAY, "429 day", model="m"), "m", NOW + 1, P)
+    (cool,) = day.cooldowns
+    assert cool.daily and cool.until == next_daily_reset(NOW + 1) and day.last_error_at == NOW + 1
+    minute = transition(KeyState(), Verdict(Kind.QUOTA_MINUTE, "429", 5.0, "m"), "m", NOW, P)
+    assert not minute.cooldowns[0].daily
+    # a per-minute 429 while the day's quota is out keeps the longer, daily, cooldown
+    again = transition(day, Verdict(Kind.QUOTA_MINUTE, "429", 5.0, "m"), "m", NOW + 2, P)
+    assert again.cooldowns[0].daily and again.cooldowns[0].until == cool.until

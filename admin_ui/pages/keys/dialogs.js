@@ -1,7 +1,8 @@
-// The dialogs of the keys page: import (text or a .txt file), export to a file, validate (then follow the task
-// with a progress bar), notes of one key.
+// The dialogs of the keys page: import (text or a .txt file; a big import runs as a task with a progress bar),
+// export to a file, validate (then follow the task with a progress bar), notes of one key. The export and validate
+// dialogs name how many keys each choice covers: they are the confirmation of an action on all keys.
 import { api, download } from "../../api.js";
-import { clear, errorBox, field, h, missingNotice, openDialog, toast } from "../../dom.js";
+import { clear, errorBox, field, fmtInt, h, missingNotice, openDialog, toast } from "../../dom.js";
 
 export function importDialog(page) {
   const text = h("textarea", {
@@ -43,7 +44,29 @@ export function importDialog(page) {
       file.value = "";
       chosen.text = "";
       fileInfo.textContent = "";
-      result.append(importSummary(r));
+      if (r.task) {
+        const bar = h("progress", { max: Math.max(1, r.task.total), value: 0, "aria-label": "Import progress" });
+        const line = h("span", { class: "small" });
+        const box = h("div", { class: "task", role: "status" }, h("strong", {}, "Importing"), bar, line);
+        result.append(box);
+        let task = r.task;
+        const show = (t) => {
+          bar.value = t.done;
+          line.textContent = `${fmtInt(t.done)} of ${fmtInt(t.total)} keys · ${fmtInt(t.added)} added`;
+        };
+        show(task);
+        while (task.status === "running" && dialog.open) {
+          await new Promise((resolve) => setTimeout(resolve, 400));
+          ({ task } = await api("GET", "/api/tasks/" + encodeURIComponent(task.id)));
+          show(task);
+        }
+        box.firstChild.textContent = task.status === "done" ? "Import finished" : "Import failed";
+        box.className = "task " + (task.status === "done" ? "ok" : "error");
+        if (task.message) box.append(h("span", { class: "muted" }, task.message));
+        if (task.status === "done") result.append(importSummary(task));
+      } else {
+        result.append(importSummary(r));
+      }
       page.load();
     } catch (err) {
       result.append(errorBox(err));
@@ -61,12 +84,23 @@ async function readKeyFile(input, chosen, info) {
   info.textContent = f ? `${f.name}: ${chosen.text.split(/\s+/).filter(Boolean).length} entries read` : "";
 }
 
+/** The counts of an import, and each rejected line by number with a masked form of what it held. */
 function importSummary(r) {
+  const lines = r.rejected_lines || [];
   return h(
     "div",
-    { class: "alert " + (r.rejected ? "warn" : "ok") },
-    `Added ${r.added} · ${r.duplicate} duplicate · ${r.rejected} rejected`,
-    r.rejected_samples?.length ? h("div", { class: "mono small" }, "Rejected: " + r.rejected_samples.join(", ")) : null,
+    { class: "alert " + (r.rejected ? "warn" : "ok"), dataset: { result: "import" } },
+    `Added ${fmtInt(r.added)} · ${fmtInt(r.duplicate)} duplicate · ${fmtInt(r.rejected)} rejected`,
+    lines.length
+      ? h(
+          "ul",
+          { class: "import-rejects mono small", "aria-label": "Rejected lines" },
+          lines.map((l) => h("li", {}, `line ${l.line}: ${l.text}`)),
+          r.rejected > lines.length
+            ? h("li", { class: "muted" }, `… and ${fmtInt(r.rejected - lines.length)} more`)
+            : null,
+        )
+      : null,
   );
 }
 
@@ -76,14 +110,19 @@ function submitOnCtrlEnter(textarea, form) {
   });
 }
 
+const counted = (label, n) => (n === undefined ? label : `${label} (${fmtInt(n)})`);
+
 export function exportDialog(page) {
+  const c = page.state.counts || {};
   const scope = h(
     "select",
     { name: "export_status" },
     [
-      ["all", "All keys"],
-      ["active", "Active keys"],
-      ["invalid", "Invalid keys"],
+      ["all", counted("All keys", c.total)],
+      ["active", counted("Active keys", c.active)],
+      ["cooling", counted("Cooling keys", c.cooling)],
+      ["invalid", counted("Invalid keys", c.invalid)],
+      ["disabled", counted("Disabled keys", c.disabled)],
     ].map(([v, t]) => h("option", { value: v }, t)),
   );
   const go = h("button", { type: "submit", class: "btn primary" }, "Download .txt");
@@ -113,9 +152,11 @@ export function exportDialog(page) {
 
 export function validateDialog(page) {
   const { selected } = page.state;
+  const c = page.state.counts || {};
+  const probed = c.total === undefined ? undefined : c.total - (c.disabled || 0);
   const options = [
-    ["all", "All keys"],
-    ["invalid", "Invalid keys only"],
+    ["all", counted("All keys", probed) + (c.disabled ? ", disabled keys skipped" : "")],
+    ["invalid", counted("Invalid keys only", c.invalid)],
   ];
   if (selected.size) options.unshift(["selected", `The ${selected.size} selected keys`]);
   const scope = h(
@@ -129,7 +170,8 @@ export function validateDialog(page) {
     h(
       "p",
       {},
-      "Each key gets one minimal request to the group's test model. Valid keys become active, dead keys invalid.",
+      "Each key gets one minimal request to the group's test model. Valid keys become active, dead keys invalid; " +
+        "a probe that proves nothing (a timeout, a 5xx) marks the key inconclusive and changes nothing.",
     ),
     field("Validate", scope),
     h("div", { class: "dialog-actions" }, h("button", { type: "submit", class: "btn primary" }, "Start")),
@@ -154,7 +196,7 @@ export function validateDialog(page) {
 }
 
 /** Show a validation task's progress in the page's progress box until it ends (or the page is left), then reload. */
-async function followTask(page, task) {
+export async function followTask(page, task) {
   const { progress } = page.ui;
   const bar = h("progress", { max: Math.max(1, task.total), value: task.done });
   const text = h("span", {});

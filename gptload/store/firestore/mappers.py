@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from gptload.models import ACTIVE, ANONYMOUS, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
+from gptload.models import ACTIVE, ANONYMOUS, DISABLED, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
 
 LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
 
@@ -42,9 +43,13 @@ def key_doc(record: KeyRecord, secret: bytes | None) -> dict[str, Any]:
 def state_fields(state: KeyState) -> dict[str, Any]:
     return {
         "status": state.status,
-        "cooldowns": [{"model": c.model, "until": c.until, "reason": c.reason} for c in state.cooldowns],
+        "cooldowns": [
+            {"model": c.model, "until": c.until, "reason": c.reason, **({"daily": True} if c.daily else {})}
+            for c in state.cooldowns
+        ],
         "failure_count": state.failure_count,
         "last_error": state.last_error,
+        "last_error_at": state.last_error_at,
         # what restore_keys(None) looks for, kept beside the state so one equality query finds it
         "restorable": state.status == INVALID or bool(state.cooldowns),
     }
@@ -57,10 +62,14 @@ def to_record(group: str, snap: Any, usage: dict[str, Any] | None) -> KeyRecord:
     u = usage or {}
     status = d.get("status", ACTIVE)
     state = KeyState(
-        status=status if status in (ACTIVE, INVALID) else ACTIVE,
-        cooldowns=tuple(CoolDown(c["model"], float(c["until"]), c.get("reason", "")) for c in d.get("cooldowns") or ()),
+        status=status if status in (ACTIVE, INVALID, DISABLED) else ACTIVE,
+        cooldowns=tuple(
+            CoolDown(c["model"], float(c["until"]), c.get("reason", ""), bool(c.get("daily", False)))
+            for c in d.get("cooldowns") or ()
+        ),
         failure_count=int(d.get("failure_count", 0)),
         last_error=d.get("last_error", ""),
+        last_error_at=float(d.get("last_error_at") or 0.0),
     )
     return KeyRecord(
         id=snap.id,
@@ -72,6 +81,37 @@ def to_record(group: str, snap: Any, usage: dict[str, Any] | None) -> KeyRecord:
         last_used_at=max(float(d.get("last_used_at", 0.0)), float(u.get("at") or 0.0)),
         created_at=float(d.get("created_at", 0.0)),
         notes=d.get("notes", ""),
+        total_tokens=int(u.get("tok") or 0),
+        validated_at=float(d.get("validated_at") or 0.0),
+        validation=d.get("validation") or "",
+    )
+
+
+KEY_VIEW_FIELDS = (
+    "masked",
+    "created_at",
+    "notes",
+    "status",
+    "cooldowns",
+    "failure_count",
+    "last_error",
+    "last_error_at",
+    "request_count",
+    "failure_total",
+    "last_used_at",
+    "validated_at",
+    "validation",
+)  # a key document without its ciphertext: what the admin key list reads
+
+
+def with_usage(record: KeyRecord, usage: dict[str, Any] | None) -> KeyRecord:
+    """``record`` (read with no usage entry) plus its entry of the group's usage map, as ``to_record`` adds it."""
+    u = usage or {}
+    return replace(
+        record,
+        request_count=record.request_count + int(u.get("n") or 0),
+        failure_total=record.failure_total + int(u.get("f") or 0),
+        last_used_at=max(record.last_used_at, float(u.get("at") or 0.0)),
         total_tokens=int(u.get("tok") or 0),
     )
 

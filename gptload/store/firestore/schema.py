@@ -25,6 +25,15 @@ FIRESTORE_INDEXES: list[dict] = [
         }
         for f in _LOG_EQUALITY_FIELDS
     ),
+    # query_keys (the key list in import order, of one status): status == s ordered by created_at, either way
+    *(
+        {
+            "collection": "keys",
+            "query_scope": "COLLECTION",
+            "fields": [("status", "ASCENDING"), ("created_at", order)],
+        }
+        for order in ("ASCENDING", "DESCENDING")
+    ),
     # query_logs on log pages: [group ==] [tags array-contains] [last_at range], ordered by last_at desc
     {
         "collection": "log_pages",

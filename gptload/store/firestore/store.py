@@ -21,9 +21,10 @@ from urllib.parse import quote
 
 from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
-from gptload.keypool.state import Policy, restored, transition
-from gptload.models import AccessKey, Group, KeyRecord, LogQuery, UsageEvent
+from gptload.keypool.state import Policy, disabled, enabled, restored, transition
+from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
+from gptload.store import keyquery
 from gptload.store.base import Binding, batch_key, chunks
 from gptload.store.firestore import logpages
 from gptload.store.firestore.client import (
@@ -34,6 +35,7 @@ from gptload.store.firestore.client import (
     already_applied,
 )
 from gptload.store.firestore.mappers import (
+    KEY_VIEW_FIELDS,
     doc_id,
     group_doc,
     key_doc,
@@ -42,6 +44,7 @@ from gptload.store.firestore.mappers import (
     to_group,
     to_log,
     to_record,
+    with_usage,
 )
 from gptload.store.firestore.schema import DAY, INSTANCE_TTL, TASK_TTL, USAGE_BATCH_TTL
 from gptload.store.firestore.writes import WriteEncoder
@@ -50,11 +53,16 @@ from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, hour_of, rollu
 log = logging.getLogger(__name__)
 
 TX_CHUNK = 100  # documents read and written by one multi-key transaction
+IMPORT_CHUNK = BATCH_LIMIT - 2  # keys created per batch by add_keys (+ the usage entry and the marker)
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 LOG_SCAN_PAGES = 200  # log pages (newest first) one filtered query_logs reads at most (up to 100,000 rows)
 PAGE_READ = 20  # log pages per query RPC while scanning (a read stops early without paying for the rest)
 PACE_SECONDS = 0.0002  # pause between steps of a usage flush (see _yield_gil)
 PURGE_LIMIT = 2000  # log pages one purge_logs call deletes or rewrites at most (the TTL policy does the bulk)
+KEY_VIEW_MAX_AGE = 120.0  # seconds a scanned key list serves query_keys (kept in step with key states meanwhile)
+STATE_SYNC_MARGIN_SECONDS = 30.0  # like the pool's: state_at is the server's clock, ours may be behind
+SCAN_PAGE = 5000  # documents per RPC of a full scan of a group's keys
+INDEXED_PAGE_LIMIT = 2000  # deeper pages of the import order come from a scan (skipped documents are billed)
 
 
 class FirestoreStore(FirestoreConnection):
@@ -78,6 +86,11 @@ class FirestoreStore(FirestoreConnection):
         self._retention_days = float(Settings().request_log_retention_days)
         self._encoder = WriteEncoder()
         self._documents_root = f"{self._client._database_string}/documents"
+        # query_keys: per group,
+        # (monotonic time of the scan, the markers it reflects, records without usage, wall time it started)
+        self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord], float]] = {}
+        # and the last indexed page: (monotonic time, markers, (status, descending, offset, limit), records, total)
+        self._key_pages: dict[str, tuple[float, tuple[int, int], tuple[Any, ...], list[KeyRecord], int]] = {}
 
     # -- document references and markers ------------------------------------------------------------------
     def _meta(self, name: str) -> Any:
@@ -112,6 +125,8 @@ class FirestoreStore(FirestoreConnection):
     def _forget_handoff(self, group: str) -> None:
         with self._handoff_lock:
             self._handoff.pop(group, None)
+            self._key_views.pop(group, None)
+            self._key_pages.pop(group, None)
 
     # -- meta -----------------------------------------------------------------------------------------------
     def markers(self) -> dict[str, int]:
@@ -255,8 +270,7 @@ class FirestoreStore(FirestoreConnection):
         The documents carry the ciphertexts too; they are kept for ``SECRET_HANDOFF_SECONDS`` so that the
         ``get_secrets`` that follows (pool reload: list_keys, then vault.load) costs no second N reads.
         """
-        with self._boundary("key list"):
-            snaps = list(self._keys(group).stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        snaps = self._scan(self._keys(group), "key list")
         usage = self._usage_of(group) if snaps else {}
         records = sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
         secrets_ = {s.id: bytes(s.get("secret")) for s in snaps if s.to_dict().get("secret") is not None}
@@ -275,38 +289,74 @@ class FirestoreStore(FirestoreConnection):
         return sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
 
     def add_keys(self, group: str, records: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
-        """Create-if-absent, ``TX_CHUNK`` keys per transaction (which also reads the group document)."""
+        """Create-if-absent in steps of ``IMPORT_CHUNK`` keys: one batched read of the step's documents, then one
+        batch of ``create()`` writes (a create never overwrites: a key imported meanwhile by someone else makes
+        the batch fail, and that step is redone in transactions of ``TX_CHUNK`` keys that also read the group).
+        The group is read before and after: keys written into a group deleted meanwhile are removed again."""
         unique: dict[str, KeyRecord] = {}
         for r in records:
             unique.setdefault(r.id, r)
         todo = list(unique.values())
         self._forget_handoff(group)
+        if self.get_group(group) is None:
+            raise GroupNotFound(f"no group named {group!r}")
         if not todo:
-            if self.get_group(group) is None:
-                raise GroupNotFound(f"no group named {group!r}")
             return []
         added: list[str] = []
-        for chunk in chunks(todo, TX_CHUNK):
-
-            def create_missing(tx: Any, chunk: list[KeyRecord] = chunk) -> list[str]:
-                refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
-                snaps = {s.reference.path: s for s in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS)}
-                if not snaps[refs[0].path].exists:
-                    raise GroupNotFound(f"no group named {group!r}")
-                new: list[str] = []
-                for ref, r in zip(refs[1:], chunk, strict=True):
-                    if snaps[ref.path].exists:
-                        continue
-                    tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
-                    new.append(r.id)
-                if new:
-                    # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
-                    self._clear_usage(tx, group, new)
-                    self._bump(tx, f"keys:{group}")
-                return new
-
-            added += self._transact("key import", create_missing)
+        for chunk in chunks(todo, IMPORT_CHUNK):
+            added += self._create_missing(group, chunk, secrets)
+        self._forget_handoff(group)
+        if added and self.get_group(group) is None:  # deleted while we wrote: leave no orphans behind
+            self._delete_refs([self._keys(group).document(i) for i in added])
+            raise GroupNotFound(f"no group named {group!r}")
         return added
+
+    def _create_missing(self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
+        refs = [self._keys(group).document(r.id) for r in chunk]
+        with self._boundary("key import"):
+            present = {s.id for s in self._client.get_all(refs, field_paths=[]) if s.exists}
+        new = [(ref, r) for ref, r in zip(refs, chunk, strict=True) if r.id not in present]
+        if not new:
+            return []
+        batch = self._client.batch()
+        for ref, r in new:
+            batch.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
+        # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
+        self._clear_usage(batch, group, [r.id for _, r in new])
+        self._bump(batch, f"keys:{group}")
+        try:
+            with self._boundary("key import"):
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            cause = exc.__cause__.cause if isinstance(exc.__cause__, self._api.RetryError) else exc.__cause__
+            if not isinstance(cause, self._api.Conflict):
+                raise
+            added: list[str] = []
+            for part in chunks([r for _, r in new], TX_CHUNK):  # someone created one of them meanwhile
+                added += self._create_missing_in_transaction(group, part, secrets)
+            return added
+        return [r.id for _, r in new]
+
+    def _create_missing_in_transaction(
+        self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]
+    ) -> list[str]:
+        def create_missing(tx: Any) -> list[str]:
+            refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
+            snaps = {s.reference.path: s for s in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS)}
+            if not snaps[refs[0].path].exists:
+                raise GroupNotFound(f"no group named {group!r}")
+            new: list[str] = []
+            for ref, r in zip(refs[1:], chunk, strict=True):
+                if snaps[ref.path].exists:
+                    continue
+                tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
+                new.append(r.id)
+            if new:
+                self._clear_usage(tx, group, new)
+                self._bump(tx, f"keys:{group}")
+            return new
+
+        return self._transact("key import", create_missing)
 
     def delete_keys(self, group: str, ids: list[str]) -> int:
         """Transactions read the documents first, so the count is exact (Firestore deletes never report it)."""
@@ -389,6 +439,157 @@ class FirestoreStore(FirestoreConnection):
 
             changed += self._transact("key restore", restore)
         return changed
+
+    def _scan(self, query: Any, what: str) -> list[Any]:
+        """All documents of ``query``, read in pages of ``SCAN_PAGE`` (ordered by document name, each page after
+        the last one's name): every RPC stays within ``SCAN_TIMEOUT_SECONDS`` however big the group. Same reads as
+        one stream (+1 for a last, empty page)."""
+        out: list[Any] = []
+        last = None
+        while True:
+            page = query.order_by("__name__").limit(SCAN_PAGE)
+            if last is not None:
+                page = page.start_after(last)
+            with self._boundary(what):
+                snaps = list(page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+            out += snaps
+            if len(snaps) < SCAN_PAGE:
+                return out
+            last = snaps[-1]
+
+    def _forget_view(self, group: str) -> None:
+        with self._handoff_lock:
+            self._key_views.pop(group, None)
+            self._key_pages.pop(group, None)
+
+    def query_keys(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
+        """A key by id (``query.key_id``: 1 read of its document + 1 of the usage document), or a page of the
+        group's keys filtered and sorted in memory (``keyquery.select``).
+
+        The import order (optionally of invalid or disabled keys) within its first ``INDEXED_PAGE_LIMIT`` keys
+        comes from the index (``_indexed_page``: a count and the page). Anything else costs one scan without
+        ciphertexts (N reads) + the marker shards (S reads) + the usage document (1 read). The scanned records are
+        kept for ``KEY_VIEW_MAX_AGE`` seconds: while the group's markers do not move, paging, searching, sorting
+        and the console's refresh cost S + 1 reads; when only its ``state`` marker moved (cooldowns, verdicts),
+        the keys whose state was written since are re-read (1 read each, as the pool does); when keys were added
+        or deleted, the group is scanned again. An indexed page is kept while the markers do not move at all.
+        This instance's own key writes drop both at once; notes and validation marks written by another instance
+        show within ``KEY_VIEW_MAX_AGE``. Counters are always fresh (the usage document is re-read).
+        """
+        if query.key_id is not None:
+            with self._boundary("key read"):
+                snap = self._keys(group).document(query.key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            if not snap.exists:
+                return [], 0
+            records = [to_record(group, snap, self._usage_of(group).get(snap.id))]
+            return keyquery.select(records, query, offset, limit)
+        markers = self.markers()
+        stamp = (markers.get(f"keys:{group}", 0), markers.get(f"state:{group}", 0))
+        with self._handoff_lock:
+            cached = self._key_views.get(group)
+        fresh_enough = cached is not None and time.monotonic() - cached[0] < KEY_VIEW_MAX_AGE
+        if cached is not None and fresh_enough and cached[1] == stamp:
+            base = cached[2]
+        elif cached is not None and fresh_enough and cached[1][0] == stamp[0]:
+            # only key states moved (cooldowns, verdicts, restores): re-read those keys, as the pool does
+            started = time.time()
+            since = timestamp(cached[3] - STATE_SYNC_MARGIN_SECONDS)
+            query_changed = self._keys(group).where(filter=self._fs.FieldFilter("state_at", ">=", since))
+            with self._boundary("changed keys"):
+                changed = {
+                    s.id: to_record(group, s, None)
+                    for s in query_changed.select(list(KEY_VIEW_FIELDS)).stream(
+                        retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS
+                    )
+                }
+            base = [changed.get(r.id, r) for r in cached[2]]
+            with self._handoff_lock:
+                self._key_views[group] = (cached[0], stamp, base, started)
+        elif (
+            not query.text
+            and query.sort == "created"
+            and query.status in (None, INVALID, DISABLED)
+            and offset + limit <= INDEXED_PAGE_LIMIT
+        ):
+            shape = (query.status, query.descending, offset, limit)
+            with self._handoff_lock:
+                page = self._key_pages.get(group)
+            if page is not None and page[1:3] == (stamp, shape) and time.monotonic() - page[0] < KEY_VIEW_MAX_AGE:
+                records, total = page[3], page[4]
+            else:
+                records, total = self._indexed_page(group, query, offset, limit)
+                with self._handoff_lock:
+                    self._key_pages[group] = (time.monotonic(), stamp, shape, records, total)
+            usage = self._usage_of(group) if records else {}
+            return [with_usage(r, usage.get(r.id)) for r in records], total
+        else:
+            started = time.time()
+            snaps = self._scan(self._keys(group).select(list(KEY_VIEW_FIELDS)), "key list")
+            base = [to_record(group, s, None) for s in snaps]
+            del snaps
+            with self._handoff_lock:  # aged from now: a scan of a big group may take longer than the maximum age
+                self._key_views[group] = (time.monotonic(), stamp, base, started)
+        usage = self._usage_of(group) if base else {}
+        return keyquery.select((with_usage(r, usage.get(r.id)) for r in base), query, offset, limit)
+
+    def _indexed_page(self, group: str, query: KeyQuery, offset: int, limit: int) -> tuple[list[KeyRecord], int]:
+        """The import order (and ``status`` invalid or disabled), read from the index: a count() aggregation (1 read
+        per 1,000 matches) and the page (offset + limit reads: Firestore bills skipped documents); the records
+        without usage counters. Index: ``(status, created_at)`` for a status; single-field ``created_at``
+        otherwise."""
+        fs = self._fs
+        base = self._keys(group)
+        if query.status:
+            base = base.where(filter=fs.FieldFilter("status", "==", query.status))
+        direction = fs.Query.DESCENDING if query.descending else fs.Query.ASCENDING
+        ordered = base.order_by("created_at", direction=direction).order_by("__name__", direction=direction)
+        with self._boundary("key page"):
+            total = int(base.count().get(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)[0][0].value)
+            page = ordered.select(list(KEY_VIEW_FIELDS)).offset(offset).limit(limit)
+            snaps = list(page.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        return [to_record(group, s, None) for s in snaps], total
+
+    def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
+        """``keypool.state.disabled`` (or ``enabled``) on each key, ``TX_CHUNK`` key documents per transaction."""
+        change = disabled if disable else enabled
+        changed = 0
+        for chunk in chunks(list(dict.fromkeys(ids)), TX_CHUNK):
+
+            def apply(tx: Any, chunk: list[str] = chunk) -> int:
+                refs = [self._keys(group).document(i) for i in chunk]
+                count = 0
+                for snap in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS):
+                    if not snap.exists:
+                        continue
+                    state = to_record(group, snap, None).state
+                    new = change(state)
+                    if new != state:
+                        tx.update(snap.reference, {**state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
+                        count += 1
+                if count:
+                    self._bump(tx, f"state:{group}")
+                return count
+
+            changed += self._transact("key disable", apply)
+        return changed
+
+    def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
+        """Blind updates of ``validation`` and ``validated_at``, in batches of at most ``BATCH_LIMIT`` writes (no
+        read, no marker). A key deleted meanwhile is skipped: its batch is retried without it."""
+        items = list(outcomes.items())
+        for chunk in chunks(items, BATCH_LIMIT):
+            batch = self._client.batch()
+            for key_id, outcome in chunk:
+                batch.update(self._keys(group).document(key_id), {"validation": outcome, "validated_at": at})
+            with self._boundary("validation marks"):
+                try:
+                    batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+                except self._api.NotFound:  # a key deleted meanwhile: mark the others
+                    refs = [self._keys(group).document(k) for k, _ in chunk]
+                    present = {s.id for s in self._client.get_all(refs, field_paths=[]) if s.exists}
+                    if len(present) < len(chunk):
+                        self.record_validations(group, {k: o for k, o in chunk if k in present}, at)
+        self._forget_view(group)
 
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
@@ -664,6 +865,7 @@ class FirestoreStore(FirestoreConnection):
             except self._api.NotFound:
                 return None
             snap = ref.get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        self._forget_view(group)
         if not snap.exists:
             return None
         return to_record(group, snap, self._usage_of(group).get(key_id))
@@ -693,9 +895,7 @@ class FirestoreStore(FirestoreConnection):
             hit = self._handoff.pop(group, None)
         if hit is not None and time.monotonic() - hit[0] < SECRET_HANDOFF_SECONDS:
             return dict(hit[1])
-        query = self._keys(group).select(["secret"])
-        with self._boundary("secret read"):
-            snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        snaps = self._scan(self._keys(group).select(["secret"]), "secret read")
         return {s.id: bytes(s.get("secret")) for s in snaps if s.to_dict().get("secret") is not None}
 
     # -- affinity -------------------------------------------------------------------------------------------
