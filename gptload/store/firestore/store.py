@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
-from gptload.models import DISABLED, INVALID, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
+from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
 from gptload.store import keyquery
 from gptload.store.base import Binding, batch_key, chunks
@@ -46,9 +46,9 @@ from gptload.store.firestore.mappers import (
     to_record,
     with_usage,
 )
-from gptload.store.firestore.schema import DAY, TASK_TTL, USAGE_BATCH_TTL
+from gptload.store.firestore.schema import DAY, INSTANCE_TTL, TASK_TTL, USAGE_BATCH_TTL
 from gptload.store.firestore.writes import WriteEncoder
-from gptload.store.rollup import STAT_FIELDS, hour_of, rollup
+from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, hour_of, rollup
 
 log = logging.getLogger(__name__)
 
@@ -631,6 +631,14 @@ class FirestoreStore(FirestoreConnection):
             counters.update(minutes.get((g, hour), {}))
             path = f"{root}/stats_hourly/{doc_id(g)}:{int(hour)}"
             writes.append((enc.merge(path, {"group": g, "hour": hour}, counters), 0))
+        access_hours: dict[float, tuple[dict[str, int], dict[str, float]]] = {}
+        for (access_key, hour), a in usage.access.items():  # one document per hour holds every access key
+            inc, top = access_hours.setdefault(hour, ({}, {}))
+            for f, v in zip(ACCESS_STAT_FIELDS, a.counters(), strict=True):
+                inc[enc.path("k", access_key, f)] = int(v)
+            top[enc.path("k", access_key, "last_used_at")] = float(a.last_used_at)
+        for hour, (inc, top) in access_hours.items():
+            writes.append((enc.merge(f"{root}/access_hourly/{int(hour)}", {"hour": hour}, inc, top), 0))
         key = batch_key(events)
         _yield_gil()
         if usage.logged:
@@ -923,6 +931,89 @@ class FirestoreStore(FirestoreConnection):
         """Nothing to do, and nothing billed: the TTL policies on ``bindings.expires_at`` and
         ``usage_batches.expires_at`` delete expired documents, and ``get_binding`` checks expiry itself."""
         return 0
+
+    # -- access keys ----------------------------------------------------------------------------------------
+    def _access_ref(self, key_id: str) -> Any:
+        return self._client.collection("access_keys").document(doc_id(key_id))
+
+    def list_access_keys(self) -> list[AccessKey]:
+        """A full scan of ``access_keys`` (1 read per key; they are few), sorted here."""
+        with self._boundary("access key list"):
+            snaps = list(self._client.collection("access_keys").stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        keys = [AccessKey.from_dict(s.to_dict() or {}) for s in snaps]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    def get_access_key(self, key_id: str) -> AccessKey | None:
+        with self._boundary("access key read"):
+            snap = self._access_ref(key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return AccessKey.from_dict(snap.to_dict() or {}) if snap.exists else None
+
+    def create_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.create(self._access_ref(key.id), key.to_dict())
+        self._bump(batch, "access")
+        with self._boundary("access key create"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.AlreadyExists:
+                raise Conflict(f"an access key with id {key.id!r} already exists") from None
+
+    def update_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.update(self._access_ref(key.id), key.to_dict())  # update() requires the document to exist
+        self._bump(batch, "access")
+        with self._boundary("access key update"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.NotFound:
+                raise NotFound(f"no access key {key.id!r}") from None
+
+    def delete_access_key(self, key_id: str) -> bool:
+        """One transaction: read the document (so the answer is exact), delete it, bump ``access``."""
+        ref = self._access_ref(key_id)
+
+        def remove(tx: Any) -> bool:
+            if not next(iter(tx.get(ref, timeout=RPC_TIMEOUT_SECONDS))).exists:
+                return False
+            tx.delete(ref)
+            self._bump(tx, "access")
+            return True
+
+        return self._transact("access key delete", remove)
+
+    def access_usage(self, since: float, access_key: str | None = None) -> list[dict[str, Any]]:
+        """One query over ``access_hourly`` (1 read per hour from ``since`` on: each document holds every access
+        key's counters of that hour), flattened here."""
+        query = self._client.collection("access_hourly").where(filter=self._fs.FieldFilter("hour", ">=", float(since)))
+        with self._boundary("access usage read"):
+            snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        out: list[dict[str, Any]] = []
+        for snap in snaps:
+            d = snap.to_dict() or {}
+            hour = float(d.get("hour") or 0.0)
+            for key_id, c in (d.get("k") or {}).items():
+                if access_key is not None and key_id != access_key:
+                    continue
+                out.append(
+                    {
+                        "access_key": key_id,
+                        "hour": hour,
+                        **{f: int(c.get(f) or 0) for f in ACCESS_STAT_FIELDS},
+                        "last_used_at": float(c.get("last_used_at") or 0.0),
+                    }
+                )
+        return sorted(out, key=lambda r: (r["hour"], r["access_key"]))
+
+    def heartbeat(self, instance_id: str, now: float, live_after: float) -> int:
+        """1 write (``instances/{id}``, expiring after a day by TTL) and one count() aggregation (1 read per
+        1,000 live instances)."""
+        instances = self._client.collection("instances")
+        doc = {"seen_at": now, "expires_at": timestamp(now + INSTANCE_TTL)}
+        with self._boundary("heartbeat"):
+            instances.document(doc_id(instance_id)).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            query: Any = instances.where(filter=self._fs.FieldFilter("seen_at", ">=", float(live_after)))
+            count = int(query.count().get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)[0][0].value)
+        return max(1, count)
 
 
 def _yield_gil() -> None:
