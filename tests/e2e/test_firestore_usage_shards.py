@@ -171,3 +171,29 @@ def test_the_real_document_limit_twenty_thousand_keys_with_usage(store):
     assert sorted(got) == sorted(ids) and all(e["n"] == 1 and e["at"] == NOW + 5 for e in got.values())
     assert len(usage_docs(store, "huge")) == 1 + fs_store.USAGE_SHARDS
     print(f"\n20,000 keys with usage: import + reload + flush + usage read in {time.monotonic() - started:.1f} s")
+
+
+def test_proxied_traffic_of_a_big_group_lands_in_shards_and_the_console_sums_them(tmp_path, monkeypatch):
+    """The real app: the pool's reload tells the store the group's size, so the request-tail flushes of a group
+    past the (lowered) threshold write shards, and the console's key list shows every request."""
+    from tests.e2e.test_firestore_system import _steady_app
+    from tests.fakes.fake_gemini import FakeGemini
+
+    monkeypatch.setattr(fs_store, "USAGE_SHARD_THRESHOLD", 10)
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST", "")
+    require(bool(host), "FIRESTORE_EMULATOR_HOST is not set (.ci/firestore-emulator.sh start)")
+    with FakeGemini(n_keys=0) as fake:
+        app, name, proxy_key, _counter = _steady_app(tmp_path, monkeypatch, fake, host, n_keys=12)
+        try:
+            for _ in range(48):
+                assert app.generate(name, proxy_key).status_code == 200
+            app.services.usage.flush()
+            store = app.services.store
+            docs = usage_docs(store, name)
+            assert len(docs) > 1 and sum(len(e) for s, e in docs.items() if s) == 12
+            r = app.api("GET", f"/api/groups/{name}/keys", query_string={"page_size": 100})
+            assert r.status_code == 200, r.text
+            items = r.json["keys"]
+            assert len(items) == 12 and sum(k["request_count"] for k in items) == 12 + 48
+        finally:
+            app.close()
