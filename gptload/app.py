@@ -15,6 +15,7 @@ from gptload.metrics import Metrics
 from gptload.pool import KeyPool
 from gptload.proxy.affinity import AffinityMap
 from gptload.proxy.forwarder import Forwarder
+from gptload.proxy.live import LiveSessions
 from gptload.proxy.upstream import Sessions, make_session
 from gptload.store import open_store
 from gptload.store.base import Store
@@ -38,11 +39,15 @@ class Services:
     validator: Validator
     session: requests.Session
     started_at: float
+    live: LiveSessions  # Live API (WebSocket) sessions: gptload/proxy/live.py
     sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
     metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
     def shutdown(self) -> None:
-        """Flush what is buffered and release clients; safe to call twice."""
+        """End Live sessions (close 1001, their usage rows added: up to 3 s), flush what is buffered and release
+        clients; safe to call twice. At exit this is what ends Live sessions under a server that has no stop hook of
+        ours (functions-framework's own gunicorn on Cloud Run)."""
+        self.live.shutdown(wait=3.0)
         self.usage.flush()
         if self.sessions is not None:
             self.sessions.close()
@@ -92,6 +97,7 @@ def build_services(
         validator=Validator(store, pool, session, sessions),
         session=session,
         started_at=time.time(),
+        live=LiveSessions(pool, affinity, usage, forwarder.breakers),
         sessions=sessions,
         metrics=metrics,
     )

@@ -47,6 +47,9 @@ class Config:
     request_body_timeout_seconds: float = 30.0
     graceful_timeout_seconds: int = 30
     trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For / -Proto are believed (Cloud Run: 1)
+    # python main.py only: PEM certificate chain and private key; both set = listen with TLS (HTTPS and wss://)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     metrics_token: str | None = field(default=None, repr=False)  # GET /metrics also accepts it (besides AUTH_KEY)
     metrics_log_seconds: float = 0.0  # > 0: /metrics' figures as structured log lines this often (gptload.metrics_log)
 
@@ -76,6 +79,12 @@ class Config:
             raise ConfigError("GOOGLE_CLOUD_PROJECT is required with STORE=firestore or VAULT=secretmanager")
         if store == "firestore" and vault == "store" and not encryption_key:
             raise ConfigError("ENCRYPTION_KEY is required with STORE=firestore and VAULT=store")
+        tls_cert, tls_key = env.get("TLS_CERT_FILE") or None, env.get("TLS_KEY_FILE") or None
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (PEM files) or neither")
+        for name, path in (("TLS_CERT_FILE", tls_cert), ("TLS_KEY_FILE", tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"{name} names no readable file: {path!r}")
         metrics_token = env.get("METRICS_TOKEN", "").strip() or None
         if metrics_token is not None and len(metrics_token) < 16:
             raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
@@ -108,6 +117,8 @@ class Config:
             request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 16),
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
             metrics_token=metrics_token,
             metrics_log_seconds=_float(env, "METRICS_LOG_SECONDS", 0.0, 0.0, 86400.0),
         )

@@ -53,6 +53,9 @@ CLOSE_LINGER_SECONDS = 1.0  # how long a pool thread drains a connection it clos
 _MAX_DRAIN = 64 * 1024
 
 _HEADERS, _BODY, _AFTER = "headers", "body", "after"
+# Set in the WSGI environ by a handler that took the connection over after a 101 answer (gptload.web.live_view):
+# the worker closes that connection afterwards instead of reading another request from it.
+UPGRADED = "gptload.upgraded"
 
 
 class _Reader:
@@ -292,6 +295,7 @@ class GptloadWorker(ThreadWorker):
         app: Callable[..., Any] = getattr(self, "wsgi")  # noqa: B009 - set by gunicorn's untyped base class
 
         def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            self._current.environ = environ  # handle_request looks for UPGRADED in it afterwards
             reader = getattr(self._current, "reader", None)
             if reader is not None:
                 environ["wsgi.input"] = _Input(environ["wsgi.input"], reader, self.body_budget)
@@ -334,11 +338,16 @@ class GptloadWorker(ThreadWorker):
         reader: _Reader = conn.gptload_reader
         reader.expect_body()
         self._current.reader = reader
+        self._current.environ = None
         try:
             keep = super().handle_request(req, conn)
         finally:
             reader.finished()
             self._current.reader = None
+        environ = self._current.environ
+        self._current.environ = None
+        if environ is not None and environ.get(UPGRADED):
+            return False  # the connection was taken over (a WebSocket session, now over): never reuse it
         return keep and not reader.broken
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
@@ -419,7 +428,11 @@ def gunicorn_options(
             "on_cut": None if on_cut is None else staticmethod(on_cut),
         },
     )
+    tls = {}
+    if config.tls_cert_file and config.tls_key_file:  # HTTPS and wss:// (the Live API's SDK always uses wss)
+        tls = {"certfile": config.tls_cert_file, "keyfile": config.tls_key_file}
     return {
+        **tls,
         "bind": f"{config.host}:{config.port}",
         "workers": 1,  # one process: services (pool, usage buffer, embedded maintenance) are per process
         "worker_class": worker,

@@ -93,6 +93,21 @@ class Settings:
         "", "Public base URL of this proxy (for upload URLs); empty: taken from the request.", group=False
     )
     proxy_keys: tuple[str, ...] = _setting((), "Global proxy keys accepted by every group.", group=False)
+    live_idle_timeout_seconds: float = _setting(
+        600.0, "Live API (WebSocket) session: longest time without a message either way, then closed (1008).", 1, 3600
+    )
+    live_max_session_seconds: float = _setting(
+        3600.0,
+        "Live API (WebSocket) session: longest life, then closed (1008); Cloud Run caps it at 60 min.",
+        1,
+        86400,
+    )
+    live_max_message_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "Live API (WebSocket): largest message either way; a bigger one closes with 1009.",
+        1024,
+        2**28,
+    )
     proxy_url: str = _setting(
         "",
         "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct. Proxies from the "

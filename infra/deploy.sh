@@ -114,7 +114,7 @@ LEGACY_SECRET_PREFIX="${NAME}-vault"
 SECRET_PREFIX="${SECRET_PREFIX:-${NAME}_vault}"
 AUTH_KEY_SECRET="${NAME}-auth-key" # outside SECRET_PREFIX: the function may only read it
 JOB="${NAME}-maintenance"
-IMAGES_REPO="${NAME}-functions" # the function's images, with a cleanup policy (same as function.tf)
+IMAGES_REPO="${NAME}-functions" # the service's images, with a cleanup policy (same as function.tf)
 CONSOLE_BUCKET_NAME="${PROJECT}-${NAME}-console"
 # Deterministic (no need to deploy first); the scheduler sends it as the token's audience and the function
 # compares it exactly (OIDC_AUDIENCE). See infra/terraform/main.tf.
@@ -167,7 +167,7 @@ G=(--project="$PROJECT")
 
 # --- 1. APIs -----------------------------------------------------------------------------------------------
 say "APIs"
-run gcloud services enable artifactregistry.googleapis.com cloudbuild.googleapis.com cloudfunctions.googleapis.com \
+run gcloud services enable artifactregistry.googleapis.com cloudbuild.googleapis.com \
   cloudresourcemanager.googleapis.com cloudscheduler.googleapis.com firestore.googleapis.com iam.googleapis.com \
   logging.googleapis.com run.googleapis.com secretmanager.googleapis.com storage.googleapis.com "${G[@]}"
 
@@ -277,23 +277,31 @@ exists gcloud artifacts repositories describe "$IMAGES_REPO" --location="$REGION
 run gcloud artifacts repositories set-cleanup-policies "$IMAGES_REPO" --location="$REGION" \
   --policy=infra/artifact-cleanup-policy.json --no-dry-run "${G[@]}" --format=none
 
-say "function ${NAME} (gen2, python312, entry point handler; public: it authenticates proxy keys and AUTH_KEY itself)"
+# A Cloud Run service built from source with the functions framework (entry point handler), not a Cloud Functions
+# function: the Live API needs WebSocket upgrades, which Cloud Run services document (README, "Deploy").
+# A deployment made as a function has a Cloud Run service of the same name that Cloud Functions manages: the
+# function goes first (its URL, state and secrets are kept: the new service takes the name and the same secrets).
+if exists gcloud functions describe "$NAME" --gen2 --region="$REGION" "${G[@]}"; then
+  say "function ${NAME} of an older deployment: deleted, the service below replaces it"
+  run gcloud functions delete "$NAME" --gen2 --region="$REGION" "${G[@]}" --quiet
+fi
+say "service ${NAME} (python312, entry point handler; public: it authenticates proxy keys and AUTH_KEY itself)"
 # '^|^' makes | the separator, so ALLOWED_ORIGINS may contain commas (gcloud topic escaping).
 ENV_VARS="^|^STORE=firestore|VAULT=secretmanager|GOOGLE_CLOUD_PROJECT=${PROJECT}|FIRESTORE_DATABASE=${DATABASE}"
 ENV_VARS+="|SECRET_PREFIX=${SECRET_PREFIX}|THREADS=${CONCURRENCY}|STATE_REFRESH_SECONDS=${STATE_REFRESH_SECONDS}"
 ENV_VARS+="|ALLOWED_ORIGINS=${ALLOWED_ORIGINS}|OIDC_AUDIENCE=${MAINTENANCE_AUDIENCE}"
 ENV_VARS+="|OIDC_SERVICE_ACCOUNT=${SCHED_SA}|LOG_LEVEL=${LOG_LEVEL}"
 ENV_VARS+="|TRUSTED_PROXY_HOPS=1"  # Google's front end: the one proxy whose X-Forwarded-For entry is believed
-run gcloud functions deploy "$NAME" --gen2 --region="$REGION" "${G[@]}" \
-  --runtime=python312 --entry-point=handler --source=. --trigger-http --allow-unauthenticated \
+run gcloud run deploy "$NAME" --region="$REGION" "${G[@]}" \
+  --source=. --function=handler --base-image=python312 \
+  --image="${REGION}-docker.pkg.dev/${PROJECT}/${IMAGES_REPO}/${NAME}" --allow-unauthenticated \
   --service-account="$RUN_SA" --build-service-account="projects/${PROJECT}/serviceAccounts/${BUILD_SA}" \
-  --docker-repository="projects/${PROJECT}/locations/${REGION}/repositories/${IMAGES_REPO}" \
   --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="${TIMEOUT}s" \
-  --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
-  --set-env-vars="$ENV_VARS" --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest"
+  --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" --session-affinity --no-use-http2 \
+  --set-env-vars="$ENV_VARS" --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest" --quiet
 
-read_into URL 'https://FUNCTION-URL.run.app' gcloud functions describe "$NAME" --gen2 --region="$REGION" "${G[@]}" \
-  --format='value(serviceConfig.uri)'
+read_into URL 'https://SERVICE-URL.run.app' gcloud run services describe "$NAME" --region="$REGION" "${G[@]}" \
+  --format='value(status.url)'
 
 # --- 7. maintenance schedule -------------------------------------------------------------------------------
 say "scheduler: ${SCHED_SA} may invoke this function only; job ${JOB} POSTs ${URL}/api/tasks/run with an OIDC token"

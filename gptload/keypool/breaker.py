@@ -30,6 +30,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The model is the client's (a path segment or an OpenAI body's "model"): circuits are keyed by its first
+# MODEL_CHARS characters, and at most MAX_CIRCUITS are kept (stale ones are forgotten to make room).
+MODEL_CHARS = 200
+MAX_CIRCUITS = 10_000
+
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half-open"
@@ -68,6 +73,7 @@ class Breakers:
         jitter: float = 0.1,
         probe_timeout: float = 30.0,
         rng: Callable[[], float] = random.random,
+        max_circuits: int = MAX_CIRCUITS,
     ) -> None:
         self.threshold = max(1, threshold)
         self.base = base
@@ -75,11 +81,13 @@ class Breakers:
         self.jitter = jitter
         self.probe_timeout = probe_timeout
         self._rng = rng
+        self.max_circuits = max(1, max_circuits)
         self._circuits: dict[tuple[str, str, str], _Circuit] = {}
         self._lock = threading.Lock()
 
     def admit(self, key: tuple[str, str, str], now: float) -> Admission:
         """May a request try ``key`` now? In half-open state exactly one request (the probe) is let through."""
+        key = _bounded(key)
         with self._lock:
             c = self._circuits.get(key)
             if c is None or c.state == CLOSED:
@@ -97,6 +105,7 @@ class Breakers:
 
     def success(self, key: tuple[str, str, str]) -> None:
         """The upstream answered (any HTTP answer that is not a 5xx): close the circuit."""
+        key = _bounded(key)
         with self._lock:
             c = self._circuits.get(key)
             if c is not None and (c.state != CLOSED or c.failures):
@@ -104,8 +113,13 @@ class Breakers:
 
     def failure(self, key: tuple[str, str, str], now: float, witness: int, reason: str = "") -> bool:
         """An upstream failure (5xx, timeout, connect error) seen by ``witness``; True when it (re)opened."""
+        key = _bounded(key)
         with self._lock:
-            c = self._circuits.setdefault(key, _Circuit())
+            c = self._circuits.get(key)
+            if c is None:
+                if len(self._circuits) >= self.max_circuits and not self._prune(now):
+                    return False  # full of live circuits: this one is not tracked (requests still pass)
+                c = self._circuits[key] = _Circuit()
             c.last_failure = reason
             if c.state == HALF_OPEN:
                 c.level += 1
@@ -125,6 +139,7 @@ class Breakers:
 
     def state(self, key: tuple[str, str, str], now: float) -> tuple[str, float, str]:
         """(state, seconds until a request may be let through, last failure) for status displays and errors."""
+        key = _bounded(key)
         with self._lock:
             c = self._circuits.get(key)
             if c is None:
@@ -148,6 +163,18 @@ class Breakers:
                 if c.state != CLOSED
             ]
 
+    def _prune(self, now: float) -> bool:
+        """Forget circuits that hold no outage now (closed ones counting failures, open ones whose period ended
+        at least ``cap`` ago, stuck probes); True when there is room for one more."""
+        for key, c in list(self._circuits.items()):
+            if (
+                c.state == CLOSED
+                or (c.state == OPEN and now >= c.until + self.cap)
+                or (c.state == HALF_OPEN and now - c.probe_since >= self.probe_timeout)
+            ):
+                del self._circuits[key]
+        return len(self._circuits) < self.max_circuits
+
     def _open(self, c: _Circuit, now: float) -> None:
         c.state = OPEN
         c.until = now + self._period(c.level)
@@ -157,3 +184,8 @@ class Breakers:
     def _period(self, level: int) -> float:
         period = min(self.cap, self.base * (2 ** min(level, 30)))
         return float(period * (1 + self.jitter * (2 * self._rng() - 1)))
+
+
+def _bounded(key: tuple[str, str, str]) -> tuple[str, str, str]:
+    group, upstream, model = key
+    return (group, upstream, model[:MODEL_CHARS]) if len(model) > MODEL_CHARS else key

@@ -156,6 +156,16 @@ def is_key_evidence(reason: str) -> bool:
     return len(parts) >= 2 and parts[0].isdigit() and parts[1] in _KEY_REASONS
 
 
+def key_message_reason(message: str) -> str:
+    """The key reason Google's *whole* message stands for ("API key not valid. Please pass a valid API key." ->
+    API_KEY_INVALID), "" for any other text. Anchored: a message quoting a client's words never matches."""
+    text = message.strip()
+    for pattern, reason in _KEY_MESSAGES:
+        if pattern.fullmatch(text):
+            return reason
+    return ""
+
+
 def _message_reason(status: int, error: dict[str, Any]) -> str:
     """The key reason Google's whole message stands for, when the body carries no details (OpenAI layer)."""
     expected = _KEY_MESSAGE_STATUS.get(status)

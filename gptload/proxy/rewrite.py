@@ -57,8 +57,10 @@ _FILE_URI = re.compile(rb'"file_?[uU]ri"\s*:\s*"[^"]*?/(files/[A-Za-z0-9_-]+)"')
 _CACHED_CONTENT = re.compile(rb'"cached_?[cC]ontent"\s*:\s*"(cachedContents/[A-Za-z0-9_-]+)"')
 _RESOURCE_NAME = re.compile(
     r"^(?:models/[^/]+/)?((?:files|cachedContents|batches|operations|fileSearchStores)/[A-Za-z0-9_.-]+)$"
+    r"|^(auth_tokens/[A-Za-z0-9_.-]+)$"  # an ephemeral token (v1alpha): a Live session with it needs its key
 )
 MAX_SCAN_BYTES = 4 * 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")  # left alone by json.loads when unpaired; no UTF-8 encoder takes one
 # Encodings gptload can decode with a bound on the output (upstream_io.Inflater): the only ones it asks for.
 _DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
 
@@ -146,8 +148,8 @@ def model_of(path: str, body: bytes, content_type: str) -> str:
             value = json.loads(body).get("model", "")
         except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, or nested past the limit
             return ""
-        if isinstance(value, str):
-            return value.removeprefix("models/")
+        if isinstance(value, str):  # a lone surrogate ("\udc80" in JSON) is no UTF-8: it becomes U+FFFD
+            return _SURROGATE.sub("\ufffd", value.removeprefix("models/"))
     return ""
 
 
@@ -191,7 +193,7 @@ def resources_created(body: bytes) -> list[str]:
         if isinstance(candidate, dict) and isinstance(candidate.get("name"), str):
             match = _RESOURCE_NAME.match(candidate["name"])
             if match:
-                found.append(match.group(1))
+                found.append(match.group(1) or match.group(2))
     return found
 
 

@@ -77,8 +77,14 @@ class TokenTap:
         return TokenCounts()
 
 
+# A count is the upstream's text: one above this (no model answers a billion tokens) is not believed and counts 0,
+# so that sums stay far inside the stores' 64-bit integers and int() never meets thousands of digits.
+MAX_TOKENS = 10**9
+
+
 def _last(pattern: re.Pattern[bytes], data: bytes) -> int:
     value = 0
     for match in pattern.finditer(data):
-        value = int(match.group(1))
+        digits = match.group(1)
+        value = int(digits) if len(digits) <= 10 and int(digits) <= MAX_TOKENS else 0
     return value

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from gptload.proxy.forwarder import Attempt
 
 _BODY_LOG_LIMIT = 64 * 1024
+# Client-chosen strings in usage events are cut here (the OpenAI layer takes the model from the body, up to 4 MiB):
+# they become log rows, Firestore page tags and statistics, and a Firestore document cannot pass 1 MiB.
+_MODEL_LOG_LIMIT = 200  # as long as a model name may be in a group's rules (group_rules._MODEL_NAME)
+_PATH_LOG_LIMIT = 2000
 NO_KEY = LiveKey(id="", group="", secret="", state=KeyState(), masked="")
 
 
@@ -82,10 +86,10 @@ class Trace:
             at=time.time(),
             success=success,
             status_code=status,
-            model=facts.model,
-            requested_model=facts.requested_model,
+            model=facts.model[:_MODEL_LOG_LIMIT],
+            requested_model=facts.requested_model[:_MODEL_LOG_LIMIT],
             method=self.req.method,
-            path="/" + self.req.path.split("?", 1)[0],
+            path=("/" + self.req.path.split("?", 1)[0])[:_PATH_LOG_LIMIT],
             stream=self.facts.stream,
             duration_ms=int((time.monotonic() - attempt.started) * 1000) if attempt is not None else 0,
             attempt=attempt.number if attempt is not None else 0,

@@ -149,7 +149,12 @@ class Store(Protocol):
 
     # -- request logs and statistics (written by ``record_usage``) ------------------------------------------
     def query_logs(self, query: LogQuery, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Log rows matching ``query``, newest first, and the total count of matches."""
+        """Log rows matching ``query``, newest first (ties by id), and the total count of matches. Filters mean
+        the same on every store: equality on group, key, status, success and stream; ``model`` a prefix of the
+        row's model; ``since`` <= at < ``until``; ``text`` a substring of the error, ASCII letters case-folded.
+        SQLite counts every match; Firestore's total is exact for the group-only list and for filters whose
+        candidate pages number at most ``LOG_SCAN_PAGES`` (200), else rows and total cover the newest 200 pages
+        (docs/firestore.md, "Request-log pages")."""
         ...
 
     def get_log(self, log_id: str) -> dict[str, Any] | None:

@@ -94,6 +94,7 @@ def families(services: Services) -> list[Family]:
             "counter",
         ),
         gauge("gptload_streams_open", "Answers being relayed now", [((), services.forwarder.open_streams())]),
+        gauge("gptload_live_sessions_open", "Live API (WebSocket) sessions running now", [((), len(services.live))]),
         gauge(
             "gptload_build_info",
             "Version of gptload and the store it uses",

@@ -39,6 +39,7 @@ from gptload.maintenance import run_maintenance
 from gptload.proxy.rewrite import find_proxy_key
 from gptload.web import forwarded
 from gptload.web.auth import AdminAuth, SchedulerAuth
+from gptload.web.live_view import is_upgrade, live
 from gptload.web.metrics_view import MetricsAuth, metrics_response
 from gptload.web.proxy_view import proxy
 from gptload.web.responses import error_response, internal_error, json_response
@@ -89,6 +90,9 @@ class Router:
             [Rule(r.path, endpoint=i, methods=list(r.methods) or None) for i, r in enumerate(self.routes)],
             strict_slashes=False,
         )
+        # The Live API's WebSocket handshake: werkzeug matches it only against rules marked websocket.
+        proxy_route = next(i for i, r in enumerate(self.routes) if r.auth == PROXY)
+        self.map.add(Rule("/proxy/<group>/<path:path>", endpoint=proxy_route, methods=["GET"], websocket=True))
 
     def _route_table(self) -> list[Route]:
         """Every route in one place: path, methods, handler and who may call it. A handler returns a Response, or
@@ -96,8 +100,13 @@ class Router:
         services, admin, insights = self.services, self.services.admin, self.services.insights
         return [
             Route("/health", ("GET", "HEAD"), PUBLIC, lambda r: self._health()),
+            Route(
+                "/proxy/<group>/<path:path>",
+                (),
+                PROXY,
+                lambda r, group, path: live(services, r, group, path) if is_upgrade(r) else proxy(services, r, group),
+            ),
             Route("/metrics", ("GET",), METRICS, lambda r: metrics_response(services)),
-            Route("/proxy/<group>/<path:path>", (), PROXY, lambda r, group, path: proxy(services, r, group)),
             Route("/api/groups", ("GET",), ADMIN, lambda r: {"groups": admin.list_groups()}),
             Route("/api/groups", ("POST",), ADMIN, lambda r: (admin.create_group(_json(r)), 201)),
             Route("/api/groups/<name>", ("GET",), ADMIN, lambda r, name: admin.get_group(name)),

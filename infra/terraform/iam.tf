@@ -103,7 +103,7 @@ resource "google_secret_manager_secret_iam_member" "runtime_auth_key" {
 resource "google_cloud_run_service_iam_member" "scheduler_invoker" {
   project  = var.project
   location = var.region
-  service  = google_cloudfunctions2_function.gptload.name
+  service  = google_cloud_run_v2_service.gptload.name
   role     = "roles/run.invoker"
   member   = google_service_account.scheduler.member
 }

@@ -36,12 +36,12 @@ locals {
 
   firestore_location = var.firestore_location != "" ? var.firestore_location : var.region
 
-  # OIDC audience of the scheduler's token: the function's cloudfunctions.net URL + the maintenance path. It is
-  # deterministic (https://REGION-PROJECT.cloudfunctions.net/NAME), so the function's own environment can carry
-  # it without a dependency cycle (the run.app URL is only known after the function exists). The scheduler
-  # sends exactly this string as the token's audience (scheduler.tf) and the function compares it exactly
-  # (OIDC_AUDIENCE); the job itself calls the run.app URL, which Cloud Run serves without checking audiences
-  # because the function is public and does its own authentication.
+  # OIDC audience of the scheduler's token: an opaque string both sides know in advance (the URL the deployment
+  # had as a Cloud Functions function, kept so that upgraded deployments keep working), so the service's own
+  # environment can carry it without a dependency cycle (the run.app URL is only known after the service
+  # exists). The scheduler sends exactly this string as the token's audience (scheduler.tf) and the service
+  # compares it exactly (OIDC_AUDIENCE); the job itself calls the run.app URL, which Cloud Run serves without
+  # checking audiences because the service is public and does its own authentication.
   maintenance_audience = "https://${var.region}-${var.project}.cloudfunctions.net/${var.name}/api/tasks/run"
 
   # The console bucket's pages are served from https://storage.googleapis.com/BUCKET/...: that is their origin.
@@ -49,16 +49,15 @@ locals {
   allowed_origins = distinct(concat(var.allowed_origins, var.console_bucket ? [local.console_origin] : []))
 
   apis = [
-    "artifactregistry.googleapis.com", # the function's container image
-    "cloudbuild.googleapis.com",       # builds the function from source
-    "cloudfunctions.googleapis.com",
+    "artifactregistry.googleapis.com",     # the function's container image
+    "cloudbuild.googleapis.com",           # builds the service from source
     "cloudresourcemanager.googleapis.com", # project IAM bindings
     "cloudscheduler.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com", # the alert on maintenance failures and the e-mail channels (monitoring.tf)
-    "run.googleapis.com",        # gen2 functions are Cloud Run services
+    "run.googleapis.com",        # the service
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ]

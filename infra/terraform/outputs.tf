@@ -1,11 +1,11 @@
 output "function_url" {
   description = "Base URL of gptload (proxy at /proxy/GROUP, admin API at /api, console at /)."
-  value       = google_cloudfunctions2_function.gptload.service_config[0].uri
+  value       = google_cloud_run_v2_service.gptload.uri
 }
 
 output "console_url" {
   description = "The admin console: the bucket's copy when console_bucket = true, else the function's own."
-  value       = var.console_bucket ? local.console_url : "${google_cloudfunctions2_function.gptload.service_config[0].uri}/"
+  value       = var.console_bucket ? local.console_url : "${google_cloud_run_v2_service.gptload.uri}/"
 }
 
 output "auth_key_secret" {
@@ -22,10 +22,10 @@ output "next_steps" {
   description = "What to do now."
   value       = <<-EOT
     1. Admin password:  gcloud secrets versions access latest --secret=${google_secret_manager_secret.auth_key.secret_id} --project=${var.project}
-    2. Console:         ${var.console_bucket ? local.console_url : "${google_cloudfunctions2_function.gptload.service_config[0].uri}/"}
-       or the API:      curl -s ${google_cloudfunctions2_function.gptload.service_config[0].uri}/api/groups -H "Authorization: Bearer $AUTH" -d '{"name": "main", "proxy_keys": ["my-proxy-key-123"]}'
-                        curl -s ${google_cloudfunctions2_function.gptload.service_config[0].uri}/api/groups/main/keys -H "Authorization: Bearer $AUTH" -d '{"keys": "AIza...first"}'
-    3. SDK base URL:    ${google_cloudfunctions2_function.gptload.service_config[0].uri}/proxy/main   (api_key = a proxy key of the group)
+    2. Console:         ${var.console_bucket ? local.console_url : "${google_cloud_run_v2_service.gptload.uri}/"}
+       or the API:      curl -s ${google_cloud_run_v2_service.gptload.uri}/api/groups -H "Authorization: Bearer $AUTH" -d '{"name": "main", "proxy_keys": ["my-proxy-key-123"]}'
+                        curl -s ${google_cloud_run_v2_service.gptload.uri}/api/groups/main/keys -H "Authorization: Bearer $AUTH" -d '{"keys": "AIza...first"}'
+    3. SDK base URL:    ${google_cloud_run_v2_service.gptload.uri}/proxy/main   (api_key = a proxy key of the group)
     4. Composite indexes build for a few minutes after the first apply; the request-log filters need them.
   EOT
 }

@@ -16,7 +16,7 @@ resource "google_cloud_scheduler_job" "maintenance" {
 
   http_target {
     http_method = "POST"
-    uri         = "${google_cloudfunctions2_function.gptload.service_config[0].uri}/api/tasks/run"
+    uri         = "${google_cloud_run_v2_service.gptload.uri}/api/tasks/run"
 
     oidc_token {
       service_account_email = google_service_account.scheduler.email

@@ -54,6 +54,7 @@ class Server:
     data_dir: Path
     log_path: Path
     env: dict = field(default_factory=dict)
+    verify: str | bool = True  # the CA bundle that trusts the server (a TLS server's self-signed certificate)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -71,6 +72,7 @@ class Server:
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = kw.pop("headers", {})
         headers.setdefault("Authorization", f"Bearer {AUTH_KEY}")
+        kw.setdefault("verify", self.verify)
         return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
 
     def make_group(self, upstream: str, keys: list[str], settings: dict | None = None, name: str | None = None):
@@ -137,13 +139,14 @@ def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path |
             env[name] = value
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log_path, env)
+    tls = env.get("TLS_CERT_FILE")  # a TLS server: https, its certificate trusted by the helpers
+    server = Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, data_dir, log_path, env, tls or True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/health", timeout=1, verify=server.verify).status_code == 200:
                 return server
         except requests.RequestException:
             pass

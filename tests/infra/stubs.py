@@ -50,18 +50,19 @@ def _stub(calls: Path, rules: list[dict], counts: Path) -> str:
 
 
 # What a describe/list answers when the resources exist and are sound (a project number, an enabled AUTH_KEY
-# version, the function's URL, a live custom role).
+# version, the service's URL, a live custom role; no Cloud Functions function of an older deployment).
 EXISTING = [
     {"has": ["projects", "describe"], "stdout": "123456789\n"},
     {"has": ["secrets", "versions", "list"], "stdout": "1\n"},
-    {"has": ["functions", "describe"], "stdout": "https://gptload-xyz-uc.a.run.app\n"},
+    {"has": ["run", "services", "describe"], "stdout": "https://gptload-xyz-uc.a.run.app\n"},
+    {"has": ["functions", "describe"], "rc": 1, "stderr": "ERROR: NOT_FOUND\n"},  # no function of old deployments
     {"has": ["firestore", "indexes", "composite", "list"], "stdout": "[]\n"},
     {"has": ["iam", "roles", "describe", "--format=value(deleted)"], "stdout": "\n"},
 ]
 # Nothing exists yet: every describe fails (the reads the script needs still answer).
 FRESH = [
     {"has": ["projects", "describe"], "stdout": "123456789\n"},
-    {"has": ["functions", "describe"], "stdout": "https://gptload-xyz-uc.a.run.app\n"},
+    {"has": ["run", "services", "describe"], "stdout": "https://gptload-xyz-uc.a.run.app\n"},
     {"has": ["firestore", "indexes", "composite", "list"], "stdout": "[]\n"},
     {"has": ["secrets", "versions", "list"], "stdout": ""},
     {"has": ["describe"], "rc": 1, "stderr": "ERROR: NOT_FOUND\n"},

@@ -12,7 +12,7 @@ def test_a_fresh_deployment_runs_every_step_and_says_done(tmp_path):
     run = stubs.deploy(tmp_path, stubs.FRESH)
     assert run.returncode == 0, run.stderr
     assert "# Done." in run.stdout
-    assert run.called("functions", "deploy") and run.called("scheduler", "jobs", "create", "http")
+    assert run.called("run", "deploy") and run.called("scheduler", "jobs", "create", "http")
     assert run.called("secrets", "versions", "add")
     conditions = [flags(c).get("--condition", "") for c in run.called("projects", "add-iam-policy-binding")]
     assert any("projects/123456789/secrets/gptload_vault-" in c for c in conditions)
@@ -37,7 +37,7 @@ def test_an_empty_project_number_stops_the_deploy(tmp_path):
 
 
 def test_a_failed_function_describe_stops_before_the_scheduler(tmp_path):
-    rules = [{"has": ["functions", "describe"], "rc": 1, "stderr": "ERROR: boom\n"}, *stubs.FRESH]
+    rules = [{"has": ["run", "services", "describe"], "rc": 1, "stderr": "ERROR: boom\n"}, *stubs.FRESH]
     run = stubs.deploy(tmp_path, rules)
     assert run.returncode != 0 and "Done" not in run.stdout
     assert not run.called("scheduler", "jobs", "create")
@@ -49,7 +49,7 @@ def test_a_failed_index_generator_stops_the_deploy(tmp_path):
     assert run.returncode != 0
     assert "Done" not in run.stdout
     assert "infra/indexes.py" in run.stderr
-    assert not run.called("functions", "deploy"), "went on without indexes and TTL policies"
+    assert not run.called("run", "deploy"), "went on without indexes and TTL policies"
 
 
 def test_a_secret_without_a_version_gets_one(tmp_path):
@@ -90,7 +90,7 @@ def test_a_binding_that_keeps_failing_stops_the_deploy(tmp_path):
     assert run.returncode != 0 and "Done" not in run.stdout
     first = run.called("projects", "add-iam-policy-binding")[0]
     assert run.calls.count(first) == 4  # the first attempt and one after each of the three delays
-    assert not run.called("functions", "deploy")
+    assert not run.called("run", "deploy")
 
 
 def test_a_deleted_custom_role_is_undeleted_and_updated(tmp_path):
@@ -108,8 +108,18 @@ def test_key_secrets_of_the_old_layout_stop_the_deploy_until_a_prefix_is_chosen(
     run = stubs.deploy(tmp_path, rules)
     assert run.returncode != 0 and "Done" not in run.stdout
     assert "--secret-prefix gptload-vault" in run.stderr
-    assert not run.called("functions", "deploy")
+    assert not run.called("run", "deploy")
     kept = stubs.deploy(tmp_path / "kept", rules, "--secret-prefix", "gptload-vault")
     assert kept.returncode == 0, kept.stderr
-    (deploy,) = kept.called("functions", "deploy")
+    (deploy,) = kept.called("run", "deploy")
     assert "SECRET_PREFIX=gptload-vault|" in flags(deploy)["--set-env-vars"]
+
+
+def test_a_function_of_an_older_deployment_is_deleted_before_the_service_takes_its_name(tmp_path):
+    rules = [{"has": ["functions", "describe"], "stdout": "gptload\n"}, *stubs.EXISTING]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode == 0, run.stderr
+    (delete,) = run.called("functions", "delete")
+    (deploy,) = run.called("run", "deploy")
+    assert "--quiet" in delete and run.calls.index(delete) < run.calls.index(deploy)
+    assert not stubs.deploy(tmp_path / "again", stubs.EXISTING).called("functions", "delete")

@@ -66,7 +66,7 @@ def parse_env(value: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def deploy(out):
-    (cmd,) = gcloud(out[1], "functions", "deploy")
+    (cmd,) = gcloud(out[1], "run", "deploy")
     return cmd
 
 
@@ -92,12 +92,13 @@ def test_dry_run_prints_and_says_so(out):
     assert len(gcloud(lines)) > 20
 
 
-def test_function_deploy_matches_main_py(deploy):
+def test_service_deploy_matches_main_py(deploy):
+    """A Cloud Run service from source with the functions framework (the Live API needs WebSocket upgrades)."""
     f = flags(deploy)
     assert deploy[3] == "gptload"
-    assert {"--gen2", "--trigger-http", "--allow-unauthenticated"} <= f.keys()
-    assert f["--runtime"] == "python312"
-    assert f["--entry-point"] == facts.entry_point()
+    assert {"--allow-unauthenticated", "--session-affinity", "--no-use-http2", "--quiet"} <= f.keys()
+    assert f["--base-image"] == "python312"
+    assert f["--function"] == facts.entry_point()
     assert f["--source"] == "."
     assert f["--timeout"] == "3600s"
     assert f["--region"] == R and f["--project"] == P
@@ -126,7 +127,7 @@ def test_threads_equal_concurrency(deploy, env):
 def test_same_environment_as_terraform(env):
     facts.require_hcl2()
     tf = facts.Terraform()
-    tf_env = tf.one("google_cloudfunctions2_function", "gptload")["service_config"][0]["environment_variables"]
+    tf_env = tf.locals["service_env"]
     assert tf_env.keys() == env.keys()
     for name, expression in tf_env.items():
         value = tf.resolve(str(expression), {"project": P, "region": R})
@@ -231,19 +232,19 @@ def test_existing_indexes_are_not_created_again(tmp_path):
 def test_console_bucket_option(tmp_path):
     result, lines = dry_run(tmp_path, "--project", P, "--region", R, "--console-bucket")
     assert result.returncode == 0, result.stderr
-    (cmd,) = gcloud(lines, "functions", "deploy")
+    (cmd,) = gcloud(lines, "run", "deploy")
     assert parse_env(flags(cmd)["--set-env-vars"])["ALLOWED_ORIGINS"] == "https://storage.googleapis.com"
     assert gcloud(lines, "storage", "buckets", "create")
     (sync,) = gcloud(lines, "storage", "rsync")
     assert sync[3] == "admin_ui" and sync[4] == f"gs://{P}-gptload-console"
-    assert 'export const API_BASE = "https://FUNCTION-URL.run.app";' in result.stdout
+    assert 'export const API_BASE = "https://SERVICE-URL.run.app";' in result.stdout
 
 
 def test_options_flow_into_the_commands(tmp_path):
     result, lines = dry_run(tmp_path, "--project", P, "--region", R, "--name", "gl-test", "--concurrency", "40",
                             "--allowed-origins", "https://a.example,https://b.example")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    (cmd,) = gcloud(lines, "functions", "deploy")
+    (cmd,) = gcloud(lines, "run", "deploy")
     env = parse_env(flags(cmd)["--set-env-vars"])
     assert env["THREADS"] == flags(cmd)["--concurrency"] == "40"
     assert env["ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
@@ -260,7 +261,7 @@ def test_cpu_below_one_needs_concurrency_one(tmp_path):
     assert result.returncode == 2 and "--cpu below 1 needs --concurrency 1" in result.stderr
     result, lines = dry_run(tmp_path, "--project", P, "--cpu", "0.5", "--concurrency", "1", "--memory", "512Mi")
     assert result.returncode == 0, result.stderr
-    (cmd,) = gcloud(lines, "functions", "deploy")
+    (cmd,) = gcloud(lines, "run", "deploy")
     assert flags(cmd)["--cpu"] == "0.5" and flags(cmd)["--concurrency"] == "1"
     result, _ = dry_run(tmp_path, "--project", P, "--cpu", "half")
     assert result.returncode == 2 and "--cpu" in result.stderr
@@ -270,7 +271,7 @@ def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
     """(the prefix the vault's IAM conditions grant, the names of secrets this deployment owns)."""
     result, lines = dry_run(tmp_path / name, "--project", P, "--name", name)
     assert result.returncode == 0, result.stderr
-    (deploy,) = gcloud(lines, "functions", "deploy")
+    (deploy,) = gcloud(lines, "run", "deploy")
     prefix = parse_env(flags(deploy)["--set-env-vars"])["SECRET_PREFIX"]
     (auth,) = gcloud(lines, "secrets", "create")
     owned = [f"projects/PROJECT_NUMBER/secrets/{s}" for s in (auth[3], f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
@@ -294,7 +295,7 @@ def test_function_images_go_to_a_repository_with_the_terraform_cleanup_policy(ou
     (policy,) = gcloud(lines, "artifacts", "repositories", "set-cleanup-policies")
     assert policy[4] == "gptload-functions" and "--no-dry-run" in policy
     assert lines.index(policy) < lines.index(deploy)
-    assert flags(deploy)["--docker-repository"] == f"projects/{P}/locations/{R}/repositories/gptload-functions"
+    assert flags(deploy)["--image"] == f"{R}-docker.pkg.dev/{P}/gptload-functions/gptload"
     rules = {r["action"]["type"]: r for r in json.loads((facts.ROOT / flags(policy)["--policy"]).read_text())}
     facts.require_hcl2()
     repo = facts.Terraform().one("google_artifact_registry_repository", "functions")

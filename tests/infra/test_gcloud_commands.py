@@ -106,23 +106,14 @@ def test_every_deploy_command_parses(commands, tmp_path):
 
 
 def test_a_planted_bad_command_is_caught(commands, tmp_path):
-    (deploy,) = [c for c in commands if c[1:3] == ["functions", "deploy"]][:1]
+    (deploy,) = [c for c in commands if c[1:3] == ["run", "deploy"]][:1]
     (secret,) = [c for c in commands if c[1:3] == ["secrets", "create"]][:1]
     (job,) = [c for c in commands if c[1:5] == ["scheduler", "jobs", "create", "http"]][:1]
     planted = [
         [*deploy, "--concurency=80"],  # a misspelt flag
         [a.replace("--replication-policy=automatic", "--replication-policy=auto") for a in secret],  # a bad choice
         [a for a in job if not a.startswith("--schedule=")],  # a missing required flag
-        [
-            "gcloud",
-            "functions",
-            "deploy",
-            "gptload",
-            "--gen2",
-            "--region=r",
-            "--project=p",
-            "--cpu=0.5",
-        ],  # needs --memory
+        [a.replace("--function=handler", "--function") for a in deploy],  # a flag missing its value
     ]
     results = parse_all(planted, tmp_path)
     for result in results:  # what test_every_deploy_command_parses would report
@@ -130,7 +121,7 @@ def test_a_planted_bad_command_is_caught(commands, tmp_path):
     assert results[0]["code"] == 2 and "unrecognized arguments: --concurency=80" in results[0]["output"]
     assert "--replication-policy is invalid" in results[1]["output"]  # gcloud checks this choice after parsing
     assert results[2]["code"] == 2 and "--schedule" in results[2]["output"]
-    assert results[3]["code"] == 2 and "--memory must be specified" in results[3]["output"]
+    assert results[3]["code"] == 2 and "--function" in results[3]["output"]
 
 
 def test_the_filters_select_what_they_mean(commands, tmp_path):

@@ -26,12 +26,24 @@ def tf() -> facts.Terraform:
 
 @pytest.fixture(scope="module")
 def function(tf):
-    return tf.one("google_cloudfunctions2_function", "gptload")
+    """The Cloud Run service (built from source with the functions framework) that serves gptload."""
+    return tf.one("google_cloud_run_v2_service", "gptload")
 
 
 @pytest.fixture(scope="module")
 def service(function):
-    return function["service_config"][0]
+    return function["template"][0]
+
+
+@pytest.fixture(scope="module")
+def container(service):
+    (container,) = service["containers"]
+    return container
+
+
+@pytest.fixture(scope="module")
+def env(tf):
+    return tf.locals["service_env"]
 
 
 def test_terraform_fmt():
@@ -45,13 +57,20 @@ def test_terraform_fmt():
     )
 
 
-def test_entry_point_and_runtime_match_main_py(function):
+def test_entry_point_and_runtime_match_main_py(tf, function, container):
     build = function["build_config"][0]
-    assert build["entry_point"] == facts.entry_point()
-    assert build["runtime"] == "python312"
+    assert build["function_target"] == facts.entry_point()
+    assert build["base_image"] == container["base_image_uri"] == "${local.base_image}"
+    assert tf.locals["base_image"].endswith("/runtimes/python312")
     assert build["service_account"] == "${google_service_account.build.id}", "builds run as our build account"
-    source = build["source"][0]["storage_source"][0]
-    assert source["object"] == "${google_storage_bucket_object.source.name}"
+    assert build["source_location"].endswith("/${google_storage_bucket_object.source.name}")
+    assert build["image_uri"] == container["image"] == "${local.image}"
+
+
+def test_a_service_not_a_function_because_live_sessions_need_websockets(tf, service):
+    """Cloud Run services pass WebSocket upgrades (documented); the Live API route needs them (README)."""
+    assert not tf.resources.get("google_cloudfunctions2_function")
+    assert service["session_affinity"] is True
 
 
 def test_source_zip_is_named_by_its_hash(tf):
@@ -60,9 +79,14 @@ def test_source_zip_is_named_by_its_hash(tf):
     assert obj["source"] == "${data.archive_file.source.output_path}"
 
 
-def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not_read(service):
-    env = service["environment_variables"]
-    secret_env = {s["key"] for s in service["secret_environment_variables"]}
+def _secret_env(container) -> dict:
+    return {e["name"]: e for e in container["env"] if "value_source" in e}
+
+
+def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not_read(container, env):
+    (plain,) = [e for e in container["dynamic"] if "env" in e]
+    assert plain["env"]["for_each"] == "${local.service_env}"
+    secret_env = set(_secret_env(container))
     read = facts.env_vars_read_by_code()
     assert facts.REQUIRED_ENV | facts.REQUIRED_SECRET_ENV <= read, "config.py no longer reads a required setting"
     missing = facts.REQUIRED_ENV - env.keys()
@@ -77,8 +101,9 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
     assert not any("random_password" in str(v) or "auth_key" in str(v).lower() for v in env.values())
 
 
-def test_auth_key_comes_from_secret_manager(tf, service):
-    (auth,) = service["secret_environment_variables"]
+def test_auth_key_comes_from_secret_manager(tf, container):
+    (auth,) = _secret_env(container).values()
+    auth = auth["value_source"][0]["secret_key_ref"][0]
     assert auth["secret"] == "${google_secret_manager_secret.auth_key.secret_id}"
     # The version Terraform wrote, not "latest": raising auth_key_version then rolls out a new revision, instead of
     # instances started before and after the rotation disagreeing about the password.
@@ -89,17 +114,17 @@ def test_auth_key_comes_from_secret_manager(tf, service):
     assert binding["member"] == "${google_service_account.runtime.member}"
 
 
-def test_threads_equal_concurrency(service):
-    assert service["environment_variables"]["THREADS"] == service["max_instance_request_concurrency"]
+def test_threads_equal_concurrency(service, env):
+    assert env["THREADS"] == service["max_instance_request_concurrency"]
 
 
 def test_timeout_allows_long_streams(tf, service):
-    assert service["timeout_seconds"] == "${var.timeout_seconds}"
+    assert service["timeout"] == "${var.timeout_seconds}s"
     assert tf.variables["timeout_seconds"]["default"] == 3600  # the gen2 maximum
 
 
 def test_runtime_identity_is_ours(service):
-    assert service["service_account_email"] == "${google_service_account.runtime.email}"
+    assert service["service_account"] == "${google_service_account.runtime.email}"
 
 
 def test_variables_from_the_issue_exist_and_every_reference_is_declared(tf):
@@ -114,7 +139,7 @@ def test_variables_from_the_issue_exist_and_every_reference_is_declared(tf):
 
 def test_needed_apis_are_enabled(tf):
     apis = set(re.findall(r'"([a-z]+\.googleapis\.com)"', tf.text))
-    for api in ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "firestore", "secretmanager",
+    for api in ("run", "cloudbuild", "artifactregistry", "firestore", "secretmanager",
                 "cloudscheduler", "iam", "storage"):  # fmt: skip
         assert f"{api}.googleapis.com" in apis
     assert "toset(concat(local.apis," in tf.one("google_project_service", "apis")["for_each"]
@@ -159,20 +184,19 @@ def test_scheduler_may_invoke_the_function_only(tf):
     sched_member = "${google_service_account.scheduler.member}"
     invoker = tf.one("google_cloud_run_service_iam_member", "scheduler_invoker")
     assert invoker == {**invoker, "role": "roles/run.invoker", "member": sched_member,
-                       "service": "${google_cloudfunctions2_function.gptload.name}"}  # fmt: skip
+                       "service": "${google_cloud_run_v2_service.gptload.name}"}  # fmt: skip
     for rtype, named in tf.resources.items():
         for name, body in named.items():
             if body.get("member") == sched_member:
                 assert (rtype, name) == ("google_cloud_run_service_iam_member", "scheduler_invoker")
 
 
-def test_scheduler_job_calls_maintenance_with_the_audience_the_function_checks(tf, service):
+def test_scheduler_job_calls_maintenance_with_the_audience_the_function_checks(tf, env):
     job = tf.one("google_cloud_scheduler_job", "maintenance")
     target = job["http_target"][0]
     assert target["http_method"] == "POST"
     assert target["uri"].endswith(facts.maintenance_path())
     oidc = target["oidc_token"][0]
-    env = service["environment_variables"]
     # the same expression, hence the same string (and it resolves without the function's own URL: no cycle)
     assert oidc["audience"] == env["OIDC_AUDIENCE"]
     audience = tf.resolve(env["OIDC_AUDIENCE"], {"project": P, "region": R})
@@ -229,10 +253,7 @@ def test_generated_schema_file_is_current():
 def test_console_bucket_gets_a_config_js_naming_the_function_and_its_origin_is_allowed(tf):
     config = tf.one("google_storage_bucket_object", "console_config")
     assert config["name"] == "config.js"
-    assert (
-        'export const API_BASE = "${google_cloudfunctions2_function.gptload.service_config[0].uri}";'
-        in config["content"]
-    )
+    assert 'export const API_BASE = "${google_cloud_run_v2_service.gptload.uri}";' in config["content"]
     # the line the repository's config.js has, so api.js imports the same name
     assert "export const API_BASE = " in (facts.ROOT / "admin_ui" / "config.js").read_text()
     uploaded = tf.locals["console_files"]
@@ -244,7 +265,7 @@ def test_console_bucket_gets_a_config_js_naming_the_function_and_its_origin_is_a
 
 def test_outputs(tf):
     assert {"function_url", "console_url", "next_steps"} <= tf.outputs.keys()
-    assert tf.outputs["function_url"]["value"] == "${google_cloudfunctions2_function.gptload.service_config[0].uri}"
+    assert tf.outputs["function_url"]["value"] == "${google_cloud_run_v2_service.gptload.uri}"
 
 
 def test_upload_keeps_tests_data_and_caches_out_and_matches_gcloudignore(tf):
@@ -341,7 +362,8 @@ def test_old_layout_key_secrets_stop_the_apply_until_a_prefix_is_chosen(tf, func
 
 def test_function_images_have_a_cleanup_policy(tf, function):
     repo = tf.one("google_artifact_registry_repository", "functions")
-    assert function["build_config"][0]["docker_repository"] == "${google_artifact_registry_repository.functions.id}"
+    image = tf.resolve(function["build_config"][0]["image_uri"], {"project": P, "region": R})
+    assert image == f"{R}-docker.pkg.dev/{P}/gptload-functions/gptload"
     actions = {p["action"]: p for p in repo["cleanup_policies"]}
     assert actions["KEEP"]["most_recent_versions"][0]["keep_count"] >= 2
     assert actions["DELETE"]["condition"][0]["older_than"]

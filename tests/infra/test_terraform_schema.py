@@ -251,9 +251,9 @@ FAULTS = {
     ),
     "wrong nesting": (
         "function.tf",
-        "    storage_source {\n        bucket = google_storage_bucket.source.name\n        object = google_storage_bucket_object.source.name\n      }\n",
-        "    bucket = google_storage_bucket.source.name\n      object = google_storage_bucket_object.source.name\n",
-        "unknown argument 'bucket'",
+        "          secret_key_ref {\n            secret = google_secret_manager_secret.auth_key.secret_id\n",
+        "          secret = google_secret_manager_secret.auth_key.secret_id\n          secret_key_ref {\n",
+        "unknown argument 'secret'",
     ),
     "missing required argument": (
         "iam.tf",
@@ -287,20 +287,20 @@ FAULTS = {
     ),
     "bad attribute reference": (
         "function.tf",
-        "service_account_email            = google_service_account.runtime.email",
-        "service_account_email            = google_service_account.runtime.mail",
+        "service_account = google_service_account.runtime.email",
+        "service_account = google_service_account.runtime.mail",
         "google_service_account has no attribute 'mail'",
     ),
     "bad nested attribute reference": (
         "outputs.tf",
-        "value       = google_cloudfunctions2_function.gptload.service_config[0].uri\n",
-        "value       = google_cloudfunctions2_function.gptload.service_config[0].url\n",
+        "value       = google_cloud_run_v2_service.gptload.uri\n",
+        "value       = google_cloud_run_v2_service.gptload.url\n",
         "has no attribute 'url'",
     ),
     "reference to an undeclared resource": (
         "function.tf",
-        "service_account_email            = google_service_account.runtime.email",
-        "service_account_email            = google_service_account.runtme.email",
+        "service_account = google_service_account.runtime.email",
+        "service_account = google_service_account.runtme.email",
         "names no declared resource google_service_account.runtme",
     ),
     "bad data source attribute": (

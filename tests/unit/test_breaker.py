@@ -105,3 +105,19 @@ def test_open_circuits_lists_what_is_not_closed():
     opened(b)
     (row,) = b.open_circuits(0.0)
     assert row["group"] == "g" and row["model"] == "gemini-2.5-pro" and row["state"] == OPEN
+
+
+def test_client_chosen_models_cannot_grow_the_circuits_without_bound():
+    # The model is the client's (an OpenAI body's "model", up to 4 MiB): during an outage every new name would
+    # add a circuit kept for ever (and an open one is a /metrics series and a dashboard line for ever).
+    b = make(max_circuits=50)
+    for i in range(500):
+        for witness in (1, 2, 1):
+            b.failure(("g", "u", f"m{i}-" + "x" * 5000), float(i), witness)
+    circuits = b.open_circuits(500.0)
+    assert 0 < len(circuits) <= 50 and all(len(str(c["model"])) <= 200 for c in circuits)
+    assert b.failure(("g", "u", "m1-" + "x" * 5000), 500.0, 1) is False  # no error once the table is full
+    # a real outage of one model is still seen after the table filled up with stale circuits
+    for witness in (7, 8, 7):
+        b.failure(("g", "u", "gemini-2.5-pro"), 10_000.0, witness)
+    assert b.state(("g", "u", "gemini-2.5-pro"), 10_000.0)[0] == OPEN

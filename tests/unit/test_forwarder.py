@@ -314,3 +314,43 @@ def test_request_ids_of_log_ids():
     assert request_id_of(attempt_log_id("ab12", 0)) == "ab12"
     assert request_id_of("log-00017") == "log"  # any "-" splits: ids are made by attempt_log_id
     assert request_id_of("0123abcd") == "0123abcd"  # an id without "-" (older rows) is its own request
+
+
+def test_a_client_chosen_model_name_is_logged_at_a_bounded_length(rig, sqlite_store):
+    # The OpenAI layer takes the model from the JSON body (up to MAX_SCAN_BYTES): a 1 MB name must not become
+    # a 1 MB log row, tag or statistic (on Firestore such a row is a document over 1 MiB, which never commits).
+    fwd, pool, *_rest, usage = rig(n=1)
+    huge = "m" * 1_000_000
+    body = json.dumps({"model": huge, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    fwd.forward(pool.view("g"), request(body=body, path="v1beta/openai/chat/completions"))
+    usage.flush()
+    from gptload.models import LogQuery
+
+    rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
+    assert total == 1 and 0 < len(rows[0]["model"]) <= 200 and huge.startswith(rows[0]["model"])
+    assert len(rows[0]["requested_model"]) <= 200 and len(rows[0]["path"]) <= 2000
+
+
+def test_a_lone_surrogate_in_the_model_name_does_not_stop_the_usage_flush(rig, sqlite_store):
+    # JSON may escape a lone surrogate ("\udc80"): Python decodes it into a str that no UTF-8 encoder accepts, so
+    # the store rejected the whole batch on every retry and every later event of the instance waited behind it.
+    fwd, pool, *_rest, usage = rig(n=1)
+    body = b'{"model": "gem\\udc80ini", "messages": [{"role": "user", "content": "hi"}]}'
+    fwd.forward(pool.view("g"), request(body=body, path="v1beta/openai/chat/completions"))
+    fwd.forward(pool.view("g"), request())
+    assert usage.flush() == 2 and len(usage) == 0
+    from gptload.models import LogQuery
+
+    rows, total = sqlite_store.query_logs(LogQuery(group="g"), 0, 10)
+    assert total == 2 and sorted(r["model"] for r in rows) == ["gemini-2.5-pro", "gem\ufffdini"]
+
+
+@pytest.mark.parametrize("count", ["99999999999999999999999", "9" * 5000])
+def test_a_token_count_past_int64_does_not_stop_the_usage_flush(rig, sqlite_store, count):
+    # usageMetadata is the upstream's text: a count past 2**63 - 1 is no SQLite INTEGER (nor a Firestore integer)
+    # and was kept for ever in the failed batch, holding back every later event; past 4,300 digits int() raised.
+    body = b'{"candidates": [], "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": ' + count.encode() + b"}}"
+    fwd, pool, *_rest, usage = rig(n=1, handler=lambda req: Answer(200, body))
+    fwd.forward(pool.view("g"), request())
+    fwd.forward(pool.view("g"), request())
+    assert usage.flush() == 2 and len(usage) == 0

@@ -67,3 +67,15 @@ def test_one_tag_per_query_and_every_filter_judged_on_rows():
         assert not match({**row, **change})
     assert not match({**row, "at": 7200.5}) and not match({**row, "error": ""})
     assert logpages.has_row_filters(q) and not logpages.has_row_filters(LogQuery(group="g1"))
+
+
+def test_a_page_fits_firestore_with_its_tags_and_ids_not_only_its_rows():
+    # A client names the model (path or OpenAI body): 400 distinct 3,000-character names compress into ~600 KB
+    # of rows but also make 1.2 MB of ``m:`` tags; the page must be split by the size of the whole document.
+    rows = [_row(i, model=hashlib.sha256(str(i).encode()).hexdigest() * 47) for i in range(400)]
+    pages = logpages.pack(rows, hour_of)
+    assert sum(len(p.rows) for p in pages) == 400
+    for p in pages:
+        f = p.fields()
+        size = len(f["rows"]) + sum(len(t) + 1 for t in f["tags"]) + sum(len(i) + 1 for i in f["ids"])
+        assert size <= logpages.PAGE_BYTES

@@ -159,7 +159,7 @@ def already_applied(exc: BaseException, api: Any) -> bool:
     cause = exc.__cause__
     if isinstance(cause, api.RetryError):
         cause = cause.cause
-    return isinstance(cause, api.Conflict)
+    return isinstance(cause, api.AlreadyExists)  # not Conflict: ABORTED (contention, not applied) is one too
 
 
 def _short(exc: BaseException) -> str:

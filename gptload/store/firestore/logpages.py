@@ -28,7 +28,7 @@ from gptload.models import LogQuery
 from gptload.store.firestore.mappers import log_view
 
 PAGE_ROWS = 500  # rows per page (a flush is 500 events by default: one page per group and hour)
-PAGE_BYTES = 900_000  # compressed rows per page; Firestore's document limit is 1 MiB with the other fields
+PAGE_BYTES = 900_000  # compressed rows + tags + ids per page; Firestore's document limit is 1 MiB
 ENCODE_ROWS = 100  # rows JSON-encoded in one piece (see encode_rows)
 COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 10 MiB
 
@@ -78,10 +78,13 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
     if q.until is not None:
         until = float(q.until)
         checks.append(lambda r: float(r.get("at") or 0) < until)
-    if q.text:
-        needle = q.text.lower()
-        checks.append(lambda r: needle in str(r.get("error") or "").lower())
+    if q.text:  # case-insensitive for ASCII letters only, as SQLite's lower() in the SQLite adapter
+        needle = q.text.translate(_ASCII_LOWER)
+        checks.append(lambda r: needle in str(r.get("error") or "").translate(_ASCII_LOWER))
     return lambda r: all(c(r) for c in checks)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _equals(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
@@ -140,13 +143,10 @@ class Page:
     hour: float
     rows: tuple[dict[str, Any], ...]
     blob: bytes
+    tags: tuple[str, ...] = ()  # ``page_tags(rows)`` when already computed (pack sizes pages with them)
 
     def fields(self) -> dict[str, Any]:
         ats = [float(r["at"]) for r in self.rows]
-        tags: dict[str, None] = {}
-        for r in self.rows:
-            for _attr, prefix, field in FILTER_TAGS:
-                tags[tag(prefix, r.get(field))] = None
         return {
             "group": self.group,
             "hour": self.hour,
@@ -154,17 +154,33 @@ class Page:
             "last_at": max(ats),
             "count": len(self.rows),
             "ids": [str(r["id"]) for r in self.rows],
-            "tags": list(tags),
+            "tags": list(self.tags) if self.tags else page_tags(self.rows),
             "rows": self.blob,
         }
+
+
+def page_tags(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The distinct ``FILTER_TAGS`` values of ``rows``, in first-seen order."""
+    tags: dict[str, None] = {}
+    for r in rows:
+        for _attr, prefix, field in FILTER_TAGS:
+            tags[tag(prefix, r.get(field))] = None
+    return list(tags)
+
+
+def page_bytes(rows: list[dict[str, Any]], blob: bytes, tags: list[str]) -> int:
+    """About what a page of ``rows`` weighs in Firestore: the compressed rows plus its ``tags`` and ``ids`` arrays
+    (a client chooses the model name, so the tags alone can pass 1 MiB; the other fields are a few dozen bytes)."""
+    return len(blob) + sum(len(t.encode()) + 1 for t in tags) + sum(len(str(r["id"])) + 1 for r in rows)
 
 
 def pack(
     rows: Iterable[dict[str, Any]], hour_of: Callable[[float], float], pause: Callable[[], None] = lambda: None
 ) -> list[Page]:
     """Pages of ``rows`` (each with ``group``, ``at``, ``id``): grouped by (group, hour), oldest first, split at
-    ``PAGE_ROWS`` rows and halved again while the compressed rows exceed ``PAGE_BYTES``. The same rows in any
-    order give the same pages in the same order (page names derive from it: a retried batch must meet its own).
+    ``PAGE_ROWS`` rows and halved again while the page (compressed rows, tags and ids) exceeds ``PAGE_BYTES``.
+    The same rows in any order give the same pages in the same order (page names derive from it: a retried batch
+    must meet its own).
     ``pause`` is called between pieces of work (the adapter lets other threads run there)."""
     buckets: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
@@ -180,7 +196,9 @@ def pack(
 def _sized(group: str, hour: float, rows: list[dict[str, Any]], pause: Callable[[], None]) -> list[Page]:
     blob = encode_rows(rows, pause)
     pause()
-    if len(blob) <= PAGE_BYTES or len(rows) == 1:
-        return [Page(group, hour, tuple(rows), blob)]
+    tags = page_tags(rows)
+    pause()
+    if page_bytes(rows, blob, tags) <= PAGE_BYTES or len(rows) == 1:
+        return [Page(group, hour, tuple(rows), blob, tuple(tags))]
     half = len(rows) // 2
     return _sized(group, hour, rows[:half], pause) + _sized(group, hour, rows[half:], pause)

@@ -840,7 +840,10 @@ class FirestoreStore(FirestoreConnection):
         return [logpages.list_row(r) for r in best[offset:need]], count
 
     def get_log(self, log_id: str) -> dict[str, Any] | None:
-        """1 read: the page whose ``ids`` hold ``log_id`` (an older per-row document: 1 more read)."""
+        """1 read: the page whose ``ids`` hold ``log_id`` (an older per-row document: 1 more read). An id that
+        Firestore could not name (``.``, ``..``, ``__x__``, ``/``, over 1,500 bytes) belongs to no row: None."""
+        if not _nameable(log_id):
+            return None
         query = self._pages().where(filter=self._fs.FieldFilter("ids", "array_contains", log_id)).limit(1)
         with self._boundary("log read"):
             snaps = list(query.stream(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS))
@@ -1030,3 +1033,13 @@ def _commits(writes: list[tuple[Any, int]]) -> Iterator[list[tuple[Any, int]]]:
         size += w[1]
     if chunk:
         yield chunk
+
+
+def _nameable(doc: str) -> bool:
+    """Can ``doc`` be a Firestore document id (and an indexed value)? Log ids this proxy writes always are."""
+    return (
+        0 < len(doc.encode()) <= 1500
+        and "/" not in doc
+        and doc not in (".", "..")
+        and not (len(doc) >= 4 and doc.startswith("__") and doc.endswith("__"))
+    )

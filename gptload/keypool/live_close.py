@@ -1,0 +1,78 @@
+"""What a Live API (WebSocket) refusal says about the key that got it: the close frame's counterpart of ``classify``.
+
+Google refuses a Live session by closing the WebSocket during setup; the close frame's reason is at most 123 bytes,
+so Google's longer sentences arrive cut. The policy is HTTP's (``classify``), applied to (code, reason):
+
+=====================================================  ============  ==========================================
+close frame from Google before its first message       verdict       effect
+=====================================================  ============  ==========================================
+1007 + Google's whole key sentence ("API key not        KEY_INVALID   the key is invalid at once; next key
+valid. Please pass a valid API key.", "API key
+expired. Please renew the API key.", ...)
+1011 + Google's quota sentence ("You exceeded your      QUOTA_MINUTE  the key cools for *that model* (the
+current quota..." whole, or cut by the 123-byte limit;                default quota cooldown: a close frame has
+optionally prefixed "RESOURCE_EXHAUSTED")                             no RetryInfo); next key
+1011 anything else ("Internal error occurred."),        TRANSIENT     nothing on the key; counts toward the
+1013, 1014, no close frame (1006), connect errors                     breaker; next key
+anything else (1008 "models/x is not found...",         REQUEST_ERROR passed to the client as it came (keys
+1007 about the setup, 1000, 1003, 4xxx...)                            scrubbed), no penalty
+=====================================================  ============  ==========================================
+
+Every match is anchored on Google's whole sentence (a reason that quotes the client's setup, such as a model name,
+never matches). The HTTP answer to a refused handshake is classified by ``classify`` itself. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gptload.keypool.classify import Kind, Verdict, key_message_reason
+
+CLOSE_REASON_LIMIT = 123  # bytes: RFC 6455, a control frame's payload is 125 bytes, 2 of them the code
+
+INVALID_PAYLOAD = 1007
+INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
+BAD_GATEWAY = 1014
+ABNORMAL = 1006
+
+_QUOTA_SENTENCE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+)
+_QUOTA_MIN = len("You exceeded your current quota")
+_RESOURCE_EXHAUSTED = re.compile(r"^(?:RESOURCE_EXHAUSTED(?::\s*|\s+))?(.*)$", re.DOTALL)
+_TRANSIENT_CODES = frozenset({INTERNAL_ERROR, TRY_AGAIN_LATER, BAD_GATEWAY, ABNORMAL, 1012})
+
+
+def is_quota_reason(reason: str) -> bool:
+    """Is ``reason`` Google's quota sentence: whole, or cut short by the close frame's limit (never less than its
+    opening words), optionally after ``RESOURCE_EXHAUSTED``?"""
+    if reason.strip() == "RESOURCE_EXHAUSTED":
+        return True  # the status alone
+    match = _RESOURCE_EXHAUSTED.match(reason.strip())
+    text = match.group(1).strip() if match else ""
+    return len(text) >= _QUOTA_MIN and _QUOTA_SENTENCE.startswith(text)
+
+
+def classify_close(code: int, reason: str) -> Verdict:
+    """Classify Google's close frame received before its first message of a session (see the table above)."""
+    label = f"ws {code} {reason}".strip()[:300]
+    if code == INVALID_PAYLOAD:
+        key_reason = key_message_reason(reason)
+        if key_reason:
+            return Verdict(Kind.KEY_INVALID, reason=f"{code} {key_reason}")
+        return Verdict(Kind.REQUEST_ERROR, reason=label)
+    if code == INTERNAL_ERROR and is_quota_reason(reason):
+        return Verdict(Kind.QUOTA_MINUTE, reason=f"{code} RESOURCE_EXHAUSTED (quota)")
+    if code in _TRANSIENT_CODES:
+        return Verdict(Kind.TRANSIENT, reason=label, network=code == ABNORMAL)
+    return Verdict(Kind.REQUEST_ERROR, reason=label)
+
+
+def cut_reason(reason: str) -> str:
+    """``reason`` cut to the close frame's 123 bytes of UTF-8, on a character boundary."""
+    data = reason.encode("utf-8")
+    if len(data) <= CLOSE_REASON_LIMIT:
+        return reason
+    return data[:CLOSE_REASON_LIMIT].decode("utf-8", "ignore")
