@@ -673,10 +673,12 @@ class FirestoreStore(FirestoreConnection):
 
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
-        ``key_usage/{group}``), 1 write per (group, hour) touched (``stats_hourly``, requests per minute in its
-        ``m`` map) and 1 per log page (``logpages``: the logged events of one group and hour, up to 500 rows, in
-        one document); commits of at most 500 writes and ``COMMIT_BYTES`` of pages, no transaction, no read. The
-        write messages are built by ``writes.WriteEncoder`` in short steps with pauses between them (``_yield_gil``).
+        ``key_usage/{group}``; for a group this instance counted at ``USAGE_SHARD_THRESHOLD`` keys or more, 1 write per
+        shard ``key_usage/{group}:{usage_shard(id)}`` touched + 1 for the base document's ``s`` mark), 1 write per
+        (group, hour) touched (``stats_hourly``, requests per minute in its ``m`` map) and 1 per log page (``logpages``:
+        the logged events of one group and hour, up to 500 rows, in one document); commits of at most 500 writes and
+        ``COMMIT_BYTES`` of pages, no transaction, no read. The write messages are built by ``writes.WriteEncoder`` in
+        short steps with pauses between them (``_yield_gil``).
 
         Exactly once per batch: every commit also *creates* a document named after the batch: its first log page
         (``log_pages/{group}:{hour}:{batch_key(events)}-{n}``, the same pages for the same events in any order) or,
