@@ -11,6 +11,7 @@ const ROUTES = [
   [/^\/groups$/, "groups", () => import("./pages/groups.js")],
   [/^\/groups\/([^/]+)$/, "groups", () => import("./pages/group.js")],
   [/^\/groups\/([^/]+)\/keys$/, "groups", () => import("./pages/keys.js")],
+  [/^\/access-keys$/, "access-keys", () => import("./pages/access.js")],
   [/^\/logs$/, "logs", () => import("./pages/logs.js")],
   [/^\/settings$/, "settings", () => import("./pages/settings.js")],
 ];
@@ -38,10 +39,22 @@ class PageLife {
   }
 }
 
+/** A path segment decoded; a malformed escape typed into the address stays as typed instead of throwing. */
+function decodeOnce(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** The route of the address: the path as it is (its segments are decoded once, by route()) and the query decoded
+ * once by URLSearchParams, so filter text with "&", "+" or "%" comes back as typed. */
 function parseHash() {
-  const raw = decodeURIComponent(location.hash.replace(/^#/, "")) || "/dashboard";
-  const [path, qs] = raw.split("?");
-  return { path: path || "/dashboard", query: new URLSearchParams(qs || "") };
+  const raw = location.hash.replace(/^#/, "") || "/dashboard";
+  const at = raw.indexOf("?");
+  const path = at < 0 ? raw : raw.slice(0, at);
+  return { path: path || "/dashboard", query: new URLSearchParams(at < 0 ? "" : raw.slice(at + 1)) };
 }
 
 async function route() {
@@ -63,7 +76,7 @@ async function route() {
   let found = null;
   for (const [pattern, nav, load] of ROUTES) {
     const m = pattern.exec(path);
-    if (m) found = { nav, load, params: m.slice(1).map(decodeURIComponent) };
+    if (m) found = { nav, load, params: m.slice(1).map(decodeOnce) };
   }
   if (current) current.end();
   current = new PageLife();
@@ -94,6 +107,16 @@ function closeNav() {
   document.getElementById("nav").classList.remove("open");
   document.getElementById("nav-toggle").setAttribute("aria-expanded", "false");
 }
+
+// Escape closes the open phone menu (not a dialog's business: a modal dialog handles its own Escape) and gives the
+// focus back to its button when it was inside the menu.
+document.addEventListener("keydown", (e) => {
+  const nav = document.getElementById("nav");
+  if (e.key !== "Escape" || !nav.classList.contains("open") || document.querySelector("dialog[open]")) return;
+  const inside = nav.contains(document.activeElement);
+  closeNav();
+  if (inside || document.activeElement === document.body) document.getElementById("nav-toggle").focus();
+});
 
 document.getElementById("nav-toggle").addEventListener("click", (e) => {
   const nav = document.getElementById("nav");

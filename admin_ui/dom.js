@@ -161,12 +161,20 @@ export async function copyText(text, button) {
   try {
     await navigator.clipboard.writeText(text);
   } catch {
-    // Clipboard API needs a secure context; fall back to a hidden textarea.
+    // Clipboard API needs a secure context; fall back to a hidden textarea. It goes inside the open modal dialog
+    // (everything outside one is inert and cannot be selected), and focus goes back to the button afterwards.
+    const host = button?.closest("dialog") || document.querySelector("dialog[open]") || document.body;
     const area = h("textarea", { class: "visually-hidden", readonly: true }, text);
-    document.body.append(area);
+    host.append(area);
+    area.focus();
     area.select();
-    document.execCommand("copy");
+    const copied = document.execCommand("copy");
     area.remove();
+    button?.focus();
+    if (!copied) {
+      toast("Copying is not allowed here: select the text and copy it by hand.", "error");
+      return;
+    }
   }
   if (button) {
     const before = button.textContent;

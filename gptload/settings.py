@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from gptload import proxyurl
 from gptload.errors import ValidationFailed
@@ -108,6 +109,9 @@ class Settings:
         1024,
         2**28,
     )
+    limits_timezone: str = _setting(
+        "UTC", "IANA time zone whose midnight resets access keys' daily limits (e.g. Europe/Berlin).", group=False
+    )
     proxy_url: str = _setting(
         "",
         "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct. Proxies from the "
@@ -192,8 +196,42 @@ def _coerce(spec: Spec, raw: Any) -> Any:
     return spec.type(raw)
 
 
+def _check_app_url(raw: str) -> str:
+    """``app_url``: empty, or an absolute http(s) URL with a host and no query or fragment (clients get it as the
+    base of upload URLs), without its trailing slash."""
+    value = raw.strip()
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("must be an http(s) URL such as https://gptload.example.com") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError("must be an http(s) URL such as https://gptload.example.com")
+    return value.rstrip("/")
+
+
+def _time_zone(raw: str) -> str:
+    """An IANA time zone name (``limits_timezone``); ValueError naming a zone that does not exist."""
+    from gptload.access.rules import zone
+
+    zone(raw.strip())
+    return raw.strip()
+
+
 # Settings whose text has rules of its own: name -> function returning the clean value or raising ValueError.
-_CHECKS: dict[str, Callable[[str], str]] = {"proxy_url": proxyurl.check}
+_CHECKS: dict[str, Callable[[str], str]] = {
+    "proxy_url": proxyurl.check,
+    "app_url": _check_app_url,
+    "limits_timezone": _time_zone,
+}
 
 
 def masked(values: Mapping[str, Any]) -> dict[str, Any]:

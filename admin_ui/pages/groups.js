@@ -70,7 +70,7 @@ export async function render(main) {
         {},
         h(
           "th",
-          { scope: "row", class: "card-title" },
+          { scope: "row", class: "card-title name-cell" },
           h("a", { href: "#/groups/" + encodeURIComponent(g.name) }, g.name),
           g.display_name ? h("div", { class: "muted small" }, g.display_name) : null,
         ),

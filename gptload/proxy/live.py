@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 
-from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, GptloadError, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_cut, scrub_secrets
@@ -102,6 +102,10 @@ class LiveRequest:
     token: str = ""
     pinned: str = ""
     pinned_group: str = ""  # the group of ``pinned`` (an aggregate's member, or the group itself)
+    access_key: str = "anonymous"  # the access key that opened the session (its id), as on HTTP requests
+    # called with the setup message's model before any upstream call: an access key's model scope and limits
+    # (raises a GptloadError: AccessDenied, RateLimited, QuotaExceeded); None for legacy proxy keys
+    admit: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -193,7 +197,7 @@ class LiveSessions:
         self._stopping = False
         self._ids = 0
         self.max_sessions = max_sessions
-        self._admitted = 0  # handshakes answered 101 whose session has not started yet (admit -> serve)
+        self._reserved = 0  # handshakes answered 101 whose session has not started yet (admit -> serve)
 
     def __len__(self) -> int:
         with self._lock:
@@ -203,15 +207,15 @@ class LiveSessions:
         """Reserve a place for a session about to be upgraded; False when ``max_sessions`` are running or admitted
         already (the handshake is then refused). Every True is followed by ``serve`` or ``release``."""
         with self._lock:
-            if len(self._sessions) + self._admitted >= self.max_sessions:
+            if len(self._sessions) + self._reserved >= self.max_sessions:
                 return False
-            self._admitted += 1
+            self._reserved += 1
             return True
 
     def release(self) -> None:
         """Give back an ``admit``'s place whose session will not run."""
         with self._lock:
-            self._admitted = max(0, self._admitted - 1)
+            self._reserved = max(0, self._reserved - 1)
 
     def shutdown(self, wait: float = 0.0) -> int:
         """The server is stopping: close every session with 1001 now (each records its usage row as it ends), and
@@ -232,7 +236,7 @@ class LiveSessions:
         """Run one session on ``client`` (upgraded, open; admitted by ``admit``) to its end; never raises."""
         session = _Session(client, view)
         with self._lock:
-            self._admitted = max(0, self._admitted - 1)
+            self._reserved = max(0, self._reserved - 1)
             self._sessions.add(session)
             self._ids += 1
             request_id = self._ids
@@ -249,6 +253,8 @@ class LiveSessions:
                 return
             raw, model, handle = setup
             trace = _trace(view, request, model)
+            if request.admit is not None and not self._admitted(session, request.admit, model):
+                return
             attempt = self._connect(session, request, raw, model, handle, trace, request_id)
             if attempt is None:
                 return
@@ -264,6 +270,20 @@ class LiveSessions:
             with self._ended:
                 self._sessions.discard(session)
                 self._ended.notify_all()
+
+    @staticmethod
+    def _admitted(session: _Session, admit: Callable[[str], None], model: str) -> bool:
+        """The access key's checks for this session's model; a refusal closes the client (1008 for a model it may
+        not use, 1013 "try again later" for a limit, the reason naming our error code) before any upstream call."""
+        try:
+            admit(model)
+        except GptloadError as exc:
+            code = 1013 if exc.status == 429 else POLICY_VIOLATION
+            reason = f"gptload: {exc.code}: {exc.message}"[:120]
+            session.settle("gptload", code, reason)
+            _close(session.client, code, reason)
+            return False
+        return True
 
     def _read_setup(self, session: _Session) -> tuple[str | bytes, str, str] | None:
         """The client's setup message, its model and resumption handle; None when the session ended instead."""
@@ -703,6 +723,7 @@ def _trace(view: GroupView, request: LiveRequest, model: str) -> Trace:
         public_base="",
         source_ip=request.source_ip,
         user_agent=request.user_agent,
+        access_key=request.access_key,
     )
     return Trace(view, incoming, RequestFacts(model=model, openai=False, stream=True, counts_tokens=True))
 
