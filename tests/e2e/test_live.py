@@ -621,3 +621,27 @@ def test_an_access_key_opens_sessions_within_its_groups_models_and_limits(live_s
     foreign = genai.Client(api_key=secret, http_options=types.HttpOptions(base_url=other.base))
     with pytest.raises(Exception, match="403"):  # a group the key may not use: refused before the upgrade
         run_async(one_turn(foreign))
+
+
+def test_an_access_key_with_a_model_scope_or_limits_cannot_mint_an_ephemeral_token(live_server, fake_live, tls):
+    """A token calls Google directly for any model, and a session with it skips the access key's checks: a key
+    with a model scope or limits would bypass both. Refused as strict mode refuses it; an unrestricted key may."""
+    group, keys = make_group(live_server, fake_live)
+    r = live_server.api(
+        "POST",
+        "/api/access-keys",
+        json={"name": "scoped", "groups": [group.name], "models": ["gemini-live*"], "rpm_limit": 100},
+    )
+    assert r.status_code == 201, r.text
+    scoped = r.json()["key"]
+    mint = f"{group.base}/v1alpha/auth_tokens"
+    answer = requests.post(mint, headers={"x-goog-api-key": scoped}, json={"uses": 1}, timeout=30, verify=str(tls[0]))
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["details"][0]["reason"] == "ACCESS_DENIED"
+    assert not any(fake_live.tokens.get(t) == keys[0] for t in fake_live.tokens)  # nothing minted at Google
+    r = live_server.api("POST", "/api/access-keys", json={"name": "open", "groups": [group.name]})
+    assert r.status_code == 201, r.text
+    answer = requests.post(
+        mint, headers={"x-goog-api-key": r.json()["key"]}, json={"uses": 1}, timeout=30, verify=str(tls[0])
+    )
+    assert answer.status_code == 200 and answer.json()["name"].startswith("auth_tokens/")
