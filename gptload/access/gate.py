@@ -143,6 +143,17 @@ class AccessGate:
         if not rules.group_allowed(key, group):
             raise AccessDenied(f"access key {key.name!r} may not use group {group!r}")
 
+    def check_minting(self, key: AccessKey) -> None:
+        """Refuse an ephemeral token (AccessDenied) to a key with a model scope, a limit or an expiry: the token would
+        call Google directly, for any model, uncounted, and outlive the key; a Live session with it is no session
+        of the key. A key without any of them may mint, as a proxy key may."""
+        restricted = key.models or key.rpm_limit or key.daily_request_limit or key.daily_token_limit
+        if restricted or key.expires_at is not None:
+            raise AccessDenied(
+                f"access key {key.name!r} has a model scope, limits or an expiry: an ephemeral token would bypass "
+                "them (it calls Google directly, for any model)"
+            )
+
     def check_model(self, key: AccessKey, model: str) -> None:
         if not rules.model_allowed(key.models, model):
             raise AccessDenied(f"access key {key.name!r} may not use model {rules.model_name(model)!r}")

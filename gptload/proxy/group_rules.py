@@ -68,6 +68,14 @@ _OPERATION = re.compile(r"(?:^|/)(?:tunedModels|models)/[^/:?]+/operations/")
 # minting an ephemeral token (Live API): the token calls Google directly, for any model, on the pool key
 _AUTH_TOKENS = re.compile(r"^v1[a-z0-9]*/auth_?[tT]okens/?$")
 _MODEL_INFO = re.compile(r"^v1[a-z0-9]*/(?:openai/)?models/[^/:?]+$")
+
+
+def mints_token(method: str, path: str) -> bool:
+    """Does this request mint an ephemeral token (``POST v1alpha/auth_tokens``)? The token then calls Google directly,
+    for any model, on the pool key: strict mode and restricted access keys refuse it."""
+    return method == "POST" and bool(_AUTH_TOKENS.match(path))
+
+
 # Model lists and model info are small; a bigger answer is passed on unchanged.
 ANSWER_CAP = 8 * 1024 * 1024
 

@@ -22,7 +22,7 @@ from gptload.errors import (
 )
 from gptload.models import ANONYMOUS
 from gptload.pool import GroupView
-from gptload.proxy import rewrite
+from gptload.proxy import group_rules, rewrite
 from gptload.proxy.request import IncomingRequest, ProxyResponse
 from gptload.proxy.trace import rejection_event
 from gptload.store.base import UPLOAD
@@ -75,6 +75,8 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     if access is not None:
         if upload is None:
             _guard(services, view, incoming, lambda: services.access.check(access, view.name))
+            if group_rules.mints_token(request.method, path):
+                _guard(services, view, incoming, lambda: services.access.check_minting(access))
     elif upload is None and not pool.authorize(view, presented, presented_digest=presented_digest):
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
