@@ -296,6 +296,28 @@ def test_a_bad_proxy_key_is_refused_before_the_upgrade(live_server, fake_live, t
     assert not fake_live.sessions_with("wrong-key-123")
 
 
+def test_an_http_1_0_handshake_is_refused_without_an_upgrade(live_server, fake_live, tls):
+    """RFC 6455 4.1: the opening handshake is HTTP/1.1 or higher; an HTTP/1.0 one got "HTTP/1.0 101"."""
+    group, keys = make_group(live_server, fake_live)
+    port = int(live_server.url.rsplit(":", 1)[1])
+    ctx = ssl.create_default_context(cafile=str(tls[0]))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(
+                (
+                    f"GET /proxy/{group.name}/{LIVE_PATH} HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(b'k' * 16).decode()}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\nx-goog-api-key: {group.proxy_key}\r\n\r\n"
+                ).encode()
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += s.recv(4096)
+    head = answer.split(b"\r\n\r\n")[0].decode().lower()
+    assert " 400 " in head.split("\r\n")[0] and "upgrade: websocket" not in head
+    assert not fake_live.sessions_with(keys[0])
+
+
 def test_fifty_concurrent_sessions(live_server, fake_live):
     group, _keys = make_group(live_server, fake_live, good=5)
     client = sdk_client(group)
