@@ -178,6 +178,8 @@ def _accept(request: Request) -> str:
     """Sec-WebSocket-Accept for a valid handshake (RFC 6455 4.2.1); 400 otherwise."""
     if request.method != "GET":
         raise BadRequest("a WebSocket handshake is a GET request")
+    if request.environ.get("SERVER_PROTOCOL", "HTTP/1.1") in ("HTTP/1.0", "HTTP/0.9"):
+        raise BadRequest("a WebSocket handshake needs HTTP/1.1")
     if "upgrade" not in request.headers.get("Connection", "").lower():
         raise BadRequest("a WebSocket handshake needs Connection: Upgrade")
     if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
