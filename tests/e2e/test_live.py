@@ -361,6 +361,25 @@ def test_an_ephemeral_token_created_through_the_pool_goes_out_with_its_key(live_
     assert row["key"] == f"{key[:4]}...{key[-4:]}"
 
 
+def test_an_ephemeral_token_is_never_stored_in_clear(live_server, fake_live):
+    """The token calls Google by itself (it is a credential, like a key): its binding to the key that created it
+    is kept under a digest of it, never the token."""
+    group, _keys = make_group(live_server, fake_live)
+    creator = sdk_client(group, api_version="v1alpha")
+    with pytest.warns(Warning):  # the SDK's "experimental" warning
+        token = creator.auth_tokens.create(config={"uses": 1})
+    secret = token.name.removeprefix("auth_tokens/").encode()
+    stored = b"".join(p.read_bytes() for p in live_server.data_dir.rglob("*") if p.is_file())
+    assert secret not in stored
+    client = genai.Client(
+        api_key=token.name, http_options=types.HttpOptions(base_url=group.base, api_version="v1alpha")
+    )
+    with pytest.warns(Warning):  # still bound: the session goes out with the token, never a pool key
+        assert run_async(one_turn(client))[0].text == "echo: hello live world"
+    (record,) = [s for s in fake_live.sessions if s.token == token.name]
+    assert record.key is None
+
+
 def test_a_message_over_the_limit_closes_with_1009(live_server, fake_live, tls):
     group, keys = make_group(live_server, fake_live, settings={"live_max_message_bytes": 4096})
     with raw_ws(live_server, group, tls) as ws:
