@@ -3,21 +3,35 @@
 Bindings are written through to the store (so every instance sees them) and cached per instance; a lookup that
 misses the cache reads the store once, and the answer (including "none") is cached briefly. Only requests that
 name a resource pay for that read.
+
+An ephemeral token (``auth_tokens/...``, Live API) calls Google by itself, like a key: it is bound, cached, stored and
+logged under a digest of it (``stored_name``), never in clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 from gptload.errors import StoreUnavailable
 from gptload.store.base import Binding, Store
 
 log = logging.getLogger(__name__)
 _NEGATIVE_TTL = 5.0
+_TOKEN_PREFIX = "auth_tokens/"  # noqa: S105 - a name prefix, not a secret
+
+
+def stored_name(name: str) -> str:
+    """The name a binding is kept under: an ephemeral token's SHA-256 (a random 128-bit token: no salt needed to
+    keep it from being recovered), anything else as it is."""
+    if name.startswith(_TOKEN_PREFIX):
+        return f"{_TOKEN_PREFIX}sha256-{hashlib.sha256(name.encode()).hexdigest()}"
+    return name
 
 
 class AffinityMap:
@@ -29,6 +43,7 @@ class AffinityMap:
         self._lock = threading.Lock()
 
     def bind(self, binding: Binding) -> None:
+        binding = replace(binding, name=stored_name(binding.name))
         self._remember((binding.kind, binding.name), binding, binding.expires_at)
         try:
             self._store.put_binding(binding)
@@ -36,6 +51,7 @@ class AffinityMap:
             log.warning("affinity for %s kept in this instance only: %s", binding.name, exc)
 
     def lookup(self, kind: str, name: str) -> Binding | None:
+        name = stored_name(name)
         now = self._clock()
         with self._lock:
             hit = self._cache.get((kind, name))
