@@ -116,3 +116,30 @@ def test_tls_files_go_together_and_must_exist(tmp_path):
     options = gunicorn_options(config)
     assert (options["certfile"], options["keyfile"]) == (str(cert), str(key))
     assert "certfile" not in gunicorn_options(Config.from_env(base))
+
+
+SERVICE_DISABLED = (
+    "Generative Language API has not been used in project 123456789012 before or it is disabled. Enable it by "
+    "visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project="
+    "123456789012 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to "
+    "our systems and retry."
+)
+
+
+def test_google_s_service_disabled_sentence_cut_by_the_close_frame_still_condemns_the_key():
+    """Google's sentence is 300+ bytes: a close frame carries its first 123, which the anchored match of the whole
+    sentence missed (the key stayed in rotation, every session on it refused)."""
+    verdict = classify_close(1007, cut_reason(SERVICE_DISABLED))
+    assert verdict.kind is Kind.KEY_INVALID and verdict.reason == "1007 SERVICE_DISABLED"
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        cut_reason(SERVICE_DISABLED)[:100],  # shorter than the frame's limit: not a cut sentence
+        cut_reason("Generative Language API has not been used in project 1 before or it is disabled. Enable me" * 2),
+        cut_reason('Invalid "Generative Language API has not been used in project 1 before or it is disabled."' * 2),
+    ],
+)
+def test_a_cut_service_disabled_sentence_must_be_google_s_own(reason):
+    assert classify_close(1007, reason).kind is Kind.REQUEST_ERROR
