@@ -8,7 +8,8 @@ close frame from Google before its first message       verdict       effect
 =====================================================  ============  ==========================================
 1007 + Google's whole key sentence ("API key not        KEY_INVALID   the key is invalid at once; next key
 valid. Please pass a valid API key.", "API key
-expired. Please renew the API key.", ...)
+expired. Please renew the API key.", ...; the
+SERVICE_DISABLED one, longer than 123 bytes, cut)
 1011 + Google's quota sentence ("You exceeded your      QUOTA_MINUTE  the key cools for *that model* (the
 current quota..." whole, or cut by the 123-byte limit;                default quota cooldown: a close frame has
 optionally prefixed "RESOURCE_EXHAUSTED")                             no RetryInfo); next key
@@ -43,6 +44,15 @@ _QUOTA_SENTENCE = (
 _QUOTA_MIN = len("You exceeded your current quota")
 _RESOURCE_EXHAUSTED = re.compile(r"^(?:RESOURCE_EXHAUSTED(?::\s*|\s+))?(.*)$", re.DOTALL)
 _TRANSIENT_CODES = frozenset({INTERNAL_ERROR, TRY_AGAIN_LATER, BAD_GATEWAY, ABNORMAL, 1012})
+# Google's SERVICE_DISABLED sentence is longer than a close frame's reason: its opening whole, then a cut tail.
+_SERVICE_DISABLED_HEAD = re.compile(
+    r"Generative Language API has not been used in project (\d+) before or it is disabled\.(.*)", re.DOTALL
+)
+_SERVICE_DISABLED_TAIL = (
+    " Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/"
+    "overview?project={project} then retry. If you enabled this API recently, wait a few minutes for the action to "
+    "propagate to our systems and retry."
+)
 
 
 def is_quota_reason(reason: str) -> bool:
@@ -55,11 +65,23 @@ def is_quota_reason(reason: str) -> bool:
     return len(text) >= _QUOTA_MIN and _QUOTA_SENTENCE.startswith(text)
 
 
+def _cut_key_reason(reason: str) -> str:
+    """The key reason of Google's sentence that a close frame cut at its limit ("" for anything else): only
+    SERVICE_DISABLED is longer than the limit; its opening whole, then exactly the start of its tail."""
+    if len(reason.encode("utf-8")) < CLOSE_REASON_LIMIT - 3:  # 3: a cut on a character boundary
+        return ""
+    match = _SERVICE_DISABLED_HEAD.fullmatch(reason)
+    if match is None:
+        return ""
+    tail = _SERVICE_DISABLED_TAIL.format(project=match.group(1))
+    return "SERVICE_DISABLED" if match.group(2) and tail.startswith(match.group(2)) else ""
+
+
 def classify_close(code: int, reason: str) -> Verdict:
     """Classify Google's close frame received before its first message of a session (see the table above)."""
     label = f"ws {code} {reason}".strip()[:300]
     if code == INVALID_PAYLOAD:
-        key_reason = key_message_reason(reason)
+        key_reason = key_message_reason(reason) or _cut_key_reason(reason)
         if key_reason:
             return Verdict(Kind.KEY_INVALID, reason=f"{code} {key_reason}")
         return Verdict(Kind.REQUEST_ERROR, reason=label)
