@@ -23,6 +23,9 @@ from gptload.store.base import Binding, Store
 
 log = logging.getLogger(__name__)
 _NEGATIVE_TTL = 5.0
+# Longest name bound or looked up: Google's resource names and Live resumption handles are far shorter; a longer one
+# (a client's choice: a Live setup may carry a 16 MiB handle) is never bound, so it is not looked up, cached or logged.
+MAX_NAME = 4096
 _TOKEN_PREFIX = "auth_tokens/"  # noqa: S105 - a name prefix, not a secret
 
 
@@ -43,6 +46,8 @@ class AffinityMap:
         self._lock = threading.Lock()
 
     def bind(self, binding: Binding) -> None:
+        if len(binding.name) > MAX_NAME:
+            return
         binding = replace(binding, name=stored_name(binding.name))
         self._remember((binding.kind, binding.name), binding, binding.expires_at)
         try:
@@ -51,6 +56,8 @@ class AffinityMap:
             log.warning("affinity for %s kept in this instance only: %s", binding.name, exc)
 
     def lookup(self, kind: str, name: str) -> Binding | None:
+        if len(name) > MAX_NAME:
+            return None
         name = stored_name(name)
         now = self._clock()
         with self._lock:

@@ -57,7 +57,7 @@ from gptload.keypool.live_close import (
 )
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import group_rules
-from gptload.proxy.affinity import AffinityMap
+from gptload.proxy.affinity import MAX_NAME, AffinityMap
 from gptload.proxy.forwarder import Attempt
 from gptload.proxy.group_rules import Inbound
 from gptload.proxy.request import IncomingRequest, RequestFacts
@@ -511,7 +511,7 @@ class LiveSessions:
         update = doc.get("sessionResumptionUpdate")
         if isinstance(update, dict) and update.get("resumable") is not False:
             handle = update.get("newHandle")
-            if isinstance(handle, str) and 0 < len(handle) <= 4096:
+            if isinstance(handle, str) and handle and len(RESUMPTION_PREFIX) + len(handle) <= MAX_NAME:
                 self._affinity.bind(
                     Binding(
                         RESOURCE,

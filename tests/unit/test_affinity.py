@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gptload.proxy.affinity import AffinityMap
+from gptload.proxy.affinity import MAX_NAME, AffinityMap
 from gptload.store.base import RESOURCE, Binding
 
 
@@ -29,6 +29,6 @@ def test_a_name_longer_than_any_bound_one_is_neither_looked_up_nor_remembered():
     assert store.gets == []  # never sent to the store (Firestore: a document id is at most 1,500 bytes)
     affinity.bind(Binding(RESOURCE, huge, "g", "k", "https://u", 1e12))
     assert store.puts == [] and affinity.lookup(RESOURCE, huge) is None
-    assert all(len(name) <= 4096 for _, name in affinity._cache)  # no megabyte kept per distinct handle
+    assert all(len(name) <= MAX_NAME for _, name in affinity._cache)  # no megabyte kept per distinct handle
     name = "live-resumption/" + "h" * 100
     assert affinity.lookup(RESOURCE, name) is None and store.gets == [name]
