@@ -383,6 +383,26 @@ def test_an_ephemeral_token_is_never_stored_in_clear(live_server, fake_live):
     assert record.key is None
 
 
+def test_a_refused_ephemeral_token_never_condemns_the_key_that_created_it(live_server, fake_live, tls):
+    """A Constrained session goes out with the client's token, not the key: Google's key sentence then speaks of the
+    token (expired, used up, revoked), never of the pool key, which must stay active."""
+    group, keys = make_group(live_server, fake_live)
+    creator = sdk_client(group, api_version="v1alpha")
+    with warnings.catch_warnings():  # the SDK's "experimental" warning (once per process)
+        warnings.simplefilter("ignore")
+        token = creator.auth_tokens.create(config={"uses": 1})
+    with fake_live._lock:
+        del fake_live.tokens[token.name]  # expired at Google: refused with 1007 "API key not valid..."
+    path = LIVE_PATH.replace("v1beta", "v1alpha") + "Constrained"
+    with raw_ws(live_server, group, tls, key=token.name, path=path) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1007  # Google's words reach the client: its token was refused
+    assert group.row_of(keys[0])["status"] == "active"
+    assert run_async(one_turn(sdk_client(group)))[0].text == "echo: hello live world"  # the key still serves
+
+
 def test_a_message_over_the_limit_closes_with_1009(live_server, fake_live, tls):
     group, keys = make_group(live_server, fake_live, settings={"live_max_message_bytes": 4096})
     with raw_ws(live_server, group, tls) as ws:
