@@ -352,6 +352,11 @@ class LiveSessions:
                 attempt = Attempt(key, base, number, time.monotonic(), group=group, facts=facts)
                 circuit = (serving.name, base, sent_model)
                 verdict, close, first = self._attempt(session, request, key, base, setup, headers)
+                if request.token and verdict.kind is Kind.KEY_INVALID and close is not None:
+                    # the session presented the client's ephemeral token, not the key: Google's key sentence speaks
+                    # of the token (expired, used up, revoked), never of the key that created it
+                    label = f"ws {close[0]} {close[1]}".strip()[:300]
+                    verdict = Verdict(Kind.REQUEST_ERROR, reason=f"the client's ephemeral token was refused: {label}")
                 if verdict is SUCCESS:
                     self.breakers.success(circuit)
                     self._pool.report(serving, key, SUCCESS, sent_model)
