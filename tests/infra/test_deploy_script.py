@@ -122,6 +122,9 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
 
 def test_threads_equal_concurrency(deploy, env):
     assert env["THREADS"] == flags(deploy)["--concurrency"] == "1000"  # measured: bench/results/streams.md
+    # Cloud Run never sends an instance more than its concurrency: Live sessions may take every thread there
+    # (LIVE_MAX_SESSIONS' default, half of THREADS, would refuse sessions Cloud Run does not scale out for)
+    assert env["LIVE_MAX_SESSIONS"] == env["THREADS"]
 
 
 def test_same_environment_as_terraform(env):
@@ -246,7 +249,7 @@ def test_options_flow_into_the_commands(tmp_path):
     assert result.returncode == 0, result.stderr
     (cmd,) = gcloud(lines, "run", "deploy")
     env = parse_env(flags(cmd)["--set-env-vars"])
-    assert env["THREADS"] == flags(cmd)["--concurrency"] == "40"
+    assert env["THREADS"] == flags(cmd)["--concurrency"] == env["LIVE_MAX_SESSIONS"] == "40"
     assert env["ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
     assert env["SECRET_PREFIX"] == "gl-test_vault" and cmd[3] == "gl-test"
 

@@ -116,6 +116,7 @@ def test_auth_key_comes_from_secret_manager(tf, container):
 
 def test_threads_equal_concurrency(service, env):
     assert env["THREADS"] == service["max_instance_request_concurrency"]
+    assert env["LIVE_MAX_SESSIONS"] == env["THREADS"]  # Cloud Run bounds requests: sessions may take every thread
 
 
 def test_timeout_allows_long_streams(tf, service):
