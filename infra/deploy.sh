@@ -289,6 +289,8 @@ say "service ${NAME} (python312, entry point handler; public: it authenticates p
 # '^|^' makes | the separator, so ALLOWED_ORIGINS may contain commas (gcloud topic escaping).
 ENV_VARS="^|^STORE=firestore|VAULT=secretmanager|GOOGLE_CLOUD_PROJECT=${PROJECT}|FIRESTORE_DATABASE=${DATABASE}"
 ENV_VARS+="|SECRET_PREFIX=${SECRET_PREFIX}|THREADS=${CONCURRENCY}|STATE_REFRESH_SECONDS=${STATE_REFRESH_SECONDS}"
+# Cloud Run sends an instance at most its concurrency (= THREADS): Live sessions may take every thread there.
+ENV_VARS+="|LIVE_MAX_SESSIONS=${CONCURRENCY}"
 ENV_VARS+="|ALLOWED_ORIGINS=${ALLOWED_ORIGINS}|OIDC_AUDIENCE=${MAINTENANCE_AUDIENCE}"
 ENV_VARS+="|OIDC_SERVICE_ACCOUNT=${SCHED_SA}|LOG_LEVEL=${LOG_LEVEL}"
 ENV_VARS+="|TRUSTED_PROXY_HOPS=1"  # Google's front end: the one proxy whose X-Forwarded-For entry is believed

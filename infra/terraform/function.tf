@@ -53,6 +53,7 @@ locals {
     FIRESTORE_DATABASE    = google_firestore_database.gptload.name
     SECRET_PREFIX         = local.secret_prefix
     THREADS               = var.concurrency
+    LIVE_MAX_SESSIONS     = var.concurrency # Cloud Run bounds requests to THREADS: sessions may take them all
     STATE_REFRESH_SECONDS = var.state_refresh_seconds
     ALLOWED_ORIGINS       = join(",", local.allowed_origins)
     OIDC_AUDIENCE         = local.maintenance_audience
