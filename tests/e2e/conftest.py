@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AUTH_KEY = "e2e-admin-key-0123456789"
 
 
-def wait_for(condition, seconds: float = 10, what: str = "the condition", interval: float = 0.05):
+def wait_for(condition, seconds: float = 30, what: str = "the condition", interval: float = 0.05):
     """Poll ``condition`` until it returns a truthy value (returned), failing after ``seconds``.
 
     Use it before reading request logs or statistics right after a proxied answer: a relayed answer's usage row is
@@ -141,7 +141,7 @@ def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path |
         proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     tls = env.get("TLS_CERT_FILE")  # a TLS server: https, its certificate trusted by the helpers
     server = Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, data_dir, log_path, env, tls or True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a deadline on a loaded machine (several servers may start at once)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
