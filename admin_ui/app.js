@@ -11,6 +11,7 @@ const ROUTES = [
   [/^\/groups$/, "groups", () => import("./pages/groups.js")],
   [/^\/groups\/([^/]+)$/, "groups", () => import("./pages/group.js")],
   [/^\/groups\/([^/]+)\/keys$/, "groups", () => import("./pages/keys.js")],
+  [/^\/access-keys$/, "access-keys", () => import("./pages/access.js")],
   [/^\/logs$/, "logs", () => import("./pages/logs.js")],
   [/^\/settings$/, "settings", () => import("./pages/settings.js")],
 ];

@@ -1,6 +1,6 @@
 """CPU cost of gptload's own code on the hot path, isolated from the server and the network.
 
-    python bench/hotpath.py [--requests 20000] [--case plain|rules|both] [--profile]
+    python bench/hotpath.py [--requests 20000] [--case plain|rules|aggregate|access|both|keys|all] [--profile]
 
 Drives ``Router`` in process (a werkzeug environ per request, as gunicorn would pass it) against an in-memory
 upstream adapter mounted on the real ``requests.Session``, so what is measured is routing, authentication,
@@ -14,7 +14,12 @@ Two cases, measured in alternating blocks so that machine noise hits both alike:
 - ``plain``: group ``bench``, no request rules (the hot path of most groups);
 - ``rules``: group ``rules`` with every request rule at once: a model redirect (the client asks for ``fast``,
   ``gemini-2.5-flash`` goes upstream), ``param_overrides`` deep-merged into the body, and two header rules (one
-  with variables); the upstream check asserts the merged body and the headers arrived.
+  with variables); the upstream check asserts the merged body and the headers arrived;
+- ``aggregate``: through an aggregate of two plain groups;
+- ``access``: group ``bench`` with an access key that has every limit set (scope checks, the rate window, the daily
+  budget, and its helper thread's heartbeats and usage readings, which run in this process and count) instead of
+  the legacy proxy key; ``--case keys`` measures ``plain`` and ``access`` only and prints the difference (target:
+  under 5 % more CPU per request). Blocks alternate in order (A B, B A, ...) so order effects cancel out.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
 import sys
 import tempfile
@@ -97,7 +103,9 @@ class CheckingAdapter(CannedAdapter):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--case", choices=("plain", "rules", "aggregate", "both", "all"), default="all")
+    parser.add_argument(
+        "--case", choices=("plain", "rules", "aggregate", "access", "both", "keys", "all"), default="all"
+    )
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
@@ -145,6 +153,16 @@ def main() -> None:
         ):
             env = EnvironBuilder(path=path, method="POST", json=payload, headers=admin).get_environ()
             assert router(Request(env)).status_code in (200, 201)
+        limited = {
+            "name": "bench",
+            "groups": ["bench"],
+            "models": ["gemini-2.5-*"],
+            "rpm_limit": 10**9,
+            "daily_request_limit": 10**9,
+            "daily_token_limit": 10**12,
+        }
+        env = EnvironBuilder(path="/api/access-keys", method="POST", json=limited, headers=admin).get_environ()
+        access_key = json.loads(router(Request(env)).get_data())["key"]
         headers = {
             "Content-Type": "application/json",
             "x-goog-api-key": "bench-proxy-key-123",
@@ -167,6 +185,12 @@ def main() -> None:
                 data=BODY,
                 headers=headers,
             ).get_environ(),
+            "access": EnvironBuilder(
+                path="/proxy/bench/v1beta/models/gemini-2.5-flash:generateContent",
+                method="POST",
+                data=BODY,
+                headers={**headers, "x-goog-api-key": access_key},
+            ).get_environ(),
         }
 
         def one(case: str) -> None:
@@ -177,7 +201,11 @@ def main() -> None:
             response.close()
             assert response.status_code == 200 and body == ANSWER
 
-        cases = {"both": ("plain", "rules"), "all": ("plain", "rules", "aggregate")}.get(args.case, (args.case,))
+        cases = {
+            "both": ("plain", "rules"),
+            "keys": ("plain", "access"),
+            "all": ("plain", "rules", "aggregate", "access"),
+        }.get(args.case, (args.case,))
         for case in cases:
             for _ in range(500):  # warm up
                 one(case)
@@ -185,7 +213,7 @@ def main() -> None:
         cpu = dict.fromkeys(cases, 0.0)
         block = 1000
         for done in range(0, args.requests, block):
-            for case in cases:
+            for case in cases if done // block % 2 == 0 else cases[::-1]:
                 n = min(block, args.requests - done)
                 if profiler:
                     profiler.enable()
@@ -201,9 +229,12 @@ def main() -> None:
             "plain": "no rules",
             "rules": "redirect + overrides + 2 header rules",
             "aggregate": "through an aggregate of 2 plain groups",
+            "access": "no rules, an access key with every limit instead of the proxy key",
         }[case]
         per_request = cpu[case] * 1e6 / args.requests
         print(f"{case} ({what}): {args.requests} proxied requests in process: {per_request:.1f} us CPU per request")
+    if "plain" in cases and "access" in cases:
+        print(f"access key vs legacy proxy key: {100 * (cpu['access'] / cpu['plain'] - 1):+.1f} % CPU per request")
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)

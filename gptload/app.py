@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from gptload.access.admin import AccessAdmin
+from gptload.access.gate import AccessGate
 from gptload.admin import Admin
 from gptload.cipher import Cipher, load_master_key
 from gptload.config import Config
@@ -40,6 +42,8 @@ class Services:
     session: requests.Session
     started_at: float
     live: LiveSessions  # Live API (WebSocket) sessions: gptload/proxy/live.py
+    access: AccessGate
+    access_admin: AccessAdmin
     sessions: Sessions | None = None  # the direct session plus one per egress proxy (a group's proxy_url)
     metrics: Metrics = field(default_factory=Metrics)  # this instance's counters, for GET /metrics
 
@@ -70,6 +74,8 @@ def build_services(
         refresh_seconds=config.state_refresh_seconds,
         background_refresh=config.store != "sqlite",
     )
+    access = AccessGate(store, store.salt(), timezone=lambda: pool.cached_settings().limits_timezone)
+    pool.on_markers(access.on_markers)
     pool.reload()
     affinity = AffinityMap(store)
     usage = UsageBuffer(
@@ -79,6 +85,7 @@ def build_services(
         max_seconds=config.usage_flush_max_seconds,
         max_events=config.usage_buffer_max,
     )
+    usage.hurry = access.has_daily_limits
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
     metrics = Metrics()
@@ -98,6 +105,8 @@ def build_services(
         session=session,
         started_at=time.time(),
         live=LiveSessions(pool, affinity, usage, forwarder.breakers),
+        access=access,
+        access_admin=AccessAdmin(store, pool, usage),
         sessions=sessions,
         metrics=metrics,
     )

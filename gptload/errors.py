@@ -13,6 +13,9 @@
     │   └── RequestTimeout            408 REQUEST_TIMEOUT
     ├── Unauthorized                  401 UNAUTHORIZED
     │   └── InvalidProxyKey           401 INVALID_PROXY_KEY
+    ├── AccessDenied                  403 ACCESS_DENIED
+    ├── RateLimited                   429 RATE_LIMITED
+    ├── QuotaExceeded                 429 QUOTA_EXCEEDED
     ├── NotFound                      404 NOT_FOUND
     │   ├── GroupNotFound             404 GROUP_NOT_FOUND
     │   ├── RouteNotFound             404 ROUTE_NOT_FOUND
@@ -107,6 +110,27 @@ class Unauthorized(GptloadError):
 
 class InvalidProxyKey(Unauthorized):
     code = "INVALID_PROXY_KEY"
+
+
+class AccessDenied(GptloadError):
+    """An access key presented for a group or a model it may not use."""
+
+    status = 403
+    code = "ACCESS_DENIED"
+
+
+class RateLimited(GptloadError):
+    """An access key over its ``rpm_limit``; ``details["retry_after"]`` says when to try again."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+
+class QuotaExceeded(GptloadError):
+    """An access key over a daily limit; ``details["retry_after"]`` runs until the day resets."""
+
+    status = 429
+    code = "QUOTA_EXCEEDED"
 
 
 class NotFound(GptloadError):

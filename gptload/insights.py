@@ -17,7 +17,7 @@ from gptload.keypool.breaker import Breakers
 from gptload.models import ACTIVE, ANY_MODEL, KEY_STATUSES, LOG_FIELDS, LogQuery, attempt_log_id, request_id_of
 from gptload.pool import GroupView, KeyPool
 from gptload.store.base import Store
-from gptload.store.rollup import STAT_FIELDS, hour_of
+from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, hour_of
 from gptload.usage import UsageBuffer
 
 HOUR = 3600.0
@@ -95,14 +95,55 @@ class Insights:
             },
             # this instance's breakers that hold requests back now (per instance: see docs/api.md, "Outages")
             "breakers": [b for b in breakers if group is None or b["group"] == group],
+            "top_access_keys": self.top_access_keys(now),
         }
 
-    def hourly(self, group: str | None, hours: int, now: float | None = None) -> dict[str, Any]:
+    def top_access_keys(self, now: float, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
+        """The access keys with the most requests and the most tokens in the last 24 hours (whole hours), each
+        ``{id, name, requests, failures, refused, total_tokens}``; legacy proxy keys appear as ``anonymous``."""
+        names = {k.id: k.name for k in self._store.list_access_keys()}
+        totals: dict[str, dict[str, Any]] = {}
+        for row in self._store.access_usage(hour_of(now) - 23 * HOUR):
+            t = totals.setdefault(
+                row["access_key"],
+                {
+                    "id": row["access_key"],
+                    "name": names.get(row["access_key"], row["access_key"]),
+                    "requests": 0,
+                    "failures": 0,
+                    "refused": 0,
+                    "total_tokens": 0,
+                },
+            )
+            for f in ("requests", "failures", "refused", "total_tokens"):
+                t[f] += int(row[f])
+        rows = list(totals.values())
+        return {
+            "by_requests": sorted(rows, key=lambda t: (-t["requests"], t["id"]))[:limit],
+            "by_tokens": sorted(rows, key=lambda t: (-t["total_tokens"], t["id"]))[:limit],
+        }
+
+    def hourly(
+        self, group: str | None, hours: int, now: float | None = None, *, access_key: str | None = None
+    ) -> dict[str, Any]:
+        """The hourly series of a group (or all), or with ``access_key`` of that access key ("anonymous": legacy
+        proxy keys), over all groups."""
         if not 1 <= hours <= 720:
             raise ValidationFailed("hours must be between 1 and 720")
+        if group is not None and access_key is not None:
+            raise ValidationFailed("give group or access_key, not both")
         now = now or time.time()
         self._usage.flush()
         first = hour_of(now) - (hours - 1) * HOUR
+        if access_key is not None:
+            rows = self._store.access_usage(first, access_key)
+            series = [{"hour": first + i * HOUR, **dict.fromkeys(ACCESS_STAT_FIELDS, 0)} for i in range(hours)]
+            for row in rows:
+                index = int((row["hour"] - first) // HOUR)
+                if 0 <= index < hours:
+                    for f in ACCESS_STAT_FIELDS:
+                        series[index][f] += int(row[f])
+            return {"access_key": access_key, "series": series}
         by_hour = {row["hour"]: row for row in self._store.hourly_stats(group, first)}
         series = []
         for i in range(hours):
@@ -212,6 +253,7 @@ def parse_log_query(args: Any) -> LogQuery:
         since=number("since", float, 0, MAX_EPOCH),
         until=number("until", float, 0, MAX_EPOCH),
         text=text("q"),
+        access_key=text("access_key"),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gptload.access.gate import AccessGate
 from gptload.errors import InvalidProxyKey
 from gptload.pool import GroupView, KeyPool
 
@@ -18,18 +19,27 @@ CHANNEL_TYPE = "gemini"
 OPENAI_LAYER = "v1beta/openai/"
 
 
-def groups_for_key(pool: KeyPool, presented: str | None) -> list[GroupView]:
-    """The groups ``presented`` may call through ``/proxy/{group}/...``, in display order: every group for a global
-    proxy key, else those that list it among their proxy keys. Every group's digests are compared (no early exit)."""
+def groups_for_key(pool: KeyPool, presented: str | None, access: AccessGate | None = None) -> list[GroupView]:
+    """The groups ``presented`` may call through ``/proxy/{group}/...``, in display order: for an active access key
+    the groups it may use (``AccessGate.allowed_groups``); every group for a global proxy key, else those that list
+    it among their proxy keys. Every group's digests are compared (no early exit)."""
     if not presented:
         return []
-    return [view for view in pool.views() if pool.authorize(view, presented)]
+    views = pool.views()
+    if access is not None:
+        allowed = access.allowed_groups(presented, [v.name for v in views])
+        if allowed is not None:
+            names = set(allowed)
+            return [view for view in views if view.name in names]
+    return [view for view in views if pool.authorize(view, presented)]
 
 
-def integration_info(pool: KeyPool, presented: str | None, public_base: str) -> dict[str, Any]:
+def integration_info(
+    pool: KeyPool, presented: str | None, public_base: str, access: AccessGate | None = None
+) -> dict[str, Any]:
     """The integration document for ``presented``; ``public_base`` is ``http(s)://host[:port]`` as the client sees
     this service (the ``app_url`` setting wins when set). ``InvalidProxyKey`` (401) when the key opens no group."""
-    views = groups_for_key(pool, presented)
+    views = groups_for_key(pool, presented, access)
     if not views:
         raise InvalidProxyKey(
             "missing or unknown proxy key: give it as x-goog-api-key, Authorization: Bearer, X-Api-Key or ?key="

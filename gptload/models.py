@@ -224,6 +224,8 @@ class UsageEvent:
     id: str = ""
     requested_model: str = ""  # the model the client named, when a redirect sent ``model`` upstream instead
     aggregate: str = ""  # the aggregate group the request came in through ("" = none); ``group`` is the member
+    access_key: str = "anonymous"  # the access key's id, or ANONYMOUS (legacy proxy keys, no key)
+    refused: bool = False  # refused by the access gate (401/403/429): not counted against a daily budget
 
     def log_row(self) -> dict[str, Any]:
         """The request-log view of this attempt (never a real key: ``key_masked`` only)."""
@@ -251,6 +253,7 @@ class UsageEvent:
             "total_tokens": self.total_tokens,
             "requested_model": self.requested_model or self.model,
             "aggregate": self.aggregate,
+            "access_key": self.access_key,
         }
 
 
@@ -267,6 +270,7 @@ class LogQuery:
     since: float | None = None
     until: float | None = None
     text: str | None = None
+    access_key: str | None = None
 
 
 VALIDATION_OUTCOMES = ("valid", "invalid", "inconclusive")
@@ -292,6 +296,86 @@ class KeyQuery:
 
 
 LOG_FIELDS = tuple(UsageEvent("", "", 0.0, True).log_row())
+
+
+ANONYMOUS = "anonymous"  # the access key id of requests made with a legacy proxy key (or with none)
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """A client's named key: which groups and models it may use and its limits. The secret itself is never kept:
+    ``digest`` is HMAC-SHA256(salt, secret) (hex), ``masked`` its recognisable form (``sk-a...x7Qc``).
+
+    ``groups``: ``("*",)`` or group names; ``models``: exact names or ``prefix*`` globs, empty = every model.
+    Limits of 0 mean none; ``expires_at`` None means never."""
+
+    id: str
+    name: str
+    digest: str
+    masked: str
+    groups: tuple[str, ...] = ("*",)
+    models: tuple[str, ...] = ()
+    rpm_limit: int = 0
+    daily_request_limit: int = 0
+    daily_token_limit: int = 0
+    expires_at: float | None = None
+    enabled: bool = True
+    notes: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def status(self, now: float) -> str:
+        """``disabled``, ``expired`` or ``active``."""
+        if not self.enabled:
+            return "disabled"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything stored (the digest included: never shown by the admin API, see ``to_public``)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "digest": self.digest,
+            "masked": self.masked,
+            "groups": list(self.groups),
+            "models": list(self.models),
+            "rpm_limit": self.rpm_limit,
+            "daily_request_limit": self.daily_request_limit,
+            "daily_token_limit": self.daily_token_limit,
+            "expires_at": self.expires_at,
+            "enabled": self.enabled,
+            "notes": self.notes,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AccessKey:
+        expires = d.get("expires_at")
+        return cls(
+            id=str(d["id"]),
+            name=str(d.get("name", "")),
+            digest=str(d.get("digest", "")),
+            masked=str(d.get("masked", "")),
+            groups=tuple(d.get("groups") or ("*",)),
+            models=tuple(d.get("models") or ()),
+            rpm_limit=int(d.get("rpm_limit") or 0),
+            daily_request_limit=int(d.get("daily_request_limit") or 0),
+            daily_token_limit=int(d.get("daily_token_limit") or 0),
+            expires_at=None if expires is None else float(expires),
+            enabled=bool(d.get("enabled", True)),
+            notes=str(d.get("notes", "")),
+            created_at=float(d.get("created_at") or 0.0),
+            updated_at=float(d.get("updated_at") or 0.0),
+        )
+
+    def to_public(self, now: float) -> dict[str, Any]:
+        """The admin view: the masked key and an id, never the digest or the secret."""
+        out = self.to_dict()
+        del out["digest"], out["masked"]
+        return {**out, "key": self.masked, "status": self.status(now)}
 
 
 def attempt_log_id(request_id: str, attempt: int) -> str:

@@ -108,6 +108,12 @@ class KeyPool:
         self._reload_lock = threading.Lock()  # held across store I/O: never taken on the request path
         self._refresh_flag = threading.Lock()  # guards _refreshing only
         self._refreshing = False
+        self._marker_listeners: list[Callable[[dict[str, int]], None]] = []
+
+    def on_markers(self, listener: Callable[[dict[str, int]], None]) -> None:
+        """Call ``listener(markers)`` after every reload that found the store's change markers moved (and on the
+        first), in the reloading thread: other per-instance caches (access keys) follow the same poll."""
+        self._marker_listeners.append(listener)
 
     # -- cache ----------------------------------------------------------------------------------------------
     def reload(self, *, force: bool = False) -> None:
@@ -149,6 +155,8 @@ class KeyPool:
             self._global_digests = frozenset(digest(self._salt, k) for k in self._settings.proxy_keys)
             self._views = views
             self._markers = markers
+            for listener in self._marker_listeners:
+                listener(markers)
 
     def _load_keys(self, group: Group) -> tuple[LiveKey, ...]:
         if group.is_aggregate:
@@ -228,6 +236,10 @@ class KeyPool:
         self._ensure_fresh()
         return self._settings
 
+    def cached_settings(self) -> Settings:
+        """The system settings as last loaded, without a freshness check (safe inside a marker listener)."""
+        return self._settings
+
     def views(self) -> list[GroupView]:
         """Every group's cached view, in the groups' display order."""
         self._ensure_fresh()
@@ -241,11 +253,12 @@ class KeyPool:
             raise GroupNotFound(f"no group named {name!r}")
         return view
 
-    def authorize(self, view: GroupView, presented: str | None) -> bool:
-        """Is ``presented`` one of the group's or the global proxy keys? Compared as HMAC digests, in constant time."""
+    def authorize(self, view: GroupView, presented: str | None, *, presented_digest: bytes | None = None) -> bool:
+        """Is ``presented`` one of the group's or the global proxy keys? Compared as HMAC digests, in constant time.
+        ``presented_digest``: its digest when the caller already computed it (one HMAC per request)."""
         if not presented:
             return False
-        d = digest(self._salt, presented)
+        d = presented_digest or digest(self._salt, presented)
         ok = False
         for known in (*view.proxy_digests, *self._global_digests):
             ok |= hmac.compare_digest(d, known)

@@ -109,6 +109,9 @@ class Settings:
         1024,
         2**28,
     )
+    limits_timezone: str = _setting(
+        "UTC", "IANA time zone whose midnight resets access keys' daily limits (e.g. Europe/Berlin).", group=False
+    )
     proxy_url: str = _setting(
         "",
         "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct. Proxies from the "
@@ -215,8 +218,20 @@ def _check_app_url(raw: str) -> str:
     return value.rstrip("/")
 
 
+def _time_zone(raw: str) -> str:
+    """An IANA time zone name (``limits_timezone``); ValueError naming a zone that does not exist."""
+    from gptload.access.rules import zone
+
+    zone(raw.strip())
+    return raw.strip()
+
+
 # Settings whose text has rules of its own: name -> function returning the clean value or raising ValueError.
-_CHECKS: dict[str, Callable[[str], str]] = {"proxy_url": proxyurl.check, "app_url": _check_app_url}
+_CHECKS: dict[str, Callable[[str], str]] = {
+    "proxy_url": proxyurl.check,
+    "app_url": _check_app_url,
+    "limits_timezone": _time_zone,
+}
 
 
 def masked(values: Mapping[str, Any]) -> dict[str, Any]:

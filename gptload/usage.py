@@ -47,6 +47,9 @@ class UsageBuffer:
         self._flush_size = flush_size
         self._flush_seconds = flush_seconds
         self._min_events = max(1, min_events)
+        # Waives ``min_events`` while it answers True: access keys' daily budgets are read from flushed counters,
+        # so while any is in force this instance flushes every ``flush_seconds`` (gptload/access/gate.py).
+        self.hurry: Callable[[], bool] = lambda: False
         self._max_seconds = max(flush_seconds, max_seconds)
         self._max = max_events
         self._clock = clock
@@ -90,7 +93,7 @@ class UsageBuffer:
         return (
             bool(self._failed)
             or buffered >= self._flush_size
-            or (buffered >= self._min_events and age >= self._flush_seconds)
+            or ((buffered >= self._min_events or self.hurry()) and age >= self._flush_seconds)
             or (buffered > 0 and age >= self._max_seconds)
         )
 

@@ -1,5 +1,6 @@
 // Dashboard: key and traffic cards, SVG charts, per-group totals. The group and range selectors drive the whole
 // page (cards, charts, warnings) and stay in the URL; it refreshes itself every 5 s.
+import { drawTopAccessKeys } from "../access_top.js";
 import { api } from "../api.js";
 import { buckets, requestsChart, tokensChart } from "../charts.js";
 import { clear, emptyState, errorBox, fmtCompact, fmtInt, fmtPct, h, missingNotice } from "../dom.js";
@@ -48,6 +49,7 @@ export async function render(main, { query }, life) {
   const cards = h("section", { class: "stats", "aria-label": "Summary" });
   const charts = h("section", { class: "charts" });
   const groupsBox = h("section", { class: "card" });
+  const accessBox = h("section", { class: "card", "aria-label": "Top access keys" });
   const updated = h("span", { class: "muted small", "aria-live": "off" });
   main.append(
     h(
@@ -60,6 +62,7 @@ export async function render(main, { query }, life) {
     cards,
     charts,
     groupsBox,
+    accessBox,
   );
 
   const span = () => RANGES.find(([v]) => v === hoursSelect.value)[2];
@@ -68,6 +71,7 @@ export async function render(main, { query }, life) {
   async function loadCards() {
     try {
       const d = await api("GET", "/api/dashboard", { query: scope() });
+      drawTopAccessKeys(accessBox, d.top_access_keys);
       const r = d.range?.current || d.last_24h;
       const t = d.range?.trend || d.trend;
       const k = d.keys;

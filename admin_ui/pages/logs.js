@@ -6,7 +6,7 @@ import { navigate } from "../nav.js";
 import { asCards, copyButton } from "../widgets.js";
 
 const PAGE_SIZE = 50;
-const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id"];
+const FILTERS = ["group", "model", "status_code", "success", "stream", "q", "since", "until", "key_id", "access_key"];
 
 function toLocalInput(epoch) {
   if (!epoch) return "";
@@ -54,6 +54,7 @@ export async function render(main, { query }) {
     ].map(([v, t]) => h("option", { value: v, selected: v === current.stream }, t)),
   );
   const q = h("input", { name: "q", type: "search", value: current.q, placeholder: "error text" });
+  const accessKey = h("input", { name: "access_key", value: current.access_key, placeholder: "ak_… or anonymous" });
   const since = h("input", { name: "since", type: "datetime-local", value: toLocalInput(current.since) });
   const until = h("input", { name: "until", type: "datetime-local", value: toLocalInput(current.until) });
   const form = h(
@@ -66,6 +67,7 @@ export async function render(main, { query }) {
     field("Result", success),
     field("Stream", stream),
     field("Error contains", q),
+    field("Access key id", accessKey),
     field("Since", since),
     field("Until", until),
     h(
@@ -110,6 +112,7 @@ export async function render(main, { query }) {
       since: toEpoch(since.value),
       until: toEpoch(until.value),
       key_id: current.key_id,
+      access_key: accessKey.value.trim(),
     };
   };
   form.addEventListener("submit", (e) => {
@@ -312,6 +315,7 @@ async function drawer(row) {
   if (log.aggregate) add("Through aggregate", log.aggregate);
   props.append(h("dt", {}, "Key"), h("dd", {}, keyLink(log)));
   add("Key id", log.key_id, "Copy key id");
+  add("Access key", log.access_key, "Copy access key id");
   add("Model", log.model);
   if (log.requested_model && log.requested_model !== log.model)
     add("Requested model (redirected)", log.requested_model);

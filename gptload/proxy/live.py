@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 
-from gptload.errors import CircuitOpen, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
+from gptload.errors import CircuitOpen, GptloadError, ModelNotAllowed, NoKeysAvailable, UpstreamUnreachable
 from gptload.keypool.breaker import Admission, Breakers
 from gptload.keypool.classify import SUCCESS, Kind, Verdict, classify, network_error
 from gptload.keypool.keytext import scrub, scrub_secrets
@@ -101,6 +101,10 @@ class LiveRequest:
     token: str = ""
     pinned: str = ""
     pinned_group: str = ""  # the group of ``pinned`` (an aggregate's member, or the group itself)
+    access_key: str = "anonymous"  # the access key that opened the session (its id), as on HTTP requests
+    # called with the setup message's model before any upstream call: an access key's model scope and limits
+    # (raises a GptloadError: AccessDenied, RateLimited, QuotaExceeded); None for legacy proxy keys
+    admit: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -230,6 +234,8 @@ class LiveSessions:
                 return
             raw, model, handle = setup
             trace = _trace(view, request, model)
+            if request.admit is not None and not self._admitted(session, request.admit, model):
+                return
             attempt = self._connect(session, request, raw, model, handle, trace, request_id)
             if attempt is None:
                 return
@@ -245,6 +251,20 @@ class LiveSessions:
             with self._ended:
                 self._sessions.discard(session)
                 self._ended.notify_all()
+
+    @staticmethod
+    def _admitted(session: _Session, admit: Callable[[str], None], model: str) -> bool:
+        """The access key's checks for this session's model; a refusal closes the client (1008 for a model it may
+        not use, 1013 "try again later" for a limit, the reason naming our error code) before any upstream call."""
+        try:
+            admit(model)
+        except GptloadError as exc:
+            code = 1013 if exc.status == 429 else POLICY_VIOLATION
+            reason = f"gptload: {exc.code}: {exc.message}"[:120]
+            session.settle("gptload", code, reason)
+            _close(session.client, code, reason)
+            return False
+        return True
 
     def _read_setup(self, session: _Session) -> tuple[str | bytes, str, str] | None:
         """The client's setup message, its model and resumption handle; None when the session ended instead."""
@@ -684,6 +704,7 @@ def _trace(view: GroupView, request: LiveRequest, model: str) -> Trace:
         public_base="",
         source_ip=request.source_ip,
         user_agent=request.user_agent,
+        access_key=request.access_key,
     )
     return Trace(view, incoming, RequestFacts(model=model, openai=False, stream=True, counts_tokens=True))
 

@@ -26,6 +26,7 @@ class IncomingRequest:
     content_type: str = ""
     source_ip: str = ""
     user_agent: str = ""
+    access_key: str = "anonymous"  # the id of the access key that authenticated it (ANONYMOUS: a legacy key)
 
 
 @dataclass(frozen=True)

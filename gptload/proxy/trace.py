@@ -106,6 +106,7 @@ class Trace:
             logged=not (success and s.log_failures_only),
             id=attempt_log_id(self.request_id, attempt.number if attempt is not None else 0),
             aggregate=self.view.name if self.view.is_aggregate else "",
+            access_key=self.req.access_key,
         )
 
     def failed(self, attempt: Attempt, status: int, reason: str) -> None:
@@ -129,7 +130,11 @@ class Trace:
         self.failures = []
 
 
-def rejection_event(view: GroupView, req: IncomingRequest, status: int, error: str) -> UsageEvent:
-    """The usage row of a request refused before any upstream call (bad proxy key, body too large): counted in
-    the group's statistics and logged with its source, never with the presented key."""
-    return Trace(view, req, RequestFacts.of(replace(req, body=b""))).event(None, status, False, error)
+def rejection_event(
+    view: GroupView, req: IncomingRequest, status: int, error: str, *, refused: bool = False
+) -> UsageEvent:
+    """The usage row of a request refused before any upstream call (bad proxy key, body too large, an access key's
+    scope or limits: ``refused``): counted in the group's statistics and logged with its source, never with the
+    presented key."""
+    event = Trace(view, req, RequestFacts.of(replace(req, body=b""))).event(None, status, False, error)
+    return replace(event, refused=True) if refused else event

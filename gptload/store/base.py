@@ -7,7 +7,8 @@ Contract shared by every adapter (checked by ``tests/contract``):
 - ``markers()`` returns change counters that only grow, in the same write as the change they count:
   ``"config"`` (settings, any group created, updated or deleted), ``"keys:{group}"`` (the group's key set: keys
   added or deleted, the group deleted), ``"state:{group}"`` (a key's status or cooldowns changed: verdicts,
-  restores). Usage counters, notes and logs change no marker. An instance compares markers to decide what to
+  restores), ``"access"`` (an access key created, updated, rotated or deleted). Usage counters, notes and logs
+  change no marker. An instance compares markers to decide what to
   re-read: config -> settings and groups; keys -> that group's keys and secrets; state -> ``changed_keys``.
 - ``changed_keys(group, since)`` returns at least every key whose status, cooldowns or failure count was written
   at or after ``since`` (the store's clock; callers subtract a margin for clock skew); returning more is allowed.
@@ -32,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy
-from gptload.models import Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
+from gptload.models import AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 
 T = TypeVar("T")
 
@@ -201,4 +202,34 @@ class Store(Protocol):
         batches recorded more than a day ago (``record_usage`` recognises a retried batch within a day); return
         the number of bindings deleted. Run by the maintenance task. A store whose TTL policies delete these
         documents may do nothing and return 0: no reader depends on it (``get_binding`` checks expiry itself)."""
+        ...
+
+    # -- access keys ----------------------------------------------------------------------------------------
+    def list_access_keys(self) -> list[AccessKey]:
+        """Every access key (digests included), ordered by creation time then id."""
+        ...
+
+    def get_access_key(self, key_id: str) -> AccessKey | None: ...
+
+    def create_access_key(self, key: AccessKey) -> None:
+        """Store a new access key and bump the ``access`` marker; Conflict when its id is taken."""
+        ...
+
+    def update_access_key(self, key: AccessKey) -> None:
+        """Replace a stored access key (same id) and bump ``access``; NotFound when absent."""
+        ...
+
+    def delete_access_key(self, key_id: str) -> bool:
+        """Delete an access key (its usage statistics stay) and bump ``access``; False when it was absent."""
+        ...
+
+    def access_usage(self, since: float, access_key: str | None = None) -> list[dict[str, Any]]:
+        """Hourly buckets of access keys from ``since`` on (of one key when given), oldest first:
+        ``{access_key, hour, requests, failures, refused, prompt_tokens, candidates_tokens, total_tokens,
+        last_used_at}`` (written by ``record_usage`` from the final attempts; hours without traffic absent)."""
+        ...
+
+    def heartbeat(self, instance_id: str, now: float, live_after: float) -> int:
+        """Publish that ``instance_id`` is alive at ``now``; return how many instances published at or after
+        ``live_after`` (this one included, so at least 1). Used to size each instance's share of rate limits."""
         ...

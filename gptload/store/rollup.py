@@ -10,12 +10,14 @@ Both adapters' ``record_usage`` compute ``rollup(events)`` and only write it out
   large, no key, breaker open).
 - per minute, keyed by (group, minute): the number of final attempts (requests per minute).
 - the events whose request-log row is written (``logged``).
+- per access key and hour, keyed by (access_key, hour): the final attempts, those refused by the access gate, tokens
+  and the last use (``access``; "anonymous" for legacy proxy keys). Daily budgets are read from these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gptload.models import UsageEvent
 
@@ -76,6 +78,34 @@ class HourStats:
 
 
 @dataclass(frozen=True)
+class AccessStats:
+    """An access key's hour: final attempts (what its clients got), those the access gate refused, tokens, last use."""
+
+    requests: int = 0
+    failures: int = 0
+    refused: int = 0
+    prompt_tokens: int = 0
+    candidates_tokens: int = 0
+    total_tokens: int = 0
+    last_used_at: float = 0.0
+
+    def counters(self) -> tuple[int, int, int, int, int, int]:
+        """The counters in ``ACCESS_STAT_FIELDS`` order."""
+        return (
+            self.requests,
+            self.failures,
+            self.refused,
+            self.prompt_tokens,
+            self.candidates_tokens,
+            self.total_tokens,
+        )
+
+
+# Counters of an access key's hourly bucket, in this order everywhere (plus ``last_used_at``, a maximum).
+ACCESS_STAT_FIELDS = ("requests", "failures", "refused", "prompt_tokens", "candidates_tokens", "total_tokens")
+
+
+@dataclass(frozen=True)
 class Rollup:
     """Sums of one batch; every mapping keeps the order in which its keys first appeared in the events."""
 
@@ -83,6 +113,7 @@ class Rollup:
     hours: dict[tuple[str, float], HourStats]  # (group, hour_of(at)) -> final attempts' sums
     minutes: dict[tuple[str, float], int]  # (group, minute_of(at)) -> final attempts
     logged: tuple[UsageEvent, ...]  # events with a request-log row, in batch order
+    access: dict[tuple[str, float], AccessStats] = field(default_factory=dict)  # (access key, hour) -> final attempts
 
 
 def rollup(events: Iterable[UsageEvent]) -> Rollup:
@@ -90,6 +121,7 @@ def rollup(events: Iterable[UsageEvent]) -> Rollup:
     hours: dict[tuple[str, float], HourStats] = {}
     minutes: dict[tuple[str, float], int] = {}
     logged: list[UsageEvent] = []
+    access: dict[tuple[str, float], AccessStats] = {}
     for e in events:
         failed = 0 if e.success else 1
         if e.key_id:
@@ -112,6 +144,17 @@ def rollup(events: Iterable[UsageEvent]) -> Rollup:
         if e.final:
             slot = (e.group, minute_of(e.at))
             minutes[slot] = minutes.get(slot, 0) + 1
+            bucket = (e.access_key, hour_of(e.at))
+            a = access.get(bucket, AccessStats())
+            access[bucket] = AccessStats(
+                a.requests + 1,
+                a.failures + failed,
+                a.refused + (1 if e.refused else 0),
+                a.prompt_tokens + e.prompt_tokens,
+                a.candidates_tokens + e.candidates_tokens,
+                a.total_tokens + e.total_tokens,
+                max(a.last_used_at, e.at),
+            )
         if e.logged:
             logged.append(e)
-    return Rollup(keys, hours, minutes, tuple(logged))
+    return Rollup(keys, hours, minutes, tuple(logged), access)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
 from gptload.models import (
@@ -29,6 +29,7 @@ from gptload.models import (
     DISABLED,
     INVALID,
     LOG_FIELDS,
+    AccessKey,
     CoolDown,
     Group,
     KeyQuery,
@@ -38,7 +39,7 @@ from gptload.models import (
     UsageEvent,
 )
 from gptload.store.base import Binding, batch_key, chunks
-from gptload.store.rollup import STAT_FIELDS, rollup
+from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, rollup
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX keys_last_used ON keys (group_name, last_used_at);
     CREATE INDEX keys_status ON keys (group_name, status);
     """,
+    # 9: access keys, their hourly usage, the access key of each log row, instance heartbeats
+    """
+    ALTER TABLE request_logs ADD COLUMN access_key TEXT NOT NULL DEFAULT 'anonymous';
+    CREATE INDEX request_logs_access_at ON request_logs (access_key, at);
+    CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY, digest TEXT NOT NULL, data TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE access_stats_hourly (
+        access_key TEXT NOT NULL, hour REAL NOT NULL, requests INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0, refused INTEGER NOT NULL DEFAULT 0,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0, candidates_tokens INTEGER NOT NULL DEFAULT 0,
+        total_tokens INTEGER NOT NULL DEFAULT 0, last_used_at REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (access_key, hour)
+    );
+    CREATE INDEX access_stats_hour ON access_stats_hourly (hour);
+    CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+    """,
 )
 _LOG_COLUMNS = (
     "id, at, group_name, key_id, key_masked, model, method, path, status_code, success, stream, duration_ms, "
     "attempt, final, source_ip, user_agent, error, upstream, prompt_tokens, candidates_tokens, total_tokens, "
-    "requested_model, aggregate"
+    "requested_model, aggregate, access_key"
 )
 
 _KEY_COLUMNS = (
@@ -524,7 +542,7 @@ class SqliteStore:
                 [(g, m, n) for (g, m), n in usage.minutes.items()],
             )
             conn.executemany(
-                f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 24)})",
+                f"INSERT OR IGNORE INTO request_logs ({_LOG_COLUMNS}, request_body) VALUES ({','.join('?' * 25)})",
                 [
                     (
                         e.id or secrets.token_hex(8),
@@ -550,10 +568,19 @@ class SqliteStore:
                         e.total_tokens,
                         e.requested_model or e.model,
                         e.aggregate,
+                        e.access_key,
                         e.request_body,
                     )
                     for e in usage.logged
                 ],
+            )
+            counters = ", ".join(ACCESS_STAT_FIELDS)
+            conn.executemany(
+                f"INSERT INTO access_stats_hourly (access_key, hour, {counters}, last_used_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(access_key, hour) DO UPDATE SET "
+                + ", ".join(f"{f} = {f} + excluded.{f}" for f in ACCESS_STAT_FIELDS)
+                + ", last_used_at = MAX(last_used_at, excluded.last_used_at)",
+                [(a, hr, *stats.counters(), stats.last_used_at) for (a, hr), stats in usage.access.items()],
             )
 
     # -- request logs and statistics ------------------------------------------------------------------------
@@ -659,6 +686,71 @@ class SqliteStore:
             conn.execute("DELETE FROM usage_batches WHERE at <= ?", (now - 86400,))
             return conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
 
+    # -- access keys ----------------------------------------------------------------------------------------
+    def list_access_keys(self) -> list[AccessKey]:
+        rows = self._read("SELECT data FROM access_keys ORDER BY created_at, id")
+        return [AccessKey.from_dict(json.loads(r[0])) for r in rows]
+
+    def get_access_key(self, key_id: str) -> AccessKey | None:
+        rows = self._read("SELECT data FROM access_keys WHERE id = ?", (key_id,))
+        return AccessKey.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def create_access_key(self, key: AccessKey) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM access_keys WHERE id = ?", (key.id,)).fetchone():
+                raise Conflict(f"an access key with id {key.id!r} already exists")
+            conn.execute(
+                "INSERT INTO access_keys (id, digest, data, created_at) VALUES (?, ?, ?, ?)",
+                (key.id, key.digest, json.dumps(key.to_dict()), key.created_at),
+            )
+            self._bump(conn, "access")
+
+    def update_access_key(self, key: AccessKey) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE access_keys SET digest = ?, data = ? WHERE id = ?",
+                (key.digest, json.dumps(key.to_dict()), key.id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no access key {key.id!r}")
+            self._bump(conn, "access")
+
+    def delete_access_key(self, key_id: str) -> bool:
+        with self._write() as conn:
+            deleted = conn.execute("DELETE FROM access_keys WHERE id = ?", (key_id,)).rowcount > 0
+            if deleted:
+                self._bump(conn, "access")
+        return deleted
+
+    def access_usage(self, since: float, access_key: str | None = None) -> list[dict[str, Any]]:
+        columns = f"access_key, hour, {', '.join(ACCESS_STAT_FIELDS)}, last_used_at"
+        if access_key is None:
+            rows = self._read(f"SELECT {columns} FROM access_stats_hourly WHERE hour >= ? ORDER BY hour", (since,))
+        else:
+            rows = self._read(
+                f"SELECT {columns} FROM access_stats_hourly WHERE access_key = ? AND hour >= ? ORDER BY hour",
+                (access_key, since),
+            )
+        return [
+            {
+                "access_key": r[0],
+                "hour": float(r[1]),
+                **{f: int(v) for f, v in zip(ACCESS_STAT_FIELDS, r[2:-1], strict=True)},
+                "last_used_at": float(r[-1]),
+            }
+            for r in rows
+        ]
+
+    def heartbeat(self, instance_id: str, now: float, live_after: float) -> int:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO instances (id, seen_at) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET seen_at = ?",
+                (instance_id, now, now),
+            )
+            conn.execute("DELETE FROM instances WHERE seen_at < ?", (now - 86400,))
+            count = conn.execute("SELECT COUNT(*) FROM instances WHERE seen_at >= ?", (live_after,)).fetchone()[0]
+        return max(1, int(count))
+
 
 def _record(row: Sequence[Any]) -> KeyRecord:
     (
@@ -720,6 +812,7 @@ def _log_filter(q: LogQuery) -> tuple[str, list[Any]]:
         ("group_name", q.group),
         ("key_id", q.key_id),
         ("status_code", q.status_code),
+        ("access_key", q.access_key),
     ):
         if value is not None:
             clauses.append(f"{column} = ?")

@@ -21,6 +21,9 @@ import binascii
 import hashlib
 import logging
 import socket
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -29,8 +32,10 @@ from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
 from werkzeug.wrappers import Request, Response
 
+from gptload.access.rules import ALL_GROUPS
 from gptload.app import Services
-from gptload.errors import BadRequest, GroupNotFound, InvalidProxyKey, RouteNotFound
+from gptload.errors import AccessDenied, BadRequest, GptloadError, GroupNotFound, InvalidProxyKey, RouteNotFound
+from gptload.models import ANONYMOUS
 from gptload.pool import GroupView
 from gptload.proxy import rewrite
 from gptload.proxy.live import LIVE_PATH, QUEUE, TOKEN_PREFIX, WS_LOG, LiveRequest
@@ -59,9 +64,15 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
     headers = list(request.headers.items())
     presented = rewrite.find_proxy_key(query, headers).value
     token = _token(headers, presented)
+    presented_digest = services.access.digest_of(presented)
+    access = services.access.lookup(presented_digest)
     try:
         view = pool.view(group)
     except GroupNotFound:
+        if access is not None and access.status(time.time()) == "active":
+            if ALL_GROUPS not in access.groups:  # as on HTTP: a scoped key learns nothing about other groups
+                raise AccessDenied(f"access key {access.name!r} may not use group {group!r}") from None
+            raise
         if pool.authorize_global(presented):
             raise
         raise InvalidProxyKey(_BAD_KEY) from None
@@ -71,7 +82,22 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         # through an aggregate, the binding names the member whose key created the token
         if binding is not None and pool.member_view(view, binding.group) is not None:
             pinned, pinned_group = binding.key_id, binding.group  # the unguessable token is the capability
-    if not pinned and not pool.authorize(view, presented):
+    admit: Callable[[str], None] | None = None
+    if access is not None and not pinned:
+        # an access key: its status and groups before the upgrade (401/403 as HTTP answers), its model scope and
+        # limits once the setup message names the model (a refusal closes the socket before any upstream call)
+        try:
+            services.access.check(access, view.name)
+        except GptloadError as exc:
+            incoming = replace(_incoming(request, path, services), access_key=access.id)
+            services.usage.add(rejection_event(view, incoming, exc.status, f"{exc.code}: {exc.message}", refused=True))
+            raise
+        key = access
+
+        def admit(model: str) -> None:
+            services.access.admit(key, model)
+
+    elif not pinned and not pool.authorize(view, presented, presented_digest=presented_digest):
         incoming = _incoming(request, path, services)
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
@@ -90,6 +116,8 @@ def live(services: Services, request: Request, group: str, path: str) -> Respons
         token=token if pinned else "",  # a token not bound here is not passed on: the session uses a pool key
         pinned=pinned,
         pinned_group=pinned_group,
+        access_key=access.id if access is not None else ANONYMOUS,
+        admit=admit,
     )
     request.environ[UPGRADED] = True
     response = Response(status=101)

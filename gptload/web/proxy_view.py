@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote
 
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
+from gptload.access.rules import ALL_GROUPS
 from gptload.app import Services
-from gptload.errors import BodyTooLarge, GroupNotFound, IncompleteBody, InvalidProxyKey
+from gptload.errors import (
+    AccessDenied,
+    BodyTooLarge,
+    GptloadError,
+    GroupNotFound,
+    IncompleteBody,
+    InvalidProxyKey,
+)
+from gptload.models import ANONYMOUS
+from gptload.pool import GroupView
 from gptload.proxy import rewrite
 from gptload.proxy.request import IncomingRequest, ProxyResponse
 from gptload.proxy.trace import rejection_event
@@ -25,9 +37,17 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     path, query = _raw_target(request, group)
     headers = list(request.headers.items())
     presented = rewrite.find_proxy_key(query, headers).value
+    presented_digest = services.access.digest_of(presented)
+    access = services.access.lookup(presented_digest)
     try:
         view = pool.view(group)
     except GroupNotFound:
+        if access is not None and access.status(time.time()) == "active":
+            # A key scoped to some groups learns nothing about others: an unknown group is refused like a group it
+            # may not use. A key for every group (like a global proxy key) is told the group does not exist.
+            if ALL_GROUPS not in access.groups:
+                raise AccessDenied(f"access key {access.name!r} may not use group {group!r}") from None
+            raise
         if pool.authorize_global(presented):
             raise
         # Without a valid proxy key, an unknown group answers exactly like a known one: names can't be enumerated.
@@ -50,8 +70,12 @@ def proxy(services: Services, request: Request, group: str) -> Response:
         content_type=request.headers.get("Content-Type", ""),
         source_ip=forwarded.client_ip(request, services.config.trusted_proxy_hops),
         user_agent=request.headers.get("User-Agent", ""),
+        access_key=access.id if access is not None else ANONYMOUS,
     )
-    if upload is None and not pool.authorize(view, presented):
+    if access is not None:
+        if upload is None:
+            _guard(services, view, incoming, lambda: services.access.check(access, view.name))
+    elif upload is None and not pool.authorize(view, presented, presented_digest=presented_digest):
         services.usage.add(rejection_event(view, incoming, 401, "missing or unknown proxy key"))
         raise InvalidProxyKey(_BAD_KEY)
     try:
@@ -59,11 +83,24 @@ def proxy(services: Services, request: Request, group: str) -> Response:
     except BodyTooLarge as exc:
         services.usage.add(rejection_event(view, incoming, 413, exc.message))
         raise
+    if access is not None and upload is None:
+        model = rewrite.model_of(path, body, incoming.content_type) if access.models else ""
+        _guard(services, view, incoming, lambda: services.access.admit(access, model))
     answer = services.forwarder.forward(view, replace(incoming, body=body), upload)
     response = _to_response(answer)
     if not answer.streamed:  # streamed answers flush from the relay's end (see Forwarder._relay)
         response.call_on_close(services.usage.maybe_flush)
     return response
+
+
+def _guard(services: Services, view: GroupView, incoming: IncomingRequest, check: Callable[[], None]) -> None:
+    """Run an access-key check; a refusal (401, 403, 429) is recorded as a refused usage row of that access key
+    and raised: nothing is forwarded, no pool key is charged."""
+    try:
+        check()
+    except GptloadError as exc:
+        services.usage.add(rejection_event(view, incoming, exc.status, f"{exc.code}: {exc.message}", refused=True))
+        raise
 
 
 def _raw_target(request: Request, group: str) -> tuple[str, str]:

@@ -199,7 +199,11 @@ class Router:
                 "/api/stats/hourly",
                 ("GET",),
                 ADMIN,
-                lambda r: insights.hourly(r.args.get("group") or None, _int_arg(r, "hours", 24, 1, 720)),
+                lambda r: insights.hourly(
+                    r.args.get("group") or None,
+                    _int_arg(r, "hours", 24, 1, 720),
+                    access_key=r.args.get("access_key") or None,
+                ),
             ),
             Route("/api/stats/groups", ("GET",), ADMIN, lambda r: insights.group_totals()),
             Route("/api/logs", ("GET",), ADMIN, lambda r: insights.logs(parse_log_query(r.args), *_page_args(r))),
@@ -210,6 +214,25 @@ class Router:
                 lambda r: _attachment(insights.logs_csv(parse_log_query(r.args)), "request-logs.csv", "text/csv"),
             ),
             Route("/api/logs/<log_id>", ("GET",), ADMIN, lambda r, log_id: insights.log(log_id)),
+            Route("/api/access-keys", ("GET",), ADMIN, lambda r: services.access_admin.list_keys()),
+            Route("/api/access-keys", ("POST",), ADMIN, lambda r: (services.access_admin.create(_json(r)), 201)),
+            Route("/api/access-keys/adopt", ("POST",), ADMIN, lambda r: services.access_admin.adopt(_json(r))),
+            Route("/api/access-keys/<key_id>", ("GET",), ADMIN, lambda r, key_id: services.access_admin.get(key_id)),
+            Route(
+                "/api/access-keys/<key_id>",
+                ("PUT",),
+                ADMIN,
+                lambda r, key_id: services.access_admin.update(key_id, _json(r)),
+            ),
+            Route(
+                "/api/access-keys/<key_id>", ("DELETE",), ADMIN, lambda r, key_id: services.access_admin.delete(key_id)
+            ),
+            Route(
+                "/api/access-keys/<key_id>/rotate",
+                ("POST",),
+                ADMIN,
+                lambda r, key_id: services.access_admin.rotate(key_id),
+            ),
             Route("/api/integration/info", ("GET",), PUBLIC, lambda r: self._integration_info(r)),
             Route("/api/settings/schema", ("GET",), ADMIN, lambda r: {"schema": admin.get_settings()["schema"]}),
             Route("/api/settings", ("GET",), ADMIN, lambda r: admin.get_settings()),
@@ -263,7 +286,7 @@ class Router:
         """Authenticated by a proxy key (not AUTH_KEY), given as the proxy routes take it."""
         presented = find_proxy_key(request.query_string.decode("latin-1"), request.headers.items()).value
         public = forwarded.public_base(request, self.services.config.trusted_proxy_hops)
-        return integration_info(self.services.pool, presented, public)
+        return integration_info(self.services.pool, presented, public, self.services.access)
 
     def _check_scheduler(self, request: Request) -> None:
         """The maintenance endpoint accepts AUTH_KEY, or a Google-signed OIDC token of the scheduler's account."""

@@ -252,6 +252,16 @@ resource "google_firestore_field" "ttl_bindings_expires_at" {
   index_config {}
 }
 
+resource "google_firestore_field" "ttl_instances_expires_at" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "instances"
+  field      = "expires_at"
+
+  ttl_config {}
+  index_config {}
+}
+
 resource "google_firestore_field" "ttl_log_pages_expires_at" {
   project    = var.project
   database   = google_firestore_database.gptload.name

@@ -535,3 +535,37 @@ def test_a_group_s_model_redirect_strict_mode_and_header_rules_apply_to_the_setu
             ws.recv(timeout=10)
     assert closed.value.rcvd.code == 1008 and "MODEL_NOT_ALLOWED" in closed.value.rcvd.reason
     assert len(fake_live.sessions_with(keys[0])) == 1  # nothing went upstream
+
+
+def test_an_access_key_opens_sessions_within_its_groups_models_and_limits(live_server, fake_live, tls):
+    group, keys = make_group(live_server, fake_live)
+    other, _ = make_group(live_server, fake_live)
+    r = live_server.api(
+        "POST",
+        "/api/access-keys",
+        json={"name": "live client", "groups": [group.name], "models": ["gemini-live*"], "rpm_limit": 2},
+    )
+    assert r.status_code == 201, r.text
+    access, secret = r.json()["access_key"], r.json()["key"]
+    client = genai.Client(api_key=secret, http_options=types.HttpOptions(base_url=group.base))
+    assert run_async(one_turn(client))[0].text == "echo: hello live world"  # session 1 of 2 this minute
+    (row,) = session_rows(live_server, group)
+    assert row["access_key"] == access["id"]
+    upstream = len(fake_live.sessions_with(keys[0]))
+
+    def refused_setup(model: str) -> tuple[int, str]:
+        with raw_ws(live_server, group, tls, key=secret) as ws:
+            ws.send(json.dumps({"setup": {"model": f"models/{model}"}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    code, reason = refused_setup("gemini-2.5-pro")  # outside the key's models: refused, not counted
+    assert code == 1008 and "ACCESS_DENIED" in reason
+    assert run_async(one_turn(client))[0].text == "echo: hello live world"  # session 2 of 2
+    code, reason = refused_setup(MODEL)  # over rpm_limit: "try again later"
+    assert code == 1013 and "RATE_LIMITED" in reason
+    assert len(fake_live.sessions_with(keys[0])) == upstream + 1  # neither refusal reached Google
+    foreign = genai.Client(api_key=secret, http_options=types.HttpOptions(base_url=other.base))
+    with pytest.raises(Exception, match="403"):  # a group the key may not use: refused before the upgrade
+        run_async(one_turn(foreign))

@@ -37,6 +37,7 @@ COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 
 # model tag too, but the model filter is a prefix (``PREFIX_FILTERS``), which a tag cannot serve.
 FILTER_TAGS: tuple[tuple[str, str, str], ...] = (
     ("key_id", "k", "key_id"),
+    ("access_key", "a", "access_key"),
     ("model", "m", "model"),
     ("status_code", "s", "status_code"),
     ("success", "ok", "success"),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from gptload.models import ACTIVE, DISABLED, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
+from gptload.models import ACTIVE, ANONYMOUS, DISABLED, INVALID, LOG_FIELDS, CoolDown, Group, KeyRecord, KeyState
 
 LOG_DOC_FIELDS = LOG_FIELDS  # log_row() field names, stored as is (``key`` is the masked key)
 
@@ -127,6 +127,7 @@ def log_view(d: dict[str, Any]) -> dict[str, Any]:
     out = {f: d.get(f) for f in LOG_FIELDS}
     out["requested_model"] = out["requested_model"] or out["model"]  # rows written before redirects existed
     out["aggregate"] = out.get("aggregate") or ""  # rows written before aggregates existed have none
+    out["access_key"] = out.get("access_key") or ANONYMOUS  # rows written before access keys existed
     return out
 
 

@@ -10,6 +10,7 @@ DAY = 86400.0
 MINUTE_STATS_TTL = DAY  # stats_minute buckets serve requests_since (requests per minute) only
 TASK_TTL = 30 * DAY  # task documents (maintenance markers, validation jobs)
 USAGE_BATCH_TTL = DAY  # usage_batches markers: a retried flush within a day is recognised
+INSTANCE_TTL = DAY  # instances heartbeats: only the last few seconds count; stale documents are collected
 
 # Composite indexes of every query this adapter runs that single-field indexes cannot serve. The request-log
 # list filters on any subset of six equality fields, ordered by ``at`` (and ranged on it): one (field, at DESC)
@@ -60,6 +61,7 @@ FIRESTORE_INDEXES: list[dict] = [
 # "keys" is the collection id of the subcollection groups/{name}/keys (TTL policies apply per collection id).
 FIRESTORE_TTL_FIELDS: list[tuple[str, str]] = [
     ("bindings", "expires_at"),
+    ("instances", "expires_at"),
     ("log_pages", "expires_at"),
     ("request_logs", "expires_at"),
     ("stats_minute", "expires_at"),

@@ -15,14 +15,15 @@ import logging
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from gptload.errors import GroupExists, GroupNotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
-from gptload.models import DISABLED, INVALID, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
+from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
 from gptload.settings import Settings
 from gptload.store import keyquery
 from gptload.store.base import Binding, batch_key, chunks
@@ -46,9 +47,9 @@ from gptload.store.firestore.mappers import (
     to_record,
     with_usage,
 )
-from gptload.store.firestore.schema import DAY, TASK_TTL, USAGE_BATCH_TTL
+from gptload.store.firestore.schema import DAY, INSTANCE_TTL, TASK_TTL, USAGE_BATCH_TTL
 from gptload.store.firestore.writes import WriteEncoder
-from gptload.store.rollup import STAT_FIELDS, hour_of, rollup
+from gptload.store.rollup import ACCESS_STAT_FIELDS, STAT_FIELDS, hour_of, rollup
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,36 @@ KEY_VIEW_MAX_AGE = 120.0  # seconds a scanned key list serves query_keys (kept i
 STATE_SYNC_MARGIN_SECONDS = 30.0  # like the pool's: state_at is the server's clock, ours may be behind
 SCAN_PAGE = 5000  # documents per RPC of a full scan of a group's keys
 INDEXED_PAGE_LIMIT = 2000  # deeper pages of the import order come from a scan (skipped documents are billed)
+# Per-key usage counters: one document ``key_usage/{group}`` while the group is small; from this many keys (as this
+# instance last counted them) a flush writes ``key_usage/{group}:{shard}`` instead, one per hex digit (see
+# ``usage_shard``), and marks the base document ``s: true`` so that readers also read (and sum) the shards.
+USAGE_SHARD_THRESHOLD = 4000
+USAGE_SHARDS = 16
+_HEX = "0123456789abcdef"
+
+
+def usage_shard(key_id: str) -> str:
+    """The shard of a key's usage counters, a stable function of its id: the first hex digit of a key id (ids are
+    fingerprints, so they spread evenly), or a digit from a CRC-32 of any other id."""
+    first = key_id[:1].lower()
+    if first and first in _HEX:
+        return first
+    return _HEX[zlib.crc32(key_id.encode()) % USAGE_SHARDS]
+
+
+def _add_usage(into: dict[str, dict[str, Any]], entries: dict[str, Any]) -> None:
+    """Sum usage entries (``n``, ``f``, ``tok`` are additive increments; ``at`` a maximum) into ``into``."""
+    for kid, e in entries.items():
+        if not isinstance(e, dict):
+            continue
+        have = into.get(kid)
+        if have is None:
+            into[kid] = dict(e)
+            continue
+        have["n"] = int(have.get("n") or 0) + int(e.get("n") or 0)
+        have["f"] = int(have.get("f") or 0) + int(e.get("f") or 0)
+        have["tok"] = int(have.get("tok") or 0) + int(e.get("tok") or 0)
+        have["at"] = max(float(have.get("at") or 0.0), float(e.get("at") or 0.0))
 
 
 class FirestoreStore(FirestoreConnection):
@@ -91,6 +122,8 @@ class FirestoreStore(FirestoreConnection):
         self._key_views: dict[str, tuple[float, tuple[int, int], list[KeyRecord], float]] = {}
         # and the last indexed page: (monotonic time, markers, (status, descending, offset, limit), records, total)
         self._key_pages: dict[str, tuple[float, tuple[int, int], tuple[Any, ...], list[KeyRecord], int]] = {}
+        # keys per group as this instance last counted them (list_keys, scans, imports): picks the usage layout
+        self._key_counts: dict[str, int] = {}
 
     # -- document references and markers ------------------------------------------------------------------
     def _meta(self, name: str) -> Any:
@@ -106,8 +139,23 @@ class FirestoreStore(FirestoreConnection):
         # Resource names contain "/", which a document id may not; percent-encoding is reversible and readable.
         return self._client.collection("bindings").document(quote(f"{kind}:{name}", safe=""))
 
-    def _usage_ref(self, group: str) -> Any:
-        return self._client.collection("key_usage").document(doc_id(group))
+    def _usage_ref(self, group: str, shard: str = "") -> Any:
+        """``key_usage/{group}``, or its shard ``key_usage/{group}:{shard}`` (``doc_id`` never yields ':')."""
+        name = doc_id(group) if not shard else f"{doc_id(group)}:{shard}"
+        return self._client.collection("key_usage").document(name)
+
+    def _count_keys(self, group: str, n: int | None = None, delta: int = 0) -> None:
+        """Remember the group's key count (``n``), or move a known one by ``delta``."""
+        if n is not None:
+            self._key_counts[group] = n
+        elif group in self._key_counts:
+            self._key_counts[group] = max(0, self._key_counts[group] + delta)
+
+    def _usage_sharded(self, group: str) -> bool:
+        """Whether the group's counters may be in shards: the base document's ``s`` mark (1 read, projected)."""
+        with self._boundary("usage read"):
+            snap = self._usage_ref(group).get(field_paths=["s"], retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return bool(snap.exists and (snap.to_dict() or {}).get("s"))
 
     def _bump(self, writer: Any, *names: str) -> None:
         """Move markers: a blind Increment of ``m.<name>`` on one random shard, inside the caller's batch or
@@ -239,9 +287,12 @@ class FirestoreStore(FirestoreConnection):
                 raise GroupNotFound(f"no group named {name!r}")
             tx.delete(self._group_ref(name))
             tx.delete(self._usage_ref(name))
+            for shard in _HEX[:USAGE_SHARDS]:  # blind deletes: a small group never had shards, 16 cheap no-ops
+                tx.delete(self._usage_ref(name, shard))
             self._bump(tx, "config", f"keys:{name}")
 
         self._transact("group delete", remove)
+        self._key_counts.pop(name, None)
         deleted += self._delete_all_keys(name)
         with self._boundary("binding cleanup"):
             query = self._client.collection("bindings").where(filter=self._fs.FieldFilter("group", "==", name))
@@ -257,11 +308,26 @@ class FirestoreStore(FirestoreConnection):
         return len(refs)
 
     # -- keys -----------------------------------------------------------------------------------------------
-    def _usage_of(self, group: str) -> dict[str, dict[str, Any]]:
-        """The group's per-key usage counters: one read of ``key_usage/{group}``."""
+    def _usage_of(self, group: str, key_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """The group's per-key usage counters: one read of ``key_usage/{group}``; when it is marked sharded (``s``),
+        also its ``USAGE_SHARDS`` shard documents (one batched read; only ``key_id``'s shard when given), summed
+        with the base document (counters from before the group crossed the threshold stay there)."""
         with self._boundary("usage read"):
             snap = self._usage_ref(group).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-        return dict((snap.to_dict() or {}).get("k") or {}) if snap.exists else {}
+            if not snap.exists:
+                return {}
+            doc = snap.to_dict() or {}
+            usage: dict[str, dict[str, Any]] = {}
+            _add_usage(usage, doc.get("k") or {})
+            if doc.get("s"):
+                shards = [usage_shard(key_id)] if key_id is not None else list(_HEX[:USAGE_SHARDS])
+                refs = [self._usage_ref(group, s) for s in shards]
+                for part in self._client.get_all(
+                    refs, field_paths=["k"], retry=self._retry, timeout=RPC_TIMEOUT_SECONDS
+                ):
+                    if part.exists:
+                        _add_usage(usage, (part.to_dict() or {}).get("k") or {})
+        return usage
 
     def list_keys(self, group: str) -> list[KeyRecord]:
         """One scan of the group's keys (N reads) plus its usage document (1 read), ordered like SQLite:
@@ -271,6 +337,7 @@ class FirestoreStore(FirestoreConnection):
         ``get_secrets`` that follows (pool reload: list_keys, then vault.load) costs no second N reads.
         """
         snaps = self._scan(self._keys(group), "key list")
+        self._count_keys(group, len(snaps))
         usage = self._usage_of(group) if snaps else {}
         records = sorted((to_record(group, s, usage.get(s.id)) for s in snaps), key=lambda r: (r.created_at, r.id))
         secrets_ = {s.id: bytes(s.get("secret")) for s in snaps if s.to_dict().get("secret") is not None}
@@ -303,15 +370,19 @@ class FirestoreStore(FirestoreConnection):
         if not todo:
             return []
         added: list[str] = []
-        for chunk in chunks(todo, IMPORT_CHUNK):
-            added += self._create_missing(group, chunk, secrets)
+        sharded = self._usage_sharded(group)  # a key's stale counters may be in a shard: clear those too
+        for chunk in chunks(todo, IMPORT_CHUNK - (USAGE_SHARDS if sharded else 0)):
+            added += self._create_missing(group, chunk, secrets, sharded)
+        self._count_keys(group, delta=len(added))
         self._forget_handoff(group)
         if added and self.get_group(group) is None:  # deleted while we wrote: leave no orphans behind
             self._delete_refs([self._keys(group).document(i) for i in added])
             raise GroupNotFound(f"no group named {group!r}")
         return added
 
-    def _create_missing(self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]) -> list[str]:
+    def _create_missing(
+        self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes], sharded: bool = False
+    ) -> list[str]:
         refs = [self._keys(group).document(r.id) for r in chunk]
         with self._boundary("key import"):
             present = {s.id for s in self._client.get_all(refs, field_paths=[]) if s.exists}
@@ -322,7 +393,7 @@ class FirestoreStore(FirestoreConnection):
         for ref, r in new:
             batch.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
         # a key id deleted earlier may still have counters (or a late flush wrote some): start at 0
-        self._clear_usage(batch, group, [r.id for _, r in new])
+        self._clear_usage(batch, group, [r.id for _, r in new], sharded)
         self._bump(batch, f"keys:{group}")
         try:
             with self._boundary("key import"):
@@ -333,12 +404,12 @@ class FirestoreStore(FirestoreConnection):
                 raise
             added: list[str] = []
             for part in chunks([r for _, r in new], TX_CHUNK):  # someone created one of them meanwhile
-                added += self._create_missing_in_transaction(group, part, secrets)
+                added += self._create_missing_in_transaction(group, part, secrets, sharded)
             return added
         return [r.id for _, r in new]
 
     def _create_missing_in_transaction(
-        self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes]
+        self, group: str, chunk: list[KeyRecord], secrets: dict[str, bytes], sharded: bool = False
     ) -> list[str]:
         def create_missing(tx: Any) -> list[str]:
             refs = [self._group_ref(group)] + [self._keys(group).document(r.id) for r in chunk]
@@ -352,7 +423,7 @@ class FirestoreStore(FirestoreConnection):
                 tx.create(ref, {**key_doc(r, secrets.get(r.id)), "state_at": self._fs.SERVER_TIMESTAMP})
                 new.append(r.id)
             if new:
-                self._clear_usage(tx, group, new)
+                self._clear_usage(tx, group, new, sharded)
                 self._bump(tx, f"keys:{group}")
             return new
 
@@ -364,6 +435,7 @@ class FirestoreStore(FirestoreConnection):
         if not ids:
             return 0
         self._forget_handoff(group)
+        sharded = self._usage_sharded(group)
         deleted = 0
         for chunk in chunks(ids, TX_CHUNK):
 
@@ -373,17 +445,24 @@ class FirestoreStore(FirestoreConnection):
                 for ref in present:
                     tx.delete(ref)
                 if present:
-                    self._clear_usage(tx, group, [r.id for r in present])
+                    self._clear_usage(tx, group, [r.id for r in present], sharded)
                     self._bump(tx, f"keys:{group}")
                 return len(present)
 
             deleted += self._transact("key delete", remove)
+        self._count_keys(group, delta=-deleted)
         return deleted
 
-    def _clear_usage(self, writer: Any, group: str, ids: list[str]) -> None:
+    def _clear_usage(self, writer: Any, group: str, ids: list[str], sharded: bool = False) -> None:
         """Blind delete of the keys' entries in the usage map (1 write; nested dict keys are field-path segments,
-        so ids need no quoting)."""
+        so ids need no quoting); of a sharded group, also in the shards of these ids (1 write per shard)."""
         writer.set(self._usage_ref(group), {"k": dict.fromkeys(ids, self._fs.DELETE_FIELD)}, merge=True)
+        if sharded:
+            by_shard: dict[str, list[str]] = {}
+            for i in ids:
+                by_shard.setdefault(usage_shard(i), []).append(i)
+            for shard, part in sorted(by_shard.items()):
+                writer.set(self._usage_ref(group, shard), {"k": dict.fromkeys(part, self._fs.DELETE_FIELD)}, merge=True)
 
     def apply_verdict(
         self, group: str, key_id: str, verdict: Verdict, model: str, now: float, policy: Policy
@@ -481,7 +560,7 @@ class FirestoreStore(FirestoreConnection):
                 snap = self._keys(group).document(query.key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
             if not snap.exists:
                 return [], 0
-            records = [to_record(group, snap, self._usage_of(group).get(snap.id))]
+            records = [to_record(group, snap, self._usage_of(group, snap.id).get(snap.id))]
             return keyquery.select(records, query, offset, limit)
         markers = self.markers()
         stamp = (markers.get(f"keys:{group}", 0), markers.get(f"state:{group}", 0))
@@ -527,6 +606,7 @@ class FirestoreStore(FirestoreConnection):
             snaps = self._scan(self._keys(group).select(list(KEY_VIEW_FIELDS)), "key list")
             base = [to_record(group, s, None) for s in snaps]
             del snaps
+            self._count_keys(group, len(base))
             with self._handoff_lock:  # aged from now: a scan of a big group may take longer than the maximum age
                 self._key_views[group] = (time.monotonic(), stamp, base, started)
         usage = self._usage_of(group) if base else {}
@@ -593,10 +673,12 @@ class FirestoreStore(FirestoreConnection):
 
     def record_usage(self, events: list[UsageEvent]) -> None:
         """One flush: per group 1 usage write (all its keys' counters as nested Increment/Maximum fields of
-        ``key_usage/{group}``), 1 write per (group, hour) touched (``stats_hourly``, requests per minute in its
-        ``m`` map) and 1 per log page (``logpages``: the logged events of one group and hour, up to 500 rows, in
-        one document); commits of at most 500 writes and ``COMMIT_BYTES`` of pages, no transaction, no read. The
-        write messages are built by ``writes.WriteEncoder`` in short steps with pauses between them (``_yield_gil``).
+        ``key_usage/{group}``; for a group this instance counted at ``USAGE_SHARD_THRESHOLD`` keys or more, 1 write per
+        shard ``key_usage/{group}:{usage_shard(id)}`` touched + 1 for the base document's ``s`` mark), 1 write per
+        (group, hour) touched (``stats_hourly``, requests per minute in its ``m`` map) and 1 per log page (``logpages``:
+        the logged events of one group and hour, up to 500 rows, in one document); commits of at most 500 writes and
+        ``COMMIT_BYTES`` of pages, no transaction, no read. The write messages are built by ``writes.WriteEncoder`` in
+        short steps with pauses between them (``_yield_gil``).
 
         Exactly once per batch: every commit also *creates* a document named after the batch: its first log page
         (``log_pages/{group}:{hour}:{batch_key(events)}-{n}``, the same pages for the same events in any order) or,
@@ -614,15 +696,22 @@ class FirestoreStore(FirestoreConnection):
         root = self._documents_root
         # (Write message, bytes of log page it carries) in commit order; built on raw protobuf classes (writes.py)
         writes: list[tuple[Any, int]] = []
-        per_group: dict[str, tuple[dict[str, int], dict[str, float]]] = {}
+        # per (group, shard: "" = the base document) the Increment / Maximum transforms of its keys' counters
+        per_doc: dict[tuple[str, str], tuple[dict[str, int], dict[str, float]]] = {}
+        threshold = USAGE_SHARD_THRESHOLD
         for (g, kid), u in usage.keys.items():  # no empty key ids here ("" is no Firestore field)
-            inc, top = per_group.setdefault(g, ({}, {}))
+            shard = usage_shard(kid) if self._key_counts.get(g, 0) >= threshold else ""
+            inc, top = per_doc.setdefault((g, shard), ({}, {}))
             inc[enc.path("k", kid, "n")] = int(u.requests)
             inc[enc.path("k", kid, "f")] = int(u.failures)
             inc[enc.path("k", kid, "tok")] = int(u.tokens)
             top[enc.path("k", kid, "at")] = float(u.last_used_at)
-        for g, (inc, top) in per_group.items():
-            writes.append((enc.merge(f"{root}/key_usage/{doc_id(g)}", {}, inc, top), 0))
+        for g in sorted({g for g, shard in per_doc if shard}):
+            # the mark that makes readers read the shards, before them in commit order (same or earlier commit)
+            writes.append((enc.merge(f"{root}/key_usage/{doc_id(g)}", {"s": True}), 0))
+        for (g, shard), (inc, top) in sorted(per_doc.items()):
+            name = doc_id(g) if not shard else f"{doc_id(g)}:{shard}"
+            writes.append((enc.merge(f"{root}/key_usage/{name}", {}, inc, top), 0))
         minutes: dict[tuple[str, float], dict[str, int]] = {}
         for (g, minute), n in usage.minutes.items():  # requests per minute: a map in the hour's document
             minutes.setdefault((g, hour_of(minute)), {})[enc.path("m", str(int(minute)))] = n
@@ -631,6 +720,14 @@ class FirestoreStore(FirestoreConnection):
             counters.update(minutes.get((g, hour), {}))
             path = f"{root}/stats_hourly/{doc_id(g)}:{int(hour)}"
             writes.append((enc.merge(path, {"group": g, "hour": hour}, counters), 0))
+        access_hours: dict[float, tuple[dict[str, int], dict[str, float]]] = {}
+        for (access_key, hour), a in usage.access.items():  # one document per hour holds every access key
+            inc, top = access_hours.setdefault(hour, ({}, {}))
+            for f, v in zip(ACCESS_STAT_FIELDS, a.counters(), strict=True):
+                inc[enc.path("k", access_key, f)] = int(v)
+            top[enc.path("k", access_key, "last_used_at")] = float(a.last_used_at)
+        for hour, (inc, top) in access_hours.items():
+            writes.append((enc.merge(f"{root}/access_hourly/{int(hour)}", {"hour": hour}, inc, top), 0))
         key = batch_key(events)
         _yield_gil()
         if usage.logged:
@@ -863,7 +960,7 @@ class FirestoreStore(FirestoreConnection):
         self._forget_view(group)
         if not snap.exists:
             return None
-        return to_record(group, snap, self._usage_of(group).get(key_id))
+        return to_record(group, snap, self._usage_of(group, key_id).get(key_id))
 
     def _task_ref(self, task_id: str) -> Any:
         return self._client.collection("tasks").document(quote(task_id, safe=""))
@@ -923,6 +1020,89 @@ class FirestoreStore(FirestoreConnection):
         """Nothing to do, and nothing billed: the TTL policies on ``bindings.expires_at`` and
         ``usage_batches.expires_at`` delete expired documents, and ``get_binding`` checks expiry itself."""
         return 0
+
+    # -- access keys ----------------------------------------------------------------------------------------
+    def _access_ref(self, key_id: str) -> Any:
+        return self._client.collection("access_keys").document(doc_id(key_id))
+
+    def list_access_keys(self) -> list[AccessKey]:
+        """A full scan of ``access_keys`` (1 read per key; they are few), sorted here."""
+        with self._boundary("access key list"):
+            snaps = list(self._client.collection("access_keys").stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        keys = [AccessKey.from_dict(s.to_dict() or {}) for s in snaps]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    def get_access_key(self, key_id: str) -> AccessKey | None:
+        with self._boundary("access key read"):
+            snap = self._access_ref(key_id).get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        return AccessKey.from_dict(snap.to_dict() or {}) if snap.exists else None
+
+    def create_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.create(self._access_ref(key.id), key.to_dict())
+        self._bump(batch, "access")
+        with self._boundary("access key create"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.AlreadyExists:
+                raise Conflict(f"an access key with id {key.id!r} already exists") from None
+
+    def update_access_key(self, key: AccessKey) -> None:
+        batch = self._client.batch()
+        batch.update(self._access_ref(key.id), key.to_dict())  # update() requires the document to exist
+        self._bump(batch, "access")
+        with self._boundary("access key update"):
+            try:
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            except self._api.NotFound:
+                raise NotFound(f"no access key {key.id!r}") from None
+
+    def delete_access_key(self, key_id: str) -> bool:
+        """One transaction: read the document (so the answer is exact), delete it, bump ``access``."""
+        ref = self._access_ref(key_id)
+
+        def remove(tx: Any) -> bool:
+            if not next(iter(tx.get(ref, timeout=RPC_TIMEOUT_SECONDS))).exists:
+                return False
+            tx.delete(ref)
+            self._bump(tx, "access")
+            return True
+
+        return self._transact("access key delete", remove)
+
+    def access_usage(self, since: float, access_key: str | None = None) -> list[dict[str, Any]]:
+        """One query over ``access_hourly`` (1 read per hour from ``since`` on: each document holds every access
+        key's counters of that hour), flattened here."""
+        query = self._client.collection("access_hourly").where(filter=self._fs.FieldFilter("hour", ">=", float(since)))
+        with self._boundary("access usage read"):
+            snaps = list(query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS))
+        out: list[dict[str, Any]] = []
+        for snap in snaps:
+            d = snap.to_dict() or {}
+            hour = float(d.get("hour") or 0.0)
+            for key_id, c in (d.get("k") or {}).items():
+                if access_key is not None and key_id != access_key:
+                    continue
+                out.append(
+                    {
+                        "access_key": key_id,
+                        "hour": hour,
+                        **{f: int(c.get(f) or 0) for f in ACCESS_STAT_FIELDS},
+                        "last_used_at": float(c.get("last_used_at") or 0.0),
+                    }
+                )
+        return sorted(out, key=lambda r: (r["hour"], r["access_key"]))
+
+    def heartbeat(self, instance_id: str, now: float, live_after: float) -> int:
+        """1 write (``instances/{id}``, expiring after a day by TTL) and one count() aggregation (1 read per
+        1,000 live instances)."""
+        instances = self._client.collection("instances")
+        doc = {"seen_at": now, "expires_at": timestamp(now + INSTANCE_TTL)}
+        with self._boundary("heartbeat"):
+            instances.document(doc_id(instance_id)).set(doc, retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+            query: Any = instances.where(filter=self._fs.FieldFilter("seen_at", ">=", float(live_after)))
+            count = int(query.count().get(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)[0][0].value)
+        return max(1, count)
 
 
 def _yield_gil() -> None:
