@@ -132,8 +132,8 @@ def test_writes_and_reads_per_flush_small_and_big_groups(store, monkeypatch):
     store.record_usage(use("small", small_ids, NOW + 10))
     calls, reads, writes = counter.snapshot()
     small_writes = writes
-    # as before shards existed: 1 key_usage + 1 stats_hourly + 1 usage_batches marker, one commit
-    assert (calls, reads, writes) == (1, 0, 3), counter.calls
+    # as before shards existed: 1 key_usage + 1 stats_hourly + 1 access_hourly + 1 usage_batches marker, one commit
+    assert (calls, reads, writes) == (1, 0, 4), counter.calls
     counter.reset()
     store.list_keys("small")
     _, small_reads, _ = counter.snapshot()
@@ -145,8 +145,8 @@ def test_writes_and_reads_per_flush_small_and_big_groups(store, monkeypatch):
     big_writes = writes
     shards = len(usage_docs(store, "big")) - 1
     assert shards == fs_store.USAGE_SHARDS  # 200 fingerprint-like ids fill every shard
-    # the base document's shard mark + one write per shard touched + stats_hourly + marker
-    assert (calls, reads, writes) == (1, 0, 1 + shards + 2), counter.calls
+    # the base document's shard mark + one write per shard touched + stats_hourly + access_hourly + marker
+    assert (calls, reads, writes) == (1, 0, 1 + shards + 3), counter.calls
     counter.reset()
     assert sum(r.request_count for r in store.list_keys("big")) == 200
     _, big_reads, _ = counter.snapshot()
