@@ -463,7 +463,8 @@ def test_keep_alive_and_concurrency(fake):
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read())["models"]
     conn.close()
-    assert len({r.client_address for r in fake.requests}) == 1  # one TCP connection, three requests
+    addresses = [(r.client_address, r.path) for r in fake.requests]
+    assert len({a for a, _ in addresses}) == 1, addresses  # one TCP connection, three requests
 
     fake.reset()
     errs = []
@@ -482,7 +483,8 @@ def test_keep_alive_and_concurrency(fake):
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
     [t.start() for t in ts]
     [t.join() for t in ts]
-    assert not errs and len(fake.requests) == 20
+    assert not errs, errs
+    assert len(fake.requests) == 20, [(r.client_address, r.path) for r in fake.requests]
 
 
 def test_gzip_option(fake):
