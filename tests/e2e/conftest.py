@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AUTH_KEY = "e2e-admin-key-0123456789"
 
 
-def wait_for(condition, seconds: float = 10, what: str = "the condition", interval: float = 0.05):
+def wait_for(condition, seconds: float = 30, what: str = "the condition", interval: float = 0.05):
     """Poll ``condition`` until it returns a truthy value (returned), failing after ``seconds``.
 
     Use it before reading request logs or statistics right after a proxied answer: a relayed answer's usage row is
@@ -116,7 +116,30 @@ class Group:
         return row
 
 
+def _listens_on(pid: int, port: int) -> bool | None:
+    """Is process ``pid`` the one listening on 127.0.0.1:``port``? (None where /proc cannot tell.) A port from
+    ``free_port`` is free when chosen, not when the server binds it: another process may take it in between, and a
+    health check would then be answered by that process."""
+    try:
+        fds = {link.readlink().name for link in Path(f"/proc/{pid}/fd").iterdir()}
+        rows = [r.split() for t in ("tcp", "tcp6") for r in Path(f"/proc/net/{t}").read_text().splitlines()[1:]]
+    except OSError:
+        return None
+    listening = {f"socket:[{r[9]}]" for r in rows if r[1].endswith(f":{port:04X}") and r[3] == "0A"}  # any address
+    return bool(listening & fds)
+
+
 def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path | None = None) -> Server:
+    """A real server (``python main.py``) on a free port, healthy; started again on another port if the one chosen
+    was taken by another process before the server could bind it."""
+    for _ in range(3):
+        server = _start_server(tmp_path, extra_env, data_dir)
+        if server is not None:
+            return server
+    raise RuntimeError("no free port could be bound in three tries")
+
+
+def _start_server(tmp_path: Path, extra_env: dict | None, data_dir: Path | None) -> Server | None:
     port = free_port()
     data_dir = data_dir or tmp_path / f"data-{port}"
     log_path = tmp_path / f"server-{port}.log"
@@ -141,15 +164,21 @@ def start_server(tmp_path: Path, extra_env: dict | None = None, data_dir: Path |
         proc = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     tls = env.get("TLS_CERT_FILE")  # a TLS server: https, its certificate trusted by the helpers
     server = Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, data_dir, log_path, env, tls or True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a deadline on a loaded machine (several servers may start at once)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if "Connection in use" in server.log():  # gunicorn could not bind the port: another process has it
+                return None
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/health", timeout=1, verify=server.verify).status_code == 200:
-                return server
+            healthy = requests.get(f"{server.url}/health", timeout=1, verify=server.verify).status_code == 200
         except requests.RequestException:
-            pass
+            healthy = False
+        if healthy:
+            if _listens_on(proc.pid, port) is False:  # another process answered on the port this one was given
+                server.stop()
+                return None
+            return server
         time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"server did not become healthy:\n{server.log()}")

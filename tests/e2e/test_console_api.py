@@ -97,7 +97,11 @@ def test_request_logs_filters_detail_and_csv(server, fake):
     server.api("POST", f"/api/groups/{group.name}/keys/restore")
     assert generate(group, model="gemini-2.5-pro", stream=True).status_code == 200
 
-    logs = server.api("GET", f"/api/logs?group={group.name}").json()
+    # the streamed answer's row is added as its relay ends, which may be just after the client read the last byte
+    logs = wait_for(
+        lambda: (r := server.api("GET", f"/api/logs?group={group.name}").json())["total"] >= 3 and r,
+        what="the streamed request's row",
+    )
     assert logs["total"] == 3
     newest = logs["logs"][0]
     assert newest["success"] and newest["stream"] and newest["model"] == "gemini-2.5-pro" and newest["final"]
@@ -155,7 +159,7 @@ def test_failure_only_logging_and_body_logging(tmp_path, fake):
         fake.script(group.keys[1], [errors.internal()])
         generate(group)
         generate(group)
-        logs = srv.api("GET", "/api/logs").json()
+        logs = wait_for(lambda: (r := srv.api("GET", "/api/logs").json())["total"] >= 2 and r, what="2 failure rows")
         assert logs["total"] == 2 and all(not r["success"] for r in logs["logs"])
         detail = srv.api("GET", f"/api/logs/{logs['logs'][0]['id']}").json()["log"]
         assert "count my tokens please" in detail["request_body"]

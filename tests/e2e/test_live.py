@@ -427,12 +427,12 @@ def test_a_session_past_its_total_limit_is_closed_with_1008_however_busy(live_se
         def turn_or_closed():
             try:
                 ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "busy"}]}]}}))
-                ws.recv(timeout=5)
+                ws.recv(timeout=30)  # a deadline on a shared machine: the echo comes, or the close frame does
                 return None
             except ConnectionClosed as exc:
                 return exc
 
-        closed = wait_for(turn_or_closed, seconds=20, what="the session limit", interval=0.2)
+        closed = wait_for(turn_or_closed, seconds=60, what="the session limit", interval=0.2)
     assert closed.rcvd.code == 1008 and "session limit of 2 s" in closed.rcvd.reason
     (row,) = session_rows(live_server, group)
     assert row["status_code"] == 1008 and row["success"] is True  # gptload's own limit, not a failure

@@ -456,7 +456,14 @@ def test_json_array_stream_wire_format_one_http_chunk_each(fake):
     assert all(c.startswith(b"data: {") and c.endswith(b"}\r\n\r\n") for c in chunks)
 
 
-def test_keep_alive_and_concurrency(fake):
+def test_keep_alive_and_concurrency():
+    """Counts every request the server saw, so it has a fake of its own: on the module's shared one, a request an
+    earlier test left in flight (a retry, a late connection) could land here after the reset."""
+    with FakeGemini() as fake:
+        _keep_alive_and_concurrency(fake)
+
+
+def _keep_alive_and_concurrency(fake):
     conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
     for _ in range(3):
         conn.request("GET", "/v1beta/models", headers={"x-goog-api-key": fake.keys[0]})
@@ -475,6 +482,7 @@ def test_keep_alive_and_concurrency(fake):
                 f"{fake.url}/v1beta/models/{MODEL}:generateContent",
                 headers={"x-goog-api-key": fake.keys[i % 5]},
                 json={"contents": [{"parts": [{"text": f"n{i}"}]}]},
+                timeout=30,
             )
             assert r.json()["candidates"][0]["content"]["parts"][0]["text"] == f"echo: n{i}"
         except Exception as e:  # pragma: no cover

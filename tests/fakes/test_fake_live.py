@@ -30,7 +30,7 @@ def test_refusals_are_close_frames_with_google_s_codes_and_words(fake, key, code
     with session(fake, key) as ws:
         ws.send(SETUP)
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
+            ws.recv(timeout=30)
     assert closed.value.rcvd.code == code
     assert closed.value.rcvd.reason == reason.encode()[:123].decode()  # cut to a close frame's 123 bytes
 
@@ -38,10 +38,10 @@ def test_refusals_are_close_frames_with_google_s_codes_and_words(fake, key, code
 def test_a_turn_is_echoed_with_usage_and_a_resumption_handle(fake):
     with session(fake, "good-key") as ws:
         ws.send(json.dumps({"setup": {"model": "models/gemini-live", "sessionResumption": {}}}))
-        assert json.loads(ws.recv(timeout=5)) == {"setupComplete": {}}
+        assert json.loads(ws.recv(timeout=30)) == {"setupComplete": {}}
         ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "two words"}]}]}}))
-        answer = json.loads(ws.recv(timeout=5))
-        update = json.loads(ws.recv(timeout=5))["sessionResumptionUpdate"]
+        answer = json.loads(ws.recv(timeout=30))
+        update = json.loads(ws.recv(timeout=30))["sessionResumptionUpdate"]
     assert answer["serverContent"]["modelTurn"]["parts"][0]["text"] == "echo: two words"
     assert answer["usageMetadata"] == {"promptTokenCount": 2, "responseTokenCount": 3, "totalTokenCount": 5}
     assert fake.handles[update["newHandle"]] == "good-key"

@@ -1,4 +1,4 @@
-"""The hostile upstream fake does what it says (small sizes: these run in the unit suite)."""
+"""The hostile upstream fake does what it says (real sockets, small sizes)."""
 
 from __future__ import annotations
 
