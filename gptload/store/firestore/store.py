@@ -23,7 +23,7 @@ from urllib.parse import quote
 from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
-from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, LogQuery, UsageEvent
+from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, KeyState, LogQuery, UsageEvent
 from gptload.settings import Settings
 from gptload.store import keyquery
 from gptload.store.base import Binding, batch_key, chunks
@@ -497,27 +497,7 @@ class FirestoreStore(FirestoreConnection):
             query = self._keys(group).where(filter=self._fs.FieldFilter("restorable", "==", True)).select([])
             with self._boundary("key query"):
                 ids = [s.id for s in query.stream(retry=self._retry, timeout=SCAN_TIMEOUT_SECONDS)]
-        ids = list(dict.fromkeys(ids))
-        changed = 0
-        for chunk in chunks(ids, TX_CHUNK):
-
-            def restore(tx: Any, chunk: list[str] = chunk) -> int:
-                refs = [self._keys(group).document(i) for i in chunk]
-                count = 0
-                for snap in tx.get_all(refs, timeout=RPC_TIMEOUT_SECONDS):
-                    if not snap.exists:
-                        continue
-                    state = to_record(group, snap, None).state
-                    new = restored(state)
-                    if new != state:
-                        tx.update(snap.reference, {**state_fields(new), "state_at": self._fs.SERVER_TIMESTAMP})
-                        count += 1
-                if count:
-                    self._bump(tx, f"state:{group}")
-                return count
-
-            changed += self._transact("key restore", restore)
-        return changed
+        return self._change_states(group, ids, restored, "key restore")
 
     def _scan(self, query: Any, what: str) -> list[Any]:
         """All documents of ``query``, read in pages of ``SCAN_PAGE`` (ordered by document name, each page after
@@ -631,7 +611,12 @@ class FirestoreStore(FirestoreConnection):
 
     def set_disabled(self, group: str, ids: list[str], disable: bool) -> int:
         """``keypool.state.disabled`` (or ``enabled``) on each key, ``TX_CHUNK`` key documents per transaction."""
-        change = disabled if disable else enabled
+        return self._change_states(group, ids, disabled if disable else enabled, "key disable")
+
+    def _change_states(self, group: str, ids: list[str], change: Callable[[KeyState], KeyState], what: str) -> int:
+        """``change`` applied to the state of each key of ``ids`` that exists, ``TX_CHUNK`` key documents per
+        transaction; a key whose state it changes is written (with ``state_at``) and the group's state marker
+        bumped. Returns how many keys changed."""
         changed = 0
         for chunk in chunks(list(dict.fromkeys(ids)), TX_CHUNK):
 
@@ -650,7 +635,7 @@ class FirestoreStore(FirestoreConnection):
                     self._bump(tx, f"state:{group}")
                 return count
 
-            changed += self._transact("key disable", apply)
+            changed += self._transact(what, apply)
         return changed
 
     def record_validations(self, group: str, outcomes: dict[str, str], at: float) -> None:
