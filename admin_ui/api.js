@@ -86,24 +86,16 @@ export async function api(method, path, options = {}) {
 /** Fetch an attachment (key export, CSV) with the Authorization header and hand it to the browser as a file.
  * The content only ever lives in a Blob; it is never put into the page. */
 export async function download(path, fallbackName, query) {
-  const response = await raw("GET", path, { query });
-  const disposition = response.headers.get("Content-Disposition") || "";
-  const match = /filename="?([^";]+)"?/i.exec(disposition);
-  const blob = await response.blob();
-  const url = URL.createObjectURL(blob);
-  const link = document.createElement("a");
-  link.href = url;
-  link.download = match ? match[1] : fallbackName;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
-  return blob.size;
+  return saveAttachment(await raw("GET", path, { query }), fallbackName);
 }
 
 /** Like download(), for an attachment asked for with a JSON body (POST), e.g. the export of selected keys. */
 export async function downloadPost(path, fallbackName, body) {
-  const response = await raw("POST", path, { body });
+  return saveAttachment(await raw("POST", path, { body }), fallbackName);
+}
+
+/** Hand an attachment answer to the browser as a file named by its Content-Disposition; its size in bytes. */
+async function saveAttachment(response, fallbackName) {
   const disposition = response.headers.get("Content-Disposition") || "";
   const match = /filename="?([^";]+)"?/i.exec(disposition);
   const blob = await response.blob();
