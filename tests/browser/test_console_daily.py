@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 import uuid
 
 import pytest
@@ -56,6 +57,16 @@ def retried_request(server, fake, name: str, proxy_key: str, keys: list[str]) ->
 
 def stat(page, name: str):
     return page.locator(f"[data-stat='{name}'] .stat-value")
+
+
+def wait_in_page(page, condition, what: str, seconds: float = 30) -> None:
+    """Poll ``condition`` with Playwright's own waits: the sync API runs event handlers (a ``dialog``) only while it
+    is called, so ``wait_for``'s ``time.sleep`` would keep the handler, and the condition, from ever running."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        page.wait_for_timeout(50)
 
 
 def no_horizontal_overflow(page) -> None:
@@ -261,7 +272,7 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
 
     page.once("dialog", answer(False))
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Groups").click()
-    wait_for(lambda: asked, what="the leave question")
+    wait_in_page(page, lambda: asked, what="the leave question")
     assert "unsaved changes" in asked[0]
     expect(page).to_have_url(re.compile(r"#/settings$"))
     expect(retries).to_have_value("7")
@@ -276,7 +287,7 @@ def test_settings_warn_on_unsaved_changes_show_defaults_and_override_marks(make_
     retries.fill("8")
     page.once("dialog", answer(False))
     page.get_by_role("button", name="Log out").click()
-    wait_for(lambda: len(asked) == 3, what="the logout question")
+    wait_in_page(page, lambda: len(asked) == 3, what="the logout question")
     expect(retries).to_have_value("8")
     assert page.evaluate("sessionStorage.length") == 1
     page.once("dialog", answer(True))
