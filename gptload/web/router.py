@@ -7,6 +7,7 @@ werkzeug ``Map`` (not a nested Flask app, which breaks streaming).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mimetypes
@@ -75,6 +76,21 @@ class Route:
     handler: Handler
 
 
+@functools.lru_cache(maxsize=8)
+def _url_map(rules: tuple[tuple[str, tuple[str, ...], bool], ...]) -> Map:
+    """The werkzeug map of a route table's (path, methods, is the proxy route), endpoints = table indexes. Built and
+    compiled once per process for a given table (it only depends on these), shared by every ``Router``: werkzeug
+    maps are safe to bind from many threads."""
+    url_map = Map(
+        [Rule(path, endpoint=i, methods=list(methods) or None) for i, (path, methods, _) in enumerate(rules)],
+        strict_slashes=False,
+    )
+    # The Live API's WebSocket handshake: werkzeug matches it only against rules marked websocket.
+    proxy_route = next(i for i, (_, _, proxy) in enumerate(rules) if proxy)
+    url_map.add(Rule("/proxy/<group>/<path:path>", endpoint=proxy_route, methods=["GET"], websocket=True))
+    return url_map
+
+
 class Router:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -86,13 +102,7 @@ class Router:
         except OSError:
             self.console_policy = console_policy("")
         self.routes = self._route_table()
-        self.map = Map(
-            [Rule(r.path, endpoint=i, methods=list(r.methods) or None) for i, r in enumerate(self.routes)],
-            strict_slashes=False,
-        )
-        # The Live API's WebSocket handshake: werkzeug matches it only against rules marked websocket.
-        proxy_route = next(i for i, r in enumerate(self.routes) if r.auth == PROXY)
-        self.map.add(Rule("/proxy/<group>/<path:path>", endpoint=proxy_route, methods=["GET"], websocket=True))
+        self.map = _url_map(tuple((r.path, tuple(r.methods), r.auth == PROXY) for r in self.routes))
 
     def _route_table(self) -> list[Route]:
         """Every route in one place: path, methods, handler and who may call it. A handler returns a Response, or
