@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
@@ -63,10 +64,13 @@ def build_services(
     config: Config, *, store: Store | None = None, vault: Vault | None = None, session: requests.Session | None = None
 ) -> Services:
     """Create every long-lived object once per process. Tests pass fakes for ``store``, ``vault``, ``session``."""
-    store = store or open_store(config)
-    cipher = None
-    if config.vault == "store" and vault is None:
-        cipher = Cipher(load_master_key(config.encryption_key, config.data_dir))
+    master_key: Future[bytes] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="gptload-master-key") as aside:
+        if config.vault == "store" and vault is None:
+            # scrypt (ENCRYPTION_KEY) releases the GIL: the key is derived while the store's SDK is imported
+            master_key = aside.submit(load_master_key, config.encryption_key, config.data_dir)
+        store = store or open_store(config)
+    cipher = Cipher(master_key.result()) if master_key is not None else None
     vault = vault or open_vault(config, store, cipher)
     pool = KeyPool(
         store,
