@@ -48,6 +48,7 @@ class StoreCounter:
         self.grpc = grpc
         self.fs = fs
         self.upstream = upstream  # the emulator: a second counter for a second instance can relay to it too
+        self.emulator_pid = 0  # the emulator's process (firestore_env sets it): its CPU time is read from /proc
         self.lock = threading.Lock()
         self.counts = {"reads": 0, "writes": 0, "rpcs": 0}
         self.by_method: dict[str, int] = {}
@@ -224,6 +225,7 @@ def firestore_env(logdir: Path):
             time.sleep(0.2)
         _warm_up(f"{HOST}:{emu_port}")
         counter = StoreCounter(f"{HOST}:{emu_port}")
+        counter.emulator_pid = emu.pid
         counter.start()
         env = {
             "STORE": "firestore",
