@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gptload.models import UsageEvent
-from gptload.store.rollup import STAT_FIELDS, HourStats, KeyUsage, Rollup, hour_of, minute_of, rollup
+from gptload.store.rollup import STAT_FIELDS, AccessStats, HourStats, KeyUsage, Rollup, hour_of, minute_of, rollup
 
 HOUR0 = 1_800_000_000.0  # a whole hour (1_800_000_000 = 500_000 * 3600)
 
@@ -152,3 +152,36 @@ def test_an_hour_with_retries_only_still_gets_a_bucket():
         ("g", HOUR0 + 3600): HourStats(requests=1),
     }
     assert r.minutes == {("g", HOUR0 + 3600): 1}
+
+
+def test_access_keys_count_final_attempts_per_hour_with_refusals_tokens_and_last_use():
+    events = [
+        ev(key_id="k1", at=HOUR0 + 5, success=False, final=False, access_key="ak1", status_code=503),
+        ev(
+            key_id="k2",
+            at=HOUR0 + 9,
+            final=True,
+            access_key="ak1",
+            prompt_tokens=2,
+            candidates_tokens=3,
+            total_tokens=5,
+        ),
+        ev(key_id="", at=HOUR0 + 7, success=False, final=True, access_key="ak1", refused=True, status_code=429),
+        ev(key_id="k1", at=HOUR0 + 3600, final=True, access_key="ak1", total_tokens=1),
+        ev(key_id="k1", at=HOUR0 + 1, final=True, total_tokens=4),  # a legacy proxy key: "anonymous"
+    ]
+    r = rollup(events)
+    assert r.access == {
+        ("ak1", HOUR0): AccessStats(
+            requests=2,
+            failures=1,
+            refused=1,
+            prompt_tokens=2,
+            candidates_tokens=3,
+            total_tokens=5,
+            last_used_at=HOUR0 + 9,
+        ),
+        ("ak1", HOUR0 + 3600): AccessStats(requests=1, total_tokens=1, last_used_at=HOUR0 + 3600),
+        ("anonymous", HOUR0): AccessStats(requests=1, total_tokens=4, last_used_at=HOUR0 + 1),
+    }
+    assert list(r.access) == [("ak1", HOUR0), ("ak1", HOUR0 + 3600), ("anonymous", HOUR0)]
