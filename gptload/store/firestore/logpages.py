@@ -161,11 +161,14 @@ class Page:
 
 
 def page_tags(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """The distinct ``FILTER_TAGS`` values of ``rows``, in first-seen order."""
+    """The distinct ``FILTER_TAGS`` values of ``rows``: field by field in ``FILTER_TAGS`` order, each field's values
+    in first-seen order. Distinct values are found first (a C-level pass per field), so a page of 500 rows costs a
+    few dozen ``tag`` calls, not 3,000, in the usage flush."""
+    rows = rows if isinstance(rows, list | tuple) else list(rows)
     tags: dict[str, None] = {}
-    for r in rows:
-        for _attr, prefix, field in FILTER_TAGS:
-            tags[tag(prefix, r.get(field))] = None
+    for _attr, prefix, field in FILTER_TAGS:
+        for value in dict.fromkeys([r.get(field) for r in rows]):
+            tags[tag(prefix, value)] = None
     return list(tags)
 
 
