@@ -27,8 +27,8 @@ MASK = "****"
 DIRECT = "direct"
 SEALED = "sealed.v1."  # user info of a sealed value: SEALED + base64url(ciphertext)
 SLOT = "settings/proxy_url"  # the cipher's associated data for a sealed proxy_url (any group, or system-wide)
-# user info in any URL-like text: "scheme://userinfo@" (userinfo without spaces, "/" or "@")
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+# user info in any URL-like text: "scheme://userinfo@", up to the authority's last "@" (a password may hold one)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 
 
 def check(value: str) -> str:
