@@ -551,6 +551,27 @@ class Admin:
         self._pool.reload()
         return self.get_settings()
 
+    def seal_stored_proxy_urls(self) -> int:
+        """Seal the ``proxy_url`` credentials an older version stored in clear (system settings and groups); returns
+        how many values it sealed. A maintenance step: after the first round it finds nothing and writes nothing."""
+        if self._seal is None:
+            return 0
+        sealed = 0
+        system = self._store.get_settings()
+        if proxyurl.has_credentials(str(system.get("proxy_url") or "")):
+            self._store.put_settings({"proxy_url": self._seal(system["proxy_url"])})
+            sealed += 1
+        for group in self._store.list_groups():
+            value = group.settings.get("proxy_url")
+            if isinstance(value, str) and proxyurl.has_credentials(value):
+                settings = {**group.settings, "proxy_url": self._seal(value)}
+                self._store.update_group(Group.from_dict({**group.to_dict(), "settings": settings}))
+                sealed += 1
+        if sealed:
+            log.info("sealed %d proxy_url value(s) stored in clear by an older version", sealed)
+            self._pool.reload()
+        return sealed
+
     def _sealed(self, settings: dict[str, Any]) -> dict[str, Any]:
         """``settings`` (validated) as stored: a ``proxy_url`` with credentials sealed (never stored in clear), or
         refused (400) when no cipher is configured."""

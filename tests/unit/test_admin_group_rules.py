@@ -179,10 +179,19 @@ def test_direct_overrides_the_system_proxy_for_one_group(admin):
     assert r.status_code == 200 and admin.services.pool.view("g2").settings.proxy_url == ""
 
 
-def test_credentials_without_a_cipher_are_refused_not_stored_in_clear(tmp_path):
-    client = AdminClient(tmp_path)
-    client.services.admin._seal = None  # as with VAULT=secretmanager and no ENCRYPTION_KEY (app.build_services)
+@pytest.mark.parametrize("passphrase", ["", "p" * 32])
+def test_secret_manager_deployments_seal_credentials_with_encryption_key_or_refuse_them(tmp_path, passphrase):
+    from gptload.vault.secret_manager_vault import SecretManagerVault
+    from tests.fakes.secret_manager import FakeSecretManager
+
+    env = {"VAULT": "secretmanager", "GOOGLE_CLOUD_PROJECT": "p", "ENCRYPTION_KEY": passphrase}
+    client = AdminClient(tmp_path, vault=SecretManagerVault(FakeSecretManager(), "p"), **env)
     try:
+        if passphrase:  # the cipher exists: sealed, and the pool opens it
+            assert client.open("PUT", "/api/settings", body={"proxy_url": PROXY}).status_code == 200
+            assert "pr0xy-s3cret" not in client.services.store.get_settings()["proxy_url"]
+            assert client.services.pool.settings.proxy_url == PROXY
+            return
         r = client.open("PUT", "/api/settings", body={"proxy_url": PROXY})
         assert field_errors(r)["proxy_url"] == "credentials need ENCRYPTION_KEY to be stored encrypted"
         assert "pr0xy-s3cret" not in r.get_data(as_text=True)
@@ -200,3 +209,22 @@ def test_proxy_credentials_are_scrubbed_from_log_lines(admin, caplog):
         logging.getLogger("gptload.test").exception("proxy %s failed", PROXY)
     assert "pr0xy-s3cret" not in caplog.text and "proxyuser" not in caplog.text
     assert "http://****@127.0.0.1:3128" in caplog.text
+
+
+def test_maintenance_seals_values_an_older_version_stored_in_clear(admin):
+    from gptload.maintenance import run_maintenance
+    from gptload.models import Group
+
+    assert create(admin, "g1").status_code == 201
+    store = admin.services.store
+    store.put_settings({"proxy_url": PROXY})  # as an older version wrote them
+    group = store.get_group("g1")
+    store.update_group(Group.from_dict({**group.to_dict(), "settings": {"proxy_url": PROXY, "max_retries": 2}}))
+    admin.services.pool.reload()
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY  # a clear value keeps working
+    assert run_maintenance(admin.services)["proxy_urls_sealed"] == 2
+    assert "pr0xy-s3cret" not in json.dumps([store.get_settings(), store.get_group("g1").to_dict()])
+    assert store.get_group("g1").settings["max_retries"] == 2
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY
+    assert admin.services.pool.settings.proxy_url == PROXY
+    assert run_maintenance(admin.services)["proxy_urls_sealed"] == 0
