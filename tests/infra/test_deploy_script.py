@@ -112,6 +112,7 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
     assert facts.REQUIRED_ENV - env.keys() == set()
     assert secrets.keys() == facts.REQUIRED_SECRET_ENV
     assert secrets["AUTH_KEY"] == "gptload-auth-key:latest"
+    assert secrets["ENCRYPTION_KEY"] == "gptload-encryption-key:latest"
     assert (env.keys() | secrets.keys()) - read == set()
     assert not env.keys() & (facts.NEVER_PLAIN | facts.NEVER_SET)
     for name, value in facts.EXPECTED_VALUES.items():
@@ -156,9 +157,28 @@ def test_secret_manager_rights_are_the_vaults_calls_limited_to_its_prefix(out, e
         assert f'resource.name.startsWith("{prefix}")' in flags(cmd)["--condition"]
     assert not gcloud(lines, "projects", "add-iam-policy-binding", P, "--member=serviceAccount:gptload-run@p.iam"
                       ".gserviceaccount.com", "--role=roles/secretmanager.admin")  # fmt: skip
-    (auth,) = gcloud(lines, "secrets", "add-iam-policy-binding")
-    assert auth[3] == "gptload-auth-key" and flags(auth)["--role"] == "roles/secretmanager.secretAccessor"
-    assert not "gptload-auth-key".startswith(env["SECRET_PREFIX"] + "-")
+    readers = {c[3]: c for c in gcloud(lines, "secrets", "add-iam-policy-binding")}
+    assert readers.keys() == {"gptload-auth-key", "gptload-encryption-key"}
+    for secret, grant in readers.items():  # read-only, and outside the vault's prefix: the service cannot write it
+        assert flags(grant)["--role"] == "roles/secretmanager.secretAccessor", secret
+        assert flags(grant)["--member"] == f"serviceAccount:gptload-run@{P}.iam.gserviceaccount.com"
+        assert not secret.startswith(env["SECRET_PREFIX"] + "-")
+
+
+def test_the_deployed_service_gets_encryption_key_from_secret_manager(out, deploy, env):
+    """Without ENCRYPTION_KEY, VAULT=secretmanager refuses a proxy_url with credentials (nothing to seal them with):
+    the deployment provides one, as a secret environment variable of its own secret, never plain env."""
+    lines = out[1]
+    secrets = dict(s.split("=", 1) for s in flags(deploy)["--set-secrets"].split(","))
+    assert secrets["ENCRYPTION_KEY"] == f"{facts.SECRET_ENV_SECRETS['ENCRYPTION_KEY'].format(name='gptload')}:latest"
+    assert "ENCRYPTION_KEY" not in env
+    creates = [c for c in gcloud(lines, "secrets", "create") if c[3] == "gptload-encryption-key"]
+    assert len(creates) == 1 and flags(creates[0])["--replication-policy"] == "automatic"
+    # the secret and its reader binding come before the service that reads it
+    (reader,) = [c for c in gcloud(lines, "secrets", "add-iam-policy-binding") if c[3] == "gptload-encryption-key"]
+    assert lines.index(creates[0]) < lines.index(reader) < lines.index(deploy)
+    # a generated value, piped to gcloud (never on a command line): the dry run prints what it would run
+    assert "gcloud secrets versions add gptload-encryption-key --data-file=-" in out[0]
 
 
 def test_scheduler_uses_the_audience_and_account_the_function_checks(out, env):
@@ -276,8 +296,11 @@ def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
     assert result.returncode == 0, result.stderr
     (deploy,) = gcloud(lines, "run", "deploy")
     prefix = parse_env(flags(deploy)["--set-env-vars"])["SECRET_PREFIX"]
-    (auth,) = gcloud(lines, "secrets", "create")
-    owned = [f"projects/PROJECT_NUMBER/secrets/{s}" for s in (auth[3], f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
+    read_only = [c[3] for c in gcloud(lines, "secrets", "create")]  # AUTH_KEY's and ENCRYPTION_KEY's secrets
+    assert len(read_only) == 2
+    owned = [
+        f"projects/PROJECT_NUMBER/secrets/{s}" for s in (*read_only, f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")
+    ]
     (grant,) = [c for c in gcloud(lines, "projects", "add-iam-policy-binding") if flags(c)["--role"].endswith("_vault")]
     (scope,) = re.findall(r'startsWith\("([^"]+)"\)', flags(grant)["--condition"])
     return scope, owned
@@ -285,7 +308,7 @@ def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
 
 def test_a_vault_grant_matches_no_secret_of_another_deployment(tmp_path):
     scope, owned = _vault_scope(tmp_path, "gptload")
-    assert all(s.startswith(scope) for s in owned[1:]) and not owned[0].startswith(scope)
+    assert all(s.startswith(scope) for s in owned[2:]) and not [s for s in owned[:2] if s.startswith(scope)]
     for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
         _, theirs = _vault_scope(tmp_path, other)
         assert not [s for s in theirs if s.startswith(scope)], other

@@ -92,6 +92,16 @@ def commands(tmp_path_factory) -> list[list[str]]:
     unique = list({json.dumps(c): c for c in out}.values())
     for words in (("iam", "roles", "undelete"), ("iam", "roles", "update"), ("scheduler", "jobs", "update")):
         assert any(c[1 : 1 + len(words)] == list(words) for c in unique), words
+    # the ENCRYPTION_KEY secret's commands: create, both version listings, the version the first run adds, the grant
+    key = "gptload-encryption-key"
+    for words in (
+        ("secrets", "create", key),
+        ("secrets", "versions", "add", key),
+        ("secrets", "add-iam-policy-binding", key),
+    ):
+        assert any(c[1 : 1 + len(words)] == list(words) for c in unique), words
+    listings = [c for c in unique if c[1:5] == ["secrets", "versions", "list", key]]
+    assert {any(a.startswith("--filter=") for a in c) for c in listings} == {True, False}
     return unique
 
 

@@ -309,6 +309,18 @@ FAULTS = {
         "data.google_project.this.project_number",
         "google_project has no attribute 'project_number'",
     ),
+    "bad reference to the encryption key's version": (
+        "function.tf",
+        "version = google_secret_manager_secret_version.encryption_key.version\n",
+        "version = google_secret_manager_secret_version.encryption_key.version_id\n",
+        "google_secret_manager_secret_version has no attribute 'version_id'",
+    ),
+    "unknown argument of the encryption key's generator": (
+        "secrets.tf",
+        'ephemeral "random_password" "encryption_key" {\n',
+        'ephemeral "random_password" "encryption_key" {\n  size = 48\n',
+        "unknown argument 'size'",
+    ),
     "unknown resource type": (
         "iam.tf",
         'resource "google_service_account" "runtime" {',
