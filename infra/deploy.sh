@@ -380,6 +380,7 @@ cat <<EOF
 #   function URL:   ${URL}
 #   console:        ${CONSOLE_URL}
 #   admin password: gcloud secrets versions access latest --secret=${AUTH_KEY_SECRET} --project=${PROJECT}
+#   ENCRYPTION_KEY: secret ${ENCRYPTION_KEY_SECRET} (seals proxy_url credentials; never change it, README)
 #   SDK base URL:   ${URL}/proxy/GROUP   (api_key = a proxy key of that group)
 #   Composite indexes build for a few minutes; request-log filters need them.
 EOF
