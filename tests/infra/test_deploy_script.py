@@ -247,11 +247,13 @@ def test_retired_indexes_are_named_for_deletion_and_never_deleted(tmp_path):
         "fields": [*({"fieldPath": f, "order": o} for f, o in ix["fields"]), {"fieldPath": "__name__", "order": "DESCENDING"}],
         "state": "READY",
     } for i, ix in enumerate(RETIRED_INDEXES)]  # fmt: skip
-    listed.append({  # an index someone else made on a collection of their own: not ours to mention
-        "name": "projects/p/databases/(default)/collectionGroups/orders/indexes/THEIRS",
-        "queryScope": "COLLECTION",
-        "fields": [{"fieldPath": "a", "order": "ASCENDING"}, {"fieldPath": "b", "order": "DESCENDING"}],
-    })
+    listed.append(
+        {  # an index someone else made on a collection of their own: not ours to mention
+            "name": "projects/p/databases/(default)/collectionGroups/orders/indexes/THEIRS",
+            "queryScope": "COLLECTION",
+            "fields": [{"fieldPath": "a", "order": "ASCENDING"}, {"fieldPath": "b", "order": "DESCENDING"}],
+        }
+    )
     path = tmp_path / "existing.json"
     path.write_text(json.dumps(listed))
     result = subprocess.run(

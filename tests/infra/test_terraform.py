@@ -271,7 +271,11 @@ _DUPLICATE = (
     '  collection = "tasks"\n  field      = "data"\n\n  index_config {}\n}\n\n'
 )
 EXEMPTION_FAULTS = {
-    "exemption without index_config": ('  field      = "rows"\n\n  index_config {}\n', '  field      = "rows"\n', "no index_config"),
+    "exemption without index_config": (
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n',
+        "no index_config",
+    ),
     "exemption keeping an index": (
         '  field      = "rows"\n\n  index_config {}\n',
         '  field      = "rows"\n\n  index_config {\n    indexes {\n      order = "ASCENDING"\n    }\n  }\n',

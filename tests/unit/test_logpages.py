@@ -106,8 +106,10 @@ def test_pages_carry_only_tags_a_query_asks_for():
 def test_a_page_written_with_model_tags_reads_the_same():
     # Pages of earlier versions carry ``m:{model}`` tags: the tag a query asks for and the row judgement ignore them.
     rows = [_row(i, model="gemini-2.5-pro" if i % 2 else "gemini-2.5-flash") for i in range(8)]
-    legacy_tags = logpages.page_tags(rows) + ["m:gemini-2.5-pro", "m:gemini-2.5-flash"]
+    legacy_tags = [*logpages.page_tags(rows), "m:gemini-2.5-pro", "m:gemini-2.5-flash"]
     q = LogQuery(model="gemini-2.5-p", status_code=200)
     assert logpages.query_tag(q) == "s:200" and "s:200" in legacy_tags
     match = logpages.row_matches(q)
-    assert [r["id"] for r in rows if match(r)] == [r["id"] for r in rows if r["model"] == "gemini-2.5-pro" and r["status_code"] == 200]
+    assert [r["id"] for r in rows if match(r)] == [
+        r["id"] for r in rows if r["model"] == "gemini-2.5-pro" and r["status_code"] == 200
+    ]
