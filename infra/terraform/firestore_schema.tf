@@ -293,6 +293,15 @@ resource "google_firestore_field" "noindex_keys_notes" {
   index_config {}
 }
 
+resource "google_firestore_field" "noindex_keys_masked" {
+  project    = var.project
+  database   = google_firestore_database.gptload.name
+  collection = "keys"
+  field      = "masked"
+
+  index_config {}
+}
+
 resource "google_firestore_field" "noindex_tasks_data" {
   project    = var.project
   database   = google_firestore_database.gptload.name

@@ -89,6 +89,7 @@ FIRESTORE_INDEX_EXEMPTIONS: list[tuple[str, str]] = [
     ("keys", "cooldowns"),  # one map per cooling model
     ("keys", "last_error"),  # error text
     ("keys", "notes"),  # free text
+    ("keys", "masked"),  # the masked key, shown only
     ("tasks", "data"),  # a task as JSON text
 ]
 
