@@ -159,3 +159,24 @@ def covered(field: str, exempt: set[str]) -> bool:
     """Is ``field`` (a dotted path) exempted, itself or through a map it lies in?"""
     parts = field.split(".")
     return any(".".join(parts[:i]) in exempt for i in range(1, len(parts) + 1))
+
+
+LIMIT_ENTRIES = 40_000  # index entries per document (Firestore's limit)
+
+
+def single_field_entries(doc: dict[str, Any], exempt: set[str], prefix: str = "") -> int:
+    """Index entries the automatic single-field indexes hold for ``doc``: 2 per value that is neither an array nor
+    a map (ascending and descending), 1 per distinct array element (array-contains), map subfields recursively;
+    nothing under an exempted path."""
+    total = 0
+    for name, value in doc.items():
+        path = f"{prefix}{name}"
+        if covered(path, exempt):
+            continue
+        if isinstance(value, dict):
+            total += single_field_entries(value, exempt, f"{path}.")
+        elif isinstance(value, list):
+            total += len({repr(v) for v in value})
+        else:
+            total += 2
+    return total

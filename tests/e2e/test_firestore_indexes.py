@@ -32,7 +32,17 @@ from gptload.store.base import Binding
 from gptload.store.firestore import schema
 from tests.conftest import require
 from tests.contract.test_store_contract import group, records
-from tests.firestore_indexes import EQUALITY, RANGE, Shape, covered, need_of, serves, shape_of
+from tests.firestore_indexes import (
+    EQUALITY,
+    LIMIT_ENTRIES,
+    RANGE,
+    Shape,
+    covered,
+    need_of,
+    serves,
+    shape_of,
+    single_field_entries,
+)
 from tests.firestore_support import firestore_store
 
 pytestmark = pytest.mark.firestore
@@ -253,3 +263,19 @@ def test_the_run_covers_every_filter_order_and_aggregation_in_the_source(run):
     assert sums <= {f for s in recorder.shapes() for f in s.aggregated}
     # and every operator the source uses is one the model knows
     assert {op for _f, op in filters} <= set(EQUALITY) | RANGE
+
+
+def test_index_entries_the_exemptions_save_on_the_documents_written(run):
+    _recorder, written = run
+    exempt = schema.index_exempt_fields()
+    lines = []
+    for collection in sorted(written):
+        docs = written[collection]
+        if not docs:
+            continue
+        fields = {f for c, f in exempt if c == collection}
+        before = sum(single_field_entries(d, set()) for d in docs)
+        after = sum(single_field_entries(d, fields) for d in docs)
+        assert after < before and all(single_field_entries(d, fields) < LIMIT_ENTRIES for d in docs), collection
+        lines.append(f"ITEM index entries {collection}: {len(docs)} documents, {before} -> {after}")
+    print("\n" + "\n".join(lines))

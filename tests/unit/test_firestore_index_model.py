@@ -92,3 +92,13 @@ def test_a_composite_serves_its_shape_only():
 def test_an_exempted_map_covers_its_subfields():
     assert covered("k", {"k"}) and covered("k.abc.n", {"k"}) and covered("m.1700000000", {"m"})
     assert not covered("kk", {"k"}) and not covered("group", {"k", "m"})
+
+
+def test_index_entries_of_a_usage_document_and_the_limit():
+    from tests.firestore_indexes import LIMIT_ENTRIES, single_field_entries
+
+    page = {"group": "g", "count": 2, "ids": ["a", "b"], "tags": ["k:1", "s:200", "s:200"], "rows": b"x" * 10}
+    assert single_field_entries(page, set()) == 2 + 2 + 2 + 2 + 2 and single_field_entries(page, {"rows"}) == 8
+    usage = {"s": True, "k": {f"{i:016x}": {"n": 1, "f": 0, "tok": 10, "at": 1.0} for i in range(5000)}}
+    assert single_field_entries(usage, set()) == 40_002 > LIMIT_ENTRIES  # 5,000 keys with counters: over
+    assert single_field_entries(usage, {"k"}) == 2
