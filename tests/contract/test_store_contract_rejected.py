@@ -77,7 +77,7 @@ def test_a_log_row_too_big_for_a_document_spoils_only_its_own_commit(store):
     reported — halving them under new batch keys cannot count an applied commit twice. SQLite takes the row."""
     _setup(store)
     events = [ev(i) for i in range(200)]
-    events[150] = ev(150, request_body=os.urandom(800_000).hex())  # ~1.6 MB that does not compress to 1 MiB
+    events[150] = ev(150, request_body=os.urandom(1_200_000).hex())  # 2.4 MB: ~1.2 MB compressed
     rejected_by_store = store.kind == "firestore"
     try:
         store.record_usage(events)
