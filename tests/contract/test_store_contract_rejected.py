@@ -101,7 +101,7 @@ def test_a_log_row_too_big_for_a_document_spoils_only_its_own_commit(store):
     buf.flush()
     assert buf.rejected == (1 if rejected_by_store else 0) and len(buf) == 0
     assert _counts(store) == ((199, 199) if rejected_by_store else (200, 200))
-    rows, total = store.query_logs(_query(), 0, 500)
+    _rows, total = store.query_logs(_query(), 0, 500)
     assert total == (199 if rejected_by_store else 200)
 
 
