@@ -145,3 +145,15 @@ def _query():
     from gptload.models import LogQuery
 
     return LogQuery(group="g1")
+
+
+def test_text_that_cannot_be_encoded_is_rejected_not_retried_forever(store):
+    """A lone surrogate (what ``surrogateescape`` decoding leaves for undecodable bytes) is no UTF-8: neither store
+    can hold it. The buffer drops that one event and writes the rest."""
+    _setup(store)
+    buf = _buffer(store)
+    for i in range(6):
+        buf.add(ev(i, at=T0 + i, model="gemini-\udc80x" if i == 3 else "gemini-2.5-flash"))
+    buf.flush()
+    assert buf.rejected == 1 and len(buf) == 0
+    assert _counts(store) == (5, 5)

@@ -691,7 +691,7 @@ class FirestoreStore(FirestoreConnection):
             return
         try:
             parts = self._usage_parts(events)
-        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:  # protobuf refuses the value itself
+        except (ValueError, OverflowError, UnicodeError) as exc:  # a value protobuf refuses (TypeError: a bug)
             raise StoreRejected(
                 f"Firestore usage write cannot be encoded: {type(exc).__name__}: {str(exc)[:200]}", events=events
             ) from exc
