@@ -33,7 +33,7 @@ from gptload.store.firestore.mappers import log_view
 PAGE_ROWS = 500  # rows per page (a flush is 500 events by default: one page per group and hour)
 PAGE_BYTES = 900_000  # compressed rows + tags + ids per page; Firestore's document limit is 1 MiB
 ENCODE_ROWS = 100  # rows JSON-encoded in one piece (see encode_rows)
-COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 10 MiB
+COMMIT_BYTES = 3_500_000  # encoded bytes per usage commit (all its writes); the emulator takes 4 MiB, Firestore 10 MiB
 
 # (LogQuery attribute, tag prefix, row field), in order of preference for the server-side tag: the first set
 # attribute of a query becomes its ``array-contains`` filter (key ids are the most selective). Every entry is a tag
