@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deploy gptload to Google Cloud with gcloud only (the same result as infra/terraform, for those without
-# Terraform): APIs, service accounts and IAM (no primitive roles), Firestore (database, composite indexes, TTL
-# policies), the AUTH_KEY and ENCRYPTION_KEY secrets, the Cloud Run function (gen2), the maintenance scheduler job and, with
-# --console-bucket, the console in a public bucket.
+# Terraform): APIs, service accounts and IAM (no primitive roles), Firestore (database, composite indexes, index
+# exemptions, TTL policies), the AUTH_KEY and ENCRYPTION_KEY secrets, the Cloud Run function (gen2), the
+# maintenance scheduler job and, with --console-bucket, the console in a public bucket.
 #
 #   bash infra/deploy.sh --project my-project [--region us-central1] [--name gptload] [--dry-run]
 #
@@ -234,7 +234,7 @@ exists gcloud firestore databases describe --database="$DATABASE" "${G[@]}" \
   || run gcloud firestore databases create --database="$DATABASE" --location="$FIRESTORE_LOCATION" \
     --type=firestore-native --delete-protection "${G[@]}"
 
-say "composite indexes and TTL policies (from FIRESTORE_INDEXES / FIRESTORE_TTL_FIELDS, infra/indexes.py)"
+say "composite indexes, single-field index exemptions and TTL policies (gptload/store/firestore/schema.py)"
 existing_json=""
 if ! $DRY_RUN; then
   existing_json="$(mktemp)"
@@ -243,6 +243,7 @@ if ! $DRY_RUN; then
   gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json >"$existing_json"
 fi
 # Generated first, then run: a failure of the generator stops the script (a `< <(...)` loop would ignore it).
+# Indexes of earlier versions that no query uses any more are named on stderr (with the delete command), not deleted.
 index_commands="$(python3 infra/indexes.py gcloud --project="$PROJECT" --database="$DATABASE" \
   ${existing_json:+--existing="$existing_json"})" || die "infra/indexes.py failed: no indexes or TTL policies"
 cmd=()

@@ -118,6 +118,13 @@ def store_ttl_fields() -> set[tuple[str, str]]:
     return {(c, f) for c, f in FIRESTORE_TTL_FIELDS}
 
 
+def store_index_exemptions() -> set[tuple[str, str]]:
+    """Fields declared without single-field indexes, TTL fields included (they are exempted with their TTL)."""
+    from gptload.store.firestore.schema import index_exempt_fields
+
+    return index_exempt_fields()
+
+
 # -- Terraform --------------------------------------------------------------------------------------------------
 def require_hcl2() -> None:
     """python-hcl2 (requirements-dev.txt) parses the .tf files: skip locally without it, fail in CI."""

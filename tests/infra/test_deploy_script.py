@@ -215,8 +215,11 @@ def test_firestore_database_and_indexes_and_ttl_match_the_store(out):
     ttl = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "fields", "ttls", "update")}
     assert ttl == facts.store_ttl_fields()
     assert all("--enable-ttl" in c for c in gcloud(lines, "firestore", "fields", "ttls", "update"))
-    exempt = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "indexes", "fields", "update")}
-    assert exempt == ttl
+    exemptions = gcloud(lines, "firestore", "indexes", "fields", "update")
+    exempt = [(flags(c)["--collection-group"], c[5]) for c in exemptions]
+    assert set(exempt) == facts.store_index_exemptions() and len(exempt) == len(set(exempt))
+    assert ttl < set(exempt) and all("--disable-indexes" in c for c in exemptions)
+    assert all(not any(a.startswith("--index") for a in c) for c in exemptions), "an exemption keeps no index"
 
 
 def test_every_create_is_preceded_by_a_describe(out):
@@ -250,6 +253,43 @@ def test_existing_indexes_are_not_created_again(tmp_path):
     all_cmds = indexes.gcloud_commands("p", "(default)")
     some_cmds = indexes.gcloud_commands("p", "(default)", json.loads(path.read_text()))
     assert len(all_cmds) - len(some_cmds) == 1
+
+
+def test_retired_indexes_are_named_for_deletion_and_never_deleted(tmp_path):
+    # A deployment made before log pages has the six request_logs indexes; no query uses them any more. The
+    # generator names those it finds (stderr, with the delete command) and emits no command touching them.
+    from gptload.store.firestore.schema import RETIRED_INDEXES
+
+    assert {ix["collection"] for ix in RETIRED_INDEXES} == {"request_logs"} and len(RETIRED_INDEXES) == 6
+    listed = [{
+        "name": f"projects/p/databases/(default)/collectionGroups/request_logs/indexes/OLD{i}",
+        "queryScope": "COLLECTION",
+        "fields": [*({"fieldPath": f, "order": o} for f, o in ix["fields"]), {"fieldPath": "__name__", "order": "DESCENDING"}],
+        "state": "READY",
+    } for i, ix in enumerate(RETIRED_INDEXES)]  # fmt: skip
+    listed.append(
+        {  # an index someone else made on a collection of their own: not ours to mention
+            "name": "projects/p/databases/(default)/collectionGroups/orders/indexes/THEIRS",
+            "queryScope": "COLLECTION",
+            "fields": [{"fieldPath": "a", "order": "ASCENDING"}, {"fieldPath": "b", "order": "DESCENDING"}],
+        }
+    )
+    path = tmp_path / "existing.json"
+    path.write_text(json.dumps(listed))
+    result = subprocess.run(
+        ["python3", "infra/indexes.py", "gcloud", "--project=p", f"--existing={path}"],
+        cwd=facts.ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 6 and all("gcloud firestore indexes composite delete OLD" in n for n in notes)
+    assert "THEIRS" not in result.stderr and "delete" not in result.stdout
+    assert not [c for c in result.stdout.splitlines() if "composite" in c and "request_logs" in c]
+    # deployments without them hear nothing
+    fresh = subprocess.run(
+        ["python3", "infra/indexes.py", "gcloud", "--project=p"], cwd=facts.ROOT, capture_output=True, text=True
+    )
+    assert fresh.returncode == 0 and fresh.stderr == ""
 
 
 def test_console_bucket_option(tmp_path):

@@ -279,6 +279,66 @@ def test_ttl_fields_are_exactly_those_the_store_writes(tf):
     assert ttl == facts.store_ttl_fields()
 
 
+def _exemption_errors(tf) -> list[str]:
+    """What is wrong with the google_firestore_field resources against the store's declarations."""
+    errors = []
+    seen: dict[tuple[str, str], str] = {}
+    for name, b in tf.resources.get("google_firestore_field", {}).items():
+        where = (b.get("collection"), b.get("field"))
+        if where in seen:
+            errors.append(f"{name}: a second resource for {where} (with {seen[where]}): they would fight")
+        seen[where] = name
+        config = b.get("index_config")
+        if config is None:
+            errors.append(f"{name}: no index_config: the field keeps Firestore's default single-field indexes")
+        elif any(block.get("indexes") for block in config):
+            errors.append(f"{name}: index_config keeps indexes {config}: an exemption disables them all")
+    exempt = {w for w, n in seen.items() if "index_config" in tf.resources["google_firestore_field"][n]}
+    if exempt != facts.store_index_exemptions():
+        errors.append(f"exempted {sorted(exempt)} != declared {sorted(facts.store_index_exemptions())}")
+    return errors
+
+
+def test_index_exemptions_are_exactly_those_the_store_declares(tf):
+    assert _exemption_errors(tf) == []
+    assert {("log_pages", "rows"), ("key_usage", "k"), ("stats_hourly", "m")} <= facts.store_index_exemptions()
+
+
+_DUPLICATE = (
+    'resource "google_firestore_field" "noindex_tasks_data_again" {\n  project    = var.project\n'
+    '  collection = "tasks"\n  field      = "data"\n\n  index_config {}\n}\n\n'
+)
+EXEMPTION_FAULTS = {
+    "exemption without index_config": (
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n',
+        "no index_config",
+    ),
+    "exemption keeping an index": (
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config {\n    indexes {\n      order = "ASCENDING"\n    }\n  }\n',
+        "keeps indexes",
+    ),
+    "exemption on a queried field": ('  field      = "rows"\n', '  field      = "ids"\n', "!= declared"),
+    "two resources on one field": (
+        'resource "google_firestore_field" "noindex_tasks_data" {',
+        _DUPLICATE + 'resource "google_firestore_field" "noindex_tasks_data" {',
+        "a second resource",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(EXEMPTION_FAULTS))
+def test_a_wrong_exemption_resource_is_caught(fault, tmp_path):
+    facts.require_hcl2()
+    old, new, expected = EXEMPTION_FAULTS[fault]
+    text = (facts.TF_DIR / "firestore_schema.tf").read_text()
+    assert text.count(old) == 1, old
+    (tmp_path / "firestore_schema.tf").write_text(text.replace(old, new))
+    errors = _exemption_errors(facts.Terraform(tmp_path))
+    assert any(expected in e for e in errors), errors
+
+
 def test_generated_schema_file_is_current():
     sys.path.insert(0, str(facts.ROOT / "infra"))
     try:

@@ -263,9 +263,33 @@ FAULTS = {
     ),
     "missing required block": (
         "firestore_schema.tf",
-        '  fields {\n    field_path = "stream"\n    order      = "ASCENDING"\n  }\n\n  fields {\n    field_path = "at"\n    order      = "DESCENDING"\n  }\n',
+        '  fields {\n    field_path = "group"\n    order      = "ASCENDING"\n  }\n\n  fields {\n    field_path = "hour"\n    order      = "ASCENDING"\n  }\n',
         "",
         "missing required block 'fields'",
+    ),
+    "index exemption with a misspelt argument": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n',
+        '  field_path = "rows"\n',
+        "unknown argument 'field_path'",
+    ),
+    "index exemption without its field": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n',
+        "",
+        "missing required argument 'field'",
+    ),
+    "index exemption with a bad index mode": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config {\n    indexes {\n      order = "ASC"\n    }\n  }\n',
+        "order = 'ASC' is not one of",
+    ),
+    "index exemption as an argument": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config = {}\n',
+        "'index_config' is a nested block, not an argument",
     ),
     "bad enum": (
         "firestore.tf",
