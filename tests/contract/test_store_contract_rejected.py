@@ -152,11 +152,13 @@ def _query():
 
 def test_text_that_cannot_be_encoded_is_rejected_not_retried_forever(store):
     """A lone surrogate (what ``surrogateescape`` decoding leaves for undecodable bytes) is no UTF-8: neither store
-    can hold it. The buffer drops that one event and writes the rest."""
+    can hold it where it is a column or a name (an access key id: a SQLite column; in Firestore a log-page tag and a
+    field path of ``access_hourly``). The buffer drops that one event and writes the rest. (Inside a log row's JSON,
+    e.g. the model, Firestore keeps it escaped: that is no rejection.)"""
     _setup(store)
     buf = _buffer(store)
     for i in range(6):
-        buf.add(ev(i, at=T0 + i, model="gemini-\udc80x" if i == 3 else "gemini-2.5-flash"))
+        buf.add(ev(i, at=T0 + i, access_key="ak-\udc80x" if i == 3 else "anonymous"))
     buf.flush()
     assert buf.rejected == 1 and len(buf) == 0
     assert _counts(store) == (5, 5)
