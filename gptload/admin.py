@@ -11,9 +11,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from gptload import proxyurl
 from gptload import settings as settings_schema
 from gptload.cipher import fingerprint
 from gptload.errors import Conflict, GroupNotFound, NotFound, ValidationFailed
@@ -71,7 +73,12 @@ log = logging.getLogger(__name__)
 
 
 class Admin:
-    def __init__(self, store: Store, vault: Vault, pool: KeyPool, usage: UsageBuffer) -> None:
+    def __init__(
+        self, store: Store, vault: Vault, pool: KeyPool, usage: UsageBuffer, *, seal: Callable[[str], str] | None = None
+    ) -> None:
+        """``seal``: a proxy_url with its credentials encrypted (``proxyurl.seal`` with the cipher); None when no
+        cipher is configured (VAULT=secretmanager without ENCRYPTION_KEY): credentials are then refused."""
+        self._seal = seal
         self._store = store
         self._vault = vault
         self._pool = pool
@@ -83,6 +90,8 @@ class Admin:
         fields = _group_fields(payload, creating=True)
         fields = self._aggregate_fields(fields, payload, current=None)
         now = time.time()
+        if "settings" in fields:
+            fields["settings"] = self._sealed(fields["settings"])
         group = Group.from_dict({"sort": self._next_sort(), **fields, "created_at": now, "updated_at": now})
         _check_rules(group)
         self._store.create_group(group)
@@ -95,7 +104,7 @@ class Admin:
         if "name" in fields and fields["name"] != name:
             raise ValidationFailed("a group cannot be renamed", details={"fields": {"name": "cannot change"}})
         if "settings" in fields:  # a masked secret sent back (proxy_url) keeps the stored one
-            fields["settings"] = settings_schema.keep_stored(fields["settings"], current.settings)
+            fields["settings"] = self._sealed(settings_schema.keep_stored(fields["settings"], current.settings))
         fields = self._aggregate_fields(fields, payload, current=current)
         merged = {**current.to_dict(), **fields, "updated_at": time.time()}
         group = Group.from_dict(merged)
@@ -226,8 +235,16 @@ class Admin:
             {"name": payload.get("name"), "proxy_keys": payload.get("proxy_keys", [])}, creating=True
         )
         now = time.time()
+        copied = source.settings if self._seal is None else self._sealed(source.settings)  # an older clear value
         copy = Group.from_dict(
-            {**source.to_dict(), **fields, "sort": self._next_sort(), "created_at": now, "updated_at": now}
+            {
+                **source.to_dict(),
+                **fields,
+                "settings": copied,
+                "sort": self._next_sort(),
+                "created_at": now,
+                "updated_at": now,
+            }
         )
         self._store.create_group(copy)
         if payload.get("with_keys"):
@@ -530,9 +547,44 @@ class Admin:
 
     def put_settings(self, payload: Any) -> dict[str, Any]:
         clean = settings_schema.keep_stored(settings_schema.validate(payload), self._store.get_settings())
-        self._store.put_settings(clean)
+        self._store.put_settings(self._sealed(clean))
         self._pool.reload()
         return self.get_settings()
+
+    def seal_stored_proxy_urls(self) -> int:
+        """Seal the ``proxy_url`` credentials an older version stored in clear (system settings and groups); returns
+        how many values it sealed. A maintenance step: after the first round it finds nothing and writes nothing."""
+        if self._seal is None:
+            return 0
+        sealed = 0
+        system = self._store.get_settings()
+        if proxyurl.has_credentials(str(system.get("proxy_url") or "")):
+            self._store.put_settings({"proxy_url": self._seal(system["proxy_url"])})
+            sealed += 1
+        for group in self._store.list_groups():
+            value = group.settings.get("proxy_url")
+            if isinstance(value, str) and proxyurl.has_credentials(value):
+                settings = {**group.settings, "proxy_url": self._seal(value)}
+                self._store.update_group(Group.from_dict({**group.to_dict(), "settings": settings}))
+                sealed += 1
+        if sealed:
+            log.info("sealed %d proxy_url value(s) stored in clear by an older version", sealed)
+            self._pool.reload()
+        return sealed
+
+    def _sealed(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` (validated) as stored: a ``proxy_url`` with credentials sealed (never stored in clear), or
+        refused (400) when no cipher is configured."""
+        value = settings.get("proxy_url")
+        if not isinstance(value, str) or not proxyurl.has_credentials(value):
+            return settings
+        if self._seal is None:
+            raise ValidationFailed(
+                "proxy_url: its credentials are encrypted at rest with ENCRYPTION_KEY, which is not set "
+                "(VAULT=secretmanager): set ENCRYPTION_KEY, or use a proxy without credentials",
+                details={"fields": {"proxy_url": "credentials need ENCRYPTION_KEY to be stored encrypted"}},
+            )
+        return {**settings, "proxy_url": self._seal(value)}
 
 
 def _import_counts(parsed: ParsedKeys, added: int, done: int | None = None) -> dict[str, Any]:

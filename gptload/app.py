@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
 
+from gptload import logscrub, proxyurl
 from gptload.access.admin import AccessAdmin
 from gptload.access.gate import AccessGate
 from gptload.admin import Admin
@@ -64,9 +66,12 @@ def build_services(
     config: Config, *, store: Store | None = None, vault: Vault | None = None, session: requests.Session | None = None
 ) -> Services:
     """Create every long-lived object once per process. Tests pass fakes for ``store``, ``vault``, ``session``."""
+    logscrub.install()  # no proxy credentials in any log line, whatever echoes them
     master_key: Future[bytes] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="gptload-master-key") as aside:
-        if config.vault == "store" and vault is None:
+        # the cipher also seals proxy_url credentials at rest (proxyurl.seal): with VAULT=secretmanager, when an
+        # ENCRYPTION_KEY is given
+        if (config.vault == "store" and vault is None) or config.encryption_key:
             # scrypt (ENCRYPTION_KEY) releases the GIL: the key is derived while the store's SDK is imported
             master_key = aside.submit(load_master_key, config.encryption_key, config.data_dir)
         store = store or open_store(config)
@@ -77,6 +82,7 @@ def build_services(
         vault,
         refresh_seconds=config.state_refresh_seconds,
         background_refresh=config.store != "sqlite",
+        unseal=functools.partial(proxyurl.unseal, decrypt=cipher.decrypt) if cipher is not None else None,
     )
     access = AccessGate(store, store.salt(), timezone=lambda: pool.cached_settings().limits_timezone)
     pool.on_markers(access.on_markers)
@@ -92,6 +98,11 @@ def build_services(
     usage.hurry = access.has_daily_limits
     session = session or make_session(config.threads * 2)
     sessions = Sessions(session, config.threads * 2)
+
+    def prune_sessions(_markers: dict[str, int]) -> None:  # the sessions of edited or deleted groups' proxies
+        sessions.prune(pool.proxy_urls())
+
+    pool.on_markers(prune_sessions)
     metrics = Metrics()
     usage.observer = metrics.observe
     forwarder = Forwarder(pool, affinity, usage, session, sessions=sessions, metrics=metrics)
@@ -103,7 +114,9 @@ def build_services(
         affinity=affinity,
         usage=usage,
         forwarder=forwarder,
-        admin=Admin(store, vault, pool, usage),
+        admin=Admin(
+            store, vault, pool, usage, seal=functools.partial(proxyurl.seal, encrypt=cipher.encrypt) if cipher else None
+        ),
         insights=Insights(store, pool, usage, forwarder.breakers),
         validator=Validator(store, pool, session, sessions),
         session=session,

@@ -28,6 +28,7 @@
     ├── UpstreamUnreachable           502 UPSTREAM_UNREACHABLE
     │   └── UpstreamTimeout           504 UPSTREAM_TIMEOUT
     ├── StoreUnavailable              503 STORE_UNAVAILABLE
+    │   └── StoreRejected             500 STORE_REJECTED (usage writes only; never reaches HTTP)
     ├── LiveSessionsFull              503 LIVE_SESSIONS_FULL
     └── AuthUnavailable               503 AUTH_UNAVAILABLE
 
@@ -201,6 +202,25 @@ class StoreUnavailable(GptloadError):
 
     status = 503
     code = "STORE_UNAVAILABLE"
+
+
+class StoreRejected(StoreUnavailable):
+    """The store answered that some usage events can *never* be written (Firestore INVALID_ARGUMENT: a document
+    over 1 MiB, a write too large for any commit, a value Firestore cannot hold; SQLite: an integrity or data error,
+    an integer out of range). ``events`` are the events not written; every other event of the batch was applied,
+    exactly once. Raised only by ``Store.record_usage`` and only on evidence that the request itself is invalid,
+    never on a timeout, UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED or a permission error.
+
+    A subclass of StoreUnavailable on purpose: a caller that does not know it keeps treating the write as failed
+    and retries it (nothing is lost); only ``UsageBuffer`` tells it apart, isolates the rejected events by
+    halving and drops them, counted."""
+
+    status = 500
+    code = "STORE_REJECTED"
+
+    def __init__(self, message: str, *, events: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[Any] = list(events or [])
 
 
 class AuthUnavailable(GptloadError):

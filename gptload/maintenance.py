@@ -6,7 +6,8 @@
    re-validate, per group at most every ``key_validation_interval_minutes``, the keys invalid on key evidence and
    the keys whose cooldowns have ended (with the same probe as the console's validation);
 3. trim request logs past ``request_log_retention_days``, and expired affinity records and usage batch names
-   (``Store.purge_expired``: a no-op where TTL policies do it).
+   (``Store.purge_expired``: a no-op where TTL policies do it);
+4. seal ``proxy_url`` credentials an older version stored in clear (``Admin.seal_stored_proxy_urls``).
 
 Serverless deployments call it through ``POST /api/tasks/run`` (Cloud Scheduler with an OIDC token); the embedded
 mode runs it on a timer thread (``start_embedded_timer``), since a laptop process has its CPU all the time.
@@ -52,6 +53,7 @@ def run_maintenance(services: Services, now: float | None = None) -> dict[str, A
     retention = services.pool.settings.request_log_retention_days
     report["logs_purged"] = services.store.purge_logs(now - retention * DAY)
     report["bindings_purged"] = services.store.purge_expired(now)
+    report["proxy_urls_sealed"] = services.admin.seal_stored_proxy_urls()
     return report
 
 

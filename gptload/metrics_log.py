@@ -13,7 +13,8 @@ the value at that moment. A group line is written only when its counters moved, 
      "candidates_tokens": 30000, "total_tokens": 39000, "keys_active": 8, "keys_cooling": 1, "keys_invalid": 1,
      "keys_disabled": 0}
     {"severity": "INFO", "message": "gptload instance metrics", "interval_seconds": 60.0, "streams_open": 3,
-     "usage_buffer_events": 40, "usage_dropped": 0, "breakers_open": 0, "rss_bytes": 140000000, "threads": 1012}
+     "usage_buffer_events": 40, "usage_dropped": 0, "usage_rejected": 0, "breakers_open": 0, "rss_bytes": 140000000,
+     "threads": 1012}
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class MetricsLog:
                 "streams_open": services.forwarder.open_streams(),
                 "usage_buffer_events": len(services.usage),
                 "usage_dropped": services.usage.dropped,
+                "usage_rejected": services.usage.rejected,
                 "breakers_open": len(services.forwarder.breakers.open_circuits(time.monotonic())),
                 "rss_bytes": rss_bytes(),
                 "threads": threading.active_count(),

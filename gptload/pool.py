@@ -9,6 +9,7 @@ key's state actually changes (a failure, a cooldown, or the first success after 
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import threading
@@ -17,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gptload.cipher import digest
+from gptload import proxyurl
+from gptload.cipher import DecryptionFailed, digest
 from gptload.errors import GroupNotFound, StoreUnavailable
 from gptload.keypool.balancer import Balancer
 from gptload.keypool.classify import Verdict
@@ -91,7 +93,10 @@ class KeyPool:
         refresh_seconds: float = 5.0,
         background_refresh: bool = False,
         clock: Callable[[], float] = time.time,
+        unseal: Callable[[str], str] | None = None,
     ) -> None:
+        """``unseal``: the clear form of a sealed ``proxy_url`` (``proxyurl.unseal`` with the cipher); may raise."""
+        self._unseal = unseal
         self._store = store
         self._vault = vault
         self._refresh_seconds = refresh_seconds
@@ -151,7 +156,7 @@ class KeyPool:
                 views[name] = self._build_view(group, previous.keys) if config_changed else previous
             for name in views:
                 self._synced_at[name] = started
-            self._settings = Settings.resolve(self._system)
+            self._settings = self._resolve(self._system, None)
             self._global_digests = frozenset(digest(self._salt, k) for k in self._settings.proxy_keys)
             self._views = views
             self._markers = markers
@@ -174,7 +179,7 @@ class KeyPool:
             members = members or MemberChoice([(m.name, m.weight) for m in group.sub_groups])
         return GroupView(
             group=group,
-            settings=Settings.resolve(self._system, group.settings),
+            settings=self._resolve(self._system, group.settings),
             keys=keys,
             by_id={k.id: k for k in keys},
             rotation=previous.rotation if previous else Rotation(),
@@ -185,6 +190,24 @@ class KeyPool:
             rules=_rules_of(group),
             members=members,
         )
+
+    def _resolve(self, system: dict[str, Any], group: dict[str, Any] | None) -> Settings:
+        """``Settings.resolve`` with a sealed ``proxy_url`` opened: only the resolved view holds the clear URL. One
+        that cannot be opened (another ENCRYPTION_KEY) stays sealed: its proxy refuses it (407), nothing goes out
+        directly instead."""
+        settings = Settings.resolve(system, group)
+        if self._unseal is None or not proxyurl.is_sealed(settings.proxy_url):
+            return settings
+        try:
+            return dataclasses.replace(settings, proxy_url=self._unseal(settings.proxy_url))
+        except (DecryptionFailed, ValueError) as exc:
+            log.error("a sealed proxy_url cannot be decrypted (%s): is ENCRYPTION_KEY the one it was saved with?", exc)
+            return settings
+
+    def proxy_urls(self) -> set[str]:
+        """The egress proxies the current views use (resolved, "" for direct): ``upstream.Sessions.prune`` keeps
+        only their sessions."""
+        return {v.settings.proxy_url for v in self._views.values()} | {self._settings.proxy_url}
 
     def members(self, view: GroupView) -> list[GroupView]:
         """An aggregate's member views with a weight above 0, in its order (members deleted meanwhile are left

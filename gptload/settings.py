@@ -58,6 +58,7 @@ def _setting(
     return field(
         default=default,
         metadata={"description": description, "min": lo, "max": hi, "group": group, "secret": secret},
+        repr=not secret,  # a resolved secret (the clear proxy_url) never reaches a log line through repr()
     )
 
 
@@ -122,8 +123,9 @@ class Settings:
     )
     proxy_url: str = _setting(
         "",
-        "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct. Proxies from the "
-        "environment (HTTPS_PROXY...) are never used.",
+        "HTTP(S) or SOCKS5 proxy for upstream traffic (http://user:pass@host:port); empty: direct (a group: the "
+        "system setting); 'direct': no proxy, even when the system setting names one. Proxies from the environment "
+        "(HTTPS_PROXY...) are never used.",
         secret=True,
     )
 
@@ -134,6 +136,8 @@ class Settings:
         if group:
             merged.update(valid_stored(group, for_group=True))
         merged["proxy_keys"] = tuple(merged["proxy_keys"])
+        if merged["proxy_url"] == proxyurl.DIRECT:  # a group's "no proxy" wins over the system's proxy
+            merged["proxy_url"] = ""
         return cls(**merged)
 
 

@@ -4,7 +4,9 @@ The buffer never blocks a request: a request tail that finds the buffer big or o
 flusher thread (one thread for the life of the process: a thread per flush would also mean a new SQLite
 connection per flush), so the store round trip delays neither that response nor the next request on the same
 keep-alive connection. Shutdown and the maintenance task flush synchronously. When the store is unreachable the
-batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning.
+batch is kept, up to ``max_events``; beyond that events are dropped and counted, with a warning. When the store
+rejects a batch as invalid (``StoreRejected``: it could never be written), the rejected events are isolated by
+halving and dropped, counted in ``rejected``; the rest of the batch is written exactly once (see ``flush``).
 A flush is due at ``flush_size`` events, or after ``flush_seconds`` once at least ``min_events`` are buffered, or
 after ``max_seconds`` whatever the count: on a store that bills per write (Firestore, ~3 writes per flush), a
 quiet instance then writes every ``max_seconds`` instead of every ``flush_seconds`` with a handful of events.
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from gptload.errors import StoreUnavailable
+from gptload.errors import StoreRejected, StoreUnavailable
 from gptload.models import UsageEvent
 from gptload.store.base import Store
 
@@ -64,16 +66,18 @@ class UsageBuffer:
         self._quiet_until = float("-inf")
         self._draining = False
         self.dropped = 0
+        self.rejected = 0  # events the store can never accept (StoreRejected), isolated and dropped
         self.observer: Callable[[UsageEvent], None] | None = None  # sees every event added (gptload.metrics)
-        # A batch whose write failed is retried alone and unchanged, so that a store which applies batches
-        # exactly once (see Store.record_usage) can recognise it.
-        self._failed: list[UsageEvent] = []
+        # Batches whose write failed, oldest first: each is retried alone and unchanged, so that a store which
+        # applies batches exactly once (see Store.record_usage) can recognise it. More than one only while a
+        # rejected batch is being halved (see flush).
+        self._failed: list[list[UsageEvent]] = []
 
     def add(self, event: UsageEvent) -> None:
         if self.observer is not None:
             self.observer(event)
         with self._lock:
-            if len(self._events) + len(self._failed) >= self._max:
+            if len(self._events) + self._waiting() >= self._max:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("usage buffer full (%d events): dropped %d so far", self._max, self.dropped)
@@ -81,7 +85,7 @@ class UsageBuffer:
             self._events.append(event)
 
     def __len__(self) -> int:
-        return len(self._events) + len(self._failed)
+        return len(self._events) + self._waiting()
 
     def due(self) -> bool:
         if self._draining:
@@ -127,8 +131,14 @@ class UsageBuffer:
         return self.flush()
 
     def flush(self, *, blocking: bool = True) -> int:
-        """Write buffered events (first a previously failed batch, alone); return how many were written
-        (0 when the store is unavailable)."""
+        """Write buffered events (first the batches whose write failed, each alone and unchanged); return how many
+        were written (0 when the store is unavailable).
+
+        A batch the store rejects (``StoreRejected``: it can never be written) is not retried as it is: its events
+        the store did not write are halved, each half written as a batch of its own, until the rejected events
+        are alone; those are dropped (``rejected``, one warning each) and everything else is written exactly
+        once. Halves wait in the retry queue like any failed batch, so an outage while halving keeps them intact.
+        """
         if not self._flushing.acquire(blocking=blocking):
             return 0
         try:
@@ -137,7 +147,7 @@ class UsageBuffer:
                 with self._lock:
                     retrying = bool(self._failed)
                     if retrying:
-                        batch = self._failed
+                        batch = self._failed[0]
                     else:
                         batch, self._events = self._events, []
                 self._last_flush = self._clock()
@@ -145,6 +155,10 @@ class UsageBuffer:
                     return written
                 try:
                     self._store.record_usage(batch)
+                except StoreRejected as exc:
+                    # The store answered: no quiet period, go on at once with the halves.
+                    written += self._isolate(batch, exc, retrying)
+                    continue
                 except Exception as exc:
                     if isinstance(exc, StoreUnavailable):
                         log.warning("usage flush failed, keeping %d events: %s", len(batch), exc)
@@ -152,18 +166,51 @@ class UsageBuffer:
                         log.exception("usage flush failed unexpectedly, keeping %d events", len(batch))
                     self._quiet_until = self._clock() + self._retry_seconds
                     with self._lock:
-                        self._failed = batch
-                        over = len(self._events) + len(self._failed) - self._max
-                        if over > 0:  # make room by dropping the newest unsent events, never part of the batch
+                        if not retrying:
+                            self._failed.insert(0, batch)
+                        over = len(self._events) + self._waiting() - self._max
+                        if over > 0:  # make room by dropping the newest unsent events, never part of a batch
                             del self._events[len(self._events) - over :]
                             self.dropped += over
                     return written
                 with self._lock:
                     if retrying:
-                        self._failed = []
+                        self._failed.pop(0)
                 written += len(batch)
                 self._quiet_until = float("-inf")
                 if not retrying:
                     return written
         finally:
             self._flushing.release()
+
+    def _waiting(self) -> int:
+        """Events in batches waiting for a retry (called with ``_lock`` held)."""
+        return sum(len(b) for b in self._failed)
+
+    def _isolate(self, batch: list[UsageEvent], exc: StoreRejected, retrying: bool) -> int:
+        """``batch`` was rejected: queue the halves of its unwritten events first (or drop the one event left);
+        return how many of its events the store did write."""
+        ids = {id(e) for e in batch}
+        unwritten = [e for e in exc.events if id(e) in ids] or list(batch)
+        with self._lock:
+            if retrying:
+                self._failed.pop(0)
+            if len(unwritten) == 1:
+                e = unwritten[0]
+                self.rejected += 1
+                log.warning(
+                    "usage event rejected by the store, dropped (%d so far): group=%s model=%s key_id=%s "
+                    "access_key=%s at=%.0f: %s",
+                    self.rejected,
+                    e.group,
+                    e.model,
+                    e.key_id,
+                    e.access_key,
+                    e.at,
+                    str(exc)[:200],
+                )
+            else:
+                half = len(unwritten) // 2
+                self._failed[0:0] = [unwritten[:half], unwritten[half:]]
+                log.info("the store rejected %d usage events: writing them in halves", len(unwritten))
+        return len(batch) - len(unwritten)

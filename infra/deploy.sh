@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Deploy gptload to Google Cloud with gcloud only (the same result as infra/terraform, for those without
-# Terraform): APIs, service accounts and IAM (no primitive roles), Firestore (database, composite indexes, TTL
-# policies), the AUTH_KEY secret, the Cloud Run function (gen2), the maintenance scheduler job and, with
-# --console-bucket, the console in a public bucket.
+# Terraform): APIs, service accounts and IAM (no primitive roles), Firestore (database, composite indexes, index
+# exemptions, TTL policies), the AUTH_KEY and ENCRYPTION_KEY secrets, the Cloud Run function (gen2), the
+# maintenance scheduler job and, with --console-bucket, the console in a public bucket.
 #
 #   bash infra/deploy.sh --project my-project [--region us-central1] [--name gptload] [--dry-run]
 #
@@ -113,6 +113,7 @@ CREATOR_ROLE="${ROLE_PREFIX}_secret_creator"
 LEGACY_SECRET_PREFIX="${NAME}-vault"
 SECRET_PREFIX="${SECRET_PREFIX:-${NAME}_vault}"
 AUTH_KEY_SECRET="${NAME}-auth-key" # outside SECRET_PREFIX: the function may only read it
+ENCRYPTION_KEY_SECRET="${NAME}-encryption-key" # the same: created here once, read-only for the function
 JOB="${NAME}-maintenance"
 IMAGES_REPO="${NAME}-functions" # the service's images, with a cleanup policy (same as function.tf)
 CONSOLE_BUCKET_NAME="${PROJECT}-${NAME}-console"
@@ -233,7 +234,7 @@ exists gcloud firestore databases describe --database="$DATABASE" "${G[@]}" \
   || run gcloud firestore databases create --database="$DATABASE" --location="$FIRESTORE_LOCATION" \
     --type=firestore-native --delete-protection "${G[@]}"
 
-say "composite indexes and TTL policies (from FIRESTORE_INDEXES / FIRESTORE_TTL_FIELDS, infra/indexes.py)"
+say "composite indexes, single-field index exemptions and TTL policies (gptload/store/firestore/schema.py)"
 existing_json=""
 if ! $DRY_RUN; then
   existing_json="$(mktemp)"
@@ -242,6 +243,7 @@ if ! $DRY_RUN; then
   gcloud firestore indexes composite list --database="$DATABASE" "${G[@]}" --format=json >"$existing_json"
 fi
 # Generated first, then run: a failure of the generator stops the script (a `< <(...)` loop would ignore it).
+# Indexes of earlier versions that no query uses any more are named on stderr (with the delete command), not deleted.
 index_commands="$(python3 infra/indexes.py gcloud --project="$PROJECT" --database="$DATABASE" \
   ${existing_json:+--existing="$existing_json"})" || die "infra/indexes.py failed: no indexes or TTL policies"
 cmd=()
@@ -267,6 +269,35 @@ if [ -z "$AUTH_KEY_VERSION" ]; then
   fi
 fi
 retry gcloud secrets add-iam-policy-binding "$AUTH_KEY_SECRET" --member="serviceAccount:${RUN_SA}" \
+  --role=roles/secretmanager.secretAccessor "${G[@]}" --format=none
+
+# --- 5b. ENCRYPTION_KEY ----------------------------------------------------------------------------------------
+# The passphrase of the AES-GCM key that seals proxy_url credentials (http://user:pass@proxy:3128) in Firestore;
+# without it the service refuses a proxy_url with credentials. Generated on the first deploy only and NEVER rotated
+# by a re-deploy: a new key would make every sealed proxy_url unreadable (the proxy then answers 407 rather than
+# going out directly; re-entering each proxy_url is the only way back). Hence: a version is added only when the
+# secret has none at all; versions that exist but are all disabled or destroyed stop the script (re-enable the one
+# the service used; a new key is a decision for a person, README "Deploy to Google Cloud").
+say "ENCRYPTION_KEY (seals proxy_url credentials; never rotated) in Secret Manager secret ${ENCRYPTION_KEY_SECRET}"
+exists gcloud secrets describe "$ENCRYPTION_KEY_SECRET" "${G[@]}" \
+  || run gcloud secrets create "$ENCRYPTION_KEY_SECRET" --replication-policy=automatic "${G[@]}"
+read_into ENCRYPTION_KEY_VERSION "" gcloud secrets versions list "$ENCRYPTION_KEY_SECRET" "${G[@]}" \
+  --filter=state:ENABLED --limit=1 --format='value(name)'
+if [ -z "$ENCRYPTION_KEY_VERSION" ]; then
+  read_into ENCRYPTION_KEY_ANY_VERSION "" gcloud secrets versions list "$ENCRYPTION_KEY_SECRET" "${G[@]}" \
+    --limit=1 --format='value(name)'
+  [ -z "$ENCRYPTION_KEY_ANY_VERSION" ] || die "secret ${ENCRYPTION_KEY_SECRET} has versions but no enabled version:" \
+    "re-enable the one the service used (gcloud secrets versions list ${ENCRYPTION_KEY_SECRET} --project=${PROJECT};" \
+    "gcloud secrets versions enable VERSION --secret=${ENCRYPTION_KEY_SECRET} --project=${PROJECT}). A new key" \
+    "makes every sealed proxy_url unreadable: to start over, add a version yourself and re-enter each proxy_url."
+  printf '+ python3 -c %q | gcloud secrets versions add %q --data-file=- --project=%q\n' \
+    'import secrets; print(secrets.token_urlsafe(48), end="")' "$ENCRYPTION_KEY_SECRET" "$PROJECT"
+  if ! $DRY_RUN; then
+    python3 -c 'import secrets; print(secrets.token_urlsafe(48), end="")' \
+      | gcloud secrets versions add "$ENCRYPTION_KEY_SECRET" --data-file=- "${G[@]}" --format=none
+  fi
+fi
+retry gcloud secrets add-iam-policy-binding "$ENCRYPTION_KEY_SECRET" --member="serviceAccount:${RUN_SA}" \
   --role=roles/secretmanager.secretAccessor "${G[@]}" --format=none
 
 # --- 6. the function -----------------------------------------------------------------------------------------
@@ -300,7 +331,8 @@ run gcloud run deploy "$NAME" --region="$REGION" "${G[@]}" \
   --service-account="$RUN_SA" --build-service-account="projects/${PROJECT}/serviceAccounts/${BUILD_SA}" \
   --concurrency="$CONCURRENCY" --cpu="$CPU" --memory="$MEMORY" --timeout="${TIMEOUT}s" \
   --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" --session-affinity --no-use-http2 \
-  --set-env-vars="$ENV_VARS" --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest" --quiet
+  --set-env-vars="$ENV_VARS" \
+  --set-secrets="AUTH_KEY=${AUTH_KEY_SECRET}:latest,ENCRYPTION_KEY=${ENCRYPTION_KEY_SECRET}:latest" --quiet
 
 read_into URL 'https://SERVICE-URL.run.app' gcloud run services describe "$NAME" --region="$REGION" "${G[@]}" \
   --format='value(status.url)'
@@ -349,6 +381,7 @@ cat <<EOF
 #   function URL:   ${URL}
 #   console:        ${CONSOLE_URL}
 #   admin password: gcloud secrets versions access latest --secret=${AUTH_KEY_SECRET} --project=${PROJECT}
+#   ENCRYPTION_KEY: secret ${ENCRYPTION_KEY_SECRET} (seals proxy_url credentials; never change it, README)
 #   SDK base URL:   ${URL}/proxy/GROUP   (api_key = a proxy key of that group)
 #   Composite indexes build for a few minutes; request-log filters need them.
 EOF

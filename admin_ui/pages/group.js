@@ -71,6 +71,12 @@ function snippetTabs(code) {
   return h("div", {}, tabs, panel);
 }
 
+/** A group's proxy_url as the rules card shows it: masked URL, "direct" (no proxy), or the system's. */
+const egressText = (value) =>
+  value === "direct"
+    ? "direct (no proxy, whatever the system setting)"
+    : value || h("span", { class: "muted" }, "system setting (empty: direct)");
+
 const maskProxyKey = (k) => (k.length > 10 ? k.slice(0, 5) + "…" + k.slice(-4) : "••••");
 
 export async function render(main, { params: [name] }) {
@@ -323,7 +329,7 @@ function rulesCard(group) {
           : none("none"),
       ),
       h("dt", {}, "Egress proxy"),
-      h("dd", { class: "mono small" }, group.settings?.proxy_url || none("system setting (empty: direct)")),
+      h("dd", { class: "mono small" }, egressText(group.settings?.proxy_url)),
     ),
   );
 }

@@ -199,7 +199,7 @@ export function createDialog() {
     class: "mono",
     autocomplete: "off",
     spellcheck: "false",
-    placeholder: "empty: the system setting",
+    placeholder: "empty: the system setting; direct: no proxy",
   });
   const error = h("div", { class: "alert error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "btn primary" }, "Create group");
@@ -234,7 +234,9 @@ export function createDialog() {
       h("summary", {}, "Routing rules and egress proxy (optional)"),
       rules.node,
       field("Egress proxy URL", proxyUrl, {
-        hint: "http://user:pass@host:port or socks5://…; upstream traffic of this group goes through it.",
+        hint:
+          "http://user:pass@host:port or socks5://…; upstream traffic of this group goes through it. " +
+          "Empty: the system setting's proxy; direct: no proxy, even when the system setting names one.",
         name: "settings",
       }),
     ),

@@ -11,6 +11,7 @@ import threading
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from gptload import proxyurl
 from gptload.proxy import upstream_io
 
 
@@ -33,9 +34,10 @@ def make_session(pool_size: int) -> requests.Session:
 
 
 class Sessions:
-    """The direct session and one session per distinct egress proxy (a group's ``proxy_url``), created on first use
-    and kept for the process: connections to a proxy are pooled like direct ones. Proxies come only from
-    ``proxy_url``, never from the environment (``trust_env`` stays off)."""
+    """The direct session and one session per distinct egress proxy (a group's ``proxy_url``), created on first use:
+    connections to a proxy are pooled like direct ones. ``prune`` closes the sessions of proxies no group uses any
+    more (called after each reload of the pool's view). Proxies come only from ``proxy_url``, never from the
+    environment (``trust_env`` stays off)."""
 
     def __init__(self, direct: requests.Session, pool_size: int = 16) -> None:
         self.direct = direct
@@ -44,8 +46,8 @@ class Sessions:
         self._lock = threading.Lock()
 
     def for_proxy(self, proxy_url: str) -> requests.Session:
-        """The session for ``proxy_url`` ("" = direct)."""
-        if not proxy_url:
+        """The session for ``proxy_url`` ("" or "direct" = direct)."""
+        if not proxy_url or proxy_url == proxyurl.DIRECT:
             return self.direct
         session = self._proxied.get(proxy_url)
         if session is None:
@@ -56,6 +58,25 @@ class Sessions:
                     session.proxies = {"http": proxy_url, "https": proxy_url}
                     self._proxied[proxy_url] = session
         return session
+
+    def proxies(self) -> set[str]:
+        """The proxy URLs that have a session now."""
+        with self._lock:
+            return set(self._proxied)
+
+    def prune(self, in_use: set[str]) -> int:
+        """Close and forget the sessions of proxies not in ``in_use``; returns how many.
+
+        A call in flight on a pruned session is not cut: closing a session empties its connection pools, and a
+        connection that is still being read is closed when its answer has been read (urllib3 discards a connection
+        given back to a closed pool). A caller that took the session just before may still send on it: requests
+        then opens a fresh pool for that call, and the session is garbage once nobody holds it."""
+        with self._lock:
+            gone = [url for url in self._proxied if url not in in_use]
+            sessions = [self._proxied.pop(url) for url in gone]
+        for session in sessions:
+            session.close()
+        return len(sessions)
 
     def close(self) -> None:
         with self._lock:

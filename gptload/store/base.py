@@ -14,7 +14,10 @@ Contract shared by every adapter (checked by ``tests/contract``):
   at or after ``since`` (the store's clock; callers subtract a margin for clock skew); returning more is allowed.
 - ``record_usage`` applies a batch exactly once: recording the same events again (a retry after a failure whose
   outcome was unknown) adds nothing, recognised by ``batch_key(events)``. It raises StoreUnavailable when any
-  part may not have been written; the caller then retries the same batch.
+  part may not have been written; the caller then retries the same batch. It raises StoreRejected (a
+  StoreUnavailable) only when the store answered that some events can never be written (an invalid value, a
+  document or commit too large): ``exc.events`` are the events not written, every other event of the batch was
+  applied exactly once; the caller may write those events again as new batches (``UsageBuffer`` halves them).
 - ``query_keys`` filters and sorts exactly like ``store.keyquery.select`` (the reference implementation).
 - ``set_disabled`` applies ``keypool.state.disabled``/``enabled`` per key and moves ``state:{group}``;
   ``record_validations`` writes validation marks only (no marker, no state change, deleted keys skipped).

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreRejected, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
 from gptload.models import (
@@ -513,8 +513,18 @@ class SqliteStore:
         )
 
     def record_usage(self, events: list[UsageEvent]) -> None:
+        """One transaction per batch: all of it or nothing. A row SQLite can never take (an integer out of range,
+        a constraint or data error, text that is not encodable) rolls the batch back and raises StoreRejected
+        naming every event of the batch (the caller halves it to find the bad ones); other failures raise
+        StoreUnavailable."""
         if not events:
             return
+        try:
+            self._record_usage(events)
+        except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeError) as exc:
+            raise StoreRejected(f"SQLite rejected the usage batch: {type(exc).__name__}: {exc}", events=events) from exc
+
+    def _record_usage(self, events: list[UsageEvent]) -> None:
         usage = rollup(events)
         with self._write() as conn:
             applied = conn.execute(

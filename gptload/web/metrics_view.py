@@ -93,6 +93,12 @@ def families(services: Services) -> list[Family]:
             [((), services.usage.dropped)],
             "counter",
         ),
+        gauge(
+            "gptload_usage_rejected_total",
+            "Usage events the store rejected as invalid (never writable), isolated and dropped",
+            [((), services.usage.rejected)],
+            "counter",
+        ),
         gauge("gptload_streams_open", "Answers being relayed now", [((), services.forwarder.open_streams())]),
         gauge("gptload_live_sessions_open", "Live API (WebSocket) sessions running now", [((), len(services.live))]),
         gauge(

@@ -42,8 +42,8 @@ resource "google_storage_bucket_object" "source" {
 locals {
   # Exactly the settings gptload/config.py reads that this deployment needs (tests/infra checks both ways).
   # Not set: PORT (Cloud Run sets it), HOST/DATA_DIR/MAINTENANCE_INTERVAL_SECONDS (embedded mode only),
-  # REQUEST_*_TIMEOUT_SECONDS/GRACEFUL_TIMEOUT_SECONDS/TLS_* (python main.py's own server only), ENCRYPTION_KEY (only
-  # for VAULT=store), MAX_BODY_BYTES (default; Cloud Run caps bodies at 32 MiB anyway).
+  # REQUEST_*_TIMEOUT_SECONDS/GRACEFUL_TIMEOUT_SECONDS/TLS_* (python main.py's own server only), MAX_BODY_BYTES
+  # (default; Cloud Run caps bodies at 32 MiB anyway). AUTH_KEY and ENCRYPTION_KEY come from Secret Manager (below).
   # TRUSTED_PROXY_HOPS = 1: Google's front end appends the client's address to X-Forwarded-For and sets
   # X-Forwarded-Proto; what a client wrote there itself is not believed.
   service_env = {
@@ -126,6 +126,17 @@ resource "google_cloud_run_v2_service" "gptload" {
           }
         }
       }
+
+      # Seals proxy_url credentials at rest (secrets.tf): generated once, never rotated.
+      env {
+        name = "ENCRYPTION_KEY"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.encryption_key.secret_id
+            version = google_secret_manager_secret_version.encryption_key.version
+          }
+        }
+      }
     }
   }
 
@@ -149,6 +160,8 @@ resource "google_cloud_run_v2_service" "gptload" {
     time_sleep.build_grants, # the build account's grants have had time to take effect
     google_secret_manager_secret_version.auth_key,
     google_secret_manager_secret_iam_member.runtime_auth_key,
+    google_secret_manager_secret_version.encryption_key,
+    google_secret_manager_secret_iam_member.runtime_encryption_key,
   ]
 }
 

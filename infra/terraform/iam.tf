@@ -99,6 +99,14 @@ resource "google_secret_manager_secret_iam_member" "runtime_auth_key" {
   member    = google_service_account.runtime.member
 }
 
+# ENCRYPTION_KEY: read-only, on that one secret (the service never writes it: a deploy creates it once).
+resource "google_secret_manager_secret_iam_member" "runtime_encryption_key" {
+  project   = var.project
+  secret_id = google_secret_manager_secret.encryption_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.runtime.member
+}
+
 # --- scheduler: may invoke this function, nothing else -----------------------------------------------------
 resource "google_cloud_run_service_iam_member" "scheduler_invoker" {
   project  = var.project

@@ -22,10 +22,12 @@ locals {
   # Real keys live in secrets named {SECRET_PREFIX}-{group}-keys-{n}, created by the function at runtime. The
   # runtime's conditional grant (iam.tf) covers names starting with "{SECRET_PREFIX}-". "_" cannot occur in a
   # name (variables.tf), so "NAME_vault-" starts this deployment's key secrets and nothing else: not its AUTH_KEY
-  # secret (NAME-auth-key, read-only for the function), and no secret of another deployment in the project,
-  # whatever its name ("NAME-vault-..." would also have matched a deployment named "NAME-vault").
-  secret_prefix   = coalesce(var.secret_prefix, "${var.name}_vault")
-  auth_key_secret = "${var.name}-auth-key"
+  # and ENCRYPTION_KEY secrets (NAME-auth-key, NAME-encryption-key, read-only for the function), and no secret of
+  # another deployment in the project, whatever its name ("NAME-vault-..." would also have matched a deployment
+  # named "NAME-vault").
+  secret_prefix         = coalesce(var.secret_prefix, "${var.name}_vault")
+  auth_key_secret       = "${var.name}-auth-key"
+  encryption_key_secret = "${var.name}-encryption-key"
 
   # Key secrets of the layout before NAME_vault (NAME-vault-GROUP-keys-N); the function refuses to deploy over
   # them (function.tf). Without "_": not the NAME_vault-... shards of a deployment named NAME-vault-SOMETHING.

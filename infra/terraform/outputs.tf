@@ -13,6 +13,11 @@ output "auth_key_secret" {
   value       = google_secret_manager_secret.auth_key.secret_id
 }
 
+output "encryption_key_secret" {
+  description = "Secret Manager secret holding ENCRYPTION_KEY (seals proxy_url credentials; never change it)."
+  value       = google_secret_manager_secret.encryption_key.secret_id
+}
+
 output "maintenance_audience" {
   description = "OIDC audience of the maintenance job's token (= the function's OIDC_AUDIENCE)."
   value       = local.maintenance_audience

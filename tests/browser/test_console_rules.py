@@ -102,6 +102,8 @@ def test_a_server_refusal_of_a_rule_sits_next_to_it(ui, server, fake):
 
 def test_proxy_url_is_masked_in_the_edit_form_and_kept_when_saved_back(ui, server, fake):
     name = new_group(server, fake, n_keys=0, settings={"proxy_url": PROXY})
+    sealed = stored_group(server, name)["settings"]["proxy_url"]
+    assert "px-secret-5512" not in sealed and sealed.endswith("@127.0.0.1:3128")  # stored sealed, never in clear
     ui.login()
     page, dialog = open_edit(ui, server, name)
     expect(page.get_by_test_id("rules-card")).to_contain_text("http://****@127.0.0.1:3128")
@@ -114,7 +116,7 @@ def test_proxy_url_is_masked_in_the_edit_form_and_kept_when_saved_back(ui, serve
     expect(dialog).to_have_count(0)
     stored = stored_group(server, name)
     assert stored["description"] == "saved with the masked proxy URL"
-    assert stored["settings"]["proxy_url"] == PROXY
+    assert stored["settings"]["proxy_url"] == sealed  # kept as it was
 
 
 def test_create_dialog_takes_rules_and_an_egress_proxy(ui, server, fake):
@@ -138,7 +140,8 @@ def test_create_dialog_takes_rules_and_an_egress_proxy(ui, server, fake):
     got = server.api("GET", f"/api/groups/{name}").json()
     assert got["model_redirect_rules"] == {"team-model": "gemini-2.5-flash"}
     assert got["settings"]["proxy_url"] == "http://****@127.0.0.1:3128"
-    assert stored_group(server, name)["settings"]["proxy_url"] == PROXY
+    stored = stored_group(server, name)["settings"]["proxy_url"]
+    assert stored.startswith("http://sealed.v1.") and "px-secret-5512" not in stored
     assert "px-secret-5512" not in page.content()
 
 
@@ -166,6 +169,10 @@ def test_the_log_shows_the_model_asked_for_next_to_the_one_sent(ui, server, fake
 
 def test_settings_page_shows_the_proxy_url_masked_and_keeps_it_on_save(ui, server):
     assert server.api("PUT", "/api/settings", json={"proxy_url": PROXY}).status_code == 200
+    with sqlite3.connect(server.data_dir / "gptload.db") as conn:
+        (raw,) = conn.execute("SELECT value FROM settings WHERE name = 'proxy_url'").fetchone()
+    before = json.loads(raw)
+    assert "px-secret-5512" not in before  # sealed at rest
     try:
         ui.login()
         page = ui.page
@@ -178,6 +185,24 @@ def test_settings_page_shows_the_proxy_url_masked_and_keeps_it_on_save(ui, serve
         expect(page.get_by_text("Settings saved: max_retries")).to_be_visible()
         with sqlite3.connect(server.data_dir / "gptload.db") as conn:
             stored = dict(conn.execute("SELECT name, value FROM settings").fetchall())
-        assert json.loads(stored["proxy_url"]) == PROXY and json.loads(stored["max_retries"]) == 4
+            assert json.loads(stored["proxy_url"]) == before and json.loads(stored["max_retries"]) == 4
     finally:  # the session's server is shared: leave the system settings as they were
         server.api("PUT", "/api/settings", json={"proxy_url": "", "max_retries": 3})
+
+
+def test_a_group_can_say_direct_when_a_system_proxy_is_set(ui, server, fake):
+    name = new_group(server, fake, n_keys=0)
+    assert server.api("PUT", "/api/settings", json={"proxy_url": PROXY}).status_code == 200
+    try:
+        ui.login()
+        page, dialog = open_edit(ui, server, name)
+        dialog.get_by_text("Setting overrides").click()
+        field = dialog.get_by_label("Proxy URL", exact=True)
+        expect(dialog).to_contain_text("'direct': no proxy")
+        field.fill("direct")
+        dialog.get_by_role("button", name="Save").click()
+        expect(dialog).to_have_count(0)
+        assert server.api("GET", f"/api/groups/{name}").json()["settings"]["proxy_url"] == "direct"
+        expect(page.get_by_test_id("rules-card")).to_contain_text("direct (no proxy")
+    finally:  # the session's server is shared: leave the system settings as they were
+        server.api("PUT", "/api/settings", json={"proxy_url": ""})

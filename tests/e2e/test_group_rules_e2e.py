@@ -213,3 +213,48 @@ def test_strict_mode_reads_an_openai_body_sent_without_a_json_content_type(serve
     r = requests.post(f"{group.base}/v1beta/openai/chat/completions", data=body, headers=headers, timeout=10)
     assert r.status_code == 404 and r.json()["error"]["details"][0]["reason"] == "MODEL_NOT_ALLOWED"
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5h"])
+def test_an_unreachable_proxy_leaks_its_credentials_nowhere(server, fake, scheme):
+    from tests.e2e.conftest import free_port
+
+    port = free_port()  # nothing listens there: connection refused
+    group = make_group(
+        server, fake, settings={"proxy_url": f"{scheme}://ux-user:ux-pass-6620@127.0.0.1:{port}", "max_retries": 1}
+    )
+    r = requests.post(
+        f"{group.base}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers={"x-goog-api-key": group.proxy_key},
+        json={"contents": [{"parts": [{"text": "unreachable"}]}]},
+        timeout=30,
+    )
+    assert r.status_code == 502 and r.json()["error"]["status"] == "UNAVAILABLE", r.text
+    rows = log_rows(server, group, 2)
+    assert all(row["error"].startswith("network: ") for row in rows), rows
+    texts = [
+        r.text,
+        json.dumps(rows),
+        server.api("GET", f"/api/logs/export.csv?group={group.name}").text,
+        server.api("GET", f"/api/groups/{group.name}").text,
+    ]
+    assert all("ux-pass-6620" not in t and "ux-user" not in t for t in texts)
+    assert fake.requests == [] and all(row["status"] == "active" for row in group.key_rows())
+    assert "ux-pass-6620" not in server.log()
+
+
+def test_direct_on_a_group_bypasses_the_system_proxy(server, fake):
+    with ForwardProxy() as proxy:
+        assert server.api("PUT", "/api/settings", json={"proxy_url": f"http://127.0.0.1:{proxy.port}"}).ok
+        try:
+            inherits = make_group(server, fake)
+            direct = make_group(server, fake, settings={"proxy_url": "direct"})
+            assert server.api("GET", f"/api/groups/{direct.name}").json()["settings"]["proxy_url"] == "direct"
+            d = client(direct)
+            assert d.models.generate_content(model="gemini-2.5-flash", contents="no proxy").text == "echo: no proxy"
+            assert proxy.requests == []
+            i = client(inherits)
+            assert i.models.generate_content(model="gemini-2.5-flash", contents="system").text == "echo: system"
+            assert len(proxy.requests) == 1
+        finally:  # the session's server is shared: leave the system settings as they were
+            server.api("PUT", "/api/settings", json={"proxy_url": ""})

@@ -21,7 +21,7 @@ PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 # Settings a serverless deployment (STORE=firestore, VAULT=secretmanager, Cloud Scheduler) must set. Everything
 # else config.py reads keeps its default there (PORT is Cloud Run's, HOST/DATA_DIR/MAINTENANCE_INTERVAL_SECONDS
 # are embedded-mode only, as are REQUEST_*_TIMEOUT_SECONDS and GRACEFUL_TIMEOUT_SECONDS (python main.py's own
-# server), ENCRYPTION_KEY belongs to VAULT=store). TRUSTED_PROXY_HOPS=1: Google's front end is the one hop.
+# server)). TRUSTED_PROXY_HOPS=1: Google's front end is the one hop.
 REQUIRED_ENV = {
     "STORE",
     "VAULT",
@@ -35,10 +35,15 @@ REQUIRED_ENV = {
     "OIDC_SERVICE_ACCOUNT",
     "TRUSTED_PROXY_HOPS",
 }
-REQUIRED_SECRET_ENV = {"AUTH_KEY"}
+# Secret environment variables, each from a Secret Manager secret of its own: AUTH_KEY (the admin password) and
+# ENCRYPTION_KEY (seals proxy_url credentials at rest; without it the deployed admin API refuses a proxy_url with
+# credentials). Generated on the first deploy; ENCRYPTION_KEY is never rotated by a deploy.
+REQUIRED_SECRET_ENV = {"AUTH_KEY", "ENCRYPTION_KEY"}
 NEVER_PLAIN = {"AUTH_KEY", "ENCRYPTION_KEY"}  # secrets: never in plain environment variables
-NEVER_SET = {"PORT", "ENCRYPTION_KEY", "DATA_DIR"}  # PORT is reserved by Cloud Run; the others are other modes'
+NEVER_SET = {"PORT", "DATA_DIR"}  # PORT is reserved by Cloud Run; DATA_DIR is the embedded mode's
 EXPECTED_VALUES = {"STORE": "firestore", "VAULT": "secretmanager", "TRUSTED_PROXY_HOPS": "1"}
+# The secrets' names for a deployment NAME (both paths): outside the vault's prefix, the service may only read them.
+SECRET_ENV_SECRETS = {"AUTH_KEY": "{name}-auth-key", "ENCRYPTION_KEY": "{name}-encryption-key"}
 
 # Secret Manager client method -> the permission it needs (gptload/vault/secret_manager_vault.py calls them).
 SECRET_MANAGER_PERMISSIONS = {
@@ -111,6 +116,13 @@ def store_ttl_fields() -> set[tuple[str, str]]:
     from gptload.store.firestore.schema import FIRESTORE_TTL_FIELDS
 
     return {(c, f) for c, f in FIRESTORE_TTL_FIELDS}
+
+
+def store_index_exemptions() -> set[tuple[str, str]]:
+    """Fields declared without single-field indexes, TTL fields included (they are exempted with their TTL)."""
+    from gptload.store.firestore.schema import index_exempt_fields
+
+    return index_exempt_fields()
 
 
 # -- Terraform --------------------------------------------------------------------------------------------------

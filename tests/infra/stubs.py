@@ -19,16 +19,18 @@ from pathlib import Path
 from tests.infra import facts
 
 
-def _stub(calls: Path, rules: list[dict], counts: Path) -> str:
+def _stub(calls: Path, rules: list[dict], counts: Path, piped: Path) -> str:
     """The stub as a bash script (a Python one costs ~60 ms of CPU a call, and a deploy makes ~50 calls).
 
-    Calls are logged as their arguments separated by US (0x1f), one call per RS (0x1e)-terminated record."""
+    Calls are logged as their arguments separated by US (0x1f), one call per RS (0x1e)-terminated record. What
+    ``secrets versions add SECRET --data-file=-`` reads from stdin (a value the script generated in this test run)
+    is kept in ``piped/SECRET`` for the tests to check."""
     q = shlex.quote
     lines = [
         "#!/usr/bin/env bash",
         'ARGS=(gcloud "$@")',
         f"{{ printf '%s\\x1f' \"${{ARGS[@]}}\"; printf '\\x1e'; }} >> {q(str(calls))}",
-        'for a in "$@"; do [ "$a" = --data-file=- ] && cat >/dev/null; done  # a piped secret: consumed, not kept',
+        f'for a in "$@"; do [ "$a" = --data-file=- ] && cat > {q(str(piped))}/"${{4:-stdin}}"; done',
         'has() { local w a; for w in "$@"; do for a in "${ARGS[@]}"; do [ "$a" = "$w" ] && continue 2; done; return 1; done; }',
     ]
     for i, rule in enumerate(rules):
@@ -49,8 +51,9 @@ def _stub(calls: Path, rules: list[dict], counts: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-# What a describe/list answers when the resources exist and are sound (a project number, an enabled AUTH_KEY
-# version, the service's URL, a live custom role; no Cloud Functions function of an older deployment).
+# What a describe/list answers when the resources exist and are sound (a project number, an enabled version of
+# each secret (AUTH_KEY, ENCRYPTION_KEY), the service's URL, a live custom role; no Cloud Functions function of an
+# older deployment).
 EXISTING = [
     {"has": ["projects", "describe"], "stdout": "123456789\n"},
     {"has": ["secrets", "versions", "list"], "stdout": "1\n"},
@@ -75,6 +78,7 @@ class Run:
     stdout: str
     stderr: str
     calls: list[list[str]] = field(default_factory=list)
+    piped: dict[str, str] = field(default_factory=dict)  # secret name -> the value piped into its new version
 
     def called(self, *words: str) -> list[list[str]]:
         """Calls whose argv starts with gcloud WORDS..."""
@@ -85,9 +89,10 @@ def deploy(tmp_path: Path, rules: list[dict], *args: str, python3: str | None = 
     """Run infra/deploy.sh for real against the stub; ``python3`` (shell text) replaces python3 on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    calls, counts = tmp_path / "calls", tmp_path / "count-"
+    calls, counts, piped = tmp_path / "calls", tmp_path / "count-", tmp_path / "piped"
+    piped.mkdir(exist_ok=True)
     stub = bin_dir / "gcloud"
-    stub.write_text(_stub(calls, rules, counts))
+    stub.write_text(_stub(calls, rules, counts, piped))
     stub.chmod(0o755)
     if python3 is not None:
         fake = bin_dir / "python3"
@@ -107,4 +112,5 @@ def deploy(tmp_path: Path, rules: list[dict], *args: str, python3: str | None = 
         timeout=120,
     )
     records = calls.read_text().split("\x1e")[:-1] if calls.exists() else []
-    return Run(result.returncode, result.stdout, result.stderr, [r.split("\x1f")[:-1] for r in records])
+    values = {p.name: p.read_text() for p in piped.iterdir()}
+    return Run(result.returncode, result.stdout, result.stderr, [r.split("\x1f")[:-1] for r in records], values)

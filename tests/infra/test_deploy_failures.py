@@ -4,8 +4,13 @@ clear failure, never in "Done" over a broken one."""
 
 from __future__ import annotations
 
+from gptload import proxyurl
+from gptload.cipher import Cipher, load_master_key
+from gptload.config import MIN_PASSPHRASE, Config
 from tests.infra import stubs
-from tests.infra.test_deploy_script import flags
+from tests.infra.test_deploy_script import flags, parse_env
+
+ENC = "gptload-encryption-key"
 
 
 def test_a_fresh_deployment_runs_every_step_and_says_done(tmp_path):
@@ -53,21 +58,72 @@ def test_a_failed_index_generator_stops_the_deploy(tmp_path):
 
 
 def test_a_secret_without_a_version_gets_one(tmp_path):
-    # An earlier run stopped between `secrets create` and `versions add`: the secret exists, has no version.
+    # An earlier run stopped between `secrets create` and `versions add`: the secrets exist, have no version.
     rules = [{"has": ["secrets", "versions", "list"], "stdout": ""}, *stubs.EXISTING]
     run = stubs.deploy(tmp_path, rules)
     assert run.returncode == 0, run.stderr
     assert not run.called("secrets", "create")
-    (add,) = run.called("secrets", "versions", "add")
-    assert add[4] == "gptload-auth-key" and flags(add)["--data-file"] == "-"
-    (listing,) = run.called("secrets", "versions", "list")
-    assert flags(listing)["--filter"] == "state:ENABLED"
+    adds = run.called("secrets", "versions", "add")
+    assert [a[4] for a in adds] == ["gptload-auth-key", ENC]
+    assert all(flags(a)["--data-file"] == "-" for a in adds)
+    listings = run.called("secrets", "versions", "list")
+    assert [(c[4], flags(c).get("--filter")) for c in listings] == [
+        ("gptload-auth-key", "state:ENABLED"),
+        (ENC, "state:ENABLED"),
+        (ENC, None),  # no version at all (not merely none enabled): only then is a new key safe
+    ]
 
 
 def test_a_secret_with_a_version_keeps_it(tmp_path):
     run = stubs.deploy(tmp_path, stubs.EXISTING)
     assert run.returncode == 0, run.stderr
-    assert not run.called("secrets", "versions", "add"), "a re-run must not change the admin password"
+    assert not run.called("secrets", "versions", "add"), "a re-run must not change the admin password or the key"
+
+
+def test_a_fresh_deployment_gives_the_service_an_encryption_key_it_accepts(tmp_path):
+    """The deployed service gets ENCRYPTION_KEY from Secret Manager: a generated passphrase that gptload's own
+    settings accept with the deployed environment, and that seals proxy_url credentials (the feature it restores)."""
+    run = stubs.deploy(tmp_path, stubs.FRESH)
+    assert run.returncode == 0, run.stderr
+    assert [c[3] for c in run.called("secrets", "create")] == ["gptload-auth-key", ENC]
+    key, admin = run.piped[ENC], run.piped["gptload-auth-key"]
+    assert len(key) >= MIN_PASSPHRASE and key != admin and key.strip() == key
+    assert key not in run.stdout + run.stderr and not [c for c in run.calls if key in " ".join(c)]
+    (deploy,) = run.called("run", "deploy")
+    secrets = dict(s.split("=", 1) for s in flags(deploy)["--set-secrets"].split(","))
+    assert secrets == {"AUTH_KEY": "gptload-auth-key:latest", "ENCRYPTION_KEY": f"{ENC}:latest"}
+    env = parse_env(flags(deploy)["--set-env-vars"])
+    config = Config.from_env({**env, "AUTH_KEY": admin, "ENCRYPTION_KEY": key})
+    assert config.vault == "secretmanager" and config.encryption_key == key
+    cipher = Cipher(load_master_key(config.encryption_key, "unused: a passphrase needs no key file"))
+    sealed = proxyurl.seal("http://user:pa55@proxy.example:3128", cipher.encrypt)
+    assert "pa55" not in sealed and proxyurl.unseal(sealed, cipher.decrypt) == "http://user:pa55@proxy.example:3128"
+    # the reader binding on the new secret, for the runtime account only
+    (reader,) = [c for c in run.called("secrets", "add-iam-policy-binding") if c[3] == ENC]
+    assert flags(reader)["--member"] == "serviceAccount:gptload-run@p.iam.gserviceaccount.com"
+    assert run.calls.index(reader) < run.calls.index(deploy)
+
+
+def test_a_redeploy_never_rotates_the_encryption_key(tmp_path):
+    # AUTH_KEY lost its version (an interrupted run); the encryption key has one: only AUTH_KEY gets a new one.
+    rules = [{"has": ["secrets", "versions", "list", "gptload-auth-key"], "stdout": ""}, *stubs.EXISTING]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode == 0, run.stderr
+    assert [a[4] for a in run.called("secrets", "versions", "add")] == ["gptload-auth-key"]
+    assert ENC not in run.piped
+
+
+def test_an_encryption_key_without_an_enabled_version_stops_the_deploy(tmp_path):
+    # Someone disabled (or destroyed) the key's versions. A new key would make every sealed proxy_url unreadable:
+    # the script says what to do instead of generating one.
+    rules = [
+        {"has": ["secrets", "versions", "list", ENC, "--filter=state:ENABLED"], "stdout": ""},
+        *stubs.EXISTING,  # the unfiltered listing finds version 1
+    ]
+    run = stubs.deploy(tmp_path, rules)
+    assert run.returncode != 0 and "Done" not in run.stdout
+    assert "no enabled version" in run.stderr and f"gcloud secrets versions enable VERSION --secret={ENC}" in run.stderr
+    assert not run.called("secrets", "versions", "add") and not run.called("run", "deploy")
 
 
 def test_a_binding_of_a_fresh_service_account_is_retried(tmp_path):

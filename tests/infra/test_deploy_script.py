@@ -112,6 +112,7 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
     assert facts.REQUIRED_ENV - env.keys() == set()
     assert secrets.keys() == facts.REQUIRED_SECRET_ENV
     assert secrets["AUTH_KEY"] == "gptload-auth-key:latest"
+    assert secrets["ENCRYPTION_KEY"] == "gptload-encryption-key:latest"
     assert (env.keys() | secrets.keys()) - read == set()
     assert not env.keys() & (facts.NEVER_PLAIN | facts.NEVER_SET)
     for name, value in facts.EXPECTED_VALUES.items():
@@ -156,9 +157,28 @@ def test_secret_manager_rights_are_the_vaults_calls_limited_to_its_prefix(out, e
         assert f'resource.name.startsWith("{prefix}")' in flags(cmd)["--condition"]
     assert not gcloud(lines, "projects", "add-iam-policy-binding", P, "--member=serviceAccount:gptload-run@p.iam"
                       ".gserviceaccount.com", "--role=roles/secretmanager.admin")  # fmt: skip
-    (auth,) = gcloud(lines, "secrets", "add-iam-policy-binding")
-    assert auth[3] == "gptload-auth-key" and flags(auth)["--role"] == "roles/secretmanager.secretAccessor"
-    assert not "gptload-auth-key".startswith(env["SECRET_PREFIX"] + "-")
+    readers = {c[3]: c for c in gcloud(lines, "secrets", "add-iam-policy-binding")}
+    assert readers.keys() == {"gptload-auth-key", "gptload-encryption-key"}
+    for secret, grant in readers.items():  # read-only, and outside the vault's prefix: the service cannot write it
+        assert flags(grant)["--role"] == "roles/secretmanager.secretAccessor", secret
+        assert flags(grant)["--member"] == f"serviceAccount:gptload-run@{P}.iam.gserviceaccount.com"
+        assert not secret.startswith(env["SECRET_PREFIX"] + "-")
+
+
+def test_the_deployed_service_gets_encryption_key_from_secret_manager(out, deploy, env):
+    """Without ENCRYPTION_KEY, VAULT=secretmanager refuses a proxy_url with credentials (nothing to seal them with):
+    the deployment provides one, as a secret environment variable of its own secret, never plain env."""
+    lines = out[1]
+    secrets = dict(s.split("=", 1) for s in flags(deploy)["--set-secrets"].split(","))
+    assert secrets["ENCRYPTION_KEY"] == f"{facts.SECRET_ENV_SECRETS['ENCRYPTION_KEY'].format(name='gptload')}:latest"
+    assert "ENCRYPTION_KEY" not in env
+    creates = [c for c in gcloud(lines, "secrets", "create") if c[3] == "gptload-encryption-key"]
+    assert len(creates) == 1 and flags(creates[0])["--replication-policy"] == "automatic"
+    # the secret and its reader binding come before the service that reads it
+    (reader,) = [c for c in gcloud(lines, "secrets", "add-iam-policy-binding") if c[3] == "gptload-encryption-key"]
+    assert lines.index(creates[0]) < lines.index(reader) < lines.index(deploy)
+    # a generated value, piped to gcloud (never on a command line): the dry run prints what it would run
+    assert "gcloud secrets versions add gptload-encryption-key --data-file=-" in out[0]
 
 
 def test_scheduler_uses_the_audience_and_account_the_function_checks(out, env):
@@ -195,8 +215,11 @@ def test_firestore_database_and_indexes_and_ttl_match_the_store(out):
     ttl = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "fields", "ttls", "update")}
     assert ttl == facts.store_ttl_fields()
     assert all("--enable-ttl" in c for c in gcloud(lines, "firestore", "fields", "ttls", "update"))
-    exempt = {(flags(c)["--collection-group"], c[5]) for c in gcloud(lines, "firestore", "indexes", "fields", "update")}
-    assert exempt == ttl
+    exemptions = gcloud(lines, "firestore", "indexes", "fields", "update")
+    exempt = [(flags(c)["--collection-group"], c[5]) for c in exemptions]
+    assert set(exempt) == facts.store_index_exemptions() and len(exempt) == len(set(exempt))
+    assert ttl < set(exempt) and all("--disable-indexes" in c for c in exemptions)
+    assert all(not any(a.startswith("--index") for a in c) for c in exemptions), "an exemption keeps no index"
 
 
 def test_every_create_is_preceded_by_a_describe(out):
@@ -230,6 +253,43 @@ def test_existing_indexes_are_not_created_again(tmp_path):
     all_cmds = indexes.gcloud_commands("p", "(default)")
     some_cmds = indexes.gcloud_commands("p", "(default)", json.loads(path.read_text()))
     assert len(all_cmds) - len(some_cmds) == 1
+
+
+def test_retired_indexes_are_named_for_deletion_and_never_deleted(tmp_path):
+    # A deployment made before log pages has the six request_logs indexes; no query uses them any more. The
+    # generator names those it finds (stderr, with the delete command) and emits no command touching them.
+    from gptload.store.firestore.schema import RETIRED_INDEXES
+
+    assert {ix["collection"] for ix in RETIRED_INDEXES} == {"request_logs"} and len(RETIRED_INDEXES) == 6
+    listed = [{
+        "name": f"projects/p/databases/(default)/collectionGroups/request_logs/indexes/OLD{i}",
+        "queryScope": "COLLECTION",
+        "fields": [*({"fieldPath": f, "order": o} for f, o in ix["fields"]), {"fieldPath": "__name__", "order": "DESCENDING"}],
+        "state": "READY",
+    } for i, ix in enumerate(RETIRED_INDEXES)]  # fmt: skip
+    listed.append(
+        {  # an index someone else made on a collection of their own: not ours to mention
+            "name": "projects/p/databases/(default)/collectionGroups/orders/indexes/THEIRS",
+            "queryScope": "COLLECTION",
+            "fields": [{"fieldPath": "a", "order": "ASCENDING"}, {"fieldPath": "b", "order": "DESCENDING"}],
+        }
+    )
+    path = tmp_path / "existing.json"
+    path.write_text(json.dumps(listed))
+    result = subprocess.run(
+        ["python3", "infra/indexes.py", "gcloud", "--project=p", f"--existing={path}"],
+        cwd=facts.ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 6 and all("gcloud firestore indexes composite delete OLD" in n for n in notes)
+    assert "THEIRS" not in result.stderr and "delete" not in result.stdout
+    assert not [c for c in result.stdout.splitlines() if "composite" in c and "request_logs" in c]
+    # deployments without them hear nothing
+    fresh = subprocess.run(
+        ["python3", "infra/indexes.py", "gcloud", "--project=p"], cwd=facts.ROOT, capture_output=True, text=True
+    )
+    assert fresh.returncode == 0 and fresh.stderr == ""
 
 
 def test_console_bucket_option(tmp_path):
@@ -276,8 +336,11 @@ def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
     assert result.returncode == 0, result.stderr
     (deploy,) = gcloud(lines, "run", "deploy")
     prefix = parse_env(flags(deploy)["--set-env-vars"])["SECRET_PREFIX"]
-    (auth,) = gcloud(lines, "secrets", "create")
-    owned = [f"projects/PROJECT_NUMBER/secrets/{s}" for s in (auth[3], f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
+    read_only = [c[3] for c in gcloud(lines, "secrets", "create")]  # AUTH_KEY's and ENCRYPTION_KEY's secrets
+    assert len(read_only) == 2
+    owned = [
+        f"projects/PROJECT_NUMBER/secrets/{s}" for s in (*read_only, f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")
+    ]
     (grant,) = [c for c in gcloud(lines, "projects", "add-iam-policy-binding") if flags(c)["--role"].endswith("_vault")]
     (scope,) = re.findall(r'startsWith\("([^"]+)"\)', flags(grant)["--condition"])
     return scope, owned
@@ -285,7 +348,7 @@ def _vault_scope(tmp_path, name: str) -> tuple[str, list[str]]:
 
 def test_a_vault_grant_matches_no_secret_of_another_deployment(tmp_path):
     scope, owned = _vault_scope(tmp_path, "gptload")
-    assert all(s.startswith(scope) for s in owned[1:]) and not owned[0].startswith(scope)
+    assert all(s.startswith(scope) for s in owned[2:]) and not [s for s in owned[:2] if s.startswith(scope)]
     for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
         _, theirs = _vault_scope(tmp_path, other)
         assert not [s for s in theirs if s.startswith(scope)], other

@@ -92,6 +92,16 @@ def commands(tmp_path_factory) -> list[list[str]]:
     unique = list({json.dumps(c): c for c in out}.values())
     for words in (("iam", "roles", "undelete"), ("iam", "roles", "update"), ("scheduler", "jobs", "update")):
         assert any(c[1 : 1 + len(words)] == list(words) for c in unique), words
+    # the ENCRYPTION_KEY secret's commands: create, both version listings, the version the first run adds, the grant
+    key = "gptload-encryption-key"
+    for words in (
+        ("secrets", "create", key),
+        ("secrets", "versions", "add", key),
+        ("secrets", "add-iam-policy-binding", key),
+    ):
+        assert any(c[1 : 1 + len(words)] == list(words) for c in unique), words
+    listings = [c for c in unique if c[1:5] == ["secrets", "versions", "list", key]]
+    assert {any(a.startswith("--filter=") for a in c) for c in listings} == {True, False}
     return unique
 
 
@@ -143,3 +153,23 @@ def test_the_filters_select_what_they_mean(commands, tmp_path):
     ]
     answers = gcloud_run(tmp_path, {"filters": [[f, r] for f, r, _ in cases]})["filters"]
     assert answers == [want for *_, want in cases], list(zip(cases, answers))
+
+
+def test_index_exemption_commands_parse_and_a_wrong_one_is_caught(commands, tmp_path):
+    exemptions = [c for c in commands if c[1:5] == ["firestore", "indexes", "fields", "update"]]
+    fields = {(next(a for a in c if a.startswith("--collection-group=")).split("=", 1)[1], c[5]) for c in exemptions}
+    assert fields == facts.store_index_exemptions()  # every exemption (TTL fields included) went through the parser
+    (rows,) = [c for c in exemptions if c[5] == "rows"][:1]
+    planted = [
+        [a.replace("--disable-indexes", "--disable-index") for a in rows],  # a misspelt flag
+        [a for a in rows if a != "--disable-indexes"],  # no index setting: gcloud requires one of three
+        [a for a in rows if not a.startswith("--collection-group=")],  # the field's collection missing
+        [*rows[:-1], "--index=order=asc"],  # a bad index mode
+    ]
+    results = parse_all(planted, tmp_path)
+    for result in results:
+        assert result["code"] != 0 and PARSED not in result["output"], result
+    assert results[0]["code"] == 2 and "unrecognized arguments: --disable-index" in results[0]["output"]
+    assert results[1]["code"] == 2 and "Exactly one of (--clear-exemption | --disable-indexes" in results[1]["output"]
+    assert "Failed to find attribute [collection-group]" in results[2]["output"]
+    assert results[3]["code"] == 2 and "argument --index: Invalid choice: asc" in results[3]["output"]

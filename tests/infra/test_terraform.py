@@ -102,7 +102,7 @@ def test_environment_sets_every_serverless_setting_and_nothing_the_code_does_not
 
 
 def test_auth_key_comes_from_secret_manager(tf, container):
-    (auth,) = _secret_env(container).values()
+    auth = _secret_env(container)["AUTH_KEY"]
     auth = auth["value_source"][0]["secret_key_ref"][0]
     assert auth["secret"] == "${google_secret_manager_secret.auth_key.secret_id}"
     # The version Terraform wrote, not "latest": raising auth_key_version then rolls out a new revision, instead of
@@ -112,6 +112,44 @@ def test_auth_key_comes_from_secret_manager(tf, container):
     binding = tf.one("google_secret_manager_secret_iam_member", "runtime_auth_key")
     assert binding["role"] == "roles/secretmanager.secretAccessor"
     assert binding["member"] == "${google_service_account.runtime.member}"
+
+
+def test_the_deployed_service_gets_encryption_key_from_secret_manager(tf, container, function):
+    """Without ENCRYPTION_KEY, VAULT=secretmanager refuses a proxy_url with credentials: the service gets one from
+    a secret of its own (read-only for it, outside the vault's prefix), pinned to the version Terraform wrote."""
+    ref = _secret_env(container)["ENCRYPTION_KEY"]["value_source"][0]["secret_key_ref"][0]
+    assert ref["secret"] == "${google_secret_manager_secret.encryption_key.secret_id}"
+    assert ref["version"] == "${google_secret_manager_secret_version.encryption_key.version}"
+    secret_id = tf.resolve(tf.one("google_secret_manager_secret", "encryption_key")["secret_id"], {})
+    assert secret_id == facts.SECRET_ENV_SECRETS["ENCRYPTION_KEY"].format(name="gptload")
+    assert not secret_id.startswith(tf.resolve("${local.secret_prefix}", {}) + "-")
+    binding = tf.one("google_secret_manager_secret_iam_member", "runtime_encryption_key")
+    assert binding["secret_id"] == "${google_secret_manager_secret.encryption_key.secret_id}"
+    assert binding["role"] == "roles/secretmanager.secretAccessor"
+    assert binding["member"] == "${google_service_account.runtime.member}"
+    for dependency in ("google_secret_manager_secret_version.encryption_key", "runtime_encryption_key"):
+        assert any(dependency in d for d in function["depends_on"]), dependency
+
+
+def test_encryption_key_is_generated_write_only_and_never_changed_by_a_later_apply(tf):
+    """Like AUTH_KEY, the value never enters the state or a plan (ephemeral, secret_data_wo). Unlike it, nothing
+    rotates it: a new key would make every sealed proxy_url unreadable. The write-only value is sent once (its
+    version is a constant), and Terraform refuses any plan that would destroy or replace the secret or its version."""
+    from gptload.config import MIN_PASSPHRASE
+
+    generated = re.search(r'ephemeral "random_password" "encryption_key" \{(.*?)\n\}', tf.text, re.S)
+    assert generated, "no ephemeral random_password for the encryption key"
+    length = int(re.search(r"length\s*=\s*(\d+)", generated.group(1)).group(1))
+    assert length >= MIN_PASSPHRASE and "special = false" in generated.group(1)
+    version = tf.one("google_secret_manager_secret_version", "encryption_key")
+    assert "secret_data" not in version, "secret_data is stored in the state"
+    assert version["secret_data_wo"] == "${ephemeral.random_password.encryption_key.result}"
+    assert version["secret_data_wo_version"] == 1, "a constant: raising it would write a new key"
+    assert version["secret"] == "${google_secret_manager_secret.encryption_key.id}"
+    for body in (version, tf.one("google_secret_manager_secret", "encryption_key")):
+        assert body["lifecycle"][0].get("prevent_destroy") is True, body
+    assert not [v for v in tf.variables if "encryption" in v], "no variable may rotate or replace the key"
+    assert "random_password" not in tf.resources, "a managed random_password keeps its result in the state"
 
 
 def test_threads_equal_concurrency(service, env):
@@ -241,6 +279,66 @@ def test_ttl_fields_are_exactly_those_the_store_writes(tf):
     assert ttl == facts.store_ttl_fields()
 
 
+def _exemption_errors(tf) -> list[str]:
+    """What is wrong with the google_firestore_field resources against the store's declarations."""
+    errors = []
+    seen: dict[tuple[str, str], str] = {}
+    for name, b in tf.resources.get("google_firestore_field", {}).items():
+        where = (b.get("collection"), b.get("field"))
+        if where in seen:
+            errors.append(f"{name}: a second resource for {where} (with {seen[where]}): they would fight")
+        seen[where] = name
+        config = b.get("index_config")
+        if config is None:
+            errors.append(f"{name}: no index_config: the field keeps Firestore's default single-field indexes")
+        elif any(block.get("indexes") for block in config):
+            errors.append(f"{name}: index_config keeps indexes {config}: an exemption disables them all")
+    exempt = {w for w, n in seen.items() if "index_config" in tf.resources["google_firestore_field"][n]}
+    if exempt != facts.store_index_exemptions():
+        errors.append(f"exempted {sorted(exempt)} != declared {sorted(facts.store_index_exemptions())}")
+    return errors
+
+
+def test_index_exemptions_are_exactly_those_the_store_declares(tf):
+    assert _exemption_errors(tf) == []
+    assert {("log_pages", "rows"), ("key_usage", "k"), ("stats_hourly", "m")} <= facts.store_index_exemptions()
+
+
+_DUPLICATE = (
+    'resource "google_firestore_field" "noindex_tasks_data_again" {\n  project    = var.project\n'
+    '  collection = "tasks"\n  field      = "data"\n\n  index_config {}\n}\n\n'
+)
+EXEMPTION_FAULTS = {
+    "exemption without index_config": (
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n',
+        "no index_config",
+    ),
+    "exemption keeping an index": (
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config {\n    indexes {\n      order = "ASCENDING"\n    }\n  }\n',
+        "keeps indexes",
+    ),
+    "exemption on a queried field": ('  field      = "rows"\n', '  field      = "ids"\n', "!= declared"),
+    "two resources on one field": (
+        'resource "google_firestore_field" "noindex_tasks_data" {',
+        _DUPLICATE + 'resource "google_firestore_field" "noindex_tasks_data" {',
+        "a second resource",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(EXEMPTION_FAULTS))
+def test_a_wrong_exemption_resource_is_caught(fault, tmp_path):
+    facts.require_hcl2()
+    old, new, expected = EXEMPTION_FAULTS[fault]
+    text = (facts.TF_DIR / "firestore_schema.tf").read_text()
+    assert text.count(old) == 1, old
+    (tmp_path / "firestore_schema.tf").write_text(text.replace(old, new))
+    errors = _exemption_errors(facts.Terraform(tmp_path))
+    assert any(expected in e for e in errors), errors
+
+
 def test_generated_schema_file_is_current():
     sys.path.insert(0, str(facts.ROOT / "infra"))
     try:
@@ -343,11 +441,13 @@ def test_the_vault_grant_matches_no_secret_of_another_deployment(tf):
         scope = tf.resolve("${local.vault_secrets}", over).replace("${data.google_project.this.number}", "N")
         prefix = tf.resolve("${local.secret_prefix}", over)
         auth = tf.resolve("${local.auth_key_secret}", over)
-        return scope, [f"projects/N/secrets/{s}" for s in (auth, f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")]
+        key = tf.resolve("${local.encryption_key_secret}", over)
+        shards = (f"{prefix}-main-keys-0", f"{prefix}-x-keys-1")
+        return scope, [f"projects/N/secrets/{s}" for s in (auth, key, *shards)]
 
     scope, owned = scope_and_owned("gptload")
     assert "${" not in scope + "".join(owned), (scope, owned)
-    assert all(s.startswith(scope) for s in owned[1:]) and not owned[0].startswith(scope)
+    assert all(s.startswith(scope) for s in owned[2:]) and not [s for s in owned[:2] if s.startswith(scope)]
     for other in ("gptload-vault", "gptload-vault-x", "gptload-x", "gptload-v"):
         _, theirs = scope_and_owned(other)
         assert not [s for s in theirs if s.startswith(scope)], other

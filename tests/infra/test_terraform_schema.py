@@ -263,9 +263,33 @@ FAULTS = {
     ),
     "missing required block": (
         "firestore_schema.tf",
-        '  fields {\n    field_path = "stream"\n    order      = "ASCENDING"\n  }\n\n  fields {\n    field_path = "at"\n    order      = "DESCENDING"\n  }\n',
+        '  fields {\n    field_path = "group"\n    order      = "ASCENDING"\n  }\n\n  fields {\n    field_path = "hour"\n    order      = "ASCENDING"\n  }\n',
         "",
         "missing required block 'fields'",
+    ),
+    "index exemption with a misspelt argument": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n',
+        '  field_path = "rows"\n',
+        "unknown argument 'field_path'",
+    ),
+    "index exemption without its field": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n',
+        "",
+        "missing required argument 'field'",
+    ),
+    "index exemption with a bad index mode": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config {\n    indexes {\n      order = "ASC"\n    }\n  }\n',
+        "order = 'ASC' is not one of",
+    ),
+    "index exemption as an argument": (
+        "firestore_schema.tf",
+        '  field      = "rows"\n\n  index_config {}\n',
+        '  field      = "rows"\n\n  index_config = {}\n',
+        "'index_config' is a nested block, not an argument",
     ),
     "bad enum": (
         "firestore.tf",
@@ -308,6 +332,18 @@ FAULTS = {
         "data.google_project.this.number",
         "data.google_project.this.project_number",
         "google_project has no attribute 'project_number'",
+    ),
+    "bad reference to the encryption key's version": (
+        "function.tf",
+        "version = google_secret_manager_secret_version.encryption_key.version\n",
+        "version = google_secret_manager_secret_version.encryption_key.version_id\n",
+        "google_secret_manager_secret_version has no attribute 'version_id'",
+    ),
+    "unknown argument of the encryption key's generator": (
+        "secrets.tf",
+        'ephemeral "random_password" "encryption_key" {\n',
+        'ephemeral "random_password" "encryption_key" {\n  size = 48\n',
+        "unknown argument 'size'",
     ),
     "unknown resource type": (
         "iam.tf",

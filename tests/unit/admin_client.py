@@ -24,11 +24,11 @@ UNREACHABLE = "http://127.0.0.1:9"  # connection refused at once: nothing ever l
 
 
 class AdminClient:
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, vault: Any = None, **env: str) -> None:
         config = Config.from_env(
             {"AUTH_KEY": AUTH_KEY, "DATA_DIR": str(data_dir), "MAINTENANCE_INTERVAL_SECONDS": "0", **env}
         )
-        self.services = build_services(config)
+        self.services = build_services(config, vault=vault)
         self.router = Router(self.services)
         self.client = Client(self._wsgi)
 

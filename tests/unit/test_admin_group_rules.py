@@ -133,8 +133,11 @@ def test_proxy_url_credentials_never_leave_the_admin_api_and_survive_a_masked_sa
     texts.append(admin.open("PUT", "/api/groups/g1", body={"settings": shown}).get_data(as_text=True))
     settings = admin.open("GET", "/api/settings").get_json()["settings"]
     texts.append(admin.open("PUT", "/api/settings", body=settings).get_data(as_text=True))
-    assert admin.services.store.get_settings()["proxy_url"] == PROXY
-    assert admin.services.store.get_group("g1").settings["proxy_url"] == PROXY
+    # stored sealed (tests/contract/test_store_contract_proxy_url.py reads the raw rows); the pool opens it
+    assert "pr0xy-s3cret" not in admin.services.store.get_settings()["proxy_url"]
+    assert "pr0xy-s3cret" not in admin.services.store.get_group("g1").settings["proxy_url"]
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY
+    assert "pr0xy-s3cret" not in repr(admin.services.pool.view("g1").settings)
     for text in [*texts, caplog.text]:
         assert "pr0xy-s3cret" not in text and "proxyuser" not in text
     assert all("****@127.0.0.1:3128" in t for t in texts[1:4])
@@ -160,3 +163,68 @@ def test_a_refused_stored_proxy_url_is_logged_masked(caplog):
     resolved = settings.Settings.resolve({"proxy_url": "ftp://old-user:old-pass-991@host:21"})
     assert resolved.proxy_url == ""  # refused: direct
     assert "ignoring stored setting proxy_url" in caplog.text and "old-pass-991" not in caplog.text
+
+
+def test_direct_overrides_the_system_proxy_for_one_group(admin):
+    admin.open("PUT", "/api/settings", body={"proxy_url": PROXY})
+    assert create(admin, "g1", settings={"proxy_url": " DIRECT "}).status_code == 201
+    assert create(admin, "g2").status_code == 201
+    shown = admin.open("GET", "/api/groups/g1").get_json()["settings"]
+    assert shown["proxy_url"] == "direct"
+    assert admin.services.pool.view("g1").settings.proxy_url == ""  # no proxy
+    assert admin.services.pool.view("g2").settings.proxy_url == PROXY  # empty: the system's
+    assert admin.open("PUT", "/api/groups/g1", body={"settings": shown}).status_code == 200
+    assert admin.services.store.get_group("g1").settings["proxy_url"] == "direct"
+    r = admin.open("PUT", "/api/settings", body={"proxy_url": "direct"})  # system-wide: the same as ""
+    assert r.status_code == 200 and admin.services.pool.view("g2").settings.proxy_url == ""
+
+
+@pytest.mark.parametrize("passphrase", ["", "p" * 32])
+def test_secret_manager_deployments_seal_credentials_with_encryption_key_or_refuse_them(tmp_path, passphrase):
+    from gptload.vault.secret_manager_vault import SecretManagerVault
+    from tests.fakes.secret_manager import FakeSecretManager
+
+    env = {"VAULT": "secretmanager", "GOOGLE_CLOUD_PROJECT": "p", "ENCRYPTION_KEY": passphrase}
+    client = AdminClient(tmp_path, vault=SecretManagerVault(FakeSecretManager(), "p"), **env)
+    try:
+        if passphrase:  # the cipher exists: sealed, and the pool opens it
+            assert client.open("PUT", "/api/settings", body={"proxy_url": PROXY}).status_code == 200
+            assert "pr0xy-s3cret" not in client.services.store.get_settings()["proxy_url"]
+            assert client.services.pool.settings.proxy_url == PROXY
+            return
+        r = client.open("PUT", "/api/settings", body={"proxy_url": PROXY})
+        assert field_errors(r)["proxy_url"] == "credentials need ENCRYPTION_KEY to be stored encrypted"
+        assert "pr0xy-s3cret" not in r.get_data(as_text=True)
+        assert client.services.store.get_settings().get("proxy_url", "") == ""
+        assert client.open("PUT", "/api/settings", body={"proxy_url": "http://127.0.0.1:3128"}).status_code == 200
+    finally:
+        client.close()
+
+
+def test_proxy_credentials_are_scrubbed_from_log_lines(admin, caplog):
+    caplog.set_level(logging.INFO)
+    try:
+        raise OSError(f"cannot reach {PROXY}/ (connect refused)")
+    except OSError:
+        logging.getLogger("gptload.test").exception("proxy %s failed", PROXY)
+    assert "pr0xy-s3cret" not in caplog.text and "proxyuser" not in caplog.text
+    assert "http://****@127.0.0.1:3128" in caplog.text
+
+
+def test_maintenance_seals_values_an_older_version_stored_in_clear(admin):
+    from gptload.maintenance import run_maintenance
+    from gptload.models import Group
+
+    assert create(admin, "g1").status_code == 201
+    store = admin.services.store
+    store.put_settings({"proxy_url": PROXY})  # as an older version wrote them
+    group = store.get_group("g1")
+    store.update_group(Group.from_dict({**group.to_dict(), "settings": {"proxy_url": PROXY, "max_retries": 2}}))
+    admin.services.pool.reload()
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY  # a clear value keeps working
+    assert run_maintenance(admin.services)["proxy_urls_sealed"] == 2
+    assert "pr0xy-s3cret" not in json.dumps([store.get_settings(), store.get_group("g1").to_dict()])
+    assert store.get_group("g1").settings["max_retries"] == 2
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY
+    assert admin.services.pool.settings.proxy_url == PROXY
+    assert run_maintenance(admin.services)["proxy_urls_sealed"] == 0

@@ -70,12 +70,46 @@ def test_one_tag_per_query_and_every_filter_judged_on_rows():
 
 
 def test_a_page_fits_firestore_with_its_tags_and_ids_not_only_its_rows():
-    # A client names the model (path or OpenAI body): 400 distinct 3,000-character names compress into ~600 KB
-    # of rows but also make 1.2 MB of ``m:`` tags; the page must be split by the size of the whole document.
+    # A client names the model (path or OpenAI body): 400 distinct 3,000-character names. Pages carry no model tag
+    # (1.2 MB of ``m:`` tags before), and the whole document (rows, tags, ids) stays within the page limit.
     rows = [_row(i, model=hashlib.sha256(str(i).encode()).hexdigest() * 47) for i in range(400)]
     pages = logpages.pack(rows, hour_of)
     assert sum(len(p.rows) for p in pages) == 400
     for p in pages:
         f = p.fields()
+        assert not any(t.startswith("m:") for t in f["tags"])
         size = len(f["rows"]) + sum(len(t) + 1 for t in f["tags"]) + sum(len(i) + 1 for i in f["ids"])
         assert size <= logpages.PAGE_BYTES
+
+
+def _one(attr: str):
+    return {"key_id": "k1", "access_key": "ak_1", "status_code": 503, "success": False, "stream": True}[attr]
+
+
+def test_pages_carry_only_tags_a_query_asks_for():
+    # Every tag prefix written is the one query_tag produces for its filter, and each is asked for by some query.
+    rows = [{**_row(i), "access_key": f"ak_{i % 2}", "stream": i % 2 == 0} for i in range(20)]
+    written = {t.split(":", 1)[0] for t in logpages.page_tags(rows)}
+    asked = set()
+    for attr, prefix, _field in logpages.FILTER_TAGS:
+        wanted = logpages.query_tag(LogQuery(**{attr: _one(attr)}))
+        assert wanted is not None and wanted.startswith(f"{prefix}:"), (attr, wanted)
+        asked.add(prefix)
+    assert written == asked == {"k", "a", "s", "ok", "st"}
+    # the model filter is a prefix: no tag, judged on the rows (and it still makes the query a row filter)
+    assert [a for a, _f in logpages.PREFIX_FILTERS] == ["model"]
+    assert logpages.query_tag(LogQuery(model="gemini-2.5")) is None
+    assert logpages.has_row_filters(LogQuery(model="gemini-2.5"))
+    assert not set(logpages.LEGACY_TAG_PREFIXES) & written
+
+
+def test_a_page_written_with_model_tags_reads_the_same():
+    # Pages of earlier versions carry ``m:{model}`` tags: the tag a query asks for and the row judgement ignore them.
+    rows = [_row(i, model="gemini-2.5-pro" if i % 2 else "gemini-2.5-flash") for i in range(8)]
+    legacy_tags = [*logpages.page_tags(rows), "m:gemini-2.5-pro", "m:gemini-2.5-flash"]
+    q = LogQuery(model="gemini-2.5-p", status_code=200)
+    assert logpages.query_tag(q) == "s:200" and "s:200" in legacy_tags
+    match = logpages.row_matches(q)
+    assert [r["id"] for r in rows if match(r)] == [
+        r["id"] for r in rows if r["model"] == "gemini-2.5-pro" and r["status_code"] == 200
+    ]

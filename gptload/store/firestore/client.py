@@ -162,6 +162,18 @@ def already_applied(exc: BaseException, api: Any) -> bool:
     return isinstance(cause, api.AlreadyExists)  # not Conflict: ABORTED (contention, not applied) is one too
 
 
+def invalid_request(exc: BaseException, api: Any) -> bool:
+    """Did Firestore refuse a write as invalid in itself (INVALID_ARGUMENT: a document over 1 MiB, a request over
+    the size limit, a value it cannot hold), so that sending it again can never succeed? Only that status counts:
+    UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, permission and auth errors are outages or
+    configuration (the emulator answers an oversized request with RESOURCE_EXHAUSTED: the adapter measures its
+    commits so as never to send one)."""
+    cause = exc.__cause__
+    if isinstance(cause, api.RetryError):
+        cause = cause.cause
+    return isinstance(cause, api.InvalidArgument)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text[:200]

@@ -8,12 +8,15 @@ call instead of the SDK's per-value protobuf conversion).
 
 Beside the rows, a page carries what lets Firestore pick pages without opening them: ``group``, ``hour``,
 ``first_at``/``last_at`` (the rows' time span), ``count``, ``ids`` (the rows' log ids, for ``get_log``) and
-``tags``, one short string per distinct filterable value (``FILTER_TAGS``), queried with ``array-contains``.
-A query uses at most one tag server-side (Firestore allows one ``array-contains`` per query); every filter is
-applied again to the decoded rows by ``row_matches``, so pages only need to be a superset.
+``tags``, one short string per distinct value of each equality filter (``FILTER_TAGS``), queried with
+``array-contains``. A query uses at most one tag server-side (Firestore allows one ``array-contains`` per query);
+every filter is applied again to the decoded rows by ``row_matches``, so pages only need to be a superset.
+Pages carry only tags that ``query_tag`` can ask for: pages written by earlier versions also carry ``m:{model}``
+tags (``LEGACY_TAG_PREFIXES``), which no query reads, so they read the same.
 
 To add a log filter: add the ``LogQuery`` field, an entry to ``FILTER_TAGS`` when an equality on a row field
-should narrow pages server-side, and its test to ``row_matches`` (the single place rows are judged).
+should narrow pages server-side (or to ``PREFIX_FILTERS`` for a prefix match, which no tag serves), and its test
+to ``row_matches`` (the single place rows are judged).
 """
 
 from __future__ import annotations
@@ -30,19 +33,24 @@ from gptload.store.firestore.mappers import log_view
 PAGE_ROWS = 500  # rows per page (a flush is 500 events by default: one page per group and hour)
 PAGE_BYTES = 900_000  # compressed rows + tags + ids per page; Firestore's document limit is 1 MiB
 ENCODE_ROWS = 100  # rows JSON-encoded in one piece (see encode_rows)
-COMMIT_BYTES = 8_000_000  # page bytes per commit; Firestore's request limit is 10 MiB
+COMMIT_BYTES = 3_500_000  # encoded bytes per usage commit (all its writes); the emulator takes 4 MiB, Firestore 10 MiB
 
 # (LogQuery attribute, tag prefix, row field), in order of preference for the server-side tag: the first set
-# attribute of a query becomes its ``array-contains`` filter (key ids are the most selective). Pages carry a
-# model tag too, but the model filter is a prefix (``PREFIX_FILTERS``), which a tag cannot serve.
+# attribute of a query becomes its ``array-contains`` filter (key ids are the most selective). Every entry is a tag
+# some query asks for (tests/unit/test_logpages.py), so pages carry no tag that nothing reads.
 FILTER_TAGS: tuple[tuple[str, str, str], ...] = (
     ("key_id", "k", "key_id"),
     ("access_key", "a", "access_key"),
-    ("model", "m", "model"),
     ("status_code", "s", "status_code"),
     ("success", "ok", "success"),
     ("stream", "st", "stream"),
 )
+# (LogQuery attribute, row field) matched as a prefix of the row's value: judged on the rows only (no tag serves a
+# prefix), so a model filter narrows pages by the other filters, or reads every page in the range.
+PREFIX_FILTERS: tuple[tuple[str, str], ...] = (("model", "model"),)
+# Tag prefixes that pages written by earlier versions carry and no query asks for (``m:{model}``, before the model
+# filter became a prefix): ignored, never written again (a page ``purge_logs`` rewrites loses them).
+LEGACY_TAG_PREFIXES: tuple[str, ...] = ("m",)
 
 
 def tag(prefix: str, value: Any) -> str:
@@ -52,13 +60,10 @@ def tag(prefix: str, value: Any) -> str:
     return f"{prefix}:{value}"
 
 
-PREFIX_FILTERS = frozenset({"model"})  # LogQuery attributes matched as a prefix of the row's value
-
-
 def query_tag(q: LogQuery) -> str | None:
     """The one tag a query narrows pages by (None: no equality filter that tags serve)."""
     for attr, prefix, _field in FILTER_TAGS:
-        value = None if attr in PREFIX_FILTERS else getattr(q, attr)
+        value = getattr(q, attr)
         if value is not None:
             return tag(prefix, value)
     return None
@@ -72,7 +77,11 @@ def row_matches(q: LogQuery) -> Callable[[dict[str, Any]], bool]:
     for attr, _tag, field in FILTER_TAGS:
         value = getattr(q, attr)
         if value is not None:
-            checks.append(_prefix(field, value) if attr in PREFIX_FILTERS else _equals(field, value))
+            checks.append(_equals(field, value))
+    for attr, field in PREFIX_FILTERS:
+        value = getattr(q, attr)
+        if value is not None:
+            checks.append(_prefix(field, value))
     if q.since is not None:
         since = float(q.since)
         checks.append(lambda r: float(r.get("at") or 0) >= since)
@@ -99,7 +108,8 @@ def _prefix(field: str, value: Any) -> Callable[[dict[str, Any]], bool]:
 
 def has_row_filters(q: LogQuery) -> bool:
     """Does the query filter rows within pages (anything but the group)? Then totals need the rows."""
-    return any(getattr(q, attr) is not None for attr, _p, _f in FILTER_TAGS) or bool(
+    attrs = [attr for attr, _p, _f in FILTER_TAGS] + [attr for attr, _f in PREFIX_FILTERS]
+    return any(getattr(q, attr) is not None for attr in attrs) or bool(
         q.since is not None or q.until is not None or q.text
     )
 
@@ -174,7 +184,7 @@ def page_tags(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 def page_bytes(rows: list[dict[str, Any]], blob: bytes, tags: list[str]) -> int:
     """About what a page of ``rows`` weighs in Firestore: the compressed rows plus its ``tags`` and ``ids`` arrays
-    (a client chooses the model name, so the tags alone can pass 1 MiB; the other fields are a few dozen bytes)."""
+    (the other fields are a few dozen bytes)."""
     return len(blob) + sum(len(t.encode()) + 1 for t in tags) + sum(len(str(r["id"])) + 1 for r in rows)
 
 

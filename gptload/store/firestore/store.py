@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreUnavailable
+from gptload.errors import Conflict, GroupExists, GroupNotFound, NotFound, StoreRejected, StoreUnavailable
 from gptload.keypool.classify import Verdict
 from gptload.keypool.state import Policy, disabled, enabled, restored, transition
 from gptload.models import DISABLED, INVALID, AccessKey, Group, KeyQuery, KeyRecord, KeyState, LogQuery, UsageEvent
@@ -34,6 +34,7 @@ from gptload.store.firestore.client import (
     SCAN_TIMEOUT_SECONDS,
     FirestoreConnection,
     already_applied,
+    invalid_request,
 )
 from gptload.store.firestore.mappers import (
     KEY_VIEW_FIELDS,
@@ -58,6 +59,8 @@ IMPORT_CHUNK = BATCH_LIMIT - 2  # keys created per batch by add_keys (+ the usag
 SECRET_HANDOFF_SECONDS = 2.0  # see list_keys / get_secrets
 LOG_SCAN_PAGES = 200  # log pages (newest first) one filtered query_logs reads at most (up to 100,000 rows)
 PAGE_READ = 20  # log pages per query RPC while scanning (a read stops early without paying for the rest)
+COMMIT_WRITE_OVERHEAD = 16  # a Write's field tag and length prefix in the CommitRequest, rounded up
+COMMIT_REQUEST_OVERHEAD = 4096  # the database name, the batch marker (a usage_batches document), gRPC framing
 PACE_SECONDS = 0.0002  # pause between steps of a usage flush (see _yield_gil)
 PURGE_LIMIT = 2000  # log pages one purge_logs call deletes or rewrites at most (the TTL policy does the bulk)
 KEY_VIEW_MAX_AGE = 120.0  # seconds a scanned key list serves query_keys (kept in step with key states meanwhile)
@@ -661,26 +664,73 @@ class FirestoreStore(FirestoreConnection):
         ``key_usage/{group}``; for a group this instance counted at ``USAGE_SHARD_THRESHOLD`` keys or more, 1 write per
         shard ``key_usage/{group}:{usage_shard(id)}`` touched + 1 for the base document's ``s`` mark), 1 write per
         (group, hour) touched (``stats_hourly``, requests per minute in its ``m`` map) and 1 per log page (``logpages``:
-        the logged events of one group and hour, up to 500 rows, in one document); commits of at most 500 writes and
-        ``COMMIT_BYTES`` of pages, no transaction, no read. The write messages are built by ``writes.WriteEncoder`` in
-        short steps with pauses between them (``_yield_gil``).
+        the logged events of one group and hour, up to 500 rows, in one document); no transaction, no read. The
+        write messages are built by ``writes.WriteEncoder`` in short steps with pauses between them (``_yield_gil``).
 
-        Exactly once per batch: every commit also *creates* a document named after the batch: its first log page
-        (``log_pages/{group}:{hour}:{batch_key(events)}-{n}``, the same pages for the same events in any order) or,
-        in a commit without one, ``usage_batches/{batch_key}-{n}``. A commit whose outcome was unknown (a timeout
-        after the server applied it, or the SDK's own retry of it) is retried with the same events; its create then
-        fails with ALREADY_EXISTS, which means "applied before", so Increment counters are never added twice. Any
-        commit that may not have been applied raises StoreUnavailable and the caller retries the same batch;
-        commits already applied are skipped.
+        Commits are self-contained: a batch whose writes do not fit one commit (``BATCH_LIMIT`` writes, or
+        ``COMMIT_BYTES`` as measured on the encoded messages: pages with their tags and ids, counter documents,
+        statistics) is split into parts *of events* first (``_usage_parts``: sorted by time, the same parts for the
+        same events in any order), and each part is written as its own batch in one commit (its own counters,
+        statistics and pages). So every commit's events are known.
+
+        Exactly once per part: every commit also *creates* a document named after its part: its first log page
+        (``log_pages/{group}:{hour}:{batch_key(part)}-{n}``, the same pages for the same events in any order) or,
+        in a commit without one, ``usage_batches/{batch_key(part)}-0``. A commit whose outcome was unknown (a
+        timeout after the server applied it, or the SDK's own retry of it) is retried with the same events; its
+        create then fails with ALREADY_EXISTS, which means "applied before", so Increment counters are never added
+        twice. Any commit that may not have been applied raises StoreUnavailable and the caller retries the same
+        batch; parts already applied are skipped.
+
+        Rejection: a part Firestore answers INVALID_ARGUMENT for (a document over 1 MiB, an invalid value), a
+        single event whose writes exceed ``COMMIT_BYTES`` (never sent), or a batch whose values cannot be encoded
+        at all (an integer out of int64 range: nothing sent) is never applied; the other parts are, and the call
+        then raises StoreRejected naming the events of the rejected parts only. Outages, timeouts, ABORTED and
+        RESOURCE_EXHAUSTED stay StoreUnavailable.
         """
         if not events:
             return
+        try:
+            parts = self._usage_parts(events)
+        except (ValueError, OverflowError, UnicodeError) as exc:  # a value protobuf refuses (TypeError: a bug)
+            raise StoreRejected(
+                f"Firestore usage write cannot be encoded: {type(exc).__name__}: {str(exc)[:200]}", events=events
+            ) from exc
+        rejected: list[UsageEvent] = []
+        reasons: list[str] = []
+        for part, key, writes in parts:
+            try:
+                self._commit_usage(key, writes)
+            except StoreRejected as exc:
+                rejected += part
+                reasons.append(exc.message)
+        if rejected:
+            raise StoreRejected("; ".join(reasons[:3]), events=rejected)
+
+    def _usage_parts(self, events: list[UsageEvent]) -> list[tuple[list[UsageEvent], str, list[tuple[Any, int, bool]]]]:
+        """``(events, batch_key(events), writes)`` per commit: the whole batch when its writes fit one commit, else
+        the events sorted by time (then id) and cut into as many equal runs as the writes need, each run cut again
+        until it fits (one event always makes a part of its own)."""
+        key = batch_key(events)
+        writes = self._usage_writes(events, key)
+        weight = _commit_weight(writes)
+        if (len(writes) < BATCH_LIMIT and weight <= logpages.COMMIT_BYTES) or len(events) == 1:
+            return [(events, key, writes)]
+        ordered = sorted(events, key=lambda e: (e.at, e.id, e.group, e.key_id, e.attempt))
+        runs = max(2, -(-len(writes) // (BATCH_LIMIT - 1)), -(-weight // logpages.COMMIT_BYTES))
+        size = -(-len(ordered) // min(runs, len(ordered)))
+        parts: list[tuple[list[UsageEvent], str, list[tuple[Any, int, bool]]]] = []
+        for run in chunks(ordered, size):
+            parts += self._usage_parts(run)
+        return parts
+
+    def _usage_writes(self, events: list[UsageEvent], key: str) -> list[tuple[Any, int, bool]]:
+        """The Write messages of one part (``key``: its batch key, which names its log pages)."""
         usage = rollup(events)
         _yield_gil()
         enc = self._encoder
         root = self._documents_root
-        # (Write message, bytes of log page it carries) in commit order; built on raw protobuf classes (writes.py)
-        writes: list[tuple[Any, int]] = []
+        # (Write message, its encoded bytes, is it a log page) in commit order; raw protobuf classes (writes.py)
+        writes: list[tuple[Any, int, bool]] = []
         # per (group, shard: "" = the base document) the Increment / Maximum transforms of its keys' counters
         per_doc: dict[tuple[str, str], tuple[dict[str, int], dict[str, float]]] = {}
         threshold = USAGE_SHARD_THRESHOLD
@@ -693,10 +743,10 @@ class FirestoreStore(FirestoreConnection):
             top[enc.path("k", kid, "at")] = float(u.last_used_at)
         for g in sorted({g for g, shard in per_doc if shard}):
             # the mark that makes readers read the shards, before them in commit order (same or earlier commit)
-            writes.append((enc.merge(f"{root}/key_usage/{doc_id(g)}", {"s": True}), 0))
+            writes.append(_sized(enc.merge(f"{root}/key_usage/{doc_id(g)}", {"s": True})))
         for (g, shard), (inc, top) in sorted(per_doc.items()):
             name = doc_id(g) if not shard else f"{doc_id(g)}:{shard}"
-            writes.append((enc.merge(f"{root}/key_usage/{name}", {}, inc, top), 0))
+            writes.append(_sized(enc.merge(f"{root}/key_usage/{name}", {}, inc, top)))
         minutes: dict[tuple[str, float], dict[str, int]] = {}
         for (g, minute), n in usage.minutes.items():  # requests per minute: a map in the hour's document
             minutes.setdefault((g, hour_of(minute)), {})[enc.path("m", str(int(minute)))] = n
@@ -704,7 +754,7 @@ class FirestoreStore(FirestoreConnection):
             counters = {f: int(v) for f, v in zip(STAT_FIELDS, stats.values(), strict=True)}
             counters.update(minutes.get((g, hour), {}))
             path = f"{root}/stats_hourly/{doc_id(g)}:{int(hour)}"
-            writes.append((enc.merge(path, {"group": g, "hour": hour}, counters), 0))
+            writes.append(_sized(enc.merge(path, {"group": g, "hour": hour}, counters)))
         access_hours: dict[float, tuple[dict[str, int], dict[str, float]]] = {}
         for (access_key, hour), a in usage.access.items():  # one document per hour holds every access key
             inc, top = access_hours.setdefault(hour, ({}, {}))
@@ -712,8 +762,7 @@ class FirestoreStore(FirestoreConnection):
                 inc[enc.path("k", access_key, f)] = int(v)
             top[enc.path("k", access_key, "last_used_at")] = float(a.last_used_at)
         for hour, (inc, top) in access_hours.items():
-            writes.append((enc.merge(f"{root}/access_hourly/{int(hour)}", {"hour": hour}, inc, top), 0))
-        key = batch_key(events)
+            writes.append(_sized(enc.merge(f"{root}/access_hourly/{int(hour)}", {"hour": hour}, inc, top)))
         _yield_gil()
         if usage.logged:
             expiry = self._retention_days * DAY
@@ -726,28 +775,37 @@ class FirestoreStore(FirestoreConnection):
                 fields = page.fields()
                 fields["expires_at"] = timestamp(fields["last_at"] + expiry)
                 path = f"{root}/log_pages/{doc_id(page.group)}:{int(page.hour)}:{key}-{n}"
-                writes.append((enc.set(path, fields), len(page.blob)))
+                writes.append(_sized(enc.set(path, fields), page=True))
                 _yield_gil()
-        for n, chunk in enumerate(_commits(writes)):
-            # The batch marker: a log page of this commit, written with create() (it is named after the batch),
-            # or else a usage_batches document. Either fails with ALREADY_EXISTS when the commit was applied.
-            first_page = next((i for i, (_w, size) in enumerate(chunk) if size), None)
-            if first_page is None:
-                expires = timestamp(time.time() + USAGE_BATCH_TTL)
-                pbs = [enc.create(f"{root}/usage_batches/{key}-{n}", {"expires_at": expires})]
-                pbs += [w for w, _size in chunk]
-            else:
-                pbs = [w for w, _size in chunk]
-                pbs[first_page] = enc.as_create(pbs[first_page])
-            batch = self._client.batch()
-            batch._add_write_pbs(pbs)
-            try:
-                with self._boundary("usage write"):
-                    batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
-            except StoreUnavailable as exc:
-                if already_applied(exc, self._api):
-                    continue
-                raise
+        return writes
+
+    def _commit_usage(self, key: str, writes: list[tuple[Any, int, bool]]) -> None:
+        """One part's writes in one commit with its batch marker (see ``record_usage``); applied before: no-op."""
+        enc = self._encoder
+        # The batch marker: a log page of this commit, written with create() (it is named after the part), or else
+        # a usage_batches document. Either fails with ALREADY_EXISTS when the commit was applied.
+        first_page = next((i for i, (_w, _size, page) in enumerate(writes) if page), None)
+        if first_page is None:
+            expires = timestamp(time.time() + USAGE_BATCH_TTL)
+            pbs = [enc.create(f"{self._documents_root}/usage_batches/{key}-0", {"expires_at": expires})]
+            pbs += [w for w, _size, _page in writes]
+        else:
+            pbs = [w for w, _size, _page in writes]
+            pbs[first_page] = enc.as_create(pbs[first_page])
+        weight = _commit_weight(writes)
+        if weight > logpages.COMMIT_BYTES:  # one event's writes: no commit could ever carry them
+            raise StoreRejected(f"a usage write of {weight} bytes exceeds the {logpages.COMMIT_BYTES}-byte commit")
+        batch = self._client.batch()
+        batch._add_write_pbs(pbs)
+        try:
+            with self._boundary("usage write"):
+                batch.commit(retry=self._retry, timeout=RPC_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            if already_applied(exc, self._api):
+                return
+            if invalid_request(exc, self._api):
+                raise StoreRejected(exc.message) from exc.__cause__
+            raise
 
     # -- request logs and statistics ------------------------------------------------------------------------
     def _logs(self) -> Any:
@@ -1098,19 +1156,14 @@ def _yield_gil() -> None:
     time.sleep(PACE_SECONDS)
 
 
-def _commits(writes: list[tuple[Any, int]]) -> Iterator[list[tuple[Any, int]]]:
-    """Consecutive runs of ``(write, page bytes)`` for one commit each: at most ``BATCH_LIMIT - 1`` writes (the
-    batch marker is added) and ``COMMIT_BYTES`` of log pages (Firestore's 10 MiB request limit)."""
-    chunk: list[tuple[Any, int]] = []
-    size = 0
-    for w in writes:
-        if chunk and (len(chunk) >= BATCH_LIMIT - 1 or size + w[1] > logpages.COMMIT_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(w)
-        size += w[1]
-    if chunk:
-        yield chunk
+def _sized(write: Any, page: bool = False) -> tuple[Any, int, bool]:
+    """``(write, its encoded bytes in a commit request, is it a log page)``."""
+    return write, write._pb.ByteSize() + COMMIT_WRITE_OVERHEAD, page
+
+
+def _commit_weight(writes: list[tuple[Any, int, bool]]) -> int:
+    """The bytes a commit of ``writes`` weighs (its batch marker and the request's own fields included)."""
+    return sum(size for _w, size, _page in writes) + COMMIT_REQUEST_OVERHEAD
 
 
 def _nameable(doc: str) -> bool:
