@@ -11,7 +11,10 @@ one worker) in their own processes, opens N sessions through the proxy and holds
   open, against the same round trip straight to the fake: each round trip crosses the relay twice (one frame each
   way), so the added latency *per frame* is half the difference. p50 and p99 over the rounds, a few sessions at a
   time;
-- the server's CPU seconds for the whole run.
+- the server's CPU seconds for the whole run;
+- worst-case memory: ``--flood`` of the open sessions each tell the fake upstream to stop reading (``hold``), then
+  send messages of ``--flood-size`` bytes as fast as the proxy takes them; once every sender is blocked (TCP
+  backpressure), the server's RSS says what a session's bounded queues hold at most.
 
 Prints a markdown table (and writes bench/results/live.md). No thresholds are checked: the machine may be shared.
 """
@@ -107,6 +110,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def flood(ws, count: int, size: int, stall: float) -> int:
+    """Hold the upstream's reading, then send up to ``count`` messages of ``size`` bytes; returns how many the proxy
+    took before a send stayed blocked for ``stall`` seconds."""
+    await ws.send(turn("hold"))
+    payload = "x" * size
+    for i in range(count):
+        try:
+            await asyncio.wait_for(ws.send(json.dumps({"realtimeInput": {"text": f"{i} {payload}"}})), stall)
+        except TimeoutError:
+            return i
+    return count
+
+
 async def measure(args, proxy_url: str, fake_url: str, server_pid: int) -> dict:
     result: dict = {"sessions": args.sessions, "rss_idle_mib": rss_mib(server_pid), "threads_idle": threads(server_pid)}
     cpu0 = cpu_seconds(server_pid)
@@ -130,9 +146,17 @@ async def measure(args, proxy_url: str, fake_url: str, server_pid: int) -> dict:
         result[f"{name}_rtt_p99_ms"] = pct(values, 0.99)
     result["added_per_frame_p50_ms"] = (result["proxy_rtt_p50_ms"] - result["direct_rtt_p50_ms"]) / 2
     result["added_per_frame_p99_ms"] = (result["proxy_rtt_p99_ms"] - result["direct_rtt_p99_ms"]) / 2
-    for ws in [*sessions, *direct]:
-        await ws.close()
     result["server_cpu_seconds"] = cpu_seconds(server_pid) - cpu0
+    if args.flood:
+        before = rss_mib(server_pid)
+        taken = await asyncio.gather(*(flood(ws, 60, args.flood_size, 3.0) for ws in sessions[: args.flood]))
+        result["flood_taken"] = sum(taken)
+        result["rss_flood_mib"] = rss_mib(server_pid)
+        result["rss_flood_added_mib"] = result["rss_flood_mib"] - before
+    for ws in [*sessions[args.flood :], *direct]:
+        await ws.close()
+    for ws in sessions[: args.flood]:  # their upstream does not read: no closing handshake to wait for
+        ws.transport.abort()
     return result
 
 
@@ -141,6 +165,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=400, help="timed round trips each way")
     parser.add_argument("--parallel", type=int, default=4, help="round trips in flight at once")
+    parser.add_argument("--flood", type=int, default=20, help="sessions that flood a non-reading upstream (0: none)")
+    parser.add_argument("--flood-size", type=int, default=900_000, help="bytes per flooding message")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "live.md"))
     args = parser.parse_args()
     keys = [make_key(i) for i in range(20)]
@@ -208,6 +234,14 @@ def main() -> int:
         ),
         ("server CPU for the run (s)", f"{result['server_cpu_seconds']:.1f}"),
     ]
+    if args.flood:
+        rows.append(
+            (
+                f"{args.flood} sessions flooding a non-reading upstream with {args.flood_size:,}-byte messages: "
+                "messages taken in / RSS added (MiB) / RSS (MiB)",
+                f"{result['flood_taken']} / {result['rss_flood_added_mib']:.0f} / {result['rss_flood_mib']:.0f}",
+            )
+        )
     table = "\n".join(
         [
             f"# Live API bench ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load:.1f}, "

@@ -105,10 +105,18 @@ class Settings:
         86400,
     )
     live_max_message_bytes: int = _setting(
-        16 * 1024 * 1024,
-        "Live API (WebSocket): largest message either way; a bigger one closes with 1009.",
+        1024 * 1024,
+        "Live API (WebSocket): largest message either way; a bigger one closes its sender with 1009 (1 MiB: what the "
+        "google-genai SDK accepts from Google; a session holds at most about 10 of them in memory).",
         1024,
         2**28,
+    )
+    live_setup_timeout_seconds: float = _setting(
+        15.0,
+        "Live API (WebSocket): longest wait for the client's setup message after the upgrade, then closed (1008) "
+        "without any upstream call.",
+        1,
+        600,
     )
     limits_timezone: str = _setting(
         "UTC", "IANA time zone whose midnight resets access keys' daily limits (e.g. Europe/Berlin).", group=False

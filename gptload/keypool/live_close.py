@@ -92,6 +92,34 @@ def classify_close(code: int, reason: str) -> Verdict:
     return Verdict(Kind.REQUEST_ERROR, reason=label)
 
 
+# How a session ended, as its usage row and ``gptload_live_sessions_ended_total`` say it (``session_outcome``).
+SUCCESSFUL_CAUSES = frozenset({"idle_limit", "session_limit", "shutdown"})  # gptload ended a healthy session
+FAILED_CAUSES = frozenset({"setup_timeout", "bad_setup", "internal_error", "refused"})
+_NORMAL_CODES = frozenset({1000, 1001, 1005})  # normal closure, going away, a close frame without a code
+
+
+def session_outcome(closer: str, code: int, cause: str = "") -> tuple[str, bool]:
+    """(outcome, success) of a Live session from who closed it first (``client``, ``upstream``, ``gptload``), the
+    close code, and, when gptload closed it, the cause it gave:
+
+    - the client or Google closing with 1000, 1001 or 1005: ``client_closed`` / ``upstream_closed``, a success;
+      any other code (1006 gone without a close frame, 1009 too big, 1011, 4xxx...): ``client_error`` /
+      ``upstream_error``, a failure;
+    - gptload: 1011 is always ``internal_error`` (a failure); otherwise the cause: its own limits on a healthy
+      session (``idle_limit``, ``session_limit``) and ``shutdown`` (1001) are successes; ``setup_timeout``,
+      ``bad_setup`` and ``refused`` (no key, a limit, strict mode) failures; no cause is ``refused``.
+    """
+    if closer in ("client", "upstream"):
+        return (f"{closer}_closed", True) if code in _NORMAL_CODES else (f"{closer}_error", False)
+    if closer != "gptload":
+        return "unknown", False
+    if code == INTERNAL_ERROR:
+        return "internal_error", False
+    if cause in SUCCESSFUL_CAUSES:
+        return cause, True
+    return (cause if cause in FAILED_CAUSES else "refused"), False
+
+
 def cut_reason(reason: str) -> str:
     """``reason`` cut to the close frame's 123 bytes of UTF-8, on a character boundary."""
     data = reason.encode("utf-8")

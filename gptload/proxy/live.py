@@ -3,8 +3,8 @@ to Google's ``BidiGenerateContent`` with a pool key, message by message, both di
 
 A session, in order (docs/api.md, "Live API"):
 
-1. The client's first message must be ``{"setup": {"model": ...}}`` (within the idle timeout). Its model picks the
-   key, as ``models/...`` in a path does for HTTP.
+1. The client's first message must be ``{"setup": {"model": ...}}``, within ``live_setup_timeout_seconds`` (else
+   closed with 1008, no key used). Its model picks the key, as ``models/...`` in a path does for HTTP.
 2. Attempts, at most ``1 + max_retries``, each on a key this session has not tried (one only when the session is
    pinned: an ephemeral token or a resumption handle bound to its key): connect to the upstream (``ws://`` for an
    ``http://`` upstream, ``wss://`` for ``https://``) with the key in ``x-goog-api-key`` (or the client's ephemeral
@@ -15,12 +15,16 @@ A session, in order (docs/api.md, "Live API"):
 3. Google's first message goes to the client; from then on the relay passes messages as they come, both ways, until
    either side closes; the close code and reason go to the other side (pool keys scrubbed out of reasons).
 4. One usage row per session (final), after one row per refused attempt (as for HTTP): status = the close code
-   that ended the session, tokens = the sum of the ``usageMetadata`` Google sent, duration, message counts.
+   that ended the session, success and outcome as ``keypool.live_close.session_outcome`` says (who closed, the code,
+   gptload's cause), tokens = the sum of the ``usageMetadata`` Google sent, duration, message counts.
 
-Bounds: a message is at most ``live_max_message_bytes`` either way (bigger: close 1009, by websockets); at most 16
-messages wait in each direction's queue, then the reader stops reading its socket (TCP backpressure to the sender,
-never an unbounded buffer); a session without a message either way for ``live_idle_timeout_seconds``, or older than
-``live_max_session_seconds``, is closed with 1008; ``shutdown()`` (SIGTERM) closes every session with 1001.
+Bounds: a message is at most ``live_max_message_bytes`` either way (bigger: close 1009, by websockets); at most
+``QUEUE`` frames wait in each connection's queue, then its reader stops reading its socket (TCP backpressure to the
+sender, never an unbounded buffer). So a session holds at most about 5 messages per direction (the queue's 2 frames
+and the one past the mark, the one being parsed, the one the pump is sending): ~10 x ``live_max_message_bytes`` in
+all, 10 MiB at the default, whatever its peers do. The setup must come within ``live_setup_timeout_seconds``; a
+session without a message either way for ``live_idle_timeout_seconds``, or older than ``live_max_session_seconds``,
+is closed with 1008; ``shutdown()`` (SIGTERM) closes every session with 1001.
 Threads: the server's request thread pumps client -> Google, one more thread Google -> client, and websockets' own
 reader thread per connection (4 per session; no keepalive pings of our own: the SDK pings, the idle timeout catches
 the dead).
@@ -54,6 +58,7 @@ from gptload.keypool.live_close import (
     TRY_AGAIN_LATER,
     classify_close,
     cut_reason,
+    session_outcome,
 )
 from gptload.pool import GroupView, KeyPool, LiveKey
 from gptload.proxy import group_rules
@@ -76,7 +81,7 @@ LIVE_PATH = re.compile(
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 NORMAL = 1000
-QUEUE = 16  # messages waiting per direction before the reader stops reading (backpressure)
+QUEUE = 2  # frames waiting per connection before its reader stops reading (backpressure; resumes when drained)
 CLOSE_TIMEOUT = 5.0  # seconds a closing handshake may take before the socket is cut
 RESUMPTION_TTL = 24 * 3600.0  # a resumption handle stays bound to its key this long (Google keeps them less)
 RESUMPTION_PREFIX = "live-resumption/"
@@ -134,26 +139,27 @@ class _Session:
         self.closer = ""  # "client", "upstream" or "gptload"
         self.code = 0
         self.reason = ""
+        self.cause = ""  # why gptload closed it (``session_outcome``'s causes)
         self.ending = False
 
     def touch(self) -> None:
         self.tally.active = time.monotonic()
 
-    def settle(self, closer: str, code: int, reason: str) -> bool:
-        """Record who closed first; False when the session was already settled."""
+    def settle(self, closer: str, code: int, reason: str, cause: str = "") -> bool:
+        """Record who closed first (and, for gptload, why); False when the session was already settled."""
         with self.lock:
             if self.closer:
                 return False
-            self.closer, self.code, self.reason = closer, code, reason
+            self.closer, self.code, self.reason, self.cause = closer, code, reason, cause
             return True
 
-    def end(self, code: int, reason: str) -> None:
+    def end(self, code: int, reason: str, cause: str) -> None:
         """Close both sides from outside the pumps (limits, shutdown), without blocking the caller. A side that
         does not finish its closing handshake within CLOSE_TIMEOUT (a client that stopped reading) is cut."""
         if self.ending:
             return
         self.ending = True
-        self.settle("gptload", code, reason)
+        self.settle("gptload", code, reason, cause)
 
         def close() -> None:
             _close(self.client, code, reason)
@@ -198,6 +204,12 @@ class LiveSessions:
         self._ids = 0
         self.max_sessions = max_sessions
         self._reserved = 0  # handshakes answered 101 whose session has not started yet (admit -> serve)
+        self._outcomes: dict[str, int] = {}  # sessions ended, by outcome (``session_outcome``), since start
+
+    def outcomes(self) -> dict[str, int]:
+        """How many sessions ended with each outcome since this instance started (``/metrics``)."""
+        with self._lock:
+            return dict(self._outcomes)
 
     def __len__(self) -> int:
         with self._lock:
@@ -224,7 +236,7 @@ class LiveSessions:
         with self._lock:
             running = list(self._sessions)
         for session in running:
-            session.end(GOING_AWAY, "gptload: the server is stopping; reconnect (resume with your handle)")
+            session.end(GOING_AWAY, "gptload: the server is stopping; reconnect (resume with your handle)", "shutdown")
         deadline = time.monotonic() + wait
         with self._ended:
             while self._sessions and time.monotonic() < deadline:
@@ -245,7 +257,7 @@ class LiveSessions:
         attempt: Attempt | None = None
         try:
             if self._stopping:
-                session.settle("gptload", GOING_AWAY, "gptload: the server is stopping")
+                session.settle("gptload", GOING_AWAY, "gptload: the server is stopping", "shutdown")
                 _close(client, GOING_AWAY, session.reason)
                 return
             setup = self._read_setup(session)
@@ -261,7 +273,7 @@ class LiveSessions:
             self._relay(session, attempt, trace)
         except Exception:
             log.exception("live session in %s failed", view.name)
-            session.settle("gptload", INTERNAL_ERROR, "gptload: internal error")
+            session.settle("gptload", INTERNAL_ERROR, "gptload: internal error", "internal_error")
             _close(client, INTERNAL_ERROR, "gptload: internal error")
             if session.upstream is not None:
                 _close(session.upstream, NORMAL, "")
@@ -280,19 +292,22 @@ class LiveSessions:
         except GptloadError as exc:
             code = 1013 if exc.status == 429 else POLICY_VIOLATION
             reason = f"gptload: {exc.code}: {exc.message}"[:120]
-            session.settle("gptload", code, reason)
+            session.settle("gptload", code, reason, "refused")
             _close(session.client, code, reason)
             return False
         return True
 
     def _read_setup(self, session: _Session) -> tuple[str | bytes, str, str] | None:
-        """The client's setup message, its model and resumption handle; None when the session ended instead."""
-        limit = session.view.settings.live_idle_timeout_seconds
+        """The client's setup message, its model and resumption handle; None when the session ended instead. The
+        setup must arrive (whole) within ``live_setup_timeout_seconds`` of the upgrade (or the idle limit, if
+        shorter): a client that upgrades and says nothing holds a server thread, not a key, and only that long."""
+        settings = session.view.settings
+        limit = min(settings.live_setup_timeout_seconds, settings.live_idle_timeout_seconds)
         try:
             raw = session.client.recv(timeout=limit)
         except TimeoutError:
             reason = f"gptload: no setup message within {limit:g} s"
-            session.settle("gptload", POLICY_VIOLATION, reason)
+            session.settle("gptload", POLICY_VIOLATION, reason, "setup_timeout")
             _close(session.client, POLICY_VIOLATION, reason)
             return None
         except ConnectionClosed as exc:
@@ -303,7 +318,7 @@ class LiveSessions:
         model, handle = setup_facts(raw)
         if model is None:
             reason = 'gptload: the first message must be {"setup": {"model": "models/..."}}'
-            session.settle("gptload", 1007, reason)
+            session.settle("gptload", 1007, reason, "bad_setup")
             _close(session.client, 1007, reason)
             return None
         return raw, model, handle
@@ -342,7 +357,7 @@ class LiveSessions:
                 except ModelNotAllowed as exc:  # strict mode: the session's own fault, before any upstream call
                     reason = cut_reason(f"gptload {exc.code}: {exc.message}")
                     trace.rejected(404, exc.message, attempted=bool(tried))
-                    session.settle("gptload", POLICY_VIOLATION, reason)
+                    session.settle("gptload", POLICY_VIOLATION, reason, "refused")
                     _close(session.client, POLICY_VIOLATION, reason)
                     return None
                 facts = RequestFacts(
@@ -610,22 +625,25 @@ class LiveSessions:
             )
             trace.rejected(503, "no key available", attempted=bool(tried))
         trace.flush_failures(self._usage)
-        session.settle("gptload", code, reason)
+        session.settle("gptload", code, reason, "shutdown" if self._stopping else "refused")
         _close(session.client, _sendable(code), reason)
 
     def _record(self, session: _Session, request: LiveRequest, trace: Trace | None, attempt: Attempt | None) -> None:
         """The session's usage row (final): one per session that got an upstream session; a session refused before
         any attempt (no setup) gets a keyless row, as a refused HTTP request does."""
         t = session.tally
+        outcome, success = session_outcome(session.closer, session.code, session.cause)
+        with self._lock:
+            self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         summary = (
             f"live session: {t.up} client / {t.down} server messages; closed by {session.closer or 'nobody'}"
             f" {session.code} {session.reason}".rstrip()
+            + f"; outcome {outcome}"
         )
         if attempt is not None and trace is not None:
             tokens = TokenCounts(t.prompt, t.candidates, t.total or t.prompt + t.candidates)
             event = trace.succeeded(attempt, session.code, tokens, summary)
-            clean = session.code in (NORMAL, GOING_AWAY, 1005) or session.closer == "gptload"
-            self._usage.add(event if clean else replace(event, success=False))
+            self._usage.add(event if success else replace(event, success=False))
         elif trace is None:
             event = _trace(session.view, request, "").event(None, session.code, False, summary)
             self._usage.add(event)
@@ -646,9 +664,13 @@ class LiveSessions:
             for s in running:
                 settings = s.view.settings
                 if now - s.tally.active > settings.live_idle_timeout_seconds and s.tally.up:
-                    s.end(POLICY_VIOLATION, f"gptload: idle for {settings.live_idle_timeout_seconds:g} s")
+                    s.end(POLICY_VIOLATION, f"gptload: idle for {settings.live_idle_timeout_seconds:g} s", "idle_limit")
                 elif now - s.tally.started > settings.live_max_session_seconds:
-                    s.end(POLICY_VIOLATION, f"gptload: session limit of {settings.live_max_session_seconds:g} s")
+                    s.end(
+                        POLICY_VIOLATION,
+                        f"gptload: session limit of {settings.live_max_session_seconds:g} s",
+                        "session_limit",
+                    )
 
 
 def setup_facts(raw: str | bytes) -> tuple[str | None, str]:

@@ -102,6 +102,12 @@ def families(services: Services) -> list[Family]:
         gauge("gptload_streams_open", "Answers being relayed now", [((), services.forwarder.open_streams())]),
         gauge("gptload_live_sessions_open", "Live API (WebSocket) sessions running now", [((), len(services.live))]),
         gauge(
+            "gptload_live_sessions_ended_total",
+            "Live API (WebSocket) sessions ended, by outcome (client_closed, upstream_error, setup_timeout...)",
+            [((("outcome", o),), n) for o, n in sorted(services.live.outcomes().items())],
+            "counter",
+        ),
+        gauge(
             "gptload_build_info",
             "Version of gptload and the store it uses",
             [((("version", __version__), ("store", services.store.kind)), 1)],

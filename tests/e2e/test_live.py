@@ -709,3 +709,122 @@ def test_an_access_key_with_a_model_scope_or_limits_cannot_mint_an_ephemeral_tok
         mint, headers={"x-goog-api-key": r.json()["key"]}, json={"uses": 1}, timeout=30, verify=str(tls[0])
     )
     assert answer.status_code == 200 and answer.json()["name"].startswith("auth_tokens/")
+
+
+# -- hardening: setup deadline, bounded memory, recorded outcomes ----------------------------------------------------
+def _live_metric(server, outcome: str) -> float:
+    for line in server.api("GET", "/metrics").text.splitlines():
+        if line.startswith(f'gptload_live_sessions_ended_total{{outcome="{outcome}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_that_sends_no_setup_is_closed_at_the_setup_deadline_without_using_a_key(live_server, fake_live, tls):
+    """A client that upgrades and then says nothing would hold a server thread (one of LIVE_MAX_SESSIONS) until the
+    idle limit: it is closed at ``live_setup_timeout_seconds`` instead, counted, and no key is used for it."""
+    group, keys = make_group(live_server, fake_live, settings={"live_setup_timeout_seconds": 1})
+    before = _live_metric(live_server, "setup_timeout")
+    with raw_ws(live_server, group, tls) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=60)  # a deadline on a shared machine: the close comes after about 1 s
+    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == "gptload: no setup message within 1 s"
+    assert fake_live.sessions_with(keys[0]) == []  # Google never heard of it
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1008 and row["success"] is False and not row["key"]
+    assert "outcome setup_timeout" in row["error"]
+    assert _live_metric(live_server, "setup_timeout") == before + 1
+
+
+def test_the_setup_deadline_is_a_setting_with_a_default(live_server):
+    schema = {s["name"]: s for s in live_server.api("GET", "/api/settings/schema").json()["schema"]}
+    spec = schema["live_setup_timeout_seconds"]
+    assert spec["default"] == 15 and spec["group_overridable"] is True
+    r = live_server.api("PUT", "/api/settings", json={"live_setup_timeout_seconds": 0})
+    assert r.status_code == 400  # out of range: refused, nothing changed
+
+
+def test_a_message_over_the_default_limit_closes_with_1009_and_the_instance_stays_healthy(live_server, fake_live, tls):
+    """The default ``live_max_message_bytes`` is 1 MiB (what google-genai itself accepts from Google): a bigger
+    message closes its sender with 1009, and the instance keeps serving."""
+    group, keys = make_group(live_server, fake_live)
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"realtimeInput": {"text": "x" * (1024 * 1024 + 1)}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1009
+    (record,) = fake_live.sessions_with(keys[0])
+    assert record.done.wait(10) and record.close_code == 1009 and record.received == 0  # never relayed
+    assert live_server.api("GET", "/health").status_code == 200
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1009 and row["success"] is False and "outcome client_error" in row["error"]
+    assert run_async(one_turn(sdk_client(group)))[0].text == "echo: hello live world"
+
+
+def test_a_flooding_client_is_held_back_by_a_google_that_does_not_read_without_growing_memory(
+    live_server, fake_live, tls
+):
+    """80 messages of 900 KB (72 MB) from a client while Google reads none: the proxy's bounded queues fill, then TCP
+    backpressure stops the client's sends; the proxy's memory does not take them in, it stays healthy, and once Google
+    reads again every message arrives, in order."""
+    group, keys = make_group(live_server, fake_live)
+    count, size = 80, 900_000
+    sent = [0]
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        (record,) = fake_live.sessions_with(keys[0])
+        ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "hold"}]}]}}))
+        assert record.holding.wait(30)
+        before = _rss_mib(live_server.process.pid)
+
+        def flood() -> None:
+            for i in range(count):
+                ws.send(json.dumps({"realtimeInput": {"text": f"{i} " + "x" * size}}))
+                sent[0] += 1
+
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        last = {"n": -1, "since": time.monotonic()}
+
+        def stalled() -> bool:
+            if sent[0] != last["n"]:
+                last["n"], last["since"] = sent[0], time.monotonic()
+            return time.monotonic() - last["since"] > 1.5
+
+        wait_for(stalled, seconds=60, what="the client's sends to block (backpressure)", interval=0.1)
+        assert sent[0] < count  # held back (the rest waits in socket buffers and the fake's own queue)
+        assert _rss_mib(live_server.process.pid) - before < 40  # MiB: a few bounded messages, not the 72 MB offered
+        assert live_server.api("GET", "/health").status_code == 200
+        record.release.set()
+        sender.join(60)
+        assert not sender.is_alive() and sent[0] == count
+        wait_for(lambda: record.received == count + 1, seconds=60, what="every message to reach Google")
+    assert [int(m["realtimeInput"]["text"].split(" ", 1)[0]) for m in record.messages[1:]] == list(range(count))
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1000 and row["success"] is True and "outcome client_closed" in row["error"]
+
+
+def test_a_session_s_row_says_how_it_ended(live_server, fake_live, tls):
+    """The recorded outcome follows what happened: Google's error close is a failure, gptload's idle limit is not."""
+    group, _keys = make_group(live_server, fake_live, settings={"live_idle_timeout_seconds": 1})
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1008
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1008 and row["success"] is True and "outcome idle_limit" in row["error"]
+    group, _keys = make_group(live_server, fake_live)
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        ws.send(
+            json.dumps({"clientContent": {"turns": [{"parts": [{"text": "close 1011 Internal error occurred."}]}]}})
+        )
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    (row,) = session_rows(live_server, group)
+    assert row["status_code"] == 1011 and row["success"] is False and "outcome upstream_error" in row["error"]

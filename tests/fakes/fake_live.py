@@ -13,7 +13,8 @@ ephemeral tokens), behaving like ``BidiGenerateContent`` as google-genai sees it
   for ``sessionResumption``, a ``sessionResumptionUpdate`` with a new handle bound to the key.
 - Commands in a turn's text: ``close CODE REASON`` -> the fake closes with that code and reason (``{key}`` in the
   reason is replaced by the key used: a test that pool keys are scrubbed), cut to 123 bytes as Google cuts it; ``drop`` -> the TCP connection is cut
-  without a close frame; ``flood N [SIZE]`` -> N messages (of about SIZE bytes) at once.
+  without a close frame; ``flood N [SIZE]`` -> N messages (of about SIZE bytes) at once; ``hold`` -> the fake stops
+  reading the client's messages until the test sets the session's ``release`` (a Google that does not keep up).
 - ``POST /v1alpha/auth_tokens?key=`` (or ``x-goog-api-key``) -> ``{"name": "auth_tokens/<random>", ...}``.
 - Records: every session (``sessions``: the key or token used, headers, setup, the close code and reason the
   client, i.e. the proxy, sent, message counts).
@@ -74,6 +75,8 @@ class LiveRecord:
     close_reason: str = ""
     refused: int | None = None  # the code the fake refused the session with
     sending_since: float | None = None  # monotonic time the send in progress started (None: not sending)
+    holding: threading.Event = field(default_factory=threading.Event)  # set while a ``hold`` stops the reading
+    release: threading.Event = field(default_factory=threading.Event)  # set by a test: a ``hold`` ends
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -234,6 +237,11 @@ class _Session:
                     _, code, reason = ([*text.split(" ", 2), ""])[:3]
                     self.conn.close(int(code), cut(reason.replace("{key}", key)))  # 123 bytes, as Google cuts
                     return
+                if text == "hold":
+                    self.record.holding.set()
+                    self.record.release.wait(120)
+                    self.record.holding.clear()
+                    continue
                 if text == "drop":
                     self.conn.socket.shutdown(socket.SHUT_RDWR)
                     self.conn.socket.close()
