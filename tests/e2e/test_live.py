@@ -828,3 +828,20 @@ def test_a_session_s_row_says_how_it_ended(live_server, fake_live, tls):
             ws.recv(timeout=30)
     (row,) = session_rows(live_server, group)
     assert row["status_code"] == 1011 and row["success"] is False and "outcome upstream_error" in row["error"]
+
+
+def test_a_session_whose_upstream_reports_absurd_token_counts_keeps_its_usage_row(live_server, fake_live, tls):
+    """A ``usageMetadata`` count past any model's answer (beyond the stores' 64-bit integers) is not believed, as
+    for HTTP (``tokens.MAX_TOKENS``): the session's row is written with the believable counts, never rejected by the
+    store and dropped with the session's request count."""
+    group, _keys = make_group(live_server, fake_live)
+    with raw_ws(live_server, group, tls) as ws:
+        ws.send(json.dumps({"setup": {"model": f"models/{MODEL}"}}))
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": f"usage {10**20}"}]}]}}))
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"clientContent": {"turns": [{"parts": [{"text": "two words"}]}]}}))
+        ws.recv(timeout=10)
+    (row,) = session_rows(live_server, group)
+    assert (row["prompt_tokens"], row["candidates_tokens"], row["total_tokens"]) == (2, 3, 5)
+    assert row["success"] is True and "outcome client_closed" in row["error"]

@@ -14,7 +14,8 @@ ephemeral tokens), behaving like ``BidiGenerateContent`` as google-genai sees it
 - Commands in a turn's text: ``close CODE REASON`` -> the fake closes with that code and reason (``{key}`` in the
   reason is replaced by the key used: a test that pool keys are scrubbed), cut to 123 bytes as Google cuts it; ``drop`` -> the TCP connection is cut
   without a close frame; ``flood N [SIZE]`` -> N messages (of about SIZE bytes) at once; ``hold`` -> the fake stops
-  reading the client's messages until the test sets the session's ``release`` (a Google that does not keep up).
+  reading the client's messages until the test sets the session's ``release`` (a Google that does not keep up);
+  ``usage N`` -> a ``usageMetadata`` claiming N tokens (an upstream reporting an absurd count).
 - ``POST /v1alpha/auth_tokens?key=`` (or ``x-goog-api-key``) -> ``{"name": "auth_tokens/<random>", ...}``.
 - Records: every session (``sessions``: the key or token used, headers, setup, the close code and reason the
   client, i.e. the proxy, sent, message counts).
@@ -251,6 +252,10 @@ class _Session:
                     count, pad = int(words_[1]), "x" * (int(words_[2]) if len(words_) > 2 else 0)
                     for i in range(count):
                         self._send({"serverContent": {"modelTurn": {"parts": [{"text": f"flood {i} {pad}"}]}}})
+                    continue
+                if text.startswith("usage "):
+                    n = int(text.split()[1])
+                    self._send({"usageMetadata": {"promptTokenCount": n, "responseTokenCount": n, "totalTokenCount": n}})
                     continue
                 words = len(text.split())
                 self._send(
