@@ -66,7 +66,7 @@ from gptload.proxy.affinity import MAX_NAME, AffinityMap
 from gptload.proxy.forwarder import Attempt
 from gptload.proxy.group_rules import Inbound
 from gptload.proxy.request import IncomingRequest, RequestFacts
-from gptload.proxy.tokens import TokenCounts
+from gptload.proxy.tokens import MAX_TOKENS, TokenCounts
 from gptload.proxy.trace import Trace
 from gptload.store.base import RESOURCE, Binding
 from gptload.usage import UsageBuffer
@@ -795,7 +795,9 @@ def _cut(conn: Connection) -> None:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A ``usageMetadata`` count; one above ``MAX_TOKENS`` is not believed and counts 0, as for HTTP (a count past
+    the stores' 64-bit integers would get the session's usage row rejected and dropped)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else 0
 
 
 def _error_message(body: bytes) -> str:
