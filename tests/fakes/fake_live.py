@@ -255,7 +255,9 @@ class _Session:
                     continue
                 if text.startswith("usage "):
                     n = int(text.split()[1])
-                    self._send({"usageMetadata": {"promptTokenCount": n, "responseTokenCount": n, "totalTokenCount": n}})
+                    self._send(
+                        {"usageMetadata": {"promptTokenCount": n, "responseTokenCount": n, "totalTokenCount": n}}
+                    )
                     continue
                 words = len(text.split())
                 self._send(
