@@ -845,3 +845,23 @@ def test_a_session_whose_upstream_reports_absurd_token_counts_keeps_its_usage_ro
     (row,) = session_rows(live_server, group)
     assert (row["prompt_tokens"], row["candidates_tokens"], row["total_tokens"]) == (2, 3, 5)
     assert row["success"] is True and "outcome client_closed" in row["error"]
+
+
+def test_a_session_limit_shorter_than_the_setup_deadline_still_ends_a_silent_client_as_a_setup_timeout(
+    live_server, fake_live, tls
+):
+    """A client that never sends its setup is a failed ``setup_timeout`` whichever limit comes first: with
+    ``live_max_session_seconds`` under ``live_setup_timeout_seconds`` it is closed at the session limit, not counted
+    as a healthy session that reached it."""
+    group, keys = make_group(
+        live_server, fake_live, settings={"live_max_session_seconds": 1, "live_setup_timeout_seconds": 60}
+    )
+    before = _live_metric(live_server, "setup_timeout")
+    with raw_ws(live_server, group, tls) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=30)  # a deadline on a shared machine: the close comes after about 1 s
+    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == "gptload: no setup message within 1 s"
+    assert fake_live.sessions_with(keys[0]) == []
+    (row,) = session_rows(live_server, group)
+    assert row["success"] is False and "outcome setup_timeout" in row["error"]
+    assert _live_metric(live_server, "setup_timeout") == before + 1
