@@ -300,9 +300,14 @@ class LiveSessions:
     def _read_setup(self, session: _Session) -> tuple[str | bytes, str, str] | None:
         """The client's setup message, its model and resumption handle; None when the session ended instead. The
         setup must arrive (whole) within ``live_setup_timeout_seconds`` of the upgrade (or the idle limit, if
-        shorter): a client that upgrades and says nothing holds a server thread, not a key, and only that long."""
+        shorter, or the session limit): a client that upgrades and says nothing holds a server thread, not a key, and
+        only that long (``_reap`` leaves a session alone until its setup has come)."""
         settings = session.view.settings
-        limit = min(settings.live_setup_timeout_seconds, settings.live_idle_timeout_seconds)
+        limit = min(
+            settings.live_setup_timeout_seconds,
+            settings.live_idle_timeout_seconds,
+            settings.live_max_session_seconds,
+        )
         try:
             raw = session.client.recv(timeout=limit)
         except TimeoutError:
@@ -655,7 +660,8 @@ class LiveSessions:
             self._reaper.start()
 
     def _reap(self) -> None:
-        """Once a second: end sessions idle for longer than their idle limit, or older than their total limit."""
+        """Once a second: end sessions idle for longer than their idle limit, or older than their total limit (a
+        session still waiting for its setup is ``_read_setup``'s: it ends as ``setup_timeout``, never as a limit)."""
         while True:
             time.sleep(1.0)
             now = time.monotonic()
@@ -665,7 +671,7 @@ class LiveSessions:
                 settings = s.view.settings
                 if now - s.tally.active > settings.live_idle_timeout_seconds and s.tally.up:
                     s.end(POLICY_VIOLATION, f"gptload: idle for {settings.live_idle_timeout_seconds:g} s", "idle_limit")
-                elif now - s.tally.started > settings.live_max_session_seconds:
+                elif s.tally.up and now - s.tally.started > settings.live_max_session_seconds:
                     s.end(
                         POLICY_VIOLATION,
                         f"gptload: session limit of {settings.live_max_session_seconds:g} s",
