@@ -36,11 +36,12 @@ def install() -> None:
 
 
 def scrub_record(record: logging.LogRecord) -> None:
-    """``record`` with URL user info replaced in its message and traceback (only when one may be there: "@")."""
+    """``record`` with URL user info replaced in its message and traceback (only when one may be there: "@"). Never
+    raises: it runs inside every log call."""
     try:
         message = record.getMessage()
-    except (TypeError, ValueError):  # a bad format/args pair: logging reports it itself when the record is emitted
-        return
+    except Exception:  # a bad format/args pair (any error, e.g. KeyError, a failing __str__): logging reports it
+        message = ""  # itself when the record is emitted, as without the scrubber; the log call never raises
     if "://" in message and "@" in message:
         record.msg, record.args = proxyurl.scrub(message), None
     if record.exc_info and record.exc_info[1] is not None:
