@@ -228,3 +228,16 @@ def test_maintenance_seals_values_an_older_version_stored_in_clear(admin):
     assert admin.services.pool.view("g1").settings.proxy_url == PROXY
     assert admin.services.pool.settings.proxy_url == PROXY
     assert run_maintenance(admin.services)["proxy_urls_sealed"] == 0
+
+
+def test_a_sealed_proxy_url_moved_to_another_host_does_not_open(admin):
+    """Whoever holds a sealed value (a store reader without ENCRYPTION_KEY, a backup) and can save a proxy_url must
+    not get the credentials sent to a host of their choosing: the ciphertext is bound to its scheme, host and port."""
+    assert create(admin, "g1", settings={"proxy_url": PROXY}).status_code == 201
+    sealed = admin.services.store.get_group("g1").settings["proxy_url"]
+    userinfo = sealed.split("://", 1)[1].rpartition("@")[0]
+    for moved in (f"http://{userinfo}@127.0.0.1:9", f"socks5://{userinfo}@127.0.0.1:3128"):
+        name = f"g{len(moved)}"
+        assert create(admin, name, settings={"proxy_url": moved}).status_code == 201
+        assert "pr0xy-s3cret" not in admin.services.pool.view(name).settings.proxy_url
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY
