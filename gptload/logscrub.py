@@ -40,7 +40,7 @@ def scrub_record(record: logging.LogRecord) -> None:
     raises: it runs inside every log call."""
     try:
         message = record.getMessage()
-    except Exception:  # a bad format/args pair (any error, e.g. KeyError, a failing __str__): logging reports it
+    except Exception:  # noqa: BLE001 - a bad format/args pair (KeyError, a failing __str__...): logging reports it
         message = ""  # itself when the record is emitted, as without the scrubber; the log call never raises
     if "://" in message and "@" in message:
         record.msg, record.args = proxyurl.scrub(message), None

@@ -27,6 +27,9 @@ SCHEMES = ("http", "https", "socks5", "socks5h")
 MASK = "****"
 DIRECT = "direct"
 SEALED = "sealed.v1."  # user info of a sealed value: SEALED + base64url(ciphertext)
+# A sealed value is longer than its clear form (user info -> "sealed.v1." + base64url of 29 + n bytes): the longest a
+# setting of at most 2048 characters becomes once sealed is under this, which the stored-value check allows for it.
+SEALED_MAX_LENGTH = 4096
 SLOT = "settings/proxy_url"  # the cipher's associated data: SLOT + " " + "scheme://host:port" (see _slot)
 # user info in any URL-like text: "scheme://userinfo@", up to the authority's last "@" (a password may hold one)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")

@@ -32,7 +32,7 @@ def captured():
 
 
 def test_a_bad_format_never_raises_from_the_log_call_and_its_traceback_is_still_scrubbed(captured, monkeypatch):
-    logger, stream = captured
+    logger, _stream = captured
     reported: list[logging.LogRecord] = []
     monkeypatch.setattr(logging.Handler, "handleError", lambda self, record: reported.append(record))
     logger.info("%(missing)s", {"other": 1})  # KeyError: logging reports it as it always did, the caller goes on
