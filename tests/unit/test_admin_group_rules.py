@@ -254,3 +254,36 @@ def test_a_long_proxy_password_accepted_once_stays_in_use_sealed(admin):
     assert admin.services.pool.settings.proxy_url == url
     shown = admin.open("GET", "/api/groups/g1").get_json()["settings"]["proxy_url"]
     assert shown == "http://****@127.0.0.1:3128"
+
+
+@pytest.mark.parametrize("restart_key", ["q" * 32, ""])
+def test_a_sealed_proxy_url_the_restarted_service_cannot_open_fails_closed(tmp_path, restart_key):
+    """Sealed under one ENCRYPTION_KEY, served after a restart with another one or none (VAULT=secretmanager, so the
+    keys still work): the proxy is still used and refuses the sealed text (407); nothing goes out directly."""
+    from gptload.vault.secret_manager_vault import SecretManagerVault
+    from tests.fakes.fake_gemini import FakeGemini
+    from tests.fakes.forward_proxy import ForwardProxy
+    from tests.fakes.secret_manager import FakeSecretManager
+
+    secrets = FakeSecretManager()
+    env = {"VAULT": "secretmanager", "GOOGLE_CLOUD_PROJECT": "p"}
+    with ForwardProxy(credentials=("px", "px-pass-3141")) as proxy, FakeGemini() as fake:
+        first = AdminClient(tmp_path, vault=SecretManagerVault(secrets, "p"), ENCRYPTION_KEY="p" * 32, **env)
+        settings = {"proxy_url": f"http://px:px-pass-3141@127.0.0.1:{proxy.port}", "max_retries": 0}
+        upstreams = [{"url": fake.url, "weight": 1}]
+        assert create(first, "g1", upstreams=upstreams, settings=settings).status_code == 201
+        assert first.open("POST", "/api/groups/g1/keys", body={"keys": "AIzaSy" + "k" * 33}).status_code < 300
+        first.join_tasks()
+        first.close()
+        again = AdminClient(tmp_path, vault=SecretManagerVault(secrets, "p"), ENCRYPTION_KEY=restart_key, **env)
+        try:
+            r = again.client.open(
+                "/proxy/g1/v1beta/models/gemini-2.5-flash:generateContent",
+                method="POST",
+                headers={"x-goog-api-key": "proxy-key-0001", "Content-Type": "application/json"},
+                data=json.dumps({"contents": [{"parts": [{"text": "hi"}]}]}),
+            )
+            assert r.status_code == 502 and "px-pass-3141" not in r.get_data(as_text=True)
+            assert proxy.refused == 1 and proxy.requests == [] and fake.requests == []
+        finally:
+            again.close()
