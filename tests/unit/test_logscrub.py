@@ -56,3 +56,11 @@ def test_records_keep_their_text_unless_a_url_carries_credentials(captured):
     assert "50% of ('k', 1) to bob@example.com via http://proxy:3128/a@b" in out
     assert "pw-7" not in out and "attempt 2 via socks5h://****@h:1080 failed" in out
     assert "OSError: socks5h://****@h:1080 refused" in out
+
+
+def test_logging_s_own_report_of_a_bad_format_shows_no_credentials(captured, capsys):
+    logger, _stream = captured
+    logger.info("%(missing)s", {"proxy": "http://bob:pw-8812@proxy:3128"})
+    logger.info("%d via %s", "not a number", "socks5://bob:pw-8812@proxy:1080")
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "pw-8812" not in err and "socks5://****@proxy:1080" in err
