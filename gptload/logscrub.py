@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from gptload import proxyurl
@@ -36,14 +37,27 @@ def install() -> None:
 
 
 def scrub_record(record: logging.LogRecord) -> None:
-    """``record`` with URL user info replaced in its message and traceback (only when one may be there: "@")."""
+    """``record`` with URL user info replaced in its message and traceback (only when one may be there: "@"). Never
+    raises: it runs inside every log call."""
     try:
         message = record.getMessage()
-    except (TypeError, ValueError):  # a bad format/args pair: logging reports it itself when the record is emitted
-        return
+    except Exception:  # noqa: BLE001 - a bad format/args pair (KeyError, a failing __str__...): logging reports it
+        message = ""  # itself when the record is emitted, as without the scrubber; the log call never raises
+        _scrub_parts(record)  # that report prints the message and its arguments as they are
     if "://" in message and "@" in message:
         record.msg, record.args = proxyurl.scrub(message), None
     if record.exc_info and record.exc_info[1] is not None:
         text = _formatter.formatException(record.exc_info)
         if "@" in text:
             record.exc_text = proxyurl.scrub(text)
+
+
+def _scrub_parts(record: logging.LogRecord) -> None:
+    """``record``'s message and string arguments scrubbed one by one (its format is broken: they stay apart)."""
+    if isinstance(record.msg, str):
+        record.msg = proxyurl.scrub(record.msg)
+    args = record.args
+    if isinstance(args, tuple):
+        record.args = tuple(proxyurl.scrub(a) if isinstance(a, str) else a for a in args)
+    elif isinstance(args, Mapping):
+        record.args = {k: proxyurl.scrub(v) if isinstance(v, str) else v for k, v in args.items()}

@@ -6,7 +6,8 @@ with its user info replaced by ``****`` (``http://****@host:port``); a value equ
 means "unchanged" when settings are saved, so the console can send its form back without erasing the password.
 
 At rest the user info is sealed (``seal``): ``http://sealed.v1.<AES-GCM ciphertext, base64url>@host:port``, under the
-same ENCRYPTION_KEY-derived cipher the store vault uses for keys; the host and port stay readable, and ``mask`` gives
+same ENCRYPTION_KEY-derived cipher the store vault uses for keys, bound to the scheme, host and port (it opens in
+front of that proxy only); the host and port stay readable, and ``mask`` gives
 the same text for the sealed and the clear form, so "unchanged" works on either. ``unseal`` gives the clear URL back
 where the value is used (the pool resolves settings with it); a value stored in clear by an older version is read
 as is and sealed on its next save. ``scrub`` removes user info from any text (log lines, exception messages).
@@ -26,7 +27,10 @@ SCHEMES = ("http", "https", "socks5", "socks5h")
 MASK = "****"
 DIRECT = "direct"
 SEALED = "sealed.v1."  # user info of a sealed value: SEALED + base64url(ciphertext)
-SLOT = "settings/proxy_url"  # the cipher's associated data for a sealed proxy_url (any group, or system-wide)
+# A sealed value is longer than its clear form (user info -> "sealed.v1." + base64url of 29 + n bytes): the longest a
+# setting of at most 2048 characters becomes once sealed is under this, which the stored-value check allows for it.
+SEALED_MAX_LENGTH = 4096
+SLOT = "settings/proxy_url"  # the cipher's associated data: SLOT + " " + "scheme://host:port" (see _slot)
 # user info in any URL-like text: "scheme://userinfo@", up to the authority's last "@" (a password may hold one)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 
@@ -108,7 +112,7 @@ def seal(value: str, encrypt: Callable[[str, str], bytes]) -> str:
     if not has_credentials(value):
         return value
     scheme, userinfo, host = _split(value)
-    blob = base64.urlsafe_b64encode(encrypt(userinfo, SLOT)).decode().rstrip("=")
+    blob = base64.urlsafe_b64encode(encrypt(userinfo, _slot(scheme, host))).decode().rstrip("=")
     return f"{scheme}://{SEALED}{blob}@{host}"
 
 
@@ -119,5 +123,12 @@ def unseal(value: str, decrypt: Callable[[bytes, str], str]) -> str:
     if not userinfo.startswith(SEALED):
         return value
     raw = userinfo[len(SEALED) :]
-    clear = decrypt(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), SLOT)
+    clear = decrypt(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), _slot(scheme, host))
     return f"{scheme}://{clear}@{host}"
+
+
+def _slot(scheme: str, host: str) -> str:
+    """The associated data of a sealed user info: it opens only in front of the scheme, host and port it was sealed
+    with, so a sealed value copied in front of another proxy (by someone who can save a proxy_url or write the
+    store, without ENCRYPTION_KEY) does not send the credentials there: it stays sealed (the proxy answers 407)."""
+    return f"{SLOT} {scheme}://{host}"

@@ -189,7 +189,9 @@ def _coerce(spec: Spec, raw: Any) -> Any:
             raise ValueError("must be true or false")
         return raw
     if spec.type is str:
-        if not isinstance(raw, str) or len(raw) > 2048:
+        # a sealed proxy_url is longer than the clear text it was accepted as: it must not be dropped (go direct)
+        limit = proxyurl.SEALED_MAX_LENGTH if isinstance(raw, str) and spec.secret and proxyurl.is_sealed(raw) else 2048
+        if not isinstance(raw, str) or len(raw) > limit:
             raise ValueError("must be a string of at most 2048 characters")
         return _CHECKS.get(spec.name, str.strip)(raw)
     if spec.type is list:

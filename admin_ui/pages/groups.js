@@ -285,7 +285,8 @@ export function createDialog() {
     const { values: ruleValues, errors: ruleErrors } = aggregate ? { values: {}, errors: {} } : rules.read();
     Object.assign(local, ruleErrors);
     const egress = aggregate ? "" : proxyUrl.value.trim();
-    if (egress && !/^(https?|socks5h?):\/\/\S+:\d+\/?$/.test(egress))
+    // "direct" (no proxy) as the hint says; schemes in any case, as the server takes them (proxyurl.check)
+    if (egress && !/^direct$|^(https?|socks5h?):\/\/\S+:\d+\/?$/i.test(egress))
       local.settings = "Enter scheme://[user:pass@]host:port (http, https, socks5, socks5h).";
     if (Object.keys(ruleErrors).length || local.settings) rules.node.closest("details").open = true;
     if (Object.keys(local).length) return showFieldErrors(form, local);

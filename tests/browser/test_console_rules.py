@@ -206,3 +206,20 @@ def test_a_group_can_say_direct_when_a_system_proxy_is_set(ui, server, fake):
         expect(page.get_by_test_id("rules-card")).to_contain_text("direct (no proxy")
     finally:  # the session's server is shared: leave the system settings as they were
         server.api("PUT", "/api/settings", json={"proxy_url": ""})
+
+
+def test_create_dialog_takes_direct_as_its_hint_says(ui, server, fake):
+    """The create dialog's hint offers 'direct' (no proxy): its own check must let it through, as the server does."""
+    name = f"d-{uuid.uuid4().hex[:8]}"
+    ui.login()
+    page = ui.page
+    page.goto(f"{server.url}/#/groups")
+    page.get_by_role("button", name="New group").click()
+    dialog = page.get_by_role("dialog", name="New group")
+    dialog.get_by_label("Name", exact=True).fill(name)
+    dialog.get_by_text("Routing rules and egress proxy (optional)").click()
+    expect(dialog).to_contain_text("direct: no proxy")
+    dialog.get_by_label("Egress proxy URL").fill("Direct")
+    dialog.get_by_role("button", name="Create group").click()
+    expect(page.get_by_role("heading", name=name)).to_be_visible()
+    assert server.api("GET", f"/api/groups/{name}").json()["settings"]["proxy_url"] == "direct"

@@ -228,3 +228,62 @@ def test_maintenance_seals_values_an_older_version_stored_in_clear(admin):
     assert admin.services.pool.view("g1").settings.proxy_url == PROXY
     assert admin.services.pool.settings.proxy_url == PROXY
     assert run_maintenance(admin.services)["proxy_urls_sealed"] == 0
+
+
+def test_a_sealed_proxy_url_moved_to_another_host_does_not_open(admin):
+    """Whoever holds a sealed value (a store reader without ENCRYPTION_KEY, a backup) and can save a proxy_url must
+    not get the credentials sent to a host of their choosing: the ciphertext is bound to its scheme, host and port."""
+    assert create(admin, "g1", settings={"proxy_url": PROXY}).status_code == 201
+    sealed = admin.services.store.get_group("g1").settings["proxy_url"]
+    userinfo = sealed.split("://", 1)[1].rpartition("@")[0]
+    for moved in (f"http://{userinfo}@127.0.0.1:9", f"socks5://{userinfo}@127.0.0.1:3128"):
+        name = f"g{len(moved)}"
+        assert create(admin, name, settings={"proxy_url": moved}).status_code == 201
+        assert "pr0xy-s3cret" not in admin.services.pool.view(name).settings.proxy_url
+    assert admin.services.pool.view("g1").settings.proxy_url == PROXY
+
+
+def test_a_long_proxy_password_accepted_once_stays_in_use_sealed(admin):
+    """Sealing makes the user info longer (base64 of nonce, ciphertext and tag): a value accepted in clear must still
+    be read back once sealed, never dropped by the stored-value check so that the group goes out directly."""
+    token = "t" * 1900  # a long token as the proxy password (some proxy services use JWTs)
+    url = f"http://u:{token}@127.0.0.1:3128"
+    assert len(url) <= 2048 and create(admin, "g1", settings={"proxy_url": url}).status_code == 201
+    assert admin.open("PUT", "/api/settings", body={"proxy_url": url}).status_code == 200
+    assert admin.services.pool.view("g1").settings.proxy_url == url
+    assert admin.services.pool.settings.proxy_url == url
+    shown = admin.open("GET", "/api/groups/g1").get_json()["settings"]["proxy_url"]
+    assert shown == "http://****@127.0.0.1:3128"
+
+
+@pytest.mark.parametrize("restart_key", ["q" * 32, ""])
+def test_a_sealed_proxy_url_the_restarted_service_cannot_open_fails_closed(tmp_path, restart_key):
+    """Sealed under one ENCRYPTION_KEY, served after a restart with another one or none (VAULT=secretmanager, so the
+    keys still work): the proxy is still used and refuses the sealed text (407); nothing goes out directly."""
+    from gptload.vault.secret_manager_vault import SecretManagerVault
+    from tests.fakes.fake_gemini import FakeGemini
+    from tests.fakes.forward_proxy import ForwardProxy
+    from tests.fakes.secret_manager import FakeSecretManager
+
+    secrets = FakeSecretManager()
+    env = {"VAULT": "secretmanager", "GOOGLE_CLOUD_PROJECT": "p"}
+    with ForwardProxy(credentials=("px", "px-pass-3141")) as proxy, FakeGemini() as fake:
+        first = AdminClient(tmp_path, vault=SecretManagerVault(secrets, "p"), ENCRYPTION_KEY="p" * 32, **env)
+        settings = {"proxy_url": f"http://px:px-pass-3141@127.0.0.1:{proxy.port}", "max_retries": 0}
+        upstreams = [{"url": fake.url, "weight": 1}]
+        assert create(first, "g1", upstreams=upstreams, settings=settings).status_code == 201
+        assert first.open("POST", "/api/groups/g1/keys", body={"keys": "AIzaSy" + "k" * 33}).status_code < 300
+        first.join_tasks()
+        first.close()
+        again = AdminClient(tmp_path, vault=SecretManagerVault(secrets, "p"), ENCRYPTION_KEY=restart_key, **env)
+        try:
+            r = again.client.open(
+                "/proxy/g1/v1beta/models/gemini-2.5-flash:generateContent",
+                method="POST",
+                headers={"x-goog-api-key": "proxy-key-0001", "Content-Type": "application/json"},
+                data=json.dumps({"contents": [{"parts": [{"text": "hi"}]}]}),
+            )
+            assert r.status_code == 502 and "px-pass-3141" not in r.get_data(as_text=True)
+            assert proxy.refused == 1 and proxy.requests == [] and fake.requests == []
+        finally:
+            again.close()
