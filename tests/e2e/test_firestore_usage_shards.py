@@ -9,6 +9,7 @@ locally, fails in CI (``tests.conftest.require``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -197,3 +198,34 @@ def test_proxied_traffic_of_a_big_group_lands_in_shards_and_the_console_sums_the
             assert len(items) == 12 and sum(k["request_count"] for k in items) == 12 + 48
         finally:
             app.close()
+
+
+def test_no_commit_puts_more_than_500_field_transforms_on_one_document(store, monkeypatch):
+    """Firestore refuses a commit with more than 500 field transforms on one document (the emulator does not
+    enforce it). A key's counters are 4 transforms (3 increments, 1 maximum) and an access key's 7, so one flush
+    that touches 300 keys of a group under the shard threshold, or 100 access keys in one hour, must be cut into
+    commits that each stay within the limit, and still count every event once."""
+    store.create_group(group("wide"))
+    ids = key_ids(300)
+    store.add_keys("wide", hex_records("wide", ids), {})
+    store.list_keys("wide")  # 300 keys: under USAGE_SHARD_THRESHOLD, so one key_usage document
+    events = [dataclasses.replace(e, access_key=f"ak{i % 100:03d}") for i, e in enumerate(use("wide", ids, NOW + 10))]
+    commits: list[list] = []
+    real = store._commit_usage
+
+    def recording(key, writes):
+        commits.append([w for w, _size, _page in writes])
+        return real(key, writes)
+
+    monkeypatch.setattr(store, "_commit_usage", recording)
+    store.record_usage(events)
+    for pbs in commits:
+        per_doc: dict[str, int] = {}
+        for w in pbs:
+            pb = getattr(w, "_pb", w)
+            per_doc[pb.update.name] = per_doc.get(pb.update.name, 0) + len(pb.update_transforms)
+        assert max(per_doc.values()) <= fs_store.FIELD_TRANSFORMS_LIMIT, per_doc
+    got = counters(store, "wide")
+    assert all(got[kid] == (1, 0, NOW + 10, 10) for kid in ids)
+    store.record_usage(events)  # the same batch again (an unknown outcome retried): nothing counted twice
+    assert counters(store, "wide") == got

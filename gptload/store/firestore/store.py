@@ -61,6 +61,7 @@ LOG_SCAN_PAGES = 200  # log pages (newest first) one filtered query_logs reads a
 PAGE_READ = 20  # log pages per query RPC while scanning (a read stops early without paying for the rest)
 COMMIT_WRITE_OVERHEAD = 16  # a Write's field tag and length prefix in the CommitRequest, rounded up
 COMMIT_REQUEST_OVERHEAD = 4096  # the database name, the batch marker (a usage_batches document), gRPC framing
+FIELD_TRANSFORMS_LIMIT = 500  # Firestore: field transforms on one document per commit (the emulator lets more by)
 PACE_SECONDS = 0.0002  # pause between steps of a usage flush (see _yield_gil)
 PURGE_LIMIT = 2000  # log pages one purge_logs call deletes or rewrites at most (the TTL policy does the bulk)
 KEY_VIEW_MAX_AGE = 120.0  # seconds a scanned key list serves query_keys (kept in step with key states meanwhile)
@@ -713,10 +714,17 @@ class FirestoreStore(FirestoreConnection):
         key = batch_key(events)
         writes = self._usage_writes(events, key)
         weight = _commit_weight(writes)
-        if (len(writes) < BATCH_LIMIT and weight <= logpages.COMMIT_BYTES) or len(events) == 1:
+        transforms = _most_transforms(writes)
+        fits = len(writes) < BATCH_LIMIT and weight <= logpages.COMMIT_BYTES and transforms <= FIELD_TRANSFORMS_LIMIT
+        if fits or len(events) == 1:
             return [(events, key, writes)]
         ordered = sorted(events, key=lambda e: (e.at, e.id, e.group, e.key_id, e.attempt))
-        runs = max(2, -(-len(writes) // (BATCH_LIMIT - 1)), -(-weight // logpages.COMMIT_BYTES))
+        runs = max(
+            2,
+            -(-len(writes) // (BATCH_LIMIT - 1)),
+            -(-weight // logpages.COMMIT_BYTES),
+            -(-transforms // FIELD_TRANSFORMS_LIMIT),
+        )
         size = -(-len(ordered) // min(runs, len(ordered)))
         parts: list[tuple[list[UsageEvent], str, list[tuple[Any, int, bool]]]] = []
         for run in chunks(ordered, size):
@@ -1159,6 +1167,16 @@ def _yield_gil() -> None:
 def _sized(write: Any, page: bool = False) -> tuple[Any, int, bool]:
     """``(write, its encoded bytes in a commit request, is it a log page)``."""
     return write, write._pb.ByteSize() + COMMIT_WRITE_OVERHEAD, page
+
+
+def _most_transforms(writes: list[tuple[Any, int, bool]]) -> int:
+    """The most field transforms (Increment, Maximum) ``writes`` put on any one document."""
+    per_doc: dict[str, int] = {}
+    for w, _size, _page in writes:
+        pb = w._pb
+        if pb.update_transforms:
+            per_doc[pb.update.name] = per_doc.get(pb.update.name, 0) + len(pb.update_transforms)
+    return max(per_doc.values(), default=0)
 
 
 def _commit_weight(writes: list[tuple[Any, int, bool]]) -> int:
