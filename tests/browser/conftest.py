@@ -97,6 +97,14 @@ class UI:
         self.page.get_by_label("Admin key (AUTH_KEY)", exact=True).press("Enter")
         expect(self.page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
+    def new_group_dialog(self, name: str) -> object:
+        """Logged in already: open the groups page's "New group" dialog, type ``name``, return the dialog."""
+        self.open("groups")
+        self.page.get_by_role("button", name="New group").click()
+        dialog = self.page.get_by_role("dialog", name="New group")
+        dialog.get_by_label("Name", exact=True).fill(name)
+        return dialog
+
     def shot(self, name: str, *, docs: bool = True) -> Path:
         """Screenshot the page to the test artifacts (and, when refreshing docs, to docs/screenshots)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,7 @@ def test_create_an_aggregate_with_weighted_members_and_see_its_page(ui, server, 
     name = f"agg-{uuid.uuid4().hex[:8]}"
     ui.login()
     page = ui.page
-    page.goto(f"{server.url}/#/groups")
-    page.get_by_role("button", name="New group").click()
-    dialog = page.get_by_role("dialog", name="New group")
-    dialog.get_by_label("Name", exact=True).fill(name)
+    dialog = ui.new_group_dialog(name)
     dialog.get_by_label("Type", exact=True).select_option("aggregate")
     expect(dialog.get_by_label("Upstream URL", exact=True)).to_be_hidden()
     expect(dialog.locator("details.rules-details")).to_be_hidden()  # members apply their own rules
@@ -80,11 +77,7 @@ def test_create_an_aggregate_with_weighted_members_and_see_its_page(ui, server, 
 def test_a_server_refusal_of_members_is_shown_next_to_them(ui, server, fake):
     a = new_group(server, fake, n_keys=0)
     ui.login()
-    page = ui.page
-    page.goto(f"{server.url}/#/groups")
-    page.get_by_role("button", name="New group").click()
-    dialog = page.get_by_role("dialog", name="New group")
-    dialog.get_by_label("Name", exact=True).fill(f"agg-{uuid.uuid4().hex[:8]}")
+    dialog = ui.new_group_dialog(f"agg-{uuid.uuid4().hex[:8]}")
     dialog.get_by_label("Type", exact=True).select_option("aggregate")
     editor = dialog.get_by_test_id("member-editor")
     editor.get_by_label("Member group").first.select_option(a)

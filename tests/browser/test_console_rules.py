@@ -123,10 +123,7 @@ def test_create_dialog_takes_rules_and_an_egress_proxy(ui, server, fake):
     name = f"c-{uuid.uuid4().hex[:8]}"
     ui.login()
     page = ui.page
-    page.goto(f"{server.url}/#/groups")
-    page.get_by_role("button", name="New group").click()
-    dialog = page.get_by_role("dialog", name="New group")
-    dialog.get_by_label("Name", exact=True).fill(name)
+    dialog = ui.new_group_dialog(name)
     dialog.get_by_text("Routing rules and egress proxy (optional)").click()
     dialog.get_by_role("button", name="Add redirect").click()
     dialog.get_by_label("Requested model").fill("team-model")
@@ -213,10 +210,7 @@ def test_create_dialog_takes_direct_as_its_hint_says(ui, server, fake):
     name = f"d-{uuid.uuid4().hex[:8]}"
     ui.login()
     page = ui.page
-    page.goto(f"{server.url}/#/groups")
-    page.get_by_role("button", name="New group").click()
-    dialog = page.get_by_role("dialog", name="New group")
-    dialog.get_by_label("Name", exact=True).fill(name)
+    dialog = ui.new_group_dialog(name)
     dialog.get_by_text("Routing rules and egress proxy (optional)").click()
     expect(dialog).to_contain_text("direct: no proxy")
     dialog.get_by_label("Egress proxy URL").fill("Direct")
