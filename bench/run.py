@@ -1060,6 +1060,12 @@ def main(argv=None) -> int:
     return rc
 
 
+WHERE_THE_TIME_GOES = (
+    "Where the time goes in Firestore mode (the usage flush's steps, a cold start's stages, before and after the "
+    "work of issue 16), and earlier runs of this comparison: [firestore.md](firestore.md).\n"
+)
+
+
 def run_side_by_side(st: Settings, args: argparse.Namespace, work: Path, logdir: Path, load_before: str) -> int:
     """``--side-by-side``: the fake upstream and the three servers of ``side_by_side`` only."""
     t_begin = time.perf_counter()
@@ -1088,7 +1094,7 @@ def run_side_by_side(st: Settings, args: argparse.Namespace, work: Path, logdir:
         f"took {time.perf_counter() - t_begin:.0f}s" + (f"; logs in {logdir}" if rc or args.keep else ""),
         "",
     ]
-    md = "\n".join(head) + side_md
+    md = "\n".join(head) + side_md + "\n" + WHERE_THE_TIME_GOES
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
