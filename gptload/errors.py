@@ -207,9 +207,10 @@ class StoreUnavailable(GptloadError):
 class StoreRejected(StoreUnavailable):
     """The store answered that some usage events can *never* be written (Firestore INVALID_ARGUMENT: a document
     over 1 MiB, a write too large for any commit, a value Firestore cannot hold; SQLite: an integrity or data error,
-    an integer out of range). ``events`` are the events not written; every other event of the batch was applied,
-    exactly once. Raised only by ``Store.record_usage`` and only on evidence that the request itself is invalid,
-    never on a timeout, UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED or a permission error.
+    an integer out of range, text that cannot be encoded). ``events`` are the events not written; every other event
+    of the batch was applied, exactly once. Raised only by ``Store.record_usage`` and only on evidence that the
+    request itself is invalid, never on a timeout, UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED or a
+    permission error.
 
     A subclass of StoreUnavailable on purpose: a caller that does not know it keeps treating the write as failed
     and retries it (nothing is lost); only ``UsageBuffer`` tells it apart, isolates the rejected events by

@@ -522,7 +522,8 @@ class SqliteStore:
         try:
             self._record_usage(events)
         except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeError) as exc:
-            raise StoreRejected(f"SQLite rejected the usage batch: {type(exc).__name__}: {exc}", events=events) from exc
+            reason = f"SQLite rejected the usage batch: {type(exc).__name__}: {str(exc)[:200]}"
+            raise StoreRejected(reason, events=events) from exc
 
     def _record_usage(self, events: list[UsageEvent]) -> None:
         usage = rollup(events)
