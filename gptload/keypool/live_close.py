@@ -107,7 +107,8 @@ def session_outcome(closer: str, code: int, cause: str = "") -> tuple[str, bool]
       ``upstream_error``, a failure;
     - gptload: 1011 is always ``internal_error`` (a failure); otherwise the cause: its own limits on a healthy
       session (``idle_limit``, ``session_limit``) and ``shutdown`` (1001) are successes; ``setup_timeout``,
-      ``bad_setup`` and ``refused`` (no key, a limit, strict mode) failures; no cause is ``refused``.
+      ``bad_setup`` and ``refused`` (no key, a limit, strict mode) failures; no cause is ``refused``;
+    - any other closer: ``unknown``, a failure (no caller passes one: the relay always knows who closed first).
     """
     if closer in ("client", "upstream"):
         return (f"{closer}_closed", True) if code in _NORMAL_CODES else (f"{closer}_error", False)
