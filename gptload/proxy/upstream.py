@@ -47,7 +47,7 @@ class Sessions:
 
     def for_proxy(self, proxy_url: str) -> requests.Session:
         """The session for ``proxy_url`` ("" or "direct" = direct)."""
-        if not proxy_url or proxy_url == proxyurl.DIRECT:
+        if proxyurl.is_direct(proxy_url):
             return self.direct
         session = self._proxied.get(proxy_url)
         if session is None:
