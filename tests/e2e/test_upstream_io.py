@@ -4,7 +4,6 @@ and the watchdog are tests/unit/test_upstream_decoding.py)."""
 from __future__ import annotations
 
 import time
-import tracemalloc
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +14,16 @@ from gptload.keypool.classify import Kind
 from gptload.proxy import upstream_io
 from gptload.proxy.upstream import make_session, prepare
 from gptload.validation import probe
-from tests.fakes.hostile_upstream import GzipBomb, HostileUpstream, Huge, Redirect, Reset, Trickle, gzip_bomb
+from tests.fakes.hostile_upstream import (
+    GzipBomb,
+    HostileUpstream,
+    Huge,
+    Redirect,
+    Reset,
+    Trickle,
+    gzip_bomb,
+    peak_bytes,
+)
 
 MiB = 1 << 20
 BOMB = 64 * MiB  # inflated size of the bombs here: big enough to see, small enough to be quick
@@ -33,16 +41,6 @@ def session():
     s = make_session(4)
     yield s
     s.close()
-
-
-def peak_bytes(fn):
-    """(result, peak Python allocation in bytes) of ``fn()``."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def send(session, url, timeout, method="POST", body=b"{}"):

@@ -26,6 +26,7 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,16 @@ def gzip_bomb(inflated: int) -> bytes:
         left -= len(block)
     out.append(comp.flush())
     return b"".join(out)
+
+
+def peak_bytes(fn):
+    """(result, peak Python allocation in bytes) of ``fn()``: how much a decoder held at once for a bomb."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 @dataclass

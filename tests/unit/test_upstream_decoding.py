@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import time
-import tracemalloc
 import zlib
 
 import pytest
@@ -13,20 +12,10 @@ import requests
 
 from gptload.proxy import upstream_io
 from gptload.proxy.tokens import TokenTap
-from tests.fakes.hostile_upstream import gzip_bomb
+from tests.fakes.hostile_upstream import gzip_bomb, peak_bytes
 
 MiB = 1 << 20
 BOMB = 64 * MiB  # inflated size of the bombs here: big enough to see, small enough for the unit suite
-
-
-def peak_bytes(fn):
-    """(result, peak Python allocation in bytes) of ``fn()``."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 # -- decoding ---------------------------------------------------------------------------------------------------
